@@ -1,0 +1,52 @@
+// Size-constrained assignment: give each of n points one of k clusters, minimising the total squared
+// distance, with every cluster's size in [lo, hi]. This is a transportation problem (see
+// shared/notes/balanced-assignment.md); its optimality certificate is a price per cluster p_k such that
+// every point sits in a cluster minimising d(i,k) + p_k, sizes are within bounds, p_k > 0 only at
+// size hi and p_k < 0 only at size lo.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "tessera/core/matrix.h"
+
+namespace tessera {
+
+struct SizeBounds {
+  size_t lo = 0;
+  size_t hi = 0;
+};
+
+/// MiniOneRec's bounds: lo = max(1, n/k − 1), hi = n/k + 1 (integer division).
+SizeBounds default_size_bounds(size_t n, size_t k);
+
+/// Throws InvalidArgument unless k·lo ≤ n ≤ k·hi and lo ≤ hi (the message says what would be feasible).
+void check_size_bounds(size_t n, size_t k, SizeBounds b);
+
+/// Exact reference on a dense cost matrix (cost: n × k): min-cost flow by LEMON's network simplex.
+/// Memory and time grow with n·k: meant for tests and small problems. Returns the optimal total cost.
+double balanced_assign_exact(MatrixView<const float> cost, SizeBounds bounds, int32_t* assign);
+
+/// The scalable assignment used inside balanced k-means. It keeps its cluster prices between calls,
+/// so consecutive Lloyd iterations warm-start from each other.
+class BalancedAssigner {
+ public:
+  explicit BalancedAssigner(SizeBounds bounds);
+
+  /// Assign x (n × d) to centroids (k × d) under the bounds. assign: n; dist: n squared distances to the
+  /// assigned centroid (may be nullptr). Returns the total cost Σ dist.
+  double assign(MatrixView<const float> x, MatrixView<const float> centroids, int32_t* assign, float* dist);
+
+  /// The same on a dense cost matrix (n × k), for tests against balanced_assign_exact.
+  double assign_costs(MatrixView<const float> cost, int32_t* assign);
+
+  /// Cluster prices of the last solution (k values; see the certificate above).
+  const std::vector<double>& prices() const { return prices_; }
+  SizeBounds bounds() const { return bounds_; }
+
+ private:
+  SizeBounds bounds_;
+  std::vector<double> prices_;
+};
+
+}  // namespace tessera

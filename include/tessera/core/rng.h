@@ -1,0 +1,22 @@
+// Random numbers: one seeded generator type, and seed derivation so that every level, restart and
+// shard gets its own independent stream from one user seed (results never depend on thread count).
+#pragma once
+#include <cstdint>
+#include <random>
+
+namespace tessera {
+
+using Rng = std::mt19937_64;
+
+/// SplitMix64 finaliser: a well-mixed 64-bit value from any input.
+constexpr uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/// The seed of sub-stream `stream` of `seed` (e.g. level l, restart r: derive_seed(derive_seed(s, l), r)).
+constexpr uint64_t derive_seed(uint64_t seed, uint64_t stream) { return mix64(mix64(seed) ^ mix64(stream + 1)); }
+
+}  // namespace tessera

@@ -1,0 +1,13 @@
+// One entry point for vector inputs: picks the reader by file extension.
+#pragma once
+#include <string>
+
+#include "tessera/core/matrix.h"
+
+namespace tessera {
+
+/// .npy, .fvecs, .bvecs, .ivecs, idx (.idx3-ubyte / -ubyte, optionally .gz) → n × d float32.
+/// Unknown extensions are an InvalidArgument naming the supported ones.
+FloatMatrix read_vectors(const std::string& path);
+
+}  // namespace tessera

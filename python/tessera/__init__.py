@@ -1,0 +1,2 @@
+"""tessera: vector quantization and semantic IDs."""
+from ._tessera import __version__  # noqa: F401

@@ -1,0 +1,99 @@
+#include "tessera/core/distances.h"
+
+#include <algorithm>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "core/blas.h"
+
+namespace tessera {
+
+void row_norms_sqr(MatrixView<const float> x, float* out) {
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
+    const float* r = x.row(i);
+    double s = 0;
+    for (size_t j = 0; j < x.cols; ++j) s += (double)r[j] * r[j];
+    out[i] = (float)s;
+  }
+}
+
+void l2_sqr_distances(MatrixView<const float> x, MatrixView<const float> c, const float* c_norms, float* out) {
+  TESSERA_CHECK_ARG(x.cols == c.cols, "dimension mismatch: points have " << x.cols << " columns, centroids "
+                                                                          << c.cols);
+  std::vector<float> cn;
+  if (!c_norms) {
+    cn.resize(c.rows);
+    row_norms_sqr(c, cn.data());
+    c_norms = cn.data();
+  }
+  std::vector<float> xn(x.rows);
+  row_norms_sqr(x, xn.data());
+  const size_t k = c.rows;
+  detail::gemm_abt(x.rows, k, x.cols, -2.0f, x.data, x.stride, c.data, c.stride, 0.0f, out, k);
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
+    float* o = out + i * k;
+    for (size_t j = 0; j < k; ++j) o[j] = std::max(0.0f, o[j] + xn[i] + c_norms[j]);
+  }
+}
+
+namespace {
+
+// Calls f(block_begin, block_rows, distances) for consecutive blocks of x.
+template <class F>
+void for_each_distance_block(MatrixView<const float> x, MatrixView<const float> c, F&& f) {
+  TESSERA_CHECK_ARG(c.rows > 0, "no centroids to compare with");
+  std::vector<float> cn(c.rows);
+  row_norms_sqr(c, cn.data());
+  const size_t block = std::min(kDistanceBlockRows, std::max<size_t>(x.rows, 1));
+  std::vector<float> d(block * c.rows);
+  for (size_t b = 0; b < x.rows; b += block) {
+    const size_t nb = std::min(block, x.rows - b);
+    l2_sqr_distances(x.rows_slice(b, nb), c, cn.data(), d.data());
+    f(b, nb, d.data());
+  }
+}
+
+}  // namespace
+
+void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int32_t* assign, float* dist) {
+  const size_t k = c.rows;
+  for_each_distance_block(x, c, [&](size_t b, size_t nb, const float* d) {
+#pragma omp parallel for schedule(static)
+    for (ptrdiff_t i = 0; i < (ptrdiff_t)nb; ++i) {
+      const float* r = d + i * k;
+      size_t best = 0;
+      for (size_t j = 1; j < k; ++j)
+        if (r[j] < r[best]) best = j;
+      assign[b + i] = (int32_t)best;
+      if (dist) dist[b + i] = r[best];
+    }
+  });
+}
+
+void nearest_centroids_topm(MatrixView<const float> x, MatrixView<const float> c, size_t m, int32_t* idx,
+                            float* dist) {
+  const size_t k = c.rows;
+  TESSERA_CHECK_ARG(m >= 1 && m <= k, "asked for the " << m << " nearest of " << k << " centroids");
+  for_each_distance_block(x, c, [&](size_t b, size_t nb, const float* d) {
+#pragma omp parallel
+    {
+      std::vector<int32_t> order(k);
+#pragma omp for schedule(static)
+      for (ptrdiff_t i = 0; i < (ptrdiff_t)nb; ++i) {
+        const float* r = d + i * k;
+        std::iota(order.begin(), order.end(), 0);
+        auto less = [r](int32_t a, int32_t bb) { return r[a] < r[bb] || (r[a] == r[bb] && a < bb); };
+        std::partial_sort(order.begin(), order.begin() + m, order.end(), less);
+        for (size_t j = 0; j < m; ++j) {
+          if (idx) idx[(b + i) * m + j] = order[j];
+          if (dist) dist[(b + i) * m + j] = r[order[j]];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace tessera

@@ -1,0 +1,51 @@
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "tessera/core/distances.h"
+
+using namespace tessera;
+
+TEST(Distances, MatchesDirectComputation) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> g;
+  FloatMatrix x(300, 17), c(23, 17);
+  for (size_t i = 0; i < x.size(); ++i) x.data()[i] = g(rng);
+  for (size_t i = 0; i < c.size(); ++i) c.data()[i] = g(rng);
+  std::vector<float> d(300 * 23);
+  l2_sqr_distances(x.view(), c.view(), nullptr, d.data());
+  std::vector<int32_t> a(300), top(300 * 3);
+  std::vector<float> ad(300);
+  nearest_centroids(x.view(), c.view(), a.data(), ad.data());
+  nearest_centroids_topm(x.view(), c.view(), 3, top.data(), nullptr);
+  for (size_t i = 0; i < 300; ++i) {
+    int best = 0;
+    double bestd = 1e30;
+    for (size_t j = 0; j < 23; ++j) {
+      double s = 0;
+      for (size_t t = 0; t < 17; ++t) s += double(x(i, t) - c(j, t)) * (x(i, t) - c(j, t));
+      EXPECT_NEAR(d[i * 23 + j], s, 1e-3 * (1 + s));
+      if (s < bestd) bestd = s, best = (int)j;
+    }
+    EXPECT_EQ(a[i], best);
+    EXPECT_EQ(top[i * 3], best);
+    EXPECT_NEAR(ad[i], bestd, 1e-3 * (1 + bestd));
+  }
+}
+
+TEST(Distances, RejectsDimensionMismatch) {
+  FloatMatrix x(4, 3), c(2, 5);
+  std::vector<float> d(8);
+  EXPECT_THROW(l2_sqr_distances(x.view(), c.view(), nullptr, d.data()), InvalidArgument);
+}
+
+TEST(CheckFinite, NamesTheFirstBadRow) {
+  FloatMatrix x(5, 2);
+  x(3, 1) = std::numeric_limits<float>::quiet_NaN();
+  try {
+    check_finite(x.view());
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("row 3"), std::string::npos);
+  }
+}
