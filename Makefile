@@ -35,7 +35,7 @@ $(VENV)/.installed: requirements/runtime.txt requirements/build.txt requirements
 
 # The Debian catalogue the demo embeds: package lists with English descriptions.
 apt-lists:
-	@ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 && ls /var/lib/apt/lists/*Translation-en >/dev/null 2>&1 || \
+	@ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 && ls /var/lib/apt/lists/*_Translation-en* >/dev/null 2>&1 || \
 	  $(SUDO) apt-get update -qq -o Acquire::Languages=en
 
 build: setup
