@@ -20,13 +20,18 @@ struct NpyHeader {
 /// Parse and validate the header of an in-memory .npy image of `size` bytes.
 NpyHeader parse_npy_header(const void* data, size_t size);
 
-/// x: n × d float32 from a 2-D .npy (float16/32/64). 1-D arrays are rejected.
+/// x: n × d float32 from a 2-D .npy (float16/32/64, or uint8/int8). 1-D arrays are rejected.
+/// Little-endian float32 data is memory-mapped, not copied (MAP_PRIVATE: writes to the matrix stay
+/// private to the process and never reach the file); other dtypes are read and converted.
 FloatMatrix read_npy_f32(const std::string& path);
-/// codes: n × m int32 from a 2-D .npy (int32, or int64 within int32 range).
+/// codes: n × m int32 from a 2-D .npy (int32, or int64/uint32/uint64 within int32 range, or 8/16-bit ints).
 CodeMatrix read_npy_i32(const std::string& path);
 /// The same from an in-memory .npy image (npz members, fuzzing); data is copied.
 FloatMatrix parse_npy_f32(const void* data, size_t size);
 CodeMatrix parse_npy_i32(const void* data, size_t size);
+/// The same, naming the image `source` in error messages (e.g. "codebooks.npz[codebook_0]").
+FloatMatrix parse_npy_f32(const void* data, size_t size, const std::string& source);
+CodeMatrix parse_npy_i32(const void* data, size_t size, const std::string& source);
 
 /// The bytes of a .npy image of a 2-D array.
 std::string npy_bytes(MatrixView<const float> x);

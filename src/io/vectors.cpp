@@ -1,0 +1,38 @@
+#include "tessera/io/vectors.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "tessera/io/idx.h"
+#include "tessera/io/npy.h"
+#include "tessera/io/texmex.h"
+
+namespace tessera {
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+FloatMatrix read_vectors(const std::string& path) {
+  std::string name = path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  if (ends_with(name, ".npy")) return read_npy_f32(path);
+  if (ends_with(name, ".fvecs")) return read_fvecs(path);
+  if (ends_with(name, ".bvecs")) return read_bvecs(path);
+  if (ends_with(name, ".ivecs")) {
+    const CodeMatrix c = read_ivecs(path);
+    FloatMatrix m(c.rows(), c.cols());
+    std::transform(c.data(), c.data() + c.size(), m.data(), [](int32_t v) { return float(v); });
+    return m;
+  }
+  // MNIST idx: train-images-idx3-ubyte(.gz) as distributed, or a plain .idx(.gz); gzip is detected by content.
+  if (ends_with(name, "-ubyte") || ends_with(name, "-ubyte.gz") || ends_with(name, ".idx") ||
+      ends_with(name, ".idx.gz"))
+    return read_idx(path);
+  TESSERA_THROW_ARG(path << ": cannot tell the vector format from the file name: supported are .npy, .fvecs, "
+                         << ".bvecs, .ivecs and MNIST idx (*-ubyte, *-ubyte.gz, *.idx, *.idx.gz)");
+}
+
+}  // namespace tessera
