@@ -1,10 +1,172 @@
-// tessera command-line tool (placeholder until the sid subcommands land).
+// tessera command-line tool: thin front end over the library (parse, validate, call, print).
 #include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "progress_bar.h"
+#include "tessera/core/threading.h"
+#include "tessera/io/vectors.h"
+#include "tessera/sid/pipeline.h"
+
+namespace {
+
+using namespace tessera;
+
+std::vector<size_t> parse_sizes(const std::string& s) {
+  std::vector<size_t> out;
+  std::stringstream ss(s);
+  std::string tok;
+  while (std::getline(ss, tok, ',')) {
+    size_t pos = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(tok, &pos);
+    } catch (...) {
+    }
+    TESSERA_CHECK_ARG(v >= 1 && pos == tok.size(), "--codebook-sizes: '" << tok << "' is not a positive integer");
+    out.push_back((size_t)v);
+  }
+  TESSERA_CHECK_ARG(!out.empty(), "--codebook-sizes is empty");
+  return out;
+}
+
+void print_summary(const SemanticIds& s, const std::string& out_dir) {
+  const SidMetrics& m = s.metrics;
+  std::printf("semantic IDs for %zu items (d = %zu) in %.2f s -> %s/\n", m.n_items, m.dim, m.seconds_total,
+              out_dir.c_str());
+  std::printf("  %-6s %6s %7s %8s %8s %9s %10s %10s %8s%s\n", "level", "K", "used", "min", "max", "perplex.",
+              "mse_before", "mse_after", "seconds", m.levels.size() && m.levels[0].purity ? "   purity  chance" : "");
+  for (const auto& l : m.levels) {
+    std::printf("  %-6zu %6zu %7zu %8zu %8zu %9.1f %10.5g %10.5g %8.2f", l.level + 1, l.codebook_size, l.unique_codes,
+                l.min_cluster_size, l.max_cluster_size, l.perplexity, l.mse_before, l.mse_after, l.seconds);
+    if (l.purity) std::printf("   %6.3f  %6.3f", *l.purity, *l.purity_chance);
+    std::printf("\n");
+  }
+  std::printf("  reconstruction MSE %.6g (input mean square %.6g)\n", m.mse, m.mse_before);
+  std::printf("  before resolution: %zu unique of %zu, collision rate %.4f, largest group %zu\n", m.before.unique_ids,
+              m.n_items, m.before.collision_rate, m.before.largest_group);
+  std::printf("  dedup %s: %zu items still collide, longest ID %zu tokens", m.dedup.c_str(), m.final_collisions,
+              m.max_id_length);
+  if (m.dedup == "reassign")
+    std::printf(", %zu items moved (MSE %.6g -> %.6g)", m.reassigned_items, m.mse, m.mse_after_resolution);
+  std::printf("\n");
+}
+
+std::vector<std::string> optional_lines(const std::string& path, size_t n, const char* what) {
+  if (path.empty()) return {};
+  auto lines = read_lines(path);
+  TESSERA_CHECK_ARG(lines.size() == n, path << " has " << lines.size() << " lines but the input has " << n
+                                            << " rows: give one " << what << " per row");
+  return lines;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"tessera: vector quantization and semantic IDs"};
   app.require_subcommand(1);
   app.add_subcommand("version", "print the version")->callback([] { std::puts("tessera 0.1.0"); });
+
+  auto* sid = app.add_subcommand("sid", "semantic IDs by (balanced) residual k-means");
+  sid->require_subcommand(1);
+
+  // sid build
+  auto* build = sid->add_subcommand("build", "train a model and give every item a semantic ID");
+  std::string input, out_dir, ids_file, labels_file, balance = "exact", dedup = "append", sizes_arg;
+  size_t levels = 3, codebook_size = 256, train_sample = 0, size_min = 0, size_max = 0;
+  uint64_t seed = 42;
+  int n_init = 3, max_iter = 100, threads = 0;
+  double tol = 1e-4;
+  bool zero_based = false, quiet = false;
+  build->add_option("input", input, "embeddings: .npy (float16/32/64), .fvecs or .bvecs (N × d)")->required();
+  build->add_option("--out", out_dir, "output directory")->required();
+  auto* levels_opt = build->add_option("--levels", levels, "number of levels L")->capture_default_str();
+  build->add_option("--codebook-size", codebook_size, "codes per level K")->capture_default_str();
+  build->add_option("--codebook-sizes", sizes_arg, "per-level sizes, e.g. 1024,256,64 (overrides --codebook-size)");
+  build->add_option("--balance", balance, "exact: size-constrained levels; none: plain k-means")
+      ->check(CLI::IsMember({"exact", "none"}))
+      ->capture_default_str();
+  build->add_option("--dedup", dedup, "collision resolution")
+      ->check(CLI::IsMember({"append", "append-all", "reassign", "none"}))
+      ->capture_default_str();
+  build->add_option("--seed", seed, "random seed (each level derives its own)")->capture_default_str();
+  build->add_option("--n-init", n_init, "k-means restarts per level")->capture_default_str();
+  build->add_option("--max-iter", max_iter, "Lloyd iterations per restart")->capture_default_str();
+  build->add_option("--tol", tol, "relative tolerance on centroid movement")->capture_default_str();
+  build->add_option("--size-min", size_min, "smallest cluster size (default max(1, N/K - 1))");
+  build->add_option("--size-max", size_max, "largest cluster size (default N/K + 1)");
+  build->add_option("--train-sample", train_sample, "train on N sampled rows, then assign every row");
+  build->add_option("--ids", ids_file, "text file: one item id per line (index.json keys)");
+  build->add_option("--labels", labels_file, "text file: one category per line (purity metrics)");
+  build->add_flag("--zero-based", zero_based, "tokens count from 0 (RQ-VAE style) instead of 1");
+  build->add_option("--threads", threads, "threads (default: all cores)");
+  build->add_flag("-q,--quiet", quiet, "no progress bar");
+
+  // sid encode
+  auto* encode = sid->add_subcommand("encode", "semantic IDs for new items with a trained model");
+  std::string model_path, enc_input, enc_out, enc_ids, enc_dedup;
+  int enc_threads = 0;
+  encode->add_option("model", model_path, "model.tsq written by `sid build`")->required();
+  encode->add_option("input", enc_input, "embeddings (.npy, .fvecs, .bvecs)")->required();
+  encode->add_option("--out", enc_out, "output directory")->required();
+  encode->add_option("--ids", enc_ids, "text file: one item id per line");
+  encode->add_option("--dedup", enc_dedup, "collision resolution (default: the model's)")
+      ->check(CLI::IsMember({"append", "append-all", "reassign", "none"}));
+  encode->add_option("--threads", enc_threads, "threads (default: all cores)");
+
   CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (build->parsed()) {
+      set_num_threads(threads);
+      SidParams p;
+      if (!sizes_arg.empty()) {
+        p.codebook_sizes = parse_sizes(sizes_arg);
+        TESSERA_CHECK_ARG(levels_opt->count() == 0 || p.codebook_sizes.size() == levels,
+                          "--levels " << levels << " disagrees with --codebook-sizes (" << p.codebook_sizes.size()
+                                      << " sizes)");
+      } else {
+        TESSERA_CHECK_ARG(levels >= 1, "--levels must be at least 1");
+        p.codebook_sizes.assign(levels, codebook_size);
+      }
+      p.balance = balance == "exact";
+      p.dedup = parse_dedup(dedup);
+      p.format.zero_based = zero_based;
+      p.seed = seed;
+      p.n_init = n_init;
+      p.max_iter = max_iter;
+      p.tol = tol;
+      p.train_sample = train_sample;
+      if (size_min) p.size_min = size_min;
+      if (size_max) p.size_max = size_max;
+      p.progress = cli::progress_bar(quiet);
+      // Everything that can be checked is checked before the work starts.
+      const FloatMatrix x = read_vectors(input);
+      const auto keys = optional_lines(ids_file, x.rows(), "id");
+      const auto labels = optional_lines(labels_file, x.rows(), "label");
+      prepare_output_dir(out_dir);
+      const SemanticIds s = build_semantic_ids(x.view(), p, labels.empty() ? nullptr : &labels);
+      if (!quiet) std::fprintf(stderr, "\n");
+      write_semantic_ids(out_dir, s, keys.empty() ? nullptr : &keys, true);
+      print_summary(s, out_dir);
+    } else if (encode->parsed()) {
+      set_num_threads(enc_threads);
+      SidModel m = load_sid_model(model_path);
+      const FloatMatrix x = read_vectors(enc_input);
+      const auto keys = optional_lines(enc_ids, x.rows(), "id");
+      prepare_output_dir(enc_out);
+      const Dedup d = enc_dedup.empty() ? m.dedup : parse_dedup(enc_dedup);
+      const SemanticIds s = encode_semantic_ids(m.model, x.view(), d, m.format);
+      write_semantic_ids(enc_out, s, keys.empty() ? nullptr : &keys, false);
+      print_summary(s, enc_out);
+    }
+  } catch (const tessera::Error& e) {
+    std::fprintf(stderr, "tessera: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tessera: unexpected error: %s\n", e.what());
+    return 3;
+  }
   return 0;
 }

@@ -1,21 +1,58 @@
 #include "core/blas.h"
 
 #include <cblas.h>
+#include <omp.h>
+
+#include <mutex>
 
 namespace tessera::detail {
+
+namespace {
+
+// OpenBLAS's own thread pool fights OpenMP's spinning workers on small machines (measured: half the
+// time of a k-means run in libgomp spin-waits). tessera runs OpenBLAS single-threaded and splits GEMMs
+// into fixed row chunks over OpenMP instead; the chunking never depends on the thread count, so every
+// output element is computed the same way with 1 or 32 threads.
+constexpr size_t kChunkRows = 512;
+
+void single_threaded_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+template <class F>
+void over_row_chunks(size_t m, F&& f) {
+  single_threaded_blas();
+  const size_t chunks = (m + kChunkRows - 1) / kChunkRows;
+  if (chunks <= 1 || omp_in_parallel()) {
+    f(0, m);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; ++c) {
+    const size_t b = size_t(c) * kChunkRows;
+    f(b, std::min(kChunkRows, m - b));
+  }
+}
+
+}  // namespace
 
 void gemm_abt(size_t m, size_t n, size_t k, float alpha, const float* a, size_t lda, const float* b, size_t ldb,
               float beta, float* c, size_t ldc) {
   if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb,
-              beta, c, (int)ldc);
+  over_row_chunks(m, [&](size_t r, size_t rows) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)k, alpha, a + r * lda, (int)lda, b,
+                (int)ldb, beta, c + r * ldc, (int)ldc);
+  });
 }
 
 void gemm_atb(size_t m, size_t n, size_t k, float alpha, const float* a, size_t lda, const float* b, size_t ldb,
               float beta, float* c, size_t ldc) {
   if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb,
-              beta, c, (int)ldc);
+  over_row_chunks(m, [&](size_t r, size_t rows) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rows, (int)n, (int)k, alpha, a + r, (int)lda, b,
+                (int)ldb, beta, c + r * ldc, (int)ldc);
+  });
 }
 
 }  // namespace tessera::detail

@@ -19,7 +19,8 @@ void row_norms_sqr(MatrixView<const float> x, float* out) {
   }
 }
 
-void l2_sqr_distances(MatrixView<const float> x, MatrixView<const float> c, const float* c_norms, float* out) {
+void l2_sqr_distances(MatrixView<const float> x, MatrixView<const float> c, const float* c_norms, float* out,
+                      const float* x_norms) {
   TESSERA_CHECK_ARG(x.cols == c.cols, "dimension mismatch: points have " << x.cols << " columns, centroids "
                                                                           << c.cols);
   std::vector<float> cn;
@@ -28,14 +29,18 @@ void l2_sqr_distances(MatrixView<const float> x, MatrixView<const float> c, cons
     row_norms_sqr(c, cn.data());
     c_norms = cn.data();
   }
-  std::vector<float> xn(x.rows);
-  row_norms_sqr(x, xn.data());
+  std::vector<float> own_xn;
+  if (!x_norms) {
+    own_xn.resize(x.rows);
+    row_norms_sqr(x, own_xn.data());
+    x_norms = own_xn.data();
+  }
   const size_t k = c.rows;
   detail::gemm_abt(x.rows, k, x.cols, -2.0f, x.data, x.stride, c.data, c.stride, 0.0f, out, k);
 #pragma omp parallel for schedule(static)
   for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
     float* o = out + i * k;
-    for (size_t j = 0; j < k; ++j) o[j] = std::max(0.0f, o[j] + xn[i] + c_norms[j]);
+    for (size_t j = 0; j < k; ++j) o[j] = std::max(0.0f, o[j] + x_norms[i] + c_norms[j]);
   }
 }
 

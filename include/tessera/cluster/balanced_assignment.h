@@ -27,6 +27,27 @@ void check_size_bounds(size_t n, size_t k, SizeBounds b);
 /// Memory and time grow with n·k: meant for tests and small problems. Returns the optimal total cost.
 double balanced_assign_exact(MatrixView<const float> cost, SizeBounds bounds, int32_t* assign);
 
+/// The same, also returning optimal cluster prices (k values) that certify the solution, if `prices` is set.
+double balanced_assign_exact(MatrixView<const float> cost, SizeBounds bounds, int32_t* assign,
+                             std::vector<double>* prices);
+
+/// How far (assign, prices) is from the certificate on a dense cost matrix (n × k): the largest
+/// violation of condition 1, max_i [cost(i, assign_i) + p(assign_i) − min_j (cost(i, j) + p_j)] ≥ 0, or
+/// +infinity when a size is out of bounds or condition 3 fails. The total cost is then within
+/// n × (returned value) of the optimum.
+double balanced_certificate_violation(MatrixView<const float> cost, SizeBounds bounds, const int32_t* assign,
+                                      const std::vector<double>& prices);
+
+/// What the last BalancedAssigner call did (for tests and benchmarks).
+struct BalancedStats {
+  int full_passes = 0;       ///< passes computing distances to all k centroids for every point
+  size_t refreshed_rows = 0; ///< points whose full distance row was recomputed after a certificate check
+  size_t steps = 0;          ///< price steps of the ε-relaxation
+  double eps = 0;            ///< final ε: every point is within ε of its cheapest priced cluster
+  double lower_bound = 0;    ///< dual value Σ_i min_j (d_ij + p_j) − Σ_k (hi·p_k⁺ − lo·p_k⁻) ≤ optimum
+  double cost = 0;           ///< total cost of the returned assignment
+};
+
 /// The scalable assignment used inside balanced k-means. It keeps its cluster prices between calls,
 /// so consecutive Lloyd iterations warm-start from each other.
 class BalancedAssigner {
@@ -43,10 +64,19 @@ class BalancedAssigner {
   /// Cluster prices of the last solution (k values; see the certificate above).
   const std::vector<double>& prices() const { return prices_; }
   SizeBounds bounds() const { return bounds_; }
+  const BalancedStats& stats() const { return stats_; }
+
+  /// Candidate clusters kept per point (default 16; all k when k is smaller). More makes certificate
+  /// failures rarer and each pass heavier; the result is the same.
+  void set_candidates(size_t c) { candidates_ = c; }
+  /// Forget the prices (the next call is cold).
+  void reset() { prices_.clear(); }
 
  private:
   SizeBounds bounds_;
   std::vector<double> prices_;
+  BalancedStats stats_;
+  size_t candidates_ = 16;
 };
 
 }  // namespace tessera

@@ -12,8 +12,9 @@ namespace tessera {
 void row_norms_sqr(MatrixView<const float> x, float* out);
 
 /// out (n × k, row-major, stride k) = ‖x_i − c_j‖², clamped at 0. x: n × d, c: k × d,
-/// c_norms: k precomputed ‖c_j‖² or nullptr.
-void l2_sqr_distances(MatrixView<const float> x, MatrixView<const float> c, const float* c_norms, float* out);
+/// c_norms: k precomputed ‖c_j‖² or nullptr; x_norms: n precomputed ‖x_i‖² or nullptr.
+void l2_sqr_distances(MatrixView<const float> x, MatrixView<const float> c, const float* c_norms, float* out,
+                      const float* x_norms = nullptr);
 
 /// The nearest row of c for every row of x (ties go to the lowest index). assign: n; dist: n squared
 /// distances, or nullptr.

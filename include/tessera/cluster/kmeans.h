@@ -1,0 +1,59 @@
+// k-means (Lloyd) with k-means++ or random initialisation, restarts, an optional training subsample,
+// empty-cluster repair and, optionally, size constraints on every cluster (balanced k-means: the
+// assignment step is the exact size-constrained assignment of BalancedAssigner).
+//
+// k-means++: Arthur & Vassilvitskii, "k-means++: The Advantages of Careful Seeding", SODA 2007
+// (greedy variant with 2 + ⌊ln k⌋ local trials per centre, as scikit-learn).
+// Size-constrained k-means: Bradley, Bennett & Demiriz, "Constrained K-Means Clustering", MSR-TR-2000-65
+// (the assignment step as a min-cost flow; what k-means-constrained implements).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "tessera/cluster/balanced_assignment.h"
+#include "tessera/core/matrix.h"
+#include "tessera/core/progress.h"
+
+namespace tessera {
+
+enum class KMeansInit { kmeans_plus_plus, random };
+
+struct KMeansParams {
+  size_t k = 256;
+  int max_iter = 100;
+  /// Stop when the squared centroid shift Σ‖Δc‖² ≤ tol · (mean per-dimension variance of x), as scikit-learn.
+  double tol = 1e-4;
+  int n_init = 3;  ///< restarts; the lowest objective wins
+  KMeansInit init = KMeansInit::kmeans_plus_plus;
+  uint64_t seed = 42;
+  /// Train on a uniform sample of at most this many rows (0: all rows).
+  size_t max_train_points = 0;
+  /// Size constraints: when set, every cluster's size lies within these bounds.
+  std::optional<SizeBounds> size_bounds;
+  ProgressFn progress;
+  std::string progress_label = "k-means";
+};
+
+struct KMeansResult {
+  FloatMatrix centroids;             ///< k × d
+  std::vector<int32_t> assignment;   ///< n (for the rows the model was trained on: all rows, or the sample)
+  std::vector<size_t> sample_rows;   ///< rows of x used for training when subsampled (empty: all rows)
+  double objective = 0;              ///< Σ squared distance to the assigned centroid
+  int iterations = 0;                ///< Lloyd iterations of the winning restart
+  int best_init = 0;                 ///< index of the winning restart
+};
+
+/// Cluster x (n × d, finite values) into p.k clusters. Deterministic for a given seed and any thread count.
+KMeansResult kmeans(MatrixView<const float> x, const KMeansParams& p);
+
+/// Initial centres (k × d) by k-means++ on x with the given seed.
+FloatMatrix kmeans_plus_plus(MatrixView<const float> x, size_t k, uint64_t seed);
+
+/// Mean of the rows assigned to each cluster (k × d); empty clusters keep their row of `previous`.
+/// counts: k output sizes. Summation in a fixed order, so results do not depend on the thread count.
+void update_centroids(MatrixView<const float> x, const int32_t* assignment, size_t k, MatrixView<float> centroids,
+                      std::vector<size_t>& counts);
+
+}  // namespace tessera

@@ -1,0 +1,73 @@
+// Residual quantization (RQ, and RQ-KMeans for semantic IDs): level m quantizes what levels 0..m−1 left
+// over, x ≈ C_0[i_0] + C_1[i_1] + …, each level's codebook learned by k-means on the residuals — or by
+// size-constrained (balanced) k-means, so every code of a level is used by about n/K_m items.
+// Juang & Gray, "Multiple stage vector quantization for speech coding", ICASSP 1982;
+// Chen, Guan & Wang, "Approximate Nearest Neighbor Search by Residual Vector Quantization", Sensors 2010;
+// RQ-KMeans semantic IDs as in OneRec / MiniOneRec (balanced levels through size-constrained k-means).
+#pragma once
+#include <optional>
+#include <vector>
+
+#include "tessera/cluster/kmeans.h"
+#include "tessera/quant/additive_quantizer.h"
+
+namespace tessera {
+
+struct ResidualQuantizerParams {
+  int max_iter = 100;
+  double tol = 1e-4;
+  int n_init = 3;
+  KMeansInit init = KMeansInit::kmeans_plus_plus;
+  /// Level m trains with seed derive_seed(seed, m).
+  uint64_t seed = 42;
+  /// Train levels with size-constrained k-means.
+  bool balance = false;
+  /// Size bounds for every level (default per level: default_size_bounds(n, K_m)).
+  std::optional<size_t> size_min, size_max;
+  /// Train the codebooks on this many sampled rows (0: all rows); fit() then assigns every row.
+  size_t train_sample = 0;
+  ProgressFn progress;
+};
+
+/// What training did at one level.
+struct LevelReport {
+  size_t codebook_size = 0;
+  double mse_before = 0;  ///< residual MSE entering the level (over the rows fit() assigned)
+  double mse_after = 0;   ///< residual MSE after the level
+  double seconds = 0;
+  int iterations = 0;
+  SizeBounds bounds;      ///< size bounds used (balanced levels; {0, n} otherwise)
+};
+
+class ResidualQuantizer : public AdditiveQuantizer {
+ public:
+  ResidualQuantizer(size_t d, std::vector<size_t> codebook_sizes, ResidualQuantizerParams params = {});
+
+  std::string type_name() const override { return "residual"; }
+  const ResidualQuantizerParams& params() const { return params_; }
+  ResidualQuantizerParams& params() { return params_; }
+
+  void train(MatrixView<const float> x) override { fit(x, nullptr); }
+
+  /// Train on x (n × d) and give every row its codes (codes: n × M, may be nullptr). With balance, every
+  /// level's code sizes over the n rows lie within the level's bounds — also when training used a
+  /// sample, because then all rows are assigned by assign_balanced().
+  std::vector<LevelReport> fit(MatrixView<const float> x, int32_t* codes);
+
+  /// Greedy residual encoding: at each level the nearest codeword to the residual. codes: n × M.
+  void encode(MatrixView<const float> x, int32_t* codes) const override;
+
+  /// Size-constrained encoding with the trained codebooks: at each level the assignment of all n
+  /// residuals that minimises the squared error with code sizes within `bounds[m]` (default bounds for
+  /// n when empty). codes: n × M. reports (optional): per-level MSE.
+  void assign_balanced(MatrixView<const float> x, int32_t* codes, const std::vector<SizeBounds>& bounds = {},
+                       std::vector<LevelReport>* reports = nullptr) const;
+
+  /// The bounds level m uses for n rows under these params.
+  SizeBounds level_bounds(size_t m, size_t n) const;
+
+ private:
+  ResidualQuantizerParams params_;
+};
+
+}  // namespace tessera

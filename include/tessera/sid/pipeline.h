@@ -1,0 +1,67 @@
+// The semantic-ID pipeline: embeddings in, unique token tuples out.
+// (balanced) RQ-KMeans → codes → collision resolution → IDs, with metrics; and encoding of new items
+// with a trained model. Files: index.json, codes.npy, codebooks.npz, metrics.json, model.tsq.
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tessera/quant/residual_quantizer.h"
+#include "tessera/sid/collisions.h"
+#include "tessera/sid/index_json.h"
+#include "tessera/sid/metrics.h"
+
+namespace tessera {
+
+struct SidParams {
+  std::vector<size_t> codebook_sizes = {256, 256, 256};
+  bool balance = true;  ///< size-constrained levels (MiniOneRec's constrained RQ-KMeans)
+  std::optional<size_t> size_min, size_max;
+  Dedup dedup = Dedup::append;
+  TokenFormat format;
+  uint64_t seed = 42;
+  int n_init = 3;
+  int max_iter = 100;
+  double tol = 1e-4;
+  size_t train_sample = 0;  ///< train on this many sampled rows, then assign all (0: train on all)
+  ProgressFn progress;
+};
+
+struct SemanticIds {
+  std::shared_ptr<ResidualQuantizer> model;
+  CodeMatrix codes;  ///< n × L codes before collision resolution (0-based)
+  CodeMatrix ids;    ///< n × W resolved tokens (W = L, or L + 1 with a suffix); −1 = no token
+  Dedup dedup = Dedup::append;
+  TokenFormat format;
+  SidMetrics metrics;
+};
+
+/// Train a model on x (n × d) and give every row a semantic ID. labels: n categories for purity metrics.
+SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p,
+                               const std::vector<std::string>* labels = nullptr);
+
+/// IDs for x with a trained model (greedy residual codes), resolved with `dedup`.
+SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, MatrixView<const float> x, Dedup dedup,
+                                TokenFormat format, const std::vector<std::string>* labels = nullptr);
+
+/// Create `dir` (and parents) if needed and check it is writable; IOError otherwise.
+void prepare_output_dir(const std::string& dir);
+
+/// Write index.json, codes.npy, metrics.json and, with `with_model`, codebooks.npz and model.tsq into dir.
+/// Every file is written atomically. keys: n item ids for index.json (nullptr: row numbers).
+void write_semantic_ids(const std::string& dir, const SemanticIds& s, const std::vector<std::string>* keys,
+                        bool with_model = true);
+
+/// A model.tsq written by write_semantic_ids, with the collision strategy and token format it was built with.
+struct SidModel {
+  std::shared_ptr<ResidualQuantizer> model;
+  Dedup dedup = Dedup::append;
+  TokenFormat format;
+};
+SidModel load_sid_model(const std::string& path);
+
+/// Lines of a text file (one item id or label per line; a trailing newline is optional; '\r' stripped).
+std::vector<std::string> read_lines(const std::string& path);
+
+}  // namespace tessera

@@ -1,0 +1,254 @@
+#include "tessera/cluster/kmeans.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "tessera/core/distances.h"
+#include "tessera/core/rng.h"
+
+namespace tessera {
+
+namespace {
+
+// k-means++ seeds from at most this many rows per centre (a uniform sample): Lloyd's iterations refine on
+// all rows anyway, and each seeding step reads every seeding row, so this keeps seeding O(64·k²·d).
+constexpr size_t kSeedRowsPerCentre = 64;
+
+FloatMatrix gather_rows(MatrixView<const float> x, const std::vector<size_t>& rows) {
+  FloatMatrix out(rows.size(), x.cols);
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)rows.size(); ++i) std::copy(x.row(rows[i]), x.row(rows[i]) + x.cols, out.row(i));
+  return out;
+}
+
+// `count` distinct rows of [0, n) in increasing order, uniformly at random.
+std::vector<size_t> sample_rows(size_t n, size_t count, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<size_t> idx(n);
+  std::iota(idx.begin(), idx.end(), size_t{0});
+  for (size_t i = 0; i < count; ++i) {
+    std::uniform_int_distribution<size_t> pick(i, n - 1);
+    std::swap(idx[i], idx[pick(rng)]);
+  }
+  idx.resize(count);
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+// Mean over dimensions of the per-dimension variance (scikit-learn's scale for tol).
+double mean_variance(MatrixView<const float> x) {
+  std::vector<double> mean(x.cols, 0.0), sq(x.cols, 0.0);
+  for (size_t i = 0; i < x.rows; ++i)
+    for (size_t j = 0; j < x.cols; ++j) mean[j] += x(i, j);
+  for (double& m : mean) m /= double(x.rows);
+  for (size_t i = 0; i < x.rows; ++i)
+    for (size_t j = 0; j < x.cols; ++j) {
+      const double t = x(i, j) - mean[j];
+      sq[j] += t * t;
+    }
+  double s = 0;
+  for (double v : sq) s += v / double(x.rows);
+  return s / double(x.cols);
+}
+
+FloatMatrix random_init(MatrixView<const float> x, size_t k, uint64_t seed) {
+  return gather_rows(x, sample_rows(x.rows, k, seed));
+}
+
+// Reassign empty clusters to the points farthest from their centroid (as scikit-learn), one point each.
+void repair_empty_clusters(MatrixView<const float> x, std::vector<int32_t>& assign, std::vector<float>& dist,
+                           std::vector<size_t>& counts, MatrixView<float> centroids) {
+  std::vector<size_t> empty;
+  for (size_t c = 0; c < counts.size(); ++c)
+    if (counts[c] == 0) empty.push_back(c);
+  if (empty.empty()) return;
+  std::vector<size_t> order(x.rows);
+  std::iota(order.begin(), order.end(), size_t{0});
+  const size_t m = std::min(empty.size(), x.rows);
+  std::partial_sort(order.begin(), order.begin() + m, order.end(),
+                    [&](size_t a, size_t b) { return dist[a] > dist[b] || (dist[a] == dist[b] && a < b); });
+  size_t used = 0;
+  for (size_t c : empty) {
+    // Take the farthest point whose cluster can spare it.
+    while (used < x.rows && counts[assign[order[used]]] <= 1) ++used;
+    if (used >= x.rows) break;
+    const size_t i = order[used++];
+    --counts[assign[i]];
+    assign[i] = (int32_t)c;
+    counts[c] = 1;
+    dist[i] = 0;
+    std::copy(x.row(i), x.row(i) + x.cols, centroids.row(c));
+  }
+}
+
+}  // namespace
+
+FloatMatrix kmeans_plus_plus(MatrixView<const float> x, size_t k, uint64_t seed) {
+  TESSERA_CHECK_ARG(k >= 1 && k <= x.rows, "k-means++ needs 1 <= k <= n, got k = " << k << ", n = " << x.rows);
+  Rng rng(seed);
+  const size_t n = x.rows, d = x.cols;
+  const size_t trials = 2 + (size_t)std::log((double)k);
+  FloatMatrix centres(k, d);
+  std::vector<float> xnorm(n);
+  row_norms_sqr(x, xnorm.data());
+
+  std::uniform_int_distribution<size_t> first(0, n - 1);
+  size_t c0 = first(rng);
+  std::copy(x.row(c0), x.row(c0) + d, centres.row(0));
+  std::vector<float> closest(n);
+  l2_sqr_distances(x, MatrixView<const float>(x.row(c0), 1, d), &xnorm[c0], closest.data(), xnorm.data());
+
+  std::vector<double> cumulative(n);
+  std::vector<float> cand_d(n * trials);
+  FloatMatrix cand(trials, d);
+  std::vector<size_t> cand_idx(trials);
+  std::uniform_real_distribution<double> unif(0.0, 1.0);
+  for (size_t c = 1; c < k; ++c) {
+    double pot = 0;
+    for (size_t i = 0; i < n; ++i) cumulative[i] = (pot += closest[i]);
+    for (size_t t = 0; t < trials; ++t) {
+      size_t pick;
+      if (pot > 0) {
+        const double r = unif(rng) * pot;
+        pick = std::min<size_t>(std::upper_bound(cumulative.begin(), cumulative.end(), r) - cumulative.begin(), n - 1);
+      } else {
+        pick = first(rng);  // every point coincides with a centre already: any point will do
+      }
+      cand_idx[t] = pick;
+      std::copy(x.row(pick), x.row(pick) + d, cand.row(t));
+    }
+    std::vector<float> cn(trials);
+    for (size_t t = 0; t < trials; ++t) cn[t] = xnorm[cand_idx[t]];
+    // Distances from every point to each candidate: one GEMM (n × trials).
+    l2_sqr_distances(x, cand.view(), cn.data(), cand_d.data(), xnorm.data());
+    size_t best = 0;
+    double best_pot = INFINITY;
+    for (size_t t = 0; t < trials; ++t) {
+      double p = 0;
+      for (size_t i = 0; i < n; ++i) p += std::min(closest[i], cand_d[i * trials + t]);
+      if (p < best_pot) best_pot = p, best = t;
+    }
+    std::copy(cand.row(best), cand.row(best) + d, centres.row(c));
+    for (size_t i = 0; i < n; ++i) closest[i] = std::min(closest[i], cand_d[i * trials + best]);
+  }
+  return centres;
+}
+
+void update_centroids(MatrixView<const float> x, const int32_t* assignment, size_t k, MatrixView<float> centroids,
+                      std::vector<size_t>& counts) {
+  const size_t n = x.rows, d = x.cols;
+  // Bucket rows by cluster (counting sort keeps row order), then each cluster sums its own rows in
+  // that order: the result does not depend on how clusters are spread over threads.
+  counts.assign(k, 0);
+  for (size_t i = 0; i < n; ++i) ++counts[assignment[i]];
+  std::vector<size_t> start(k + 1, 0);
+  for (size_t c = 0; c < k; ++c) start[c + 1] = start[c] + counts[c];
+  std::vector<size_t> members(n);
+  {
+    std::vector<size_t> fill(start.begin(), start.end() - 1);
+    for (size_t i = 0; i < n; ++i) members[fill[assignment[i]]++] = i;
+  }
+#pragma omp parallel
+  {
+    std::vector<double> acc(d);
+#pragma omp for schedule(dynamic, 4)
+    for (ptrdiff_t c = 0; c < (ptrdiff_t)k; ++c) {
+      if (counts[c] == 0) continue;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (size_t m = start[c]; m < start[c + 1]; ++m) {
+        const float* r = x.row(members[m]);
+        for (size_t j = 0; j < d; ++j) acc[j] += r[j];
+      }
+      float* out = centroids.row(c);
+      const double inv = 1.0 / double(counts[c]);
+      for (size_t j = 0; j < d; ++j) out[j] = float(acc[j] * inv);
+    }
+  }
+}
+
+KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
+  TESSERA_CHECK_ARG(x_all.rows > 0 && x_all.cols > 0, "k-means needs a non-empty input, got " << x_all.rows << " × "
+                                                                                              << x_all.cols);
+  TESSERA_CHECK_ARG(p.k >= 1, "k must be at least 1");
+  TESSERA_CHECK_ARG(p.k <= x_all.rows, "k = " << p.k << " clusters need at least " << p.k << " rows, got "
+                                              << x_all.rows << " (N < K)");
+  TESSERA_CHECK_ARG(p.n_init >= 1, "n_init must be at least 1, got " << p.n_init);
+  TESSERA_CHECK_ARG(p.max_iter >= 1, "max_iter must be at least 1, got " << p.max_iter);
+  TESSERA_CHECK_ARG(p.tol >= 0, "tol must be non-negative, got " << p.tol);
+  check_finite(x_all, "k-means input");
+
+  KMeansResult best;
+  FloatMatrix sample;
+  MatrixView<const float> x = x_all;
+  if (p.max_train_points && p.max_train_points < x_all.rows) {
+    TESSERA_CHECK_ARG(p.max_train_points >= p.k, "a training sample of " << p.max_train_points
+                                                                          << " rows is smaller than k = " << p.k);
+    best.sample_rows = sample_rows(x_all.rows, p.max_train_points, derive_seed(p.seed, 0x5a3b1e));
+    sample = gather_rows(x_all, best.sample_rows);
+    x = sample.view();
+  }
+  const size_t n = x.rows, d = x.cols, k = p.k;
+  if (p.size_bounds) check_size_bounds(n, k, *p.size_bounds);
+  const double tol = p.tol * mean_variance(x);
+
+  // Rows used for seeding (a subsample when n is large; see kSeedRowsPerCentre).
+  FloatMatrix seed_sample;
+  MatrixView<const float> xseed = x;
+  if (n > kSeedRowsPerCentre * k) {
+    seed_sample = gather_rows(x, sample_rows(n, kSeedRowsPerCentre * k, derive_seed(p.seed, 0x5eed)));
+    xseed = seed_sample.view();
+  }
+
+  best.objective = INFINITY;
+  std::vector<int32_t> assign(n);
+  std::vector<float> dist(n);
+  std::vector<size_t> counts;
+  for (int r = 0; r < p.n_init; ++r) {
+    const uint64_t seed_r = derive_seed(p.seed, (uint64_t)r);
+    FloatMatrix c = p.init == KMeansInit::kmeans_plus_plus ? kmeans_plus_plus(xseed, k, seed_r)
+                                                          : random_init(xseed, k, seed_r);
+    FloatMatrix prev(k, d);
+    std::optional<BalancedAssigner> balanced;
+    if (p.size_bounds) balanced.emplace(*p.size_bounds);
+    auto assign_step = [&]() -> double {
+      if (balanced) return balanced->assign(x, c.view(), assign.data(), dist.data());
+      nearest_centroids(x, c.view(), assign.data(), dist.data());
+      double s = 0;
+      for (float v : dist) s += v;
+      return s;
+    };
+    const std::string stage = p.progress_label + (p.n_init > 1 ? " (init " + std::to_string(r + 1) + "/" +
+                                                                   std::to_string(p.n_init) + ")"
+                                                             : std::string());
+    int it = 0;
+    double obj = 0;
+    for (it = 1; it <= p.max_iter; ++it) {
+      obj = assign_step();
+      std::copy(c.data(), c.data() + c.size(), prev.data());
+      update_centroids(x, assign.data(), k, c.view(), counts);
+      if (!balanced) repair_empty_clusters(x, assign, dist, counts, c.view());
+      double shift = 0;
+      for (size_t i = 0; i < c.size(); ++i) {
+        const double t = double(c.data()[i]) - prev.data()[i];
+        shift += t * t;
+      }
+      report(p.progress, stage, (size_t)it, (size_t)p.max_iter, obj / double(n));
+      if (shift <= tol) break;
+    }
+    it = std::min(it, p.max_iter);
+    // A final assignment so that labels and centroids agree (as scikit-learn's last E-step).
+    obj = assign_step();
+    report(p.progress, stage, (size_t)p.max_iter, (size_t)p.max_iter, obj / double(n));
+    if (obj < best.objective) {
+      best.objective = obj;
+      best.centroids = std::move(c);
+      best.assignment = assign;
+      best.iterations = it;
+      best.best_init = r;
+    }
+  }
+  return best;
+}
+
+}  // namespace tessera

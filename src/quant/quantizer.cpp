@@ -1,0 +1,28 @@
+#include "tessera/quant/quantizer.h"
+
+namespace tessera {
+
+void Quantizer::check_input(MatrixView<const float> x, const char* what) const {
+  TESSERA_CHECK_ARG(x.cols == d_, "dimension mismatch: " << what << " has " << x.cols << " columns, the model has "
+                                                         << d_);
+  check_finite(x, what);
+}
+
+double mean_squared_error(MatrixView<const float> x, MatrixView<const float> y) {
+  TESSERA_CHECK_ARG(x.rows == y.rows && x.cols == y.cols,
+                    "shape mismatch: " << x.rows << " × " << x.cols << " vs " << y.rows << " × " << y.cols);
+  if (x.empty()) return 0.0;
+  double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
+    double r = 0;
+    for (size_t j = 0; j < x.cols; ++j) {
+      const double t = double(x(i, j)) - y(i, j);
+      r += t * t;
+    }
+    s += r;
+  }
+  return s / (double(x.rows) * double(x.cols));
+}
+
+}  // namespace tessera

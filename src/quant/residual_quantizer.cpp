@@ -1,0 +1,196 @@
+#include "tessera/quant/residual_quantizer.h"
+
+#include <chrono>
+
+#include "tessera/core/distances.h"
+#include "tessera/core/rng.h"
+
+namespace tessera {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double mean_square(MatrixView<const float> r) {
+  double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)r.rows; ++i)
+    for (size_t j = 0; j < r.cols; ++j) s += double(r(i, j)) * r(i, j);
+  return r.empty() ? 0.0 : s / (double(r.rows) * double(r.cols));
+}
+
+// r_i -= c[assign_i] for every row.
+void subtract_codewords(MatrixView<float> r, MatrixView<const float> c, const int32_t* assign) {
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)r.rows; ++i) {
+    const float* cw = c.row(assign[i]);
+    float* ri = r.row(i);
+    for (size_t j = 0; j < r.cols; ++j) ri[j] -= cw[j];
+  }
+}
+
+std::vector<size_t> sample_indices(size_t n, size_t count, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<size_t> idx(n);
+  for (size_t i = 0; i < n; ++i) idx[i] = i;
+  for (size_t i = 0; i < count; ++i) std::swap(idx[i], idx[std::uniform_int_distribution<size_t>(i, n - 1)(rng)]);
+  idx.resize(count);
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+}  // namespace
+
+ResidualQuantizer::ResidualQuantizer(size_t d, std::vector<size_t> codebook_sizes, ResidualQuantizerParams params)
+    : AdditiveQuantizer(d, std::move(codebook_sizes)), params_(std::move(params)) {}
+
+SizeBounds ResidualQuantizer::level_bounds(size_t m, size_t n) const {
+  SizeBounds b = default_size_bounds(n, codebook_sizes_.at(m));
+  if (params_.size_min) b.lo = *params_.size_min;
+  if (params_.size_max) b.hi = *params_.size_max;
+  return b;
+}
+
+std::vector<LevelReport> ResidualQuantizer::fit(MatrixView<const float> x, int32_t* codes) {
+  check_input(x, "training data");
+  const size_t n = x.rows, d = dim(), M = num_codebooks();
+  TESSERA_CHECK_ARG(n > 0, "training data is empty");
+  for (size_t m = 0; m < M; ++m) {
+    TESSERA_CHECK_ARG(codebook_sizes_[m] <= n, "level " << m << " has K = " << codebook_sizes_[m]
+                                                        << " codes but there are only " << n << " rows (N < K)");
+    if (params_.balance) check_size_bounds(n, codebook_sizes_[m], level_bounds(m, n));
+  }
+  const bool sampled = params_.train_sample && params_.train_sample < n;
+  FloatMatrix residual;
+  if (sampled) {
+    for (size_t m = 0; m < M; ++m)
+      TESSERA_CHECK_ARG(codebook_sizes_[m] <= params_.train_sample,
+                        "a training sample of " << params_.train_sample << " rows is smaller than K = "
+                                                << codebook_sizes_[m] << " at level " << m);
+    const auto rows = sample_indices(n, params_.train_sample, derive_seed(params_.seed, 0x7a1u));
+    residual = FloatMatrix(rows.size(), d);
+    for (size_t i = 0; i < rows.size(); ++i) std::copy(x.row(rows[i]), x.row(rows[i]) + d, residual.row(i));
+  } else {
+    residual = FloatMatrix::copy_of(x);
+  }
+  const size_t nt = residual.rows();
+
+  std::vector<FloatMatrix> books(M);
+  std::vector<LevelReport> reports(M);
+  for (size_t m = 0; m < M; ++m) {
+    const auto t0 = Clock::now();
+    LevelReport& rep = reports[m];
+    rep.codebook_size = codebook_sizes_[m];
+    rep.mse_before = mean_square(residual.view());
+    KMeansParams kp;
+    kp.k = codebook_sizes_[m];
+    kp.max_iter = params_.max_iter;
+    kp.tol = params_.tol;
+    kp.n_init = params_.n_init;
+    kp.init = params_.init;
+    kp.seed = derive_seed(params_.seed, m);
+    // Explicit bounds are meant for all n rows; a sample trains with the default bounds of its size.
+    if (params_.balance) kp.size_bounds = sampled ? default_size_bounds(nt, kp.k) : level_bounds(m, nt);
+    kp.progress = params_.progress;
+    kp.progress_label = "level " + std::to_string(m + 1) + "/" + std::to_string(M) + " k-means";
+    KMeansResult km = kmeans(residual.view(), kp);
+    subtract_codewords(residual.view(), km.centroids.view(), km.assignment.data());
+    if (codes && !sampled)
+      for (size_t i = 0; i < nt; ++i) codes[i * M + m] = km.assignment[i];
+    rep.mse_after = mean_square(residual.view());
+    rep.iterations = km.iterations;
+    rep.bounds = kp.size_bounds.value_or(SizeBounds{0, nt});
+    books[m] = std::move(km.centroids);
+    rep.seconds = seconds_since(t0);
+  }
+  codebooks_ = std::move(books);
+  trained_ = true;
+
+  if (sampled) {
+    // Every row gets its codes from the trained codebooks; reports then describe all n rows.
+    std::vector<int32_t> own;
+    if (!codes) own.resize(n * M), codes = own.data();
+    std::vector<LevelReport> all;
+    if (params_.balance) {
+      std::vector<SizeBounds> bounds(M);
+      for (size_t m = 0; m < M; ++m) bounds[m] = level_bounds(m, n);
+      assign_balanced(x, codes, bounds, &all);
+    } else {
+      const auto t0 = Clock::now();
+      encode(x, codes);
+      all.resize(M);
+      FloatMatrix r = FloatMatrix::copy_of(x);
+      std::vector<int32_t> col(n);
+      for (size_t m = 0; m < M; ++m) {
+        all[m].mse_before = mean_square(r.view());
+        for (size_t i = 0; i < n; ++i) col[i] = codes[i * M + m];
+        subtract_codewords(r.view(), codebooks_[m].view(), col.data());
+        all[m].mse_after = mean_square(r.view());
+        all[m].bounds = {0, n};
+      }
+      all[0].seconds = seconds_since(t0);
+    }
+    for (size_t m = 0; m < M; ++m) {
+      reports[m].mse_before = all[m].mse_before;
+      reports[m].mse_after = all[m].mse_after;
+      reports[m].bounds = all[m].bounds;
+      reports[m].seconds += all[m].seconds;
+    }
+  }
+  return reports;
+}
+
+void ResidualQuantizer::encode(MatrixView<const float> x, int32_t* codes) const {
+  check_trained("encode");
+  check_input(x, "input");
+  const size_t n = x.rows, M = num_codebooks();
+  // Stream in blocks so memory stays O(block × d) whatever n is.
+  const size_t block = 65536;
+  std::vector<int32_t> col(std::min(block, n));
+  for (size_t b = 0; b < n; b += block) {
+    const size_t nb = std::min(block, n - b);
+    FloatMatrix r = FloatMatrix::copy_of(x.rows_slice(b, nb));
+    for (size_t m = 0; m < M; ++m) {
+      nearest_centroids(r.view(), codebooks_[m].view(), col.data(), nullptr);
+      subtract_codewords(r.view(), codebooks_[m].view(), col.data());
+      for (size_t i = 0; i < nb; ++i) codes[(b + i) * M + m] = col[i];
+    }
+  }
+}
+
+void ResidualQuantizer::assign_balanced(MatrixView<const float> x, int32_t* codes,
+                                        const std::vector<SizeBounds>& bounds,
+                                        std::vector<LevelReport>* reports) const {
+  check_trained("balanced assignment");
+  check_input(x, "input");
+  const size_t n = x.rows, M = num_codebooks();
+  TESSERA_CHECK_ARG(bounds.empty() || bounds.size() == M,
+                    "expected " << M << " size bounds (one per level), got " << bounds.size());
+  FloatMatrix r = FloatMatrix::copy_of(x);
+  std::vector<int32_t> col(n);
+  if (reports) reports->assign(M, LevelReport{});
+  for (size_t m = 0; m < M; ++m) {
+    const auto t0 = Clock::now();
+    const SizeBounds b = bounds.empty() ? default_size_bounds(n, codebook_sizes_[m]) : bounds[m];
+    check_size_bounds(n, codebook_sizes_[m], b);
+    if (reports) (*reports)[m].mse_before = mean_square(r.view());
+    BalancedAssigner assigner(b);
+    report(params_.progress, "level " + std::to_string(m + 1) + "/" + std::to_string(M) + " balanced assignment",
+           0, 1);
+    assigner.assign(r.view(), codebooks_[m].view(), col.data(), nullptr);
+    report(params_.progress, "level " + std::to_string(m + 1) + "/" + std::to_string(M) + " balanced assignment",
+           1, 1);
+    subtract_codewords(r.view(), codebooks_[m].view(), col.data());
+    for (size_t i = 0; i < n; ++i) codes[i * M + m] = col[i];
+    if (reports) {
+      auto& rep = (*reports)[m];
+      rep.codebook_size = codebook_sizes_[m];
+      rep.mse_after = mean_square(r.view());
+      rep.bounds = b;
+      rep.seconds = seconds_since(t0);
+    }
+  }
+}
+
+}  // namespace tessera

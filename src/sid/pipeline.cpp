@@ -1,0 +1,221 @@
+#include "tessera/sid/pipeline.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tessera/io/atomic_file.h"
+#include "tessera/io/npy.h"
+#include "tessera/io/npz.h"
+#include "tessera/quant/serialization.h"
+
+namespace tessera {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double mean_square(MatrixView<const float> x) {
+  double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
+    for (size_t j = 0; j < x.cols; ++j) s += double(x(i, j)) * x(i, j);
+  return x.empty() ? 0 : s / (double(x.rows) * double(x.cols));
+}
+
+double reconstruction_mse(const ResidualQuantizer& q, MatrixView<const float> x, const CodeMatrix& codes) {
+  FloatMatrix rec(x.rows, x.cols);
+  q.decode(codes.data(), x.rows, rec.data());
+  return mean_squared_error(x, rec.view());
+}
+
+// x minus the codewords of every level but the last: what the last level quantizes.
+FloatMatrix last_level_residual(const ResidualQuantizer& q, MatrixView<const float> x, const CodeMatrix& codes) {
+  FloatMatrix r = FloatMatrix::copy_of(x);
+  const size_t L = q.num_codebooks();
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
+    for (size_t l = 0; l + 1 < L; ++l) {
+      const float* c = q.codebook(l).row(codes(i, l));
+      for (size_t j = 0; j < x.cols; ++j) r(i, j) -= c[j];
+    }
+  return r;
+}
+
+// Drop a suffix column nobody uses (append with no collisions, reassign that resolved everything).
+CodeMatrix drop_empty_suffix(CodeMatrix ids, size_t levels) {
+  if (ids.cols() == levels) return ids;
+  for (size_t i = 0; i < ids.rows(); ++i)
+    if (ids(i, levels) >= 0) return ids;
+  CodeMatrix out(ids.rows(), levels);
+  for (size_t i = 0; i < ids.rows(); ++i) std::copy(ids.row(i), ids.row(i) + levels, out.row(i));
+  return out;
+}
+
+void resolve(SemanticIds& s, MatrixView<const float> x) {
+  const size_t L = s.codes.cols();
+  switch (s.dedup) {
+    case Dedup::none: s.ids = s.codes.clone(); break;
+    case Dedup::append: s.ids = drop_empty_suffix(append_suffix(s.codes.view(), false), L); break;
+    case Dedup::append_all: s.ids = append_suffix(s.codes.view(), true); break;
+    case Dedup::reassign: {
+      CodeMatrix moved = s.codes.clone();
+      const FloatMatrix r = last_level_residual(*s.model, x, s.codes);
+      const ReassignReport rep = reassign_last_level(moved.view(), r.view(), s.model->codebook(L - 1));
+      s.metrics.reassigned_items = rep.moved;
+      s.metrics.mse_after_resolution = reconstruction_mse(*s.model, x, moved);
+      // What could not move (a prefix with more than K_L items) falls back to append.
+      s.ids = drop_empty_suffix(append_suffix(moved.view(), false), L);
+      break;
+    }
+  }
+  const CollisionStats after = collision_stats(s.ids.view());
+  s.metrics.final_collisions = after.colliding_items;
+  size_t longest = 0;
+  for (size_t i = 0; i < s.ids.rows(); ++i) {
+    size_t len = 0;
+    for (size_t j = 0; j < s.ids.cols(); ++j) len += s.ids(i, j) >= 0;
+    longest = std::max(longest, len);
+  }
+  s.metrics.max_id_length = longest;
+}
+
+void fill_metrics(SemanticIds& s, MatrixView<const float> x, const std::vector<LevelReport>* reports,
+                  const std::vector<std::string>* labels) {
+  SidMetrics& m = s.metrics;
+  m.n_items = x.rows;
+  m.dim = x.cols;
+  m.codebook_sizes = s.model->codebook_sizes();
+  m.dedup = dedup_name(s.dedup);
+  m.mse_before = mean_square(x);
+  m.mse = reconstruction_mse(*s.model, x, s.codes);
+  m.before = collision_stats(s.codes.view());
+  m.levels = code_usage(s.codes.view(), m.codebook_sizes);
+  if (reports)
+    for (size_t l = 0; l < m.levels.size(); ++l) {
+      m.levels[l].mse_before = (*reports)[l].mse_before;
+      m.levels[l].mse_after = (*reports)[l].mse_after;
+      m.levels[l].seconds = (*reports)[l].seconds;
+      m.levels[l].size_lo = (*reports)[l].bounds.lo;
+      m.levels[l].size_hi = (*reports)[l].bounds.hi;
+    }
+  if (labels) add_purity(m.levels, s.codes.view(), *labels);
+}
+
+void check_labels(const std::vector<std::string>* labels, size_t n) {
+  TESSERA_CHECK_ARG(!labels || labels->size() == n, "there are " << n << " items but " << labels->size()
+                                                                  << " labels: give one label per item");
+}
+
+}  // namespace
+
+SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p, const std::vector<std::string>* labels) {
+  const auto t0 = Clock::now();
+  TESSERA_CHECK_ARG(x.rows > 0 && x.cols > 0, "no items: the input is " << x.rows << " × " << x.cols);
+  TESSERA_CHECK_ARG(!p.codebook_sizes.empty() && p.codebook_sizes.size() <= 25,
+                    "between 1 and 25 levels are supported, got " << p.codebook_sizes.size());
+  check_labels(labels, x.rows);
+  check_finite(x, "embeddings");
+  ResidualQuantizerParams rp;
+  rp.max_iter = p.max_iter;
+  rp.tol = p.tol;
+  rp.n_init = p.n_init;
+  rp.seed = p.seed;
+  rp.balance = p.balance;
+  rp.size_min = p.size_min;
+  rp.size_max = p.size_max;
+  rp.train_sample = p.train_sample;
+  rp.progress = p.progress;
+  SemanticIds s;
+  s.model = std::make_shared<ResidualQuantizer>(x.cols, p.codebook_sizes, rp);
+  s.codes = CodeMatrix(x.rows, p.codebook_sizes.size());
+  const auto reports = s.model->fit(x, s.codes.data());
+  s.dedup = p.dedup;
+  s.format = p.format;
+  s.metrics.balance = p.balance ? "exact" : "none";
+  fill_metrics(s, x, &reports, labels);
+  resolve(s, x);
+  s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
+  return s;
+}
+
+SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, MatrixView<const float> x, Dedup dedup,
+                                TokenFormat format, const std::vector<std::string>* labels) {
+  const auto t0 = Clock::now();
+  TESSERA_CHECK_ARG(model && model->is_trained(), "encoding needs a trained model");
+  TESSERA_CHECK_ARG(x.rows > 0, "no items to encode");
+  check_labels(labels, x.rows);
+  SemanticIds s;
+  s.model = std::move(model);
+  s.codes = CodeMatrix(x.rows, s.model->num_codebooks());
+  s.model->encode(x, s.codes.data());
+  s.dedup = dedup;
+  s.format = format;
+  s.metrics.balance = "none";
+  fill_metrics(s, x, nullptr, labels);
+  resolve(s, x);
+  s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
+  return s;
+}
+
+void prepare_output_dir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) TESSERA_THROW_IO("cannot create output directory " << dir << ": " << ec.message());
+  TESSERA_CHECK_ARG(std::filesystem::is_directory(dir), "output path " << dir << " exists and is not a directory");
+  if (access(dir.c_str(), W_OK) != 0) TESSERA_THROW_IO("output directory " << dir << " is not writable");
+}
+
+void write_semantic_ids(const std::string& dir, const SemanticIds& s, const std::vector<std::string>* keys,
+                        bool with_model) {
+  prepare_output_dir(dir);
+  const std::string base = dir + "/";
+  // The model first, the index last: a reader that sees index.json sees everything it refers to.
+  if (with_model) {
+    std::vector<std::pair<std::string, MatrixView<const float>>> books;
+    for (size_t l = 0; l < s.model->num_codebooks(); ++l)
+      books.emplace_back("codebook_" + std::to_string(l), s.model->codebook(l));
+    write_npz(base + "codebooks.npz", books, true);
+    nlohmann::json meta;
+    meta["sid"] = {{"dedup", dedup_name(s.dedup)}, {"zero_based", s.format.zero_based},
+                   {"balance", s.metrics.balance}};
+    save_quantizer(*s.model, base + "model.tsq", meta.dump());
+  }
+  write_npy(base + "codes.npy", s.codes.view());
+  write_file_atomic(base + "metrics.json", s.metrics.to_json() + "\n");
+  write_file_atomic(base + "index.json", index_json(s.ids.view(), s.codes.cols(), s.format, keys));
+}
+
+SidModel load_sid_model(const std::string& path) {
+  std::string meta;
+  std::unique_ptr<Quantizer> q = load_quantizer(path, &meta);
+  SidModel out;
+  auto* rq = dynamic_cast<ResidualQuantizer*>(q.get());
+  TESSERA_CHECK_FORMAT(rq, path << ": not a residual-quantizer model");
+  q.release();
+  out.model.reset(rq);
+  const auto j = nlohmann::json::parse(meta, nullptr, false);
+  if (j.is_object() && j.contains("sid") && j["sid"].is_object()) {
+    const auto& sid = j["sid"];
+    if (sid.contains("dedup") && sid["dedup"].is_string()) out.dedup = parse_dedup(sid["dedup"].get<std::string>());
+    if (sid.contains("zero_based") && sid["zero_based"].is_boolean()) out.format.zero_based = sid["zero_based"];
+  }
+  return out;
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) TESSERA_THROW_IO("cannot open " << path);
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
+}  // namespace tessera

@@ -1,0 +1,134 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "test_helpers.h"
+#include "tessera/cluster/kmeans.h"
+#include "tessera/core/distances.h"
+#include "tessera/core/threading.h"
+
+using namespace tessera;
+using tessera::testing::gaussian_mixture;
+
+namespace {
+
+double objective_of(MatrixView<const float> x, MatrixView<const float> c, const std::vector<int32_t>& a) {
+  double s = 0;
+  for (size_t i = 0; i < x.rows; ++i)
+    for (size_t j = 0; j < x.cols; ++j) {
+      const double t = double(x(i, j)) - c(a[i], j);
+      s += t * t;
+    }
+  return s;
+}
+
+}  // namespace
+
+TEST(KMeans, ObjectiveMatchesLabelsAndLabelsAreNearest) {
+  const auto x = gaussian_mixture(3000, 8, 12, 7);
+  KMeansParams p;
+  p.k = 12;
+  p.n_init = 2;
+  const auto r = kmeans(x.view(), p);
+  ASSERT_EQ(r.centroids.rows(), 12u);
+  EXPECT_NEAR(r.objective, objective_of(x.view(), r.centroids.view(), r.assignment), 1e-3 * r.objective);
+  std::vector<int32_t> nearest(x.rows());
+  nearest_centroids(x.view(), r.centroids.view(), nearest.data(), nullptr);
+  EXPECT_EQ(nearest, r.assignment);
+}
+
+TEST(KMeans, CentroidsAreMeansOfTheirPoints) {
+  const auto x = gaussian_mixture(1000, 5, 4, 3);
+  std::vector<int32_t> a(x.rows());
+  for (size_t i = 0; i < a.size(); ++i) a[i] = int32_t(i % 7);
+  FloatMatrix c(7, 5);
+  std::vector<size_t> counts;
+  update_centroids(x.view(), a.data(), 7, c.view(), counts);
+  for (size_t k = 0; k < 7; ++k)
+    for (size_t j = 0; j < 5; ++j) {
+      double s = 0;
+      size_t n = 0;
+      for (size_t i = 0; i < x.rows(); ++i)
+        if (a[i] == (int32_t)k) s += x(i, j), ++n;
+      EXPECT_NEAR(c(k, j), s / n, 1e-5);
+      EXPECT_EQ(counts[k], n);
+    }
+}
+
+TEST(KMeans, FindsWellSeparatedClusters) {
+  // Four tight blobs far apart: the optimum is the blob partition; k-means++ with restarts must find it.
+  const auto x = gaussian_mixture(2000, 4, 4, 11, 0.01f);
+  KMeansParams p;
+  p.k = 4;
+  const auto r = kmeans(x.view(), p);
+  EXPECT_LT(r.objective / x.rows(), 4 * 0.01 * 0.01 * 1.5);
+}
+
+TEST(KMeans, SameResultForOneAndTwoThreads) {
+  const auto x = gaussian_mixture(5000, 16, 30, 5);
+  KMeansParams p;
+  p.k = 25;
+  p.max_iter = 20;
+  set_num_threads(1);
+  const auto a = kmeans(x.view(), p);
+  set_num_threads(2);
+  const auto b = kmeans(x.view(), p);
+  set_num_threads(0);
+  EXPECT_EQ(a.assignment, b.assignment);
+  EXPECT_EQ(0, std::memcmp(a.centroids.data(), b.centroids.data(), a.centroids.size() * sizeof(float)));
+}
+
+TEST(KMeans, DuplicateAndConstantRowsStillWork) {
+  FloatMatrix x(100, 3);  // all zero: every distance ties
+  KMeansParams p;
+  p.k = 10;
+  const auto r = kmeans(x.view(), p);
+  EXPECT_EQ(r.objective, 0.0);
+  p.size_bounds = default_size_bounds(100, 10);
+  const auto b = kmeans(x.view(), p);
+  std::vector<size_t> sizes(10);
+  for (int32_t c : b.assignment) ++sizes[c];
+  for (size_t s : sizes) {
+    EXPECT_GE(s, p.size_bounds->lo);
+    EXPECT_LE(s, p.size_bounds->hi);
+  }
+}
+
+TEST(KMeans, BalancedSizesWithinBounds) {
+  const auto x = gaussian_mixture(4000, 8, 5, 9);  // 5 natural blobs, 16 clusters: forces imbalance
+  KMeansParams p;
+  p.k = 16;
+  p.size_bounds = default_size_bounds(4000, 16);
+  const auto r = kmeans(x.view(), p);
+  std::vector<size_t> sizes(16);
+  for (int32_t c : r.assignment) ++sizes[c];
+  for (size_t s : sizes) {
+    EXPECT_GE(s, 249u);
+    EXPECT_LE(s, 251u);
+  }
+  EXPECT_NEAR(r.objective, objective_of(x.view(), r.centroids.view(), r.assignment), 1e-3 * r.objective);
+}
+
+TEST(KMeans, RejectsBadInput) {
+  FloatMatrix x(5, 2);
+  KMeansParams p;
+  p.k = 6;
+  EXPECT_THROW(kmeans(x.view(), p), InvalidArgument);  // N < K
+  p.k = 2;
+  x(4, 0) = INFINITY;
+  EXPECT_THROW(kmeans(x.view(), p), InvalidArgument);
+  x(4, 0) = 0;
+  p.size_bounds = SizeBounds{3, 4};  // 2 · 3 > 5
+  EXPECT_THROW(kmeans(x.view(), p), InvalidArgument);
+}
+
+TEST(KMeans, TrainingSampleGivesCentroidsFromTheSample) {
+  const auto x = gaussian_mixture(6000, 8, 10, 13);
+  KMeansParams p;
+  p.k = 10;
+  p.max_train_points = 1500;
+  const auto r = kmeans(x.view(), p);
+  EXPECT_EQ(r.sample_rows.size(), 1500u);
+  EXPECT_EQ(r.assignment.size(), 1500u);
+}

@@ -1,0 +1,160 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "test_helpers.h"
+#include "tessera/core/threading.h"
+#include "tessera/quant/residual_quantizer.h"
+#include "tessera/quant/serialization.h"
+
+using namespace tessera;
+using tessera::testing::gaussian_mixture;
+
+namespace {
+
+ResidualQuantizerParams quick(bool balance) {
+  ResidualQuantizerParams p;
+  p.balance = balance;
+  p.n_init = 1;
+  p.max_iter = 15;
+  return p;
+}
+
+// Σ_l C_l[codes_l], computed directly.
+FloatMatrix reference_decode(const ResidualQuantizer& q, const std::vector<int32_t>& codes, size_t n) {
+  const size_t M = q.num_codebooks(), d = q.dim();
+  FloatMatrix out(n, d);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t m = 0; m < M; ++m)
+      for (size_t j = 0; j < d; ++j) out(i, j) += q.codebook(m)(codes[i * M + m], j);
+  return out;
+}
+
+}  // namespace
+
+TEST(ResidualQuantizer, FitCodesReconstructWithReportedError) {
+  const auto x = gaussian_mixture(3000, 12, 40, 1);
+  ResidualQuantizer q(12, {16, 8, 4}, quick(false));
+  std::vector<int32_t> codes(3000 * 3);
+  const auto rep = q.fit(x.view(), codes.data());
+  ASSERT_EQ(rep.size(), 3u);
+  const auto rec = reference_decode(q, codes, 3000);
+  FloatMatrix dec(3000, 12);
+  q.decode(codes.data(), 3000, dec.data());
+  EXPECT_LT(mean_squared_error(rec.view(), dec.view()), 1e-10);
+  EXPECT_NEAR(mean_squared_error(x.view(), rec.view()), rep.back().mse_after, 1e-6);
+  for (size_t m = 0; m < 3; ++m) {
+    EXPECT_LE(rep[m].mse_after, rep[m].mse_before);  // each level can only help on its training rows
+    if (m) EXPECT_DOUBLE_EQ(rep[m].mse_before, rep[m - 1].mse_after);
+  }
+}
+
+TEST(ResidualQuantizer, GreedyEncodeTakesNearestCodewordPerLevel) {
+  const auto x = gaussian_mixture(500, 6, 10, 2);
+  ResidualQuantizer q(6, {8, 8}, quick(false));
+  q.train(x.view());
+  std::vector<int32_t> codes(500 * 2);
+  q.encode(x.view(), codes.data());
+  for (size_t i = 0; i < 500; ++i) {
+    std::vector<float> r(x.row(i), x.row(i) + 6);
+    for (size_t m = 0; m < 2; ++m) {
+      double best = 1e30;
+      int bi = -1;
+      for (size_t k = 0; k < 8; ++k) {
+        double s = 0;
+        for (size_t j = 0; j < 6; ++j) s += double(r[j] - q.codebook(m)(k, j)) * (r[j] - q.codebook(m)(k, j));
+        if (s < best - 1e-9) best = s, bi = (int)k;
+      }
+      ASSERT_EQ(codes[i * 2 + m], bi);
+      for (size_t j = 0; j < 6; ++j) r[j] -= q.codebook(m)(bi, j);
+    }
+  }
+}
+
+TEST(ResidualQuantizer, BalancedLevelsRespectBoundsAlsoWithATrainingSample) {
+  const auto x = gaussian_mixture(4000, 8, 6, 3);
+  for (size_t sample : {size_t(0), size_t(1000)}) {
+    auto p = quick(true);
+    p.train_sample = sample;
+    ResidualQuantizer q(8, {16, 16}, p);
+    std::vector<int32_t> codes(4000 * 2);
+    q.fit(x.view(), codes.data());
+    for (size_t m = 0; m < 2; ++m) {
+      std::vector<size_t> sizes(16);
+      for (size_t i = 0; i < 4000; ++i) ++sizes[codes[i * 2 + m]];
+      for (size_t s : sizes) {
+        EXPECT_GE(s, 249u) << "sample " << sample << " level " << m;
+        EXPECT_LE(s, 251u) << "sample " << sample << " level " << m;
+      }
+    }
+  }
+}
+
+TEST(ResidualQuantizer, PerLevelSizesAndPacking) {
+  const auto x = gaussian_mixture(2000, 4, 8, 4);
+  ResidualQuantizer q(4, {1024, 256, 64}, quick(false));
+  q.train(x.view());
+  EXPECT_EQ(q.code_size(), 3u);  // 10 + 8 + 6 bits
+  std::vector<int32_t> codes(2000 * 3), back(2000 * 3);
+  q.encode(x.view(), codes.data());
+  std::vector<uint8_t> packed(2000 * q.code_size());
+  q.pack_codes(codes.data(), 2000, packed.data());
+  q.unpack_codes(packed.data(), 2000, back.data());
+  EXPECT_EQ(codes, back);
+}
+
+TEST(ResidualQuantizer, SameCodesForOneAndTwoThreads) {
+  const auto x = gaussian_mixture(3000, 10, 20, 5);
+  std::vector<int32_t> a(3000 * 2), b(3000 * 2);
+  set_num_threads(1);
+  ResidualQuantizer(10, {32, 32}, quick(true)).fit(x.view(), a.data());
+  set_num_threads(2);
+  ResidualQuantizer(10, {32, 32}, quick(true)).fit(x.view(), b.data());
+  set_num_threads(0);
+  EXPECT_EQ(a, b);
+}
+
+TEST(ResidualQuantizer, RejectsBadInput) {
+  const auto x = gaussian_mixture(100, 4, 3, 6);
+  ResidualQuantizer q(4, {200}, quick(false));
+  EXPECT_THROW(q.fit(x.view(), nullptr), InvalidArgument);  // N < K
+  ResidualQuantizer q2(5, {4}, quick(false));
+  EXPECT_THROW(q2.fit(x.view(), nullptr), InvalidArgument);  // dimension mismatch
+  ResidualQuantizer q3(4, {4}, quick(false));
+  std::vector<int32_t> c(100);
+  EXPECT_THROW(q3.encode(x.view(), c.data()), InvalidArgument);  // untrained
+}
+
+TEST(ModelFile, RoundTripAndMetadata) {
+  const auto x = gaussian_mixture(500, 6, 5, 7);
+  ResidualQuantizer q(6, {8, 4}, quick(false));
+  q.train(x.view());
+  const std::string path = ::testing::TempDir() + "/rq.tsq";
+  save_quantizer(q, path, R"({"sid": {"dedup": "reassign"}})");
+  std::string meta;
+  auto loaded = load_quantizer(path, &meta);
+  auto* rq = dynamic_cast<ResidualQuantizer*>(loaded.get());
+  ASSERT_NE(rq, nullptr);
+  EXPECT_NE(meta.find("reassign"), std::string::npos);
+  ASSERT_EQ(rq->codebook_sizes(), q.codebook_sizes());
+  for (size_t m = 0; m < 2; ++m)
+    EXPECT_EQ(0, std::memcmp(rq->codebook(m).data, q.codebook(m).data, 8 / (m + 1) * 6 * sizeof(float)));
+}
+
+TEST(ModelFile, CorruptTruncatedAndForeignFilesAreFormatErrors) {
+  const auto x = gaussian_mixture(300, 3, 4, 8);
+  ResidualQuantizer q(3, {4}, quick(false));
+  q.train(x.view());
+  const std::string bytes = quantizer_bytes(q);
+  for (size_t cut : {size_t(0), size_t(5), size_t(20), bytes.size() / 2, bytes.size() - 1})
+    EXPECT_THROW(parse_quantizer(bytes.data(), cut), FormatError) << "cut at " << cut;
+  for (size_t pos = 0; pos < bytes.size(); pos += 7) {
+    std::string bad = bytes;
+    bad[pos] ^= 0x40;
+    EXPECT_THROW(parse_quantizer(bad.data(), bad.size()), FormatError) << "flip at " << pos;
+  }
+  const std::string npy = "\x93NUMPY\x01\x00";
+  EXPECT_THROW(parse_quantizer(npy.data(), npy.size()), FormatError);
+  EXPECT_THROW(load_quantizer("/nonexistent/model.tsq"), IOError);
+}
