@@ -1,2 +1,86 @@
-"""tessera: vector quantization and semantic IDs."""
+"""tessera: vector quantization and semantic IDs (C++ core, numpy in and out).
+
+Semantic IDs in three lines::
+
+    import numpy as np, tessera
+    x = np.load("embeddings.npy")                      # n × d (any float dtype; float32 is used in place)
+    sids = tessera.build_semantic_ids(x, levels=3, codebook_size=256)
+    sids.save("out/")                                  # index.json, codes.npy, codebooks.npz, metrics.json, model.tsq
+
+Arrays: inputs are 2-D (``x: n × d``); C-contiguous float32 is used without a copy, other real dtypes
+and layouts are converted once. Outputs are numpy arrays (int32 codes, float32 vectors).
+
+Errors (all derive from :class:`tessera.Error`, itself an ``Exception``):
+
+* :class:`tessera.InvalidArgument` (also a ``ValueError``): bad shape or ndim, NaN/Inf (the row is named),
+  N < K, infeasible size bounds, dimension mismatch, unknown option.
+* :class:`tessera.FormatError` (also a ``ValueError``): a truncated, corrupted or foreign file.
+* :class:`tessera.IOError` (also an ``OSError``): a file or directory cannot be opened, read or written.
+
+A non-numeric array or a wrong Python type raises ``TypeError``.
+
+Progress: functions taking ``progress`` call ``progress(stage: str, done: int, total: int, value: float)``
+with the GIL held; an exception raised there (KeyboardInterrupt included) stops the work and propagates.
+Heavy work runs with the GIL released, so other Python threads keep running.
+"""
 from ._tessera import __version__  # noqa: F401
+from ._tessera import (
+    Error,
+    FormatError,
+    InvalidArgument,
+    IOError,
+    KMeansResult,
+    ResidualQuantizer,
+    SemanticIds,
+    balanced_assign,
+    balanced_assign_exact,
+    build_semantic_ids,
+    collision_stats,
+    default_size_bounds,
+    encode_semantic_ids,
+    kmeans,
+    load_quantizer,
+    mean_squared_error,
+    num_threads,
+    read_bvecs,
+    read_fvecs,
+    read_idx,
+    read_ivecs,
+    read_npy,
+    read_npz,
+    read_vectors,
+    set_num_threads,
+    write_npy,
+    write_npz,
+)
+
+__all__ = [
+    "__version__",
+    "Error",
+    "FormatError",
+    "InvalidArgument",
+    "IOError",
+    "KMeansResult",
+    "ResidualQuantizer",
+    "SemanticIds",
+    "balanced_assign",
+    "balanced_assign_exact",
+    "build_semantic_ids",
+    "collision_stats",
+    "default_size_bounds",
+    "encode_semantic_ids",
+    "kmeans",
+    "load_quantizer",
+    "mean_squared_error",
+    "num_threads",
+    "read_bvecs",
+    "read_fvecs",
+    "read_idx",
+    "read_ivecs",
+    "read_npy",
+    "read_npz",
+    "read_vectors",
+    "set_num_threads",
+    "write_npy",
+    "write_npz",
+]

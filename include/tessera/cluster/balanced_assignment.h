@@ -40,16 +40,13 @@ double balanced_certificate_violation(MatrixView<const float> cost, SizeBounds b
 
 /// What the last BalancedAssigner call did (for tests and benchmarks).
 struct BalancedStats {
-  int full_passes = 0;       ///< passes computing distances to all k centroids for every point
-  size_t refreshed_rows = 0; ///< points whose full distance row was recomputed after a certificate check
-  size_t steps = 0;          ///< price steps of the ε-relaxation
-  double eps = 0;            ///< final ε: every point is within ε of its cheapest priced cluster
-  double lower_bound = 0;    ///< dual value Σ_i min_j (d_ij + p_j) − Σ_k (hi·p_k⁺ − lo·p_k⁻) ≤ optimum
-  double cost = 0;           ///< total cost of the returned assignment
+  size_t steps = 0;  ///< augmenting paths (each moves one item along a chain of clusters)
+  double cost = 0;   ///< total cost of the returned assignment
 };
 
-/// The scalable assignment used inside balanced k-means. It keeps its cluster prices between calls,
-/// so consecutive Lloyd iterations warm-start from each other.
+/// The fast exact assignment used inside balanced k-means: successive shortest paths on the k-cluster
+/// graph (see src/cluster/balanced_ssp.cpp), never on the n items. It keeps its cluster prices between
+/// calls, so consecutive Lloyd iterations warm-start from each other. Memory: the n × k distances.
 class BalancedAssigner {
  public:
   explicit BalancedAssigner(SizeBounds bounds);
@@ -66,9 +63,6 @@ class BalancedAssigner {
   SizeBounds bounds() const { return bounds_; }
   const BalancedStats& stats() const { return stats_; }
 
-  /// Candidate clusters kept per point (default 16; all k when k is smaller). More makes certificate
-  /// failures rarer and each pass heavier; the result is the same.
-  void set_candidates(size_t c) { candidates_ = c; }
   /// Forget the prices (the next call is cold).
   void reset() { prices_.clear(); }
 
@@ -76,7 +70,7 @@ class BalancedAssigner {
   SizeBounds bounds_;
   std::vector<double> prices_;
   BalancedStats stats_;
-  size_t candidates_ = 16;
+  std::vector<float> cost_;
 };
 
 }  // namespace tessera

@@ -1,0 +1,238 @@
+"""Type stubs of tessera's C++ extension. Shapes: n rows, d dimensions, M (= L) levels, K_m codes at level m."""
+import os
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+PathLike = Union[str, "os.PathLike[str]"]
+ArrayLike = npt.ArrayLike
+#: progress(stage, done, total, value); called with the GIL held.
+ProgressFn = Callable[[str, int, int, float], object]
+
+class Error(Exception):
+    """Base of every error tessera raises."""
+
+class InvalidArgument(Error, ValueError):
+    """An unusable argument: wrong shape or ndim, NaN/Inf, N < K, infeasible bounds, dimension mismatch."""
+
+class FormatError(Error, ValueError):
+    """A file is truncated, corrupted, foreign or of an unsupported layout."""
+
+class IOError(Error, OSError):
+    """The operating system refused to open, read, write or rename a file."""
+
+def set_num_threads(n: int) -> None:
+    """Threads for tessera's parallel loops (n <= 0: all cores). Results do not depend on it."""
+
+def num_threads() -> int: ...
+
+# --- I/O ----------------------------------------------------------------------------------------
+def read_vectors(path: PathLike) -> npt.NDArray[np.float32]:
+    """.npy / .fvecs / .bvecs / .ivecs / idx(.gz) by extension → x: n × d float32."""
+
+def read_npy(path: PathLike) -> Union[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+    """2-D .npy: floats (and int8/uint8) → n × d float32; wider integers → n × m int32."""
+
+def write_npy(path: PathLike, array: ArrayLike) -> None:
+    """Atomic write of a 2-D array: floats as float32, int64/uint32/uint64 as int64, other ints as int32."""
+
+def read_npz(path: PathLike) -> Dict[str, npt.NDArray[np.float32]]:
+    """{member name: n × d float32} of a .npz of 2-D float arrays, in archive order."""
+
+def write_npz(path: PathLike, arrays: Mapping[str, ArrayLike], compress: bool = True) -> None:
+    """Atomic write of {name: 2-D array} (stored as float32); deflated when compress."""
+
+def read_fvecs(path: PathLike) -> npt.NDArray[np.float32]:
+    """texmex .fvecs → n × d float32."""
+
+def read_bvecs(path: PathLike) -> npt.NDArray[np.float32]:
+    """texmex .bvecs (uint8 values) → n × d float32."""
+
+def read_ivecs(path: PathLike) -> npt.NDArray[np.int32]:
+    """texmex .ivecs → n × d int32."""
+
+def read_idx(path: PathLike) -> npt.NDArray[np.float32]:
+    """MNIST idx uint8 (gzipped or not) → n × (product of other dims) float32."""
+
+# --- clustering ---------------------------------------------------------------------------------
+class KMeansResult:
+    @property
+    def centroids(self) -> npt.NDArray[np.float32]:
+        """k × d float32 (read-only view)."""
+    @property
+    def labels(self) -> npt.NDArray[np.int32]:
+        """Cluster of every training row: n, or len(sample_rows) when subsampled."""
+    @property
+    def sample_rows(self) -> Optional[npt.NDArray[np.int64]]:
+        """Rows of x used for training when max_train_points subsampled, else None."""
+    objective: float
+    """Σ squared distance of the training rows to their centroid."""
+    iterations: int
+    best_init: int
+
+def kmeans(
+    x: ArrayLike,
+    k: int,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    n_init: int = 3,
+    init: str = "k-means++",
+    seed: int = 42,
+    max_train_points: int = 0,
+    size_min: Optional[int] = None,
+    size_max: Optional[int] = None,
+    balanced: bool = False,
+    progress: Optional[ProgressFn] = None,
+) -> KMeansResult:
+    """k-means of x: n × d into k clusters; size-constrained with balanced=True or size_min/size_max."""
+
+def default_size_bounds(n: int, k: int) -> Tuple[int, int]:
+    """(max(1, n//k - 1), n//k + 1): MiniOneRec's bounds."""
+
+def balanced_assign(cost: ArrayLike, size_min: int, size_max: int) -> Tuple[npt.NDArray[np.int32], float]:
+    """Min-cost assignment of n points to k clusters (cost: n × k) with sizes in bounds → (labels: n, total)."""
+
+def balanced_assign_exact(cost: ArrayLike, size_min: int, size_max: int) -> Tuple[npt.NDArray[np.int32], float]:
+    """The exact min-cost-flow reference of balanced_assign (small problems) → (labels: n, total)."""
+
+# --- quantizer ----------------------------------------------------------------------------------
+class ResidualQuantizer:
+    """Residual quantization (RQ-KMeans): x ≈ Σ_m C_m[i_m], C_m: K_m × d."""
+
+    def __init__(
+        self,
+        d: int,
+        codebook_sizes: Sequence[int],
+        *,
+        balance: bool = False,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        n_init: int = 3,
+        init: str = "k-means++",
+        seed: int = 42,
+        size_min: Optional[int] = None,
+        size_max: Optional[int] = None,
+        train_sample: int = 0,
+        progress: Optional[ProgressFn] = None,
+    ) -> None: ...
+    def fit(self, x: ArrayLike) -> npt.NDArray[np.int32]:
+        """Train on x: n × d; returns codes: n × M int32 (balanced levels respect their bounds)."""
+    def train(self, x: ArrayLike) -> None:
+        """Train on x: n × d."""
+    def encode(self, x: ArrayLike) -> npt.NDArray[np.int32]:
+        """Greedy residual codes: x: n × d → n × M int32."""
+    def assign_balanced(
+        self, x: ArrayLike, *, size_min: Optional[int] = None, size_max: Optional[int] = None
+    ) -> npt.NDArray[np.int32]:
+        """Size-constrained codes with the trained codebooks: x: n × d → n × M int32."""
+    def decode(self, codes: ArrayLike) -> npt.NDArray[np.float32]:
+        """codes: n × M → Σ_m C_m[codes[:, m]]: n × d float32."""
+    def pack_codes(self, codes: ArrayLike) -> npt.NDArray[np.uint8]:
+        """codes: n × M int32 → n × code_size uint8."""
+    def unpack_codes(self, packed: ArrayLike) -> npt.NDArray[np.int32]:
+        """packed: n × code_size uint8 → n × M int32."""
+    @property
+    def codebooks(self) -> List[npt.NDArray[np.float32]]:
+        """Copies of C_m: K_m × d float32."""
+    def codebook(self, m: int) -> npt.NDArray[np.float32]:
+        """A copy of C_m: K_m × d float32."""
+    def set_codebooks(self, codebooks: Sequence[ArrayLike]) -> None:
+        """Replace every codebook (K_m × d each); marks the model trained."""
+    def export_npz(self, path: PathLike) -> None:
+        """Codebooks → .npz with keys codebook_0 .. codebook_{M-1}."""
+    def import_npz(self, path: PathLike) -> None:
+        """Codebooks ← .npz with keys codebook_0 ..; marks the model trained."""
+    def save(self, path: PathLike, metadata: Optional[Mapping[str, object]] = None) -> None:
+        """Write a checked binary model file (.tsq) atomically."""
+    @staticmethod
+    def load(path: PathLike) -> "ResidualQuantizer":
+        """Read a .tsq model file."""
+    @property
+    def metadata(self) -> Optional[Dict[str, object]]: ...
+    @property
+    def last_fit_report(self) -> Optional[List[Dict[str, object]]]:
+        """Per level: level, codebook_size, mse_before, mse_after, seconds, iterations, size_min, size_max."""
+    @property
+    def dim(self) -> int: ...
+    @property
+    def codebook_sizes(self) -> List[int]: ...
+    @property
+    def num_codebooks(self) -> int: ...
+    @property
+    def code_size(self) -> int: ...
+    @property
+    def is_trained(self) -> bool: ...
+    progress: Optional[ProgressFn]
+    @property
+    def params(self) -> Dict[str, object]: ...
+
+def load_quantizer(path: PathLike) -> ResidualQuantizer:
+    """Read a .tsq model file."""
+
+def mean_squared_error(x: ArrayLike, y: ArrayLike) -> float:
+    """Σ‖x_i − y_i‖² / (n·d) for x, y: n × d."""
+
+# --- semantic IDs -------------------------------------------------------------------------------
+def collision_stats(codes: ArrayLike) -> Dict[str, float]:
+    """unique_ids, collision_rate, largest_group, colliding_items of the rows of codes: n × L (-1 = no token)."""
+
+class SemanticIds:
+    @property
+    def codes(self) -> npt.NDArray[np.int32]:
+        """n × L level codes (0-based) before collision resolution; read-only."""
+    @property
+    def ids(self) -> npt.NDArray[np.int32]:
+        """n × W resolved ids (W = L or L + 1); -1 = no token; read-only."""
+    @property
+    def model(self) -> ResidualQuantizer: ...
+    @property
+    def metrics(self) -> Dict[str, object]:
+        """The content of metrics.json."""
+    @property
+    def dedup(self) -> str: ...
+    @property
+    def zero_based(self) -> bool: ...
+    def index_json(self, keys: Optional[Sequence[str]] = None) -> str:
+        """MiniOneRec's index.json text."""
+    def tokens(self, keys: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
+        """{key: ["<a_N>", "<b_N>", ...]}: exactly what index.json holds."""
+    def save(self, out_dir: PathLike, keys: Optional[Sequence[str]] = None, with_model: bool = True) -> None:
+        """index.json, codes.npy, metrics.json (+ codebooks.npz, model.tsq) into out_dir."""
+    def __len__(self) -> int: ...
+
+def build_semantic_ids(
+    x: ArrayLike,
+    *,
+    levels: int = 3,
+    codebook_size: int = 256,
+    codebook_sizes: Optional[Sequence[int]] = None,
+    balance: bool = True,
+    dedup: str = "append",
+    seed: int = 42,
+    n_init: int = 3,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    size_min: Optional[int] = None,
+    size_max: Optional[int] = None,
+    train_sample: int = 0,
+    zero_based: bool = False,
+    labels: Optional[Sequence[object]] = None,
+    progress: Optional[ProgressFn] = None,
+    threads: Optional[int] = None,
+) -> SemanticIds:
+    """(Balanced) RQ-KMeans semantic IDs for x: n × d; dedup: 'append' | 'append-all' | 'reassign' | 'none'."""
+
+def encode_semantic_ids(
+    model: Union[ResidualQuantizer, PathLike],
+    x: ArrayLike,
+    *,
+    dedup: Optional[str] = None,
+    zero_based: Optional[bool] = None,
+    labels: Optional[Sequence[object]] = None,
+    threads: Optional[int] = None,
+) -> SemanticIds:
+    """Semantic IDs of new items x: n × d with a trained model (or a model.tsq path)."""

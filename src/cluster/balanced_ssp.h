@@ -1,0 +1,16 @@
+// Private engine of BalancedAssigner: successive shortest paths on the k-cluster graph.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "tessera/cluster/balanced_assignment.h"
+
+namespace tessera::detail {
+
+/// Exact size-constrained assignment on a dense cost matrix (n × k), warm-started from `prices`
+/// (k values, or empty for a cold start). Writes assign (n) and dist (n, may be nullptr), leaves the
+/// certifying prices in `prices`, returns Σ cost(i, assign_i).
+double balanced_ssp_solve(MatrixView<const float> cost, SizeBounds bounds, std::vector<double>& prices,
+                          int32_t* assign, float* dist, BalancedStats& stats);
+
+}  // namespace tessera::detail
