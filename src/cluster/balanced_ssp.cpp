@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <cstdlib>
 
 namespace tessera::detail {
 
@@ -33,6 +34,7 @@ class SspSolver {
   }
 
   double run(int32_t* assign, float* dist, BalancedStats& stats) {
+    presolve_prices();
     initial_assignment();
     build_moves();
     size_t augmentations = 0;
@@ -54,6 +56,114 @@ class SspSolver {
   }
 
  private:
+  // Price pre-pass. Every augmenting path costs O(k²), so a cold start whose nearest-centroid sizes are
+  // far from the bounds would need very many. A few Jacobi rounds of price moves — each overfull
+  // cluster raises its price just enough to shed its excess, each underfull one lowers it just enough to
+  // attract its deficit, half-damped against oscillation — bring the sizes close to the bounds in O(n·k)
+  // per round; the exact SSP then finishes from these prices (any prices are a valid start).
+  void presolve_prices() {
+    const size_t threshold = k_ / 2;
+    std::vector<int32_t> best(n_);
+    std::vector<double> v1(n_), gap(n_);
+    std::vector<long long> size(k_);
+    size_t previous = SIZE_MAX, stalls = 0;
+    for (int round = 0; round < 60; ++round) {
+#pragma omp parallel for schedule(static)
+      for (ptrdiff_t i = 0; i < (ptrdiff_t)n_; ++i) {
+        const float* r = c_.row(i);
+        double a = kInf, b = kInf;
+        size_t ka = 0;
+        for (size_t j = 0; j < k_; ++j) {
+          const double v = r[j] + p_[j];
+          if (v < a) b = a, a = v, ka = j;
+          else if (v < b) b = v;
+        }
+        best[i] = (int32_t)ka, v1[i] = a, gap[i] = b - a;
+      }
+      std::fill(size.begin(), size.end(), 0);
+      for (size_t i = 0; i < n_; ++i) ++size[best[i]];
+      size_t imbalance = 0;
+      for (size_t j = 0; j < k_; ++j)
+        imbalance += size_t(std::max(0LL, size[j] - hi_) + std::max(0LL, lo_ - size[j]));
+      if (imbalance <= threshold) break;
+      stalls = imbalance * 10 >= previous * 9 ? stalls + 1 : 0;
+      if (stalls >= 3) break;
+      previous = imbalance;
+      std::vector<double> step(k_, 0.0);
+      // Overfull: the e-th smallest gap to the second choice among members sheds e items.
+      std::vector<std::vector<double>> member_gaps(k_);
+      for (size_t i = 0; i < n_; ++i)
+        if (size[best[i]] > hi_) member_gaps[best[i]].push_back(gap[i]);
+      for (size_t j = 0; j < k_; ++j) {
+        auto& g = member_gaps[j];
+        if (g.empty()) continue;
+        const size_t e = size_t(size[j] - hi_) - 1;
+        std::nth_element(g.begin(), g.begin() + e, g.end());
+        step[j] = 1.0 * g[e] + 1e-12 * (1 + std::abs(p_[j]));
+      }
+      // Underfull: the e-th smallest cost of joining among non-members attracts e items. One pass keeps,
+      // per underfull cluster, a bounded max-heap of the e smallest joining costs.
+      std::vector<size_t> under;
+      for (size_t j = 0; j < k_; ++j)
+        if (size[j] < lo_) under.push_back(j);
+      if (!under.empty()) {
+        std::vector<std::vector<double>> heaps(under.size());
+#pragma omp parallel
+        {
+          std::vector<std::vector<double>> mine(under.size());
+#pragma omp for schedule(static)
+          for (ptrdiff_t i = 0; i < (ptrdiff_t)n_; ++i)
+            for (size_t u = 0; u < under.size(); ++u) {
+              const size_t j = under[u];
+              if (best[i] == (int32_t)j) continue;
+              const double join = c_(i, j) + p_[j] - v1[i];
+              auto& h = mine[u];
+              const size_t cap = size_t(lo_ - size[j]);
+              if (h.size() < cap) {
+                h.push_back(join);
+                std::push_heap(h.begin(), h.end());
+              } else if (join < h.front()) {
+                std::pop_heap(h.begin(), h.end());
+                h.back() = join;
+                std::push_heap(h.begin(), h.end());
+              }
+            }
+#pragma omp critical
+          for (size_t u = 0; u < under.size(); ++u) heaps[u].insert(heaps[u].end(), mine[u].begin(), mine[u].end());
+        }
+        for (size_t u = 0; u < under.size(); ++u) {
+          const size_t j = under[u];
+          auto& g = heaps[u];
+          const size_t e = std::min(g.size(), size_t(lo_ - size[j])) - 1;
+          std::nth_element(g.begin(), g.begin() + e, g.end());
+          step[j] = -(1.0 * g[e] + 1e-12 * (1 + std::abs(p_[j])));
+        }
+      }
+      for (size_t j = 0; j < k_; ++j) p_[j] += step[j];
+    }
+    // T's price splits the clusters into those that must end full (priced above T) and those at their
+    // minimum (below): choose the split that leaves the least imbalance for the SSP to repair.
+    std::vector<int32_t> order(k_);
+    for (size_t j = 0; j < k_; ++j) order[j] = (int32_t)j;
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p_[a] < p_[b] || (p_[a] == p_[b] && a < b); });
+    std::fill(size.begin(), size.end(), 0);
+    for (size_t i = 0; i < n_; ++i) ++size[best[i]];
+    // below = clusters order[0..s) at lo, the rest at hi.
+    long long at_hi = 0;
+    for (size_t j = 0; j < k_; ++j) at_hi += std::llabs(size[j] - hi_);
+    long long at_lo = 0, best_cost = at_hi;
+    size_t split = 0;
+    for (size_t s = 1; s <= k_; ++s) {
+      const long long j = order[s - 1];
+      at_hi -= std::llabs(size[j] - hi_);
+      at_lo += std::llabs(size[j] - lo_);
+      if (at_lo + at_hi < best_cost) best_cost = at_lo + at_hi, split = s;
+    }
+    const double below = split > 0 ? p_[order[split - 1]] : p_[order[0]] - 1.0;
+    const double above = split < k_ ? p_[order[split]] : p_[order[k_ - 1]] + 1.0;
+    p_[k_] = below == above ? below : 0.5 * (below + above);
+  }
+
   // Every item to its cheapest priced cluster (ties: lowest index); sizes and the flows to T.
   void initial_assignment() {
     cluster_.assign(n_, 0);
