@@ -11,6 +11,8 @@ APT_PACKAGES := build-essential cmake pkg-config git clang libclang-rt-14-dev li
   dataset-fashion-mnist
 CMAKE_ARGS := -DPython_EXECUTABLE=$(abspath $(PY))
 DEMO_DIR := demo-out
+# OpenMP workers wait without spinning: on small or shared machines spinning steals the cores BLAS needs.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup setup-apt setup-python apt-lists build test test-cpp test-python test-sanitize fuzz demo bench clean
 

@@ -23,7 +23,13 @@ Progress: functions taking ``progress`` call ``progress(stage: str, done: int, t
 with the GIL held; an exception raised there (KeyboardInterrupt included) stops the work and propagates.
 Heavy work runs with the GIL released, so other Python threads keep running.
 """
-from ._tessera import __version__  # noqa: F401
+import os as _os
+
+# OpenMP workers that spin while they wait steal the cores BLAS and other processes need on small or
+# shared machines; a passive wait costs nothing measurable here. Must be set before libgomp loads.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from ._tessera import __version__  # noqa: F401,E402
 from ._tessera import (
     Error,
     FormatError,

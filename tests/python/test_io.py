@@ -2,7 +2,6 @@
 import gzip
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CI machines: no spinning OpenMP workers
 
 import numpy as np
 import pytest

@@ -1,7 +1,5 @@
 """ResidualQuantizer against numpy arithmetic and faiss.ResidualQuantizer."""
-import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest
