@@ -22,20 +22,6 @@ FloatMatrix gather_rows(MatrixView<const float> x, const std::vector<size_t>& ro
   return out;
 }
 
-// `count` distinct rows of [0, n) in increasing order, uniformly at random.
-std::vector<size_t> sample_rows(size_t n, size_t count, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<size_t> idx(n);
-  std::iota(idx.begin(), idx.end(), size_t{0});
-  for (size_t i = 0; i < count; ++i) {
-    std::uniform_int_distribution<size_t> pick(i, n - 1);
-    std::swap(idx[i], idx[pick(rng)]);
-  }
-  idx.resize(count);
-  std::sort(idx.begin(), idx.end());
-  return idx;
-}
-
 // Mean over dimensions of the per-dimension variance (scikit-learn's scale for tol).
 double mean_variance(MatrixView<const float> x) {
   std::vector<double> mean(x.cols, 0.0), sq(x.cols, 0.0);

@@ -8,6 +8,15 @@ void Quantizer::check_input(MatrixView<const float> x, const char* what) const {
   check_finite(x, what);
 }
 
+double mean_square(MatrixView<const float> x) {
+  if (x.empty()) return 0.0;
+  double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
+    for (size_t j = 0; j < x.cols; ++j) s += double(x(i, j)) * x(i, j);
+  return s / (double(x.rows) * double(x.cols));
+}
+
 double mean_squared_error(MatrixView<const float> x, MatrixView<const float> y) {
   TESSERA_CHECK_ARG(x.rows == y.rows && x.cols == y.cols,
                     "shape mismatch: " << x.rows << " × " << x.cols << " vs " << y.rows << " × " << y.cols);

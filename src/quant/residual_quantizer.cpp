@@ -12,14 +12,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-double mean_square(MatrixView<const float> r) {
-  double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-  for (ptrdiff_t i = 0; i < (ptrdiff_t)r.rows; ++i)
-    for (size_t j = 0; j < r.cols; ++j) s += double(r(i, j)) * r(i, j);
-  return r.empty() ? 0.0 : s / (double(r.rows) * double(r.cols));
-}
-
 // r_i -= c[assign_i] for every row.
 void subtract_codewords(MatrixView<float> r, MatrixView<const float> c, const int32_t* assign) {
 #pragma omp parallel for schedule(static)
@@ -28,16 +20,6 @@ void subtract_codewords(MatrixView<float> r, MatrixView<const float> c, const in
     float* ri = r.row(i);
     for (size_t j = 0; j < r.cols; ++j) ri[j] -= cw[j];
   }
-}
-
-std::vector<size_t> sample_indices(size_t n, size_t count, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<size_t> idx(n);
-  for (size_t i = 0; i < n; ++i) idx[i] = i;
-  for (size_t i = 0; i < count; ++i) std::swap(idx[i], idx[std::uniform_int_distribution<size_t>(i, n - 1)(rng)]);
-  idx.resize(count);
-  std::sort(idx.begin(), idx.end());
-  return idx;
 }
 
 }  // namespace
@@ -68,7 +50,7 @@ std::vector<LevelReport> ResidualQuantizer::fit(MatrixView<const float> x, int32
       TESSERA_CHECK_ARG(codebook_sizes_[m] <= params_.train_sample,
                         "a training sample of " << params_.train_sample << " rows is smaller than K = "
                                                 << codebook_sizes_[m] << " at level " << m);
-    const auto rows = sample_indices(n, params_.train_sample, derive_seed(params_.seed, 0x7a1u));
+    const auto rows = sample_rows(n, params_.train_sample, derive_seed(params_.seed, 0x7a1u));
     residual = FloatMatrix(rows.size(), d);
     for (size_t i = 0; i < rows.size(); ++i) std::copy(x.row(rows[i]), x.row(rows[i]) + d, residual.row(i));
   } else {

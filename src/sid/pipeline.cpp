@@ -18,14 +18,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double mean_square(MatrixView<const float> x) {
-  double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
-    for (size_t j = 0; j < x.cols; ++j) s += double(x(i, j)) * x(i, j);
-  return x.empty() ? 0 : s / (double(x.rows) * double(x.cols));
-}
-
 double reconstruction_mse(const ResidualQuantizer& q, MatrixView<const float> x, const CodeMatrix& codes) {
   FloatMatrix rec(x.rows, x.cols);
   q.decode(codes.data(), x.rows, rec.data());

@@ -10,16 +10,6 @@ using namespace tessera;
 using namespace tessera_test;
 
 namespace {
-template <class E>
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
-
 void expect_small_fixture(const FloatMatrix& x) {
   ASSERT_EQ(x.rows(), 3u);
   ASSERT_EQ(x.cols(), 10u);  // 2 × 5 images flattened

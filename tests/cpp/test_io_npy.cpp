@@ -19,16 +19,6 @@ namespace {
 // The values make_fixtures.py writes for the 3 × 4 fixtures: arange(12) * 0.5 - 1.25.
 float base_value(size_t i, size_t j) { return float(i * 4 + j) * 0.5f - 1.25f; }
 
-template <class E>
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
-
 bool maps_contain(const std::string& path) {
   const std::string maps = slurp("/proc/self/maps");
   return maps.find(path) != std::string::npos;

@@ -13,16 +13,6 @@ using namespace tessera;
 using namespace tessera_test;
 
 namespace {
-template <class E>
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
-
 const char* kPython = TESSERA_SOURCE_DIR "/.venv/bin/python";
 }  // namespace
 

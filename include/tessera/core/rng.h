@@ -1,8 +1,11 @@
 // Random numbers: one seeded generator type, and seed derivation so that every level, restart and
 // shard gets its own independent stream from one user seed (results never depend on thread count).
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <numeric>
 #include <random>
+#include <vector>
 
 namespace tessera {
 
@@ -18,5 +21,16 @@ constexpr uint64_t mix64(uint64_t z) {
 
 /// The seed of sub-stream `stream` of `seed` (e.g. level l, restart r: derive_seed(derive_seed(s, l), r)).
 constexpr uint64_t derive_seed(uint64_t seed, uint64_t stream) { return mix64(mix64(seed) ^ mix64(stream + 1)); }
+
+/// `count` distinct rows of [0, n), uniformly at random, in increasing order.
+inline std::vector<size_t> sample_rows(size_t n, size_t count, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<size_t> idx(n);
+  std::iota(idx.begin(), idx.end(), size_t{0});
+  for (size_t i = 0; i < count && i < n; ++i) std::swap(idx[i], idx[std::uniform_int_distribution<size_t>(i, n - 1)(rng)]);
+  idx.resize(std::min(count, n));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
 
 }  // namespace tessera

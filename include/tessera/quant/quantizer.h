@@ -36,6 +36,9 @@ class Quantizer {
   size_t d_;
 };
 
+/// Mean square per component, Σ‖x_i‖² / (n·d): the MSE of coding everything as zero.
+double mean_square(MatrixView<const float> x);
+
 /// Mean squared error per component, Σ‖x_i − y_i‖² / (n·d) (numpy: np.mean((x - y) ** 2)).
 double mean_squared_error(MatrixView<const float> x, MatrixView<const float> y);
 

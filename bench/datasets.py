@@ -1,0 +1,152 @@
+"""Datasets for the tessera benchmarks.
+
+Every dataset is materialised once as a float32 C-contiguous .npy file in a cache directory, so that every
+contender (our CLI, our Python module, faiss, k-means-constrained) reads exactly the same bytes.
+
+Real sets come from /work/shared/data (see its README.md); synthetic sets are anisotropic Gaussian mixtures
+made with a fixed seed (deterministic: the same file for the same name, whatever the machine).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+DATA_ROOT = Path(os.environ.get("TESSERA_DATA", "/work/shared/data"))
+
+
+# ----------------------------------------------------------------------------------------------- readers
+def read_fvecs(path: str | Path) -> np.ndarray:
+    """texmex .fvecs: each row is an int32 dimension d followed by d float32 values (little-endian)."""
+    raw = np.fromfile(path, dtype="<i4")
+    if raw.size == 0:
+        raise ValueError(f"{path}: empty file")
+    d = int(raw[0])
+    if d <= 0 or raw.size % (d + 1):
+        raise ValueError(f"{path}: not an .fvecs file (first dimension {d}, {raw.size} words)")
+    rows = raw.reshape(-1, d + 1)
+    if not np.all(rows[:, 0] == d):
+        raise ValueError(f"{path}: rows of different dimensions")
+    return rows[:, 1:].view("<f4").astype(np.float32)
+
+
+def read_bvecs(path: str | Path) -> np.ndarray:
+    """texmex .bvecs: each row is an int32 dimension d followed by d uint8 values. Returned as float32."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    d = int(raw[:4].view("<i4")[0])
+    if d <= 0 or raw.size % (d + 4):
+        raise ValueError(f"{path}: not a .bvecs file (first dimension {d}, {raw.size} bytes)")
+    rows = raw.reshape(-1, d + 4)
+    if not np.all(rows[:, :4].copy().view("<i4")[:, 0] == d):
+        raise ValueError(f"{path}: rows of different dimensions")
+    return rows[:, 4:].astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- synthetic
+def gaussian_mixture(n: int, d: int = 128, components: int = 512, seed: int = 20240601,
+                     normalize: bool = False, chunk: int = 100_000) -> np.ndarray:
+    """n × d float32 rows from an anisotropic Gaussian mixture.
+
+    - `components` centres drawn N(0, I/d)·3 (so centres are ~3 apart, clusters overlap a little);
+    - component weights follow a Zipf-like law (w_c ∝ (c+1)^-0.7): cluster sizes are unequal, as in real
+      catalogues, so balancing has work to do;
+    - each component has its own random rotation Q_c and a decaying spectrum s_j ∝ (j+1)^-0.6 with a
+      random per-component scale: anisotropic, with correlated dimensions;
+    - normalize=True L2-normalises every row (the "embedding-like" variant: cosine embeddings).
+
+    Generated chunk by chunk from seeds derived from `seed`, so the result does not depend on memory.
+    """
+    root = np.random.SeedSequence(seed)
+    s_model, s_rows = root.spawn(2)
+    rng = np.random.default_rng(s_model)
+    means = (rng.standard_normal((components, d)) * (3.0 / np.sqrt(d))).astype(np.float32)
+    w = (np.arange(components) + 1.0) ** -0.7
+    rng.shuffle(w)
+    w /= w.sum()
+    spectrum = (np.arange(d) + 1.0) ** -0.6
+    spectrum /= np.sqrt(np.sum(spectrum ** 2))  # total variance 1 before the per-component scale
+    scales = rng.uniform(0.5, 1.5, components)
+    factors = np.empty((components, d, d), dtype=np.float32)  # x = mean + g @ factors[c]
+    for c in range(components):
+        q, r = np.linalg.qr(rng.standard_normal((d, d)))
+        q *= np.sign(np.diag(r))  # a uniformly random rotation
+        factors[c] = (spectrum[:, None] * scales[c]) * q.T
+    out = np.empty((n, d), dtype=np.float32)
+    chunk_seeds = s_rows.spawn((n + chunk - 1) // chunk)
+    for ci, start in enumerate(range(0, n, chunk)):
+        stop = min(n, start + chunk)
+        r = np.random.default_rng(chunk_seeds[ci])
+        z = r.choice(components, size=stop - start, p=w)
+        g = r.standard_normal((stop - start, d)).astype(np.float32)
+        block = out[start:stop]
+        order = np.argsort(z, kind="stable")
+        zs = z[order]
+        bounds = np.flatnonzero(np.diff(zs)) + 1
+        for grp in np.split(order, bounds):
+            if grp.size:
+                c = z[grp[0]]
+                block[grp] = means[c] + g[grp] @ factors[c]
+    if normalize:
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- registry
+def _debian() -> np.ndarray:
+    return np.load(DATA_ROOT / "debian-packages" / "embeddings.npy").astype(np.float32)
+
+
+def _subset(x: np.ndarray, n: int, seed: int = 7) -> np.ndarray:
+    """A uniform random subset of n rows (kept in file order), so a subset is not one alphabetical slice."""
+    if n >= x.shape[0]:
+        return x
+    idx = np.sort(np.random.default_rng(seed).choice(x.shape[0], n, replace=False))
+    return np.ascontiguousarray(x[idx])
+
+
+DATASETS = {
+    # name: (description, loader)
+    "siftsmall": ("texmex ANN_SIFT10K base, 10000×128 float32",
+                  lambda: read_fvecs(DATA_ROOT / "siftsmall" / "siftsmall_base.fvecs")),
+    "bigann10k": ("first 10k of texmex BIGANN, 10000×128 uint8 → float32",
+                  lambda: read_bvecs(DATA_ROOT / "bigann10k" / "bigann10k_base.bvecs")),
+    "debian": ("Debian 12 package embeddings (LSA), 63440×256 float16 → float32, rows L2-normalised",
+               _debian),
+    "debian-20k": ("random 20000-row subset (seed 7) of debian", lambda: _subset(_debian(), 20_000)),
+    "debian-5k": ("random 5000-row subset (seed 7) of debian", lambda: _subset(_debian(), 5_000)),
+    "debian-3k": ("random 3000-row subset (seed 7) of debian", lambda: _subset(_debian(), 3_000)),
+    "gmm-20k": ("synthetic anisotropic Gaussian mixture, 20000×128, L2-normalised rows (embedding-like)",
+                lambda: gaussian_mixture(20_000, 128, normalize=True)),
+    "gmm-5k": ("first 5000 rows of gmm-20k", lambda: gaussian_mixture(20_000, 128, normalize=True)[:5_000]),
+    "gmm-3k": ("first 3000 rows of gmm-20k", lambda: gaussian_mixture(20_000, 128, normalize=True)[:3_000]),
+    "gmm-1m": ("synthetic anisotropic Gaussian mixture, 1000000×128 (raw, not normalised)",
+               lambda: gaussian_mixture(1_000_000, 128, normalize=False)),
+    "gmm-100k": ("first 100000 rows of gmm-1m",
+                 lambda: gaussian_mixture(100_000, 128, normalize=False)),
+}
+
+
+def describe(name: str) -> str:
+    return DATASETS[name][0]
+
+
+def path(name: str, cache_dir: str | Path) -> Path:
+    """The cached float32 .npy file of dataset `name`, created if missing."""
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    p = cache / f"{name}.npy"
+    if not p.exists():
+        x = np.ascontiguousarray(DATASETS[name][1](), dtype=np.float32)
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"dataset {name} has non-finite values")
+        tmp = p.with_suffix(".tmp.npy")
+        np.save(tmp, x)
+        os.replace(tmp, p)
+    return p
+
+
+def load(name: str, cache_dir: str | Path, mmap: bool = False) -> np.ndarray:
+    return np.load(path(name, cache_dir), mmap_mode="r" if mmap else None)
