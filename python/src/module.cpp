@@ -442,6 +442,19 @@ bool npy_is_integer(const std::string& path) {
 
 // ===================================================================================================
 
+// A Python function path -> ndarray over a C++ reader `path -> Matrix<T>` (GIL released while reading).
+template <class T>
+void def_matrix_reader(py::module_& m, const char* name, tessera::Matrix<T> (*read)(const std::string&),
+                       const char* doc) {
+  m.def(
+      name,
+      [read](const py::object& path) {
+        const std::string p = path_str(path);
+        return matrix_to_numpy(without_gil(nullptr, [&] { return read(p); }));
+      },
+      "path"_a, doc);
+}
+
 PYBIND11_MODULE(_tessera, m) {
   m.doc() = "tessera: vector quantization and semantic IDs (C++ core, numpy in and out).";
   m.attr("__version__") = "0.1.0";
@@ -557,34 +570,11 @@ PYBIND11_MODULE(_tessera, m) {
       "path"_a, "arrays"_a, "compress"_a = true,
       "Write {name: 2-D array} to a .npz archive (members stored as float32) atomically; deflated when\n"
       "compress. numpy.load reads it.");
-  m.def(
-      "read_fvecs",
-      [](const py::object& path) {
-        const std::string p = path_str(path);
-        return matrix_to_numpy(without_gil(nullptr, [&] { return tessera::read_fvecs(p); }));
-      },
-      "path"_a, "Read a texmex .fvecs file: n × d float32.");
-  m.def(
-      "read_bvecs",
-      [](const py::object& path) {
-        const std::string p = path_str(path);
-        return matrix_to_numpy(without_gil(nullptr, [&] { return tessera::read_bvecs(p); }));
-      },
-      "path"_a, "Read a texmex .bvecs file (uint8 values): n × d float32.");
-  m.def(
-      "read_ivecs",
-      [](const py::object& path) {
-        const std::string p = path_str(path);
-        return matrix_to_numpy(without_gil(nullptr, [&] { return tessera::read_ivecs(p); }));
-      },
-      "path"_a, "Read a texmex .ivecs file (e.g. ground truth): n × d int32.");
-  m.def(
-      "read_idx",
-      [](const py::object& path) {
-        const std::string p = path_str(path);
-        return matrix_to_numpy(without_gil(nullptr, [&] { return tessera::read_idx(p); }));
-      },
-      "path"_a, "Read an MNIST idx file of uint8 data (gzipped or not): n × (product of other dims) float32.");
+  // Whole-file readers that return one matrix: the same binding for each.
+  def_matrix_reader(m, "read_fvecs", &tessera::read_fvecs, "Read a texmex .fvecs file: n × d float32.");
+  def_matrix_reader(m, "read_bvecs", &tessera::read_bvecs, "Read a texmex .bvecs file (uint8 values): n × d float32.");
+  def_matrix_reader(m, "read_ivecs", &tessera::read_ivecs, "Read a texmex .ivecs file (e.g. ground truth): n × d int32.");
+  def_matrix_reader(m, "read_idx", &tessera::read_idx, "Read an MNIST idx file of uint8 data (gzipped or not): n × (product of other dims) float32.");
 
   // --- clustering ------------------------------------------------------------------------------------
   py::class_<tessera::KMeansResult>(m, "KMeansResult", "The outcome of kmeans().")
