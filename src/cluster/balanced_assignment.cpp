@@ -156,7 +156,7 @@ BalancedAssigner::BalancedAssigner(SizeBounds bounds) : bounds_(bounds) {
 }
 
 double BalancedAssigner::assign(MatrixView<const float> x, MatrixView<const float> centroids, int32_t* assign,
-                                float* dist) {
+                                float* dist, const float* x_norms) {
   TESSERA_CHECK_ARG(centroids.rows > 0, "balanced assignment: no centroids");
   TESSERA_CHECK_ARG(x.cols == centroids.cols, "dimension mismatch: points have " << x.cols << " columns, centroids "
                                                                                << centroids.cols);
@@ -167,7 +167,7 @@ double BalancedAssigner::assign(MatrixView<const float> x, MatrixView<const floa
   check_finite(centroids, "centroids");
   // The dense n × k distance matrix (one GEMM): the SSP engine reads any row many times.
   cost_.resize(x.rows * centroids.rows);
-  l2_sqr_distances(x, centroids, nullptr, cost_.data());
+  l2_sqr_distances(x, centroids, nullptr, cost_.data(), x_norms);
   return detail::balanced_ssp_solve(MatrixView<const float>(cost_.data(), x.rows, centroids.rows), bounds_, prices_,
                                     assign, dist, stats_);
 }

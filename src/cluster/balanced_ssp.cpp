@@ -6,24 +6,28 @@
 // table M. Cluster prices are the node potentials: every item sits in a cluster minimising
 // c(i, ·) + p, which keeps every reduced cost non-negative, so Dijkstra on the dense k + 1 node graph
 // finds shortest augmenting paths (Edmonds & Karp 1972; Tomizawa 1971; Ahuja, Magnanti & Orlin,
-// "Network Flows", ch. 9). Each augmentation moves one item along every arc of the path; the arcs
-// k→T / T→k carry each cluster's size within [lo, hi]. When no excess is left, the prices certify
-// optimality (shared/notes/balanced-assignment.md): the result is exact, not approximate.
+// "Network Flows", ch. 9), many per Dijkstra (primal-dual phases). Each augmentation moves one item along
+// every arc of the path; the arcs k→T / T→k carry each cluster's size within [lo, hi]. When no excess is
+// left, the prices certify optimality (shared/notes/balanced-assignment.md): the result is exact.
 //
-// Warm start: prices from the previous Lloyd iteration leave only the few items whose cluster changed
-// to move, so a warm call costs little more than the distance computation.
+// Getting close first: the SSP pays O(k²) per phase, so the prices are first brought near the optimum
+// by Jacobi rounds of dual ascent over the rows (O(n·k) each, vectorised), warm-started from the previous
+// Lloyd iteration's prices, or, when those are missing or stale, from an exact solve on a sample.
 #include "cluster/balanced_ssp.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <cstdlib>
+
+#include "cluster/cost_row_scan.h"
+#include "tessera/core/rng.h"
 
 namespace tessera::detail {
 
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr float kInfF = std::numeric_limits<float>::infinity();
 
 class SspSolver {
  public:
@@ -37,12 +41,18 @@ class SspSolver {
     presolve_prices();
     initial_assignment();
     build_moves();
-    size_t augmentations = 0;
-    while (augment()) ++augmentations;
-    // Prices relative to T, so that p_k > 0 only at size hi and p_k < 0 only at size lo.
+    size_t augmentations = 0, phases = 0;
+    while (const size_t pushed = augment_phase()) augmentations += pushed, ++phases;
+    // Prices relative to T, so that p_k > 0 only at size hi and p_k < 0 only at size lo. In exact
+    // arithmetic a cluster whose flow to T can still rise has p_k <= p_T and one whose flow can still fall
+    // has p_k >= p_T; the Dijkstra updates may leave a rounding error of the wrong sign there, snapped to 0.
     const double pt = p_[k_];
     p_.pop_back();
-    for (double& v : p_) v -= pt;
+    for (size_t j = 0; j < k_; ++j) {
+      double& v = p_[j];
+      v -= pt;
+      if ((v > 0 && flow_[j] < hi_) || (v < 0 && flow_[j] > lo_)) v = 0;
+    }
     double total = 0;
     for (size_t i = 0; i < n_; ++i) {
       assign[i] = cluster_[i];
@@ -51,135 +61,144 @@ class SspSolver {
       total += ci;
     }
     stats.steps = augmentations;
+    stats.phases = phases;
     stats.cost = total;
     return total;
   }
 
  private:
-  // Price pre-pass. Every augmenting path costs O(k²), so a cold start whose nearest-centroid sizes are
-  // far from the bounds would need very many. A few Jacobi rounds of price moves — each overfull
-  // cluster raises its price just enough to shed its excess, each underfull one lowers it just enough to
-  // attract its deficit, half-damped against oscillation — bring the sizes close to the bounds in O(n·k)
-  // per round; the exact SSP then finishes from these prices (any prices are a valid start).
+  // Price pre-pass: Jacobi rounds of dual ascent, O(n·k) each. Prices are relative to T's (0), and an
+  // optimal solution has a cluster at hi where its price is positive, at lo where negative, anywhere in
+  // [lo, hi] at 0 (complementary slackness). Each round every cluster off that target moves its price
+  // just enough to shed (the e-th smallest member gap to the second choice) or attract (the e-th
+  // smallest joining cost) its e items, never across 0: a cluster that reaches 0 becomes free. This
+  // brings the sizes close to a certified solution, from which the exact SSP has little to repair; any
+  // prices are a valid start for it, so the pre-pass never changes the result, only the time to reach it.
   void presolve_prices() {
-    const size_t threshold = k_ / 2;
-    std::vector<int32_t> best(n_);
-    std::vector<double> v1(n_), gap(n_);
-    std::vector<long long> size(k_);
-    size_t previous = SIZE_MAX, stalls = 0;
-    for (int round = 0; round < 60; ++round) {
-#pragma omp parallel for schedule(static)
-      for (ptrdiff_t i = 0; i < (ptrdiff_t)n_; ++i) {
-        const float* r = c_.row(i);
-        double a = kInf, b = kInf;
-        size_t ka = 0;
-        for (size_t j = 0; j < k_; ++j) {
-          const double v = r[j] + p_[j];
-          if (v < a) b = a, a = v, ka = j;
-          else if (v < b) b = v;
-        }
-        best[i] = (int32_t)ka, v1[i] = a, gap[i] = b - a;
+    const size_t min_gain = std::max<size_t>(8, n_ / (2 * k_));
+    std::vector<float> v1(n_), gap(n_);
+    std::vector<long long> size(k_), over(k_), short_of(k_);
+    size_t fewest = SIZE_MAX;
+    for (int round = 0; round < kMaxRounds; ++round) {
+      scan_rows(v1, gap);
+      size_t imbalance = tally(size, over, short_of);
+      if (round == 0 && warm_from_sample(imbalance)) {
+        scan_rows(v1, gap);
+        imbalance = tally(size, over, short_of);
       }
-      std::fill(size.begin(), size.end(), 0);
-      for (size_t i = 0; i < n_; ++i) ++size[best[i]];
-      size_t imbalance = 0;
-      for (size_t j = 0; j < k_; ++j)
-        imbalance += size_t(std::max(0LL, size[j] - hi_) + std::max(0LL, lo_ - size[j]));
-      if (imbalance <= threshold) break;
-      stalls = imbalance * 10 >= previous * 9 ? stalls + 1 : 0;
-      if (stalls >= 3) break;
-      previous = imbalance;
+      // Stop once a round no longer pays: it costs O(n·k), an item left to the SSP about O(k²/few).
+      if (imbalance == 0 || imbalance + min_gain > fewest) break;
+      fewest = std::min(fewest, imbalance);
       std::vector<double> step(k_, 0.0);
-      // Overfull: the e-th smallest gap to the second choice among members sheds e items.
-      std::vector<std::vector<double>> member_gaps(k_);
+      // Shed: the e-th smallest gap to the second choice among members sheds e items.
+      std::vector<std::vector<float>> gaps(k_);
       for (size_t i = 0; i < n_; ++i)
-        if (size[best[i]] > hi_) member_gaps[best[i]].push_back(gap[i]);
+        if (over[best_[i]] > 0) gaps[best_[i]].push_back(gap[i]);
+      // Attract: the e-th smallest cost of joining among non-members.
+      std::vector<std::vector<float>> joins = smallest_joins(short_of, v1);
       for (size_t j = 0; j < k_; ++j) {
-        auto& g = member_gaps[j];
-        if (g.empty()) continue;
-        const size_t e = size_t(size[j] - hi_) - 1;
-        std::nth_element(g.begin(), g.begin() + e, g.end());
-        step[j] = 1.0 * g[e] + 1e-12 * (1 + std::abs(p_[j]));
-      }
-      // Underfull: the e-th smallest cost of joining among non-members attracts e items. One pass keeps,
-      // per underfull cluster, a bounded max-heap of the e smallest joining costs.
-      std::vector<size_t> under;
-      for (size_t j = 0; j < k_; ++j)
-        if (size[j] < lo_) under.push_back(j);
-      if (!under.empty()) {
-        std::vector<std::vector<double>> heaps(under.size());
-#pragma omp parallel
-        {
-          std::vector<std::vector<double>> mine(under.size());
-#pragma omp for schedule(static)
-          for (ptrdiff_t i = 0; i < (ptrdiff_t)n_; ++i)
-            for (size_t u = 0; u < under.size(); ++u) {
-              const size_t j = under[u];
-              if (best[i] == (int32_t)j) continue;
-              const double join = c_(i, j) + p_[j] - v1[i];
-              auto& h = mine[u];
-              const size_t cap = size_t(lo_ - size[j]);
-              if (h.size() < cap) {
-                h.push_back(join);
-                std::push_heap(h.begin(), h.end());
-              } else if (join < h.front()) {
-                std::pop_heap(h.begin(), h.end());
-                h.back() = join;
-                std::push_heap(h.begin(), h.end());
-              }
-            }
-#pragma omp critical
-          for (size_t u = 0; u < under.size(); ++u) heaps[u].insert(heaps[u].end(), mine[u].begin(), mine[u].end());
-        }
-        for (size_t u = 0; u < under.size(); ++u) {
-          const size_t j = under[u];
-          auto& g = heaps[u];
-          const size_t e = std::min(g.size(), size_t(lo_ - size[j])) - 1;
-          std::nth_element(g.begin(), g.begin() + e, g.end());
-          step[j] = -(1.0 * g[e] + 1e-12 * (1 + std::abs(p_[j])));
+        if (over[j] > 0 && !gaps[j].empty()) {
+          step[j] = nudge(kth_smallest(gaps[j], size_t(over[j])), p_[j]);
+          if (p_[j] < 0) step[j] = std::min(step[j], -p_[j]);
+        } else if (short_of[j] > 0 && !joins[j].empty()) {
+          step[j] = -nudge(kth_smallest(joins[j], size_t(short_of[j])), p_[j]);
+          if (p_[j] > 0) step[j] = std::max(step[j], -p_[j]);
         }
       }
       for (size_t j = 0; j < k_; ++j) p_[j] += step[j];
+      fresh_ = false;
     }
-    // T's price splits the clusters into those that must end full (priced above T) and those at their
-    // minimum (below): choose the split that leaves the least imbalance for the SSP to repair.
-    std::vector<int32_t> order(k_);
-    for (size_t j = 0; j < k_; ++j) order[j] = (int32_t)j;
-    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p_[a] < p_[b] || (p_[a] == p_[b] && a < b); });
-    std::fill(size.begin(), size.end(), 0);
-    for (size_t i = 0; i < n_; ++i) ++size[best[i]];
-    // below = clusters order[0..s) at lo, the rest at hi.
-    long long at_hi = 0;
-    for (size_t j = 0; j < k_; ++j) at_hi += std::llabs(size[j] - hi_);
-    long long at_lo = 0, best_cost = at_hi;
-    size_t split = 0;
-    for (size_t s = 1; s <= k_; ++s) {
-      const long long j = order[s - 1];
-      at_hi -= std::llabs(size[j] - hi_);
-      at_lo += std::llabs(size[j] - lo_);
-      if (at_lo + at_hi < best_cost) best_cost = at_lo + at_hi, split = s;
-    }
-    const double below = split > 0 ? p_[order[split - 1]] : p_[order[0]] - 1.0;
-    const double above = split < k_ ? p_[order[split]] : p_[order[k_ - 1]] + 1.0;
-    p_[k_] = below == above ? below : 0.5 * (below + above);
+    if (!fresh_) scan_rows(v1, gap);
   }
+  static constexpr int kMaxRounds = 60;
+  // A price move of g plus a hair, so that the item at the margin really changes side.
+  static double nudge(float g, double p) { return double(g) + 1e-6 * (std::abs(double(g)) + std::abs(p)) + 1e-30; }
+  // The e-th smallest value (1-based; the largest when there are fewer).
+  static float kth_smallest(std::vector<float>& v, size_t e) {
+    const size_t at = std::min(v.size(), e) - 1;
+    std::nth_element(v.begin(), v.begin() + at, v.end());
+    return v[at];
+  }
+
+  // Sizes of the clusters under best_, and how far each is off its target (see presolve_prices).
+  size_t tally(std::vector<long long>& size, std::vector<long long>& over, std::vector<long long>& short_of) const {
+    std::fill(size.begin(), size.end(), 0);
+    for (size_t i = 0; i < n_; ++i) ++size[best_[i]];
+    size_t imbalance = 0;
+    for (size_t j = 0; j < k_; ++j) {
+      over[j] = std::max(0LL, size[j] - (p_[j] < 0 ? lo_ : hi_));
+      short_of[j] = std::max(0LL, (p_[j] > 0 ? hi_ : lo_) - size[j]);
+      imbalance += size_t(over[j] + short_of[j]);
+    }
+    return imbalance;
+  }
+
+  // For every cluster j with want[j] > 0: (at least) the want[j] smallest joining costs
+  // c(i, j) + p_j − v1_i over the items not in j. One vectorised pass over the full rows; per thread and
+  // cluster, a buffer of up to twice the count that is cut back to its smallest half when full, whose
+  // cut-off then becomes the admission threshold (most costs never get in).
+  std::vector<std::vector<float>> smallest_joins(const std::vector<long long>& want, const std::vector<float>& v1) {
+    std::vector<std::vector<float>> out(k_);
+#pragma omp parallel
+    {
+      std::vector<std::vector<float>> kept(k_);
+      std::vector<float> admit(k_, -kInfF);  // joining costs below this enter j's buffer
+      for (size_t j = 0; j < k_; ++j)
+        if (want[j] > 0) admit[j] = kInfF, kept[j].reserve(2 * want[j]);
+#pragma omp for schedule(static)
+      for (ptrdiff_t i = 0; i < (ptrdiff_t)n_; ++i)
+        below_threshold(c_.row(i), pf_.data(), admit.data(), k_, v1[i], [&](size_t j, float join) {
+          if (j == (size_t)best_[i]) return;
+          auto& g = kept[j];
+          g.push_back(join);
+          const size_t w = (size_t)want[j];
+          if (g.size() == 2 * w) {
+            std::nth_element(g.begin(), g.begin() + (w - 1), g.end());
+            admit[j] = g[w - 1];
+            g.resize(w);
+          }
+        });
+#pragma omp critical
+      for (size_t j = 0; j < k_; ++j) out[j].insert(out[j].end(), kept[j].begin(), kept[j].end());
+    }
+    return out;
+  }
+
+  // A cold or stale start (many items off their target) first solves the problem exactly on a uniform
+  // sample of 1/kSampleFactor of the rows, with the bounds scaled alike (recursively). Prices are
+  // intensive — the same for a sample as for the whole — so the sample's optimal prices land near the
+  // full problem's, at a fraction of the cost of finding them on all rows.
+  bool warm_from_sample(size_t imbalance) {
+    if (imbalance * kStaleShare < n_ || n_ < kSampleFactor * kMinSampleRowsPerCluster * k_) return false;
+    const size_t s = n_ / kSampleFactor;
+    // Stale prices mislead more than none: the sample starts from nearest centroids.
+    std::fill(p_.begin(), p_.end(), 0.0);
+    const std::vector<size_t> rows = sample_rows(n_, s, kSampleSeed);
+    std::vector<float> sub(s * k_);
+#pragma omp parallel for schedule(static)
+    for (ptrdiff_t r = 0; r < (ptrdiff_t)s; ++r) std::copy(c_.row(rows[r]), c_.row(rows[r]) + k_, &sub[r * k_]);
+    const SizeBounds scaled{size_t(lo_) * s / n_, (size_t(hi_) * s + n_ - 1) / n_};
+    std::vector<double> prices(p_.begin(), p_.end() - 1);
+    std::vector<int32_t> assign(s);
+    BalancedStats stats;
+    balanced_ssp_solve(MatrixView<const float>(sub.data(), s, k_), scaled, prices, assign.data(), nullptr, stats);
+    std::copy(prices.begin(), prices.end(), p_.begin());
+    p_[k_] = 0;
+    return true;
+  }
+  static constexpr size_t kSampleFactor = 8, kMinSampleRowsPerCluster = 8;
+  static constexpr size_t kStaleShare = 4;  // stale: more than 1/kStaleShare of the items off target
+  static constexpr uint64_t kSampleSeed = 0x5a3b1e5eed;
 
   // Every item to its cheapest priced cluster (ties: lowest index); sizes and the flows to T.
   void initial_assignment() {
-    cluster_.assign(n_, 0);
+    // The pre-pass left best_ computed under the current prices (T's price does not enter it).
+    cluster_ = std::move(best_);
     members_.assign(k_, {});
     pos_.assign(n_, 0);
-#pragma omp parallel for schedule(static)
-    for (ptrdiff_t i = 0; i < (ptrdiff_t)n_; ++i) {
-      const float* r = c_.row(i);
-      size_t best = 0;
-      double bv = r[0] + p_[0];
-      for (size_t j = 1; j < k_; ++j)
-        if (r[j] + p_[j] < bv) bv = r[j] + p_[j], best = j;
-      cluster_[i] = (int32_t)best;
-    }
     for (size_t i = 0; i < n_; ++i) add_member(i, cluster_[i]);
-    // Flow to T: a cluster priced above T must end full, below T at its minimum (complementary slackness).
+    // Flow to T (priced 0): a cluster priced above must end full, below at its minimum (complementary
+    // slackness); one at T's price is free within the bounds.
     flow_.assign(k_, 0);
     excess_.assign(k_ + 1, 0);
     long long to_t = 0;
@@ -205,88 +224,128 @@ class SspSolver {
   }
 
   // M[a][b] = min over items i in a of c(i, b) − c(i, a), and the item attaining it.
+  // Members were added in increasing index order, so the vectorised scan's strict < keeps ties at the
+  // lowest index, as consider() does.
   void build_moves() {
-    move_.assign(k_ * k_, kInf);
+    move_.assign(k_ * k_, kInfF);
     who_.assign(k_ * k_, -1);
 #pragma omp parallel for schedule(dynamic, 1)
     for (ptrdiff_t a = 0; a < (ptrdiff_t)k_; ++a) rebuild_row(a);
   }
+  // Row a of the table from scratch (ties: the first member in list order; deterministic, as the
+  // lists are built and changed serially).
   void rebuild_row(size_t a) {
-    double* m = &move_[a * k_];
+    float* m = &move_[a * k_];
     int32_t* w = &who_[a * k_];
-    std::fill(m, m + k_, kInf);
+    std::fill(m, m + k_, kInfF);
     std::fill(w, w + k_, -1);
-    for (int32_t i : members_[a]) consider(a, i);
+    for (int32_t i : members_[a]) lower_moves(c_.row(i), a, k_, i, m, w);
   }
   // Item i (in cluster a) as a candidate mover out of a; ties to the lowest item index for determinism.
   void consider(size_t a, int32_t i) {
     const float* r = c_.row(i);
-    const double base = r[a];
-    double* m = &move_[a * k_];
+    const float base = r[a];
+    float* m = &move_[a * k_];
     int32_t* w = &who_[a * k_];
     for (size_t b = 0; b < k_; ++b) {
-      const double v = r[b] - base;
+      const float v = r[b] - base;
       if (v < m[b] || (v == m[b] && i < w[b])) m[b] = v, w[b] = i;
     }
   }
   // Entry (a, b) rescanned over a's members (after the item attaining it left a).
   void rebuild_entry(size_t a, size_t b) {
-    double best = kInf;
+    float best = kInfF;
     int32_t who = -1;
     for (int32_t i : members_[a]) {
-      const double v = double(c_(i, b)) - c_(i, a);
+      const float v = c_(i, b) - c_(i, a);
       if (v < best || (v == best && i < who)) best = v, who = i;
     }
     move_[a * k_ + b] = best;
     who_[a * k_ + b] = who;
   }
 
-  double reduced(size_t a, size_t b) const {
-    if (a == k_) return flow_[b] > lo_ ? std::max(0.0, p_[b] - p_[k_]) : kInf;           // T → b
-    if (b == k_) return flow_[a] < hi_ ? std::max(0.0, p_[k_] - p_[a]) : kInf;           // a → T
-    const double m = move_[a * k_ + b];
-    return m == kInf || a == b ? kInf : std::max(0.0, m + p_[b] - p_[a]);               // a → b
-  }
-
-  // One shortest augmenting path from any node with excess to the nearest node with a deficit.
-  bool augment() {
+  // One phase of the primal-dual method: a full Dijkstra from every node with excess (dense, O(k²)),
+  // prices lowered by the shortest distances so that every arc of the shortest-path tree has reduced
+  // cost 0, then one unit pushed along the tree path of every deficit node, nearest first, as long as
+  // that path is still admissible (its source still has excess and no arc on it got dearer through an
+  // earlier push of the phase). Every push is along a zero-reduced-cost path, so reduced costs stay
+  // non-negative and the result is exactly what one path per Dijkstra would give, for far fewer
+  // Dijkstras. Returns the number of units pushed (0: no excess left).
+  size_t augment_phase() {
     const size_t V = k_ + 1;
     dist_.assign(V, kInf);
+    key_.assign(V, kInf);  // the tentative distance of unsettled nodes; +inf once settled
     pred_.assign(V, -1);
-    done_.assign(V, 0);
+    arc_.assign(V, kInf);
     bool any = false;
     for (size_t v = 0; v < V; ++v)
-      if (excess_[v] > 0) dist_[v] = 0, any = true;
-    if (!any) return false;
-    size_t target = V;
-    for (;;) {
-      size_t u = V;
-      for (size_t v = 0; v < V; ++v)
-        if (!done_[v] && dist_[v] < kInf && (u == V || dist_[v] < dist_[u])) u = v;
-      TESSERA_CHECK_ARG(u != V, "balanced assignment: no augmenting path (infeasible bounds?)");
-      done_[u] = 1;
-      if (excess_[u] < 0) {
-        target = u;
-        break;
+      if (excess_[v] > 0) dist_[v] = key_[v] = 0, any = true;
+    if (!any) return 0;
+    targets_.clear();
+    double reach = 0;  // the largest finite distance
+    size_t u = argmin_key();
+    while (key_[u] < kInf) {
+      const double du = key_[u];
+      key_[u] = kInf;
+      reach = du;
+      if (excess_[u] < 0) targets_.push_back(u);
+      // Relax every arc out of u and find the next node to settle in the same sweep. A settled node v
+      // has dist_[v] <= du <= du + reduced, so comparing against dist_ never reopens it.
+      double next = kInf;
+      size_t next_v = V;
+      if (u < k_) {
+        const float* m = &move_[u * k_];
+        const double pu = p_[u];
+        for (size_t v = 0; v < k_; ++v) {
+          const double nd = du + std::max(0.0, m[v] + p_[v] - pu);
+          if (nd < dist_[v]) dist_[v] = key_[v] = nd, pred_[v] = (int32_t)u, arc_[v] = m[v];
+          if (key_[v] < next) next = key_[v], next_v = v;
+        }
+        if (flow_[u] < hi_) relax(u, k_, du + std::max(0.0, p_[k_] - pu));
+      } else {
+        for (size_t v = 0; v < k_; ++v) {
+          if (flow_[v] > lo_) relax(u, v, du + std::max(0.0, p_[v] - p_[k_]));
+          if (key_[v] < next) next = key_[v], next_v = v;
+        }
       }
-      for (size_t v = 0; v < V; ++v) {
-        if (done_[v]) continue;
-        const double r = reduced(u, v);
-        if (r == kInf) continue;
-        const double nd = dist_[u] + r;
-        if (nd < dist_[v]) dist_[v] = nd, pred_[v] = (int32_t)u;
-      }
+      if (key_[k_] < next) next_v = k_;
+      u = next_v == V ? argmin_key() : next_v;
     }
-    const double dt = dist_[target];
-    for (size_t v = 0; v < V; ++v) p_[v] -= std::min(dist_[v], dt);
-    // Walk the path back; record the moving items before any move changes the table.
+    TESSERA_CHECK_ARG(!targets_.empty(), "balanced assignment: no augmenting path (infeasible bounds?)");
+    for (size_t v = 0; v < V; ++v) p_[v] -= std::min(dist_[v], reach);
+    size_t pushed = 0;
+    for (size_t t : targets_)
+      while (excess_[t] < 0 && push_along_tree(t)) ++pushed;
+    return pushed;
+  }
+  void relax(size_t u, size_t v, double nd) {
+    if (nd < dist_[v]) dist_[v] = key_[v] = nd, pred_[v] = (int32_t)u, arc_[v] = 0;
+  }
+  size_t argmin_key() const {
+    size_t best = 0;
+    for (size_t v = 1; v < key_.size(); ++v)
+      if (key_[v] < key_[best]) best = v;
+    return best;
+  }
+
+  // Push one unit from the root of t's tree path to t, if the path is still admissible.
+  bool push_along_tree(size_t t) {
     path_.clear();
-    for (size_t v = target; pred_[v] >= 0; v = pred_[v]) path_.push_back({(size_t)pred_[v], v});
-    const size_t source = path_.empty() ? target : path_.back().first;
-    std::vector<int32_t> movers(path_.size(), -1);
+    for (size_t v = t; pred_[v] >= 0; v = pred_[v]) {
+      const size_t u = (size_t)pred_[v];
+      const bool ok = u == k_   ? flow_[v] > lo_
+                      : v == k_ ? flow_[u] < hi_
+                                : who_[u * k_ + v] >= 0 && move_[u * k_ + v] <= arc_[v];
+      if (!ok) return false;
+      path_.push_back({u, v});
+    }
+    const size_t source = path_.empty() ? t : path_.back().first;
+    if (excess_[source] <= 0) return false;
+    // Record the moving items before any move changes the table.
+    movers_.assign(path_.size(), -1);
     for (size_t e = 0; e < path_.size(); ++e) {
       const auto [a, b] = path_[e];
-      if (a < k_ && b < k_) movers[e] = who_[a * k_ + b];
+      if (a < k_ && b < k_) movers_[e] = who_[a * k_ + b];
     }
     for (size_t e = 0; e < path_.size(); ++e) {
       const auto [a, b] = path_[e];
@@ -295,7 +354,7 @@ class SspSolver {
       } else if (b == k_) {
         ++flow_[a];
       } else {
-        const int32_t i = movers[e];
+        const int32_t i = movers_[e];
         remove_member(i, a);
         add_member(i, b);
         cluster_[i] = (int32_t)b;
@@ -303,12 +362,12 @@ class SspSolver {
       }
     }
     --excess_[source];
-    ++excess_[target];
+    ++excess_[t];
     // Rows that lost an item: only the entries that item attained need a rescan.
     for (size_t e = 0; e < path_.size(); ++e) {
       const auto [a, b] = path_[e];
       if (a == k_ || b == k_) continue;
-      const int32_t gone = movers[e];
+      const int32_t gone = movers_[e];
       for (size_t j = 0; j < k_; ++j)
         if (who_[a * k_ + j] == gone) rebuild_entry(a, j);
     }
@@ -317,6 +376,23 @@ class SspSolver {
     return true;
   }
 
+  // Cheapest cluster of every item under the prices (pf_, p_ rounded to float), with the cheapest and
+  // second cheapest priced cost; fresh_ while the prices have not moved since.
+  void scan_rows(std::vector<float>& v1, std::vector<float>& gap) {
+    pf_.resize(k_);
+    for (size_t j = 0; j < k_; ++j) pf_[j] = (float)p_[j];
+    best_.resize(n_);
+#pragma omp parallel for schedule(static)
+    for (ptrdiff_t i = 0; i < (ptrdiff_t)n_; ++i) {
+      const BestTwo b = best_two(c_.row(i), pf_.data(), k_);
+      best_[i] = b.best, v1[i] = b.first, gap[i] = b.second - b.first;
+    }
+    fresh_ = true;
+  }
+
+  std::vector<int32_t> best_;
+  std::vector<float> pf_;
+  bool fresh_ = false;
   MatrixView<const float> c_;
   size_t n_, k_;
   long long lo_, hi_;
@@ -325,11 +401,11 @@ class SspSolver {
   std::vector<std::vector<int32_t>> members_;
   std::vector<size_t> pos_;
   std::vector<long long> flow_, excess_;
-  std::vector<double> move_;
+  std::vector<float> move_;
   std::vector<int32_t> who_;
-  std::vector<double> dist_;
-  std::vector<int32_t> pred_;
-  std::vector<char> done_;
+  std::vector<double> dist_, key_, arc_;
+  std::vector<int32_t> pred_, movers_;
+  std::vector<size_t> targets_;
   std::vector<std::pair<size_t, size_t>> path_;
   std::vector<std::pair<size_t, int32_t>> gained_;
 };

@@ -38,11 +38,12 @@ void over_row_chunks(size_t m, F&& f) {
 }  // namespace
 
 void gemm_abt(size_t m, size_t n, size_t k, float alpha, const float* a, size_t lda, const float* b, size_t ldb,
-              float beta, float* c, size_t ldc) {
+              float beta, float* c, size_t ldc, const RowBlockFn& then) {
   if (m == 0 || n == 0) return;
   over_row_chunks(m, [&](size_t r, size_t rows) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)k, alpha, a + r * lda, (int)lda, b,
                 (int)ldb, beta, c + r * ldc, (int)ldc);
+    if (then) then(r, rows);
   });
 }
 

@@ -13,9 +13,13 @@ void row_norms_sqr(MatrixView<const float> x, float* out) {
 #pragma omp parallel for schedule(static)
   for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
     const float* r = x.row(i);
-    double s = 0;
-    for (size_t j = 0; j < x.cols; ++j) s += (double)r[j] * r[j];
-    out[i] = (float)s;
+    // Four partial sums in double: independent chains the compiler can vectorise without reassociating.
+    double s[4] = {0, 0, 0, 0};
+    size_t j = 0;
+    for (; j + 4 <= x.cols; j += 4)
+      for (size_t l = 0; l < 4; ++l) s[l] += (double)r[j + l] * r[j + l];
+    for (; j < x.cols; ++j) s[0] += (double)r[j] * r[j];
+    out[i] = (float)((s[0] + s[1]) + (s[2] + s[3]));
   }
 }
 
@@ -36,19 +40,22 @@ void l2_sqr_distances(MatrixView<const float> x, MatrixView<const float> c, cons
     x_norms = own_xn.data();
   }
   const size_t k = c.rows;
-  detail::gemm_abt(x.rows, k, x.cols, -2.0f, x.data, x.stride, c.data, c.stride, 0.0f, out, k);
-#pragma omp parallel for schedule(static)
-  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
-    float* o = out + i * k;
-    for (size_t j = 0; j < k; ++j) o[j] = std::max(0.0f, o[j] + x_norms[i] + c_norms[j]);
-  }
+  // The norms are added to each block of the product while it is still in cache.
+  detail::gemm_abt(x.rows, k, x.cols, -2.0f, x.data, x.stride, c.data, c.stride, 0.0f, out, k,
+                   [&](size_t begin, size_t rows) {
+                     for (size_t i = begin; i < begin + rows; ++i) {
+                       float* o = out + i * k;
+                       const float xn = x_norms[i];
+                       for (size_t j = 0; j < k; ++j) o[j] = std::max(0.0f, o[j] + xn + c_norms[j]);
+                     }
+                   });
 }
 
 namespace {
 
 // Calls f(block_begin, block_rows, distances) for consecutive blocks of x.
 template <class F>
-void for_each_distance_block(MatrixView<const float> x, MatrixView<const float> c, F&& f) {
+void for_each_distance_block(MatrixView<const float> x, MatrixView<const float> c, const float* x_norms, F&& f) {
   TESSERA_CHECK_ARG(c.rows > 0, "no centroids to compare with");
   std::vector<float> cn(c.rows);
   row_norms_sqr(c, cn.data());
@@ -56,16 +63,17 @@ void for_each_distance_block(MatrixView<const float> x, MatrixView<const float> 
   std::vector<float> d(block * c.rows);
   for (size_t b = 0; b < x.rows; b += block) {
     const size_t nb = std::min(block, x.rows - b);
-    l2_sqr_distances(x.rows_slice(b, nb), c, cn.data(), d.data());
+    l2_sqr_distances(x.rows_slice(b, nb), c, cn.data(), d.data(), x_norms ? x_norms + b : nullptr);
     f(b, nb, d.data());
   }
 }
 
 }  // namespace
 
-void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int32_t* assign, float* dist) {
+void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int32_t* assign, float* dist,
+                       const float* x_norms) {
   const size_t k = c.rows;
-  for_each_distance_block(x, c, [&](size_t b, size_t nb, const float* d) {
+  for_each_distance_block(x, c, x_norms, [&](size_t b, size_t nb, const float* d) {
 #pragma omp parallel for schedule(static)
     for (ptrdiff_t i = 0; i < (ptrdiff_t)nb; ++i) {
       const float* r = d + i * k;
@@ -82,7 +90,7 @@ void nearest_centroids_topm(MatrixView<const float> x, MatrixView<const float> c
                             float* dist) {
   const size_t k = c.rows;
   TESSERA_CHECK_ARG(m >= 1 && m <= k, "asked for the " << m << " nearest of " << k << " centroids");
-  for_each_distance_block(x, c, [&](size_t b, size_t nb, const float* d) {
+  for_each_distance_block(x, c, nullptr, [&](size_t b, size_t nb, const float* d) {
 #pragma omp parallel
     {
       std::vector<int32_t> order(k);

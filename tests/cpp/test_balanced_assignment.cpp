@@ -171,7 +171,8 @@ TEST(BalancedAssigner, MatchesExactOnRandomProblems) {
     EXPECT_LE(gap, 1e-3) << "n " << cs.n << " k " << cs.k << " bounds " << cs.bounds << " seed " << cs.seed;
     EXPECT_GE(gap, -1e-6);
     // The returned prices certify the assignment (up to float rounding of the costs).
-    EXPECT_LE(balanced_certificate_violation(d.view(), b, af.data(), ba.prices()), 1e-6 * (1 + exact / cs.n));
+    EXPECT_LE(balanced_certificate_violation(d.view(), b, af.data(), ba.prices()), 1e-6 * (1 + exact / cs.n))
+        << "n " << cs.n << " k " << cs.k << " bounds " << cs.bounds << " seed " << cs.seed;
     worst = std::max(worst, gap);
     sum += gap;
   }

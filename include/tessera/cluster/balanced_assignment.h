@@ -40,7 +40,8 @@ double balanced_certificate_violation(MatrixView<const float> cost, SizeBounds b
 
 /// What the last BalancedAssigner call did (for tests and benchmarks).
 struct BalancedStats {
-  size_t steps = 0;  ///< augmenting paths (each moves one item along a chain of clusters)
+  size_t steps = 0;   ///< augmenting paths (each moves one item along a chain of clusters)
+  size_t phases = 0;  ///< shortest-path computations (each serves one or more augmenting paths)
   double cost = 0;   ///< total cost of the returned assignment
 };
 
@@ -52,8 +53,9 @@ class BalancedAssigner {
   explicit BalancedAssigner(SizeBounds bounds);
 
   /// Assign x (n × d) to centroids (k × d) under the bounds. assign: n; dist: n squared distances to the
-  /// assigned centroid (may be nullptr). Returns the total cost Σ dist.
-  double assign(MatrixView<const float> x, MatrixView<const float> centroids, int32_t* assign, float* dist);
+  /// assigned centroid (may be nullptr); x_norms: n precomputed ‖x_i‖² or nullptr. Returns Σ dist.
+  double assign(MatrixView<const float> x, MatrixView<const float> centroids, int32_t* assign, float* dist,
+                const float* x_norms = nullptr);
 
   /// The same on a dense cost matrix (n × k), for tests against balanced_assign_exact.
   double assign_costs(MatrixView<const float> cost, int32_t* assign);

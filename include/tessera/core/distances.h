@@ -17,8 +17,9 @@ void l2_sqr_distances(MatrixView<const float> x, MatrixView<const float> c, cons
                       const float* x_norms = nullptr);
 
 /// The nearest row of c for every row of x (ties go to the lowest index). assign: n; dist: n squared
-/// distances, or nullptr.
-void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int32_t* assign, float* dist);
+/// distances, or nullptr; x_norms: n precomputed ‖x_i‖² or nullptr.
+void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int32_t* assign, float* dist,
+                       const float* x_norms = nullptr);
 
 /// The m nearest rows of c for every row of x, nearest first. idx: n × m, dist: n × m (either may be nullptr).
 void nearest_centroids_topm(MatrixView<const float> x, MatrixView<const float> c, size_t m, int32_t* idx,
