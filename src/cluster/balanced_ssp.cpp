@@ -75,7 +75,12 @@ class SspSolver {
   // brings the sizes close to a certified solution, from which the exact SSP has little to repair; any
   // prices are a valid start for it, so the pre-pass never changes the result, only the time to reach it.
   void presolve_prices() {
-    const size_t min_gain = std::max<size_t>(8, n_ / (2 * k_));
+    // Rough costs in element operations: a round reads the matrix twice (2nk); an item left to the SSP
+    // costs half a dense Dijkstra (k²/2, two pushes per phase) plus rescans of a few table entries,
+    // each over a cluster's n/k members at cache-miss prices.
+    const double round_cost = 2.0 * double(n_) * double(k_);
+    const double unit_cost = 0.5 * double(k_) * double(k_) + 24.0 * double(n_) / double(k_);
+    const size_t min_gain = std::max<size_t>(8, size_t(round_cost / unit_cost));
     std::vector<float> v1(n_), gap(n_);
     std::vector<long long> size(k_), over(k_), short_of(k_);
     size_t fewest = SIZE_MAX;
@@ -86,7 +91,7 @@ class SspSolver {
         scan_rows(v1, gap);
         imbalance = tally(size, over, short_of);
       }
-      // Stop once a round no longer pays: it costs O(n·k), an item left to the SSP about O(k²/few).
+      // Stop once a round no longer pays for itself.
       if (imbalance == 0 || imbalance + min_gain > fewest) break;
       fewest = std::min(fewest, imbalance);
       std::vector<double> step(k_, 0.0);

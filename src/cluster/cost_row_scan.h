@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <limits>
 #if defined(__SSE2__)
 #include <immintrin.h>
@@ -116,6 +117,60 @@ inline void below_threshold(const float* r, const float* price, const float* adm
     const float join = r[j] + price[j] - base;
     if (join < admit[j]) f(j, join);
   }
+}
+
+using d2 = double __attribute__((vector_size(16)));
+using l2 = int64_t __attribute__((vector_size(16)));
+using f2 = float __attribute__((vector_size(8)));
+
+/// Dijkstra's relaxation of every arc u → v (v < k) of the dense cluster graph, with reduced cost
+/// max(0, m[v] + p[v] − pu) from u at distance du: where it improves dist[v], also key[v] (the
+/// tentative distance, +inf for settled nodes), arc[v] = m[v] and pred[v] = u (as a double, so that
+/// every array moves in the same two-lane vectors). Returns the unsettled node of least key after
+/// the relaxation (k when none; ties to the lower index). A settled v has dist[v] <= du, so it is never
+/// touched.
+inline size_t relax_from(const float* m, const double* p, double pu, double du, double u, size_t k, double* dist,
+                         double* key, double* arc, double* pred) {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  const d2 zero = {0, 0}, pu2 = zero + pu, du2 = zero + du, u2 = zero + u;
+  d2 next = zero + inf;
+  l2 at = l2{} + (int64_t)k, idx = {0, 1};
+  size_t v = 0;
+  for (; v + 2 <= k; v += 2, idx += 2) {
+    f2 mf;
+    std::memcpy(&mf, m + v, sizeof mf);
+    const d2 mv = __builtin_convertvector(mf, d2);
+    d2 pv, dv, kv, av, qv;
+    std::memcpy(&pv, p + v, sizeof pv);
+    std::memcpy(&dv, dist + v, sizeof dv);
+    std::memcpy(&kv, key + v, sizeof kv);
+    std::memcpy(&av, arc + v, sizeof av);
+    std::memcpy(&qv, pred + v, sizeof qv);
+    d2 r = mv + pv - pu2;
+    r = r > zero ? r : zero;
+    const d2 nd = du2 + r;
+    const l2 better = nd < dv;
+    dv = better ? nd : dv;
+    kv = better ? nd : kv;
+    av = better ? mv : av;
+    qv = better ? u2 : qv;
+    std::memcpy(dist + v, &dv, sizeof dv);
+    std::memcpy(key + v, &kv, sizeof kv);
+    std::memcpy(arc + v, &av, sizeof av);
+    std::memcpy(pred + v, &qv, sizeof qv);
+    const l2 less = kv < next;
+    next = less ? kv : next;
+    at = less ? idx : at;
+  }
+  size_t best = next[1] < next[0] || (next[1] == next[0] && at[1] < at[0]) ? 1 : 0;
+  double bk = next[best];
+  size_t bv = (size_t)at[best];
+  for (; v < k; ++v) {
+    const double nd = du + std::max(0.0, m[v] + p[v] - pu);
+    if (nd < dist[v]) dist[v] = key[v] = nd, arc[v] = m[v], pred[v] = u;
+    if (key[v] < bk) bk = key[v], bv = v;
+  }
+  return bk < inf ? bv : k;
 }
 
 }  // namespace tessera::detail

@@ -329,7 +329,7 @@ TEST(BalancedAssigner, DISABLED_BalancedScale1M) {
   BalancedAssigner ba(b);
   t0 = clk::now();
   double cost = ba.assign(x.view(), c.view(), a.data(), dist.data());
-  std::printf("[ 1M ] cold: %.3f s, cost %.6g, augmenting paths %zu\n", secs(t0), cost, ba.stats().steps);
+  std::printf("[ 1M ] cold: %.3f s, cost %.6g, augmenting paths %zu in %zu phases\n", secs(t0), cost, ba.stats().steps, ba.stats().phases);
   expect_sizes_within(a, k, b);
   std::mt19937 rng(3);
   std::normal_distribution<float> g;
@@ -338,7 +338,7 @@ TEST(BalancedAssigner, DISABLED_BalancedScale1M) {
     for (size_t i = 0; i < c.size(); ++i) c.data()[i] += 0.003f * g(rng);
     t0 = clk::now();
     cost = ba.assign(x.view(), c.view(), a.data(), dist.data());
-    std::printf("[ 1M ] warm: %.3f s, cost %.6g, augmenting paths %zu\n", secs(t0), cost, ba.stats().steps);
+    std::printf("[ 1M ] warm: %.3f s, cost %.6g, augmenting paths %zu in %zu phases\n", secs(t0), cost, ba.stats().steps, ba.stats().phases);
     expect_sizes_within(a, k, b);
   }
 }
