@@ -313,6 +313,30 @@ TEST(BalancedAssigner, WarmStartIsConsistent) {
   EXPECT_NEAR(warm2, exact2, 1e-5 * exact2);
 }
 
+// Cold starts far from balance take the sampled warm start (n >= 64·k, many items off target) and
+// many pre-pass rounds; the result must still be the exact optimum. Hub centroids near the data's
+// centre attract most items, the hardest case for the price rounds.
+TEST(BalancedAssigner, ColdStartFarFromBalanceIsExact) {
+  for (const bool hubs : {false, true}) {
+    const size_t n = 6000, k = 24, dd = 8;
+    FloatMatrix x = make_data(n, dd, 5, 41);
+    FloatMatrix c = pick_centroids(x, k, 42);
+    if (hubs)
+      for (size_t j = 0; j < k; ++j)
+        for (size_t t = 0; t < dd; ++t) c(j, t) *= j < 3 ? 0.01f : 3.0f;
+    FloatMatrix d = cost_matrix(x, c);
+    for (const SizeBounds b : {default_size_bounds(n, k), SizeBounds{n / k, n / k}, SizeBounds{100, 400}}) {
+      std::vector<int32_t> ae(n), af(n);
+      const double exact = balanced_assign_exact(d.view(), b, ae.data());
+      BalancedAssigner ba(b);
+      const double fast = ba.assign_costs(d.view(), af.data());
+      expect_sizes_within(af, k, b);
+      EXPECT_NEAR(fast, exact, 1e-6 * exact) << "hubs " << hubs << " bounds " << b.lo << ".." << b.hi;
+      EXPECT_LE(balanced_certificate_violation(d.view(), b, af.data(), ba.prices()), 1e-6 * (1 + exact / n));
+    }
+  }
+}
+
 // Timing at scale: n = 1,000,000, d = 128, k = 256 (run with --gtest_also_run_disabled_tests).
 TEST(BalancedAssigner, DISABLED_BalancedScale1M) {
   const size_t n = 1000000, dd = 128, k = 256;
