@@ -19,7 +19,7 @@
 #include <cmath>
 #include <limits>
 
-#include "cluster/cost_row_scan.h"
+#include "core/row_scan.h"
 #include "tessera/core/rng.h"
 
 namespace tessera::detail {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/blas.h"
+#include "core/row_scan.h"
 
 namespace tessera {
 
@@ -73,15 +74,13 @@ void for_each_distance_block(MatrixView<const float> x, MatrixView<const float> 
 void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int32_t* assign, float* dist,
                        const float* x_norms) {
   const size_t k = c.rows;
+  const std::vector<float> no_prices(k, 0.0f);
   for_each_distance_block(x, c, x_norms, [&](size_t b, size_t nb, const float* d) {
 #pragma omp parallel for schedule(static)
     for (ptrdiff_t i = 0; i < (ptrdiff_t)nb; ++i) {
-      const float* r = d + i * k;
-      size_t best = 0;
-      for (size_t j = 1; j < k; ++j)
-        if (r[j] < r[best]) best = j;
-      assign[b + i] = (int32_t)best;
-      if (dist) dist[b + i] = r[best];
+      const detail::BestTwo best = detail::best_two(d + i * k, no_prices.data(), k);
+      assign[b + i] = best.best;
+      if (dist) dist[b + i] = best.first;
     }
   });
 }

@@ -1,5 +1,6 @@
-// Vectorised scans of one row of a cost matrix against per-cluster prices: the inner loops of the
-// balanced assignment, which read the whole n × k matrix several times per call.
+// Vectorised scans of one row of a cost (distance) matrix, optionally against per-cluster prices: the
+// inner loops of the nearest-centroid search and of the balanced assignment, which read the whole
+// n × k matrix several times per call.
 //
 // GCC/Clang vector extensions: 4 float lanes, one SSE2 register on the portable x86-64 baseline (or
 // NEON), so the shipped build needs no -march flag.
