@@ -71,8 +71,10 @@ class SspSolver {
   // optimal solution has a cluster at hi where its price is positive, at lo where negative, anywhere in
   // [lo, hi] at 0 (complementary slackness). Each round every cluster off that target moves its price
   // just enough to shed (the e-th smallest member gap to the second choice) or attract (the e-th
-  // smallest joining cost) its e items, never across 0: a cluster that reaches 0 becomes free. This
-  // brings the sizes close to a certified solution, from which the exact SSP has little to repair; any
+  // smallest joining cost) its e items, never across 0: a cluster that reaches 0 becomes free. Moving
+  // all clusters at once can overshoot (neighbours trading the same items back and forth, as in
+  // skewed data where many centroids share one dense region): a round that leaves the sizes no closer
+  // is taken back and retried at half the step, which grows again after a success. This brings the sizes close to a certified solution, from which the exact SSP has little to repair; any
   // prices are a valid start for it, so the pre-pass never changes the result, only the time to reach it.
   void presolve_prices() {
     // Rough costs in element operations: a round reads the matrix twice (2nk); an item left to the SSP
@@ -83,18 +85,35 @@ class SspSolver {
     const size_t min_gain = std::max<size_t>(8, size_t(round_cost / unit_cost));
     std::vector<float> v1(n_), gap(n_);
     std::vector<long long> size(k_), over(k_), short_of(k_);
+    std::vector<double> step(k_, 0.0), accepted = p_;
     size_t fewest = SIZE_MAX;
+    double damping = 1.0;
     for (int round = 0; round < kMaxRounds; ++round) {
       scan_rows(v1, gap);
       size_t imbalance = tally(size, over, short_of);
       if (round == 0 && warm_from_sample(imbalance)) {
         scan_rows(v1, gap);
         imbalance = tally(size, over, short_of);
+        accepted = p_;
+      }
+      if (imbalance == 0) break;
+      if (imbalance >= fewest) {
+        // Overshot: neighbours moved together. Back to the last accepted prices with half the step.
+        damping *= 0.5;
+        p_ = accepted;
+        fresh_ = false;
+        if (damping < kMinDamping || fewest < 2 * min_gain) break;  // a retry could not pay for itself
+        for (size_t j = 0; j < k_; ++j) p_[j] += damping * step[j];
+        fresh_ = false;
+        continue;
       }
       // Stop once a round no longer pays for itself.
-      if (imbalance == 0 || imbalance + min_gain > fewest) break;
-      fewest = std::min(fewest, imbalance);
-      std::vector<double> step(k_, 0.0);
+      const bool paid = fewest == SIZE_MAX || fewest - imbalance >= min_gain;
+      fewest = imbalance;
+      accepted = p_;
+      if (!paid) break;
+      damping = std::min(1.0, 1.5 * damping);
+      std::fill(step.begin(), step.end(), 0.0);
       // Shed: the e-th smallest gap to the second choice among members sheds e items.
       std::vector<std::vector<float>> gaps(k_);
       for (size_t i = 0; i < n_; ++i)
@@ -110,12 +129,13 @@ class SspSolver {
           if (p_[j] > 0) step[j] = std::max(step[j], -p_[j]);
         }
       }
-      for (size_t j = 0; j < k_; ++j) p_[j] += step[j];
+      for (size_t j = 0; j < k_; ++j) p_[j] += damping * step[j];
       fresh_ = false;
     }
     if (!fresh_) scan_rows(v1, gap);
   }
   static constexpr int kMaxRounds = 60;
+  static constexpr double kMinDamping = 1.0 / 16;
   // A price move of g plus a hair, so that the item at the margin really changes side.
   static double nudge(float g, double p) { return double(g) + 1e-6 * (std::abs(double(g)) + std::abs(p)) + 1e-30; }
   // The e-th smallest value (1-based; the largest when there are fewer).
@@ -228,45 +248,121 @@ class SspSolver {
     m.pop_back();
   }
 
-  // M[a][b] = min over items i in a of c(i, b) − c(i, a), and the item attaining it.
-  // Members were added in increasing index order, so the vectorised scan's strict < keeps ties at the
-  // lowest index, as consider() does.
+  // M[a][b] = min over items i in a of c(i, b) − c(i, a), and the item attaining it (move_, who_).
+  // Behind every entry sits a short sorted list of the next cheapest movers, so that when the
+  // cheapest leaves a the next one is at hand: a rescan of a's members (n/k rows read at cache-miss
+  // prices) is needed only once the whole list has left. Keys order by (value, item) for determinism.
+  struct Mover {
+    float value;
+    int32_t item;
+  };
+  static bool before(Mover x, Mover y) { return x.value < y.value || (x.value == y.value && x.item < y.item); }
+
   void build_moves() {
+    // Lists pay where rescans are dear, i.e. for large clusters; memory stays within kListBudget movers.
+    depth_ = std::clamp<size_t>(n_ / k_ / kMembersPerListSlot, 1, std::clamp<size_t>(kListBudget / (k_ * k_), 1, kMaxDepth));
     move_.assign(k_ * k_, kInfF);
     who_.assign(k_ * k_, -1);
+    list_.assign(k_ * k_ * depth_, Mover{kInfF, -1});
+    len_.assign(k_ * k_, 0);
+    // floor_: every member of a outside the list of (a, b) has a key >= floor_ (+inf: none outside).
+    floor_.assign(k_ * k_, Mover{kInfF, -1});
+    floor_value_.assign(k_ * k_, kInfF);
+    zeros_.assign(k_, 0.0f);
+    // One vectorised pass per row. Members were added in increasing index order, so a later equal value
+    // is a later key and the strict comparisons are exact.
 #pragma omp parallel for schedule(dynamic, 1)
-    for (ptrdiff_t a = 0; a < (ptrdiff_t)k_; ++a) rebuild_row(a);
+    for (ptrdiff_t a = 0; a < (ptrdiff_t)k_; ++a) {
+      if (depth_ > 1) {
+        for (int32_t i : members_[a]) {
+          const float* r = c_.row(i);
+          below_threshold(r, zeros_.data(), &floor_value_[a * k_], k_, r[a], [&](size_t b, float v) {
+            if (b != (size_t)a) insert(a * k_ + b, Mover{v, i});
+          });
+        }
+        continue;
+      }
+      // Single movers: the plain minimum, with the floor at the mover itself.
+      float* m = &move_[a * k_];
+      int32_t* w = &who_[a * k_];
+      for (int32_t i : members_[a]) lower_moves(c_.row(i), a, k_, i, m, w);
+      m[a] = kInfF, w[a] = -1;
+      for (size_t b = 0; b < k_; ++b) {
+        if (w[b] < 0) continue;
+        const size_t e = a * k_ + b;
+        list_[e] = Mover{m[b], w[b]};
+        len_[e] = 1;
+        set_floor(e, list_[e]);
+      }
+    }
   }
-  // Row a of the table from scratch (ties: the first member in list order; deterministic, as the
-  // lists are built and changed serially).
-  void rebuild_row(size_t a) {
-    float* m = &move_[a * k_];
-    int32_t* w = &who_[a * k_];
-    std::fill(m, m + k_, kInfF);
-    std::fill(w, w + k_, -1);
-    for (int32_t i : members_[a]) lower_moves(c_.row(i), a, k_, i, m, w);
+  static constexpr size_t kListBudget = size_t(1) << 21, kMaxDepth = 32, kMembersPerListSlot = 64;
+
+  // Adds key m to the list of entry e; requires m before floor_[e].
+  void insert(size_t e, Mover m) {
+    Mover* l = &list_[e * depth_];
+    size_t n = len_[e];
+    if (n == depth_) {  // full: the last key (or m itself) falls out and becomes the floor
+      if (!before(m, l[n - 1])) {
+        set_floor(e, m);
+        return;
+      }
+      set_floor(e, l[--n]);
+    }
+    size_t at = n;
+    for (; at > 0 && before(m, l[at - 1]); --at) l[at] = l[at - 1];
+    l[at] = m;
+    len_[e] = (uint8_t)(n + 1);
+    if (at == 0) move_[e] = m.value, who_[e] = m.item;
   }
-  // Item i (in cluster a) as a candidate mover out of a; ties to the lowest item index for determinism.
+  void set_floor(size_t e, Mover m) {
+    floor_[e] = m;
+    floor_value_[e] = m.value;
+  }
+
+  // Item i joined cluster a.
   void consider(size_t a, int32_t i) {
     const float* r = c_.row(i);
     const float base = r[a];
-    float* m = &move_[a * k_];
-    int32_t* w = &who_[a * k_];
     for (size_t b = 0; b < k_; ++b) {
-      const float v = r[b] - base;
-      if (v < m[b] || (v == m[b] && i < w[b])) m[b] = v, w[b] = i;
+      const size_t e = a * k_ + b;
+      const Mover m{r[b] - base, i};
+      if (b != a && m.value <= floor_value_[e] && before(m, floor_[e])) insert(e, m);
     }
   }
-  // Entry (a, b) rescanned over a's members (after the item attaining it left a).
-  void rebuild_entry(size_t a, size_t b) {
-    float best = kInfF;
-    int32_t who = -1;
-    for (int32_t i : members_[a]) {
-      const float v = c_(i, b) - c_(i, a);
-      if (v < best || (v == best && i < who)) best = v, who = i;
+  // Item i left cluster a: out of every list of row a, rescanning the entries whose list ran dry.
+  void forget(size_t a, int32_t i) {
+    const float* r = c_.row(i);
+    const float base = r[a];
+    for (size_t b = 0; b < k_; ++b) {
+      const size_t e = a * k_ + b;
+      const size_t n = len_[e];
+      if (n == 0 || r[b] - base > list_[e * depth_ + n - 1].value) continue;
+      Mover* l = &list_[e * depth_];
+      size_t at = 0;
+      while (at < n && l[at].item != i) ++at;
+      if (at == n) continue;
+      for (; at + 1 < n; ++at) l[at] = l[at + 1];
+      len_[e] = (uint8_t)(n - 1);
+      if (n > 1) {
+        move_[e] = l[0].value, who_[e] = l[0].item;
+      } else if (floor_value_[e] < kInfF) {
+        rescan(a, b);
+      } else {
+        move_[e] = kInfF, who_[e] = -1;
+      }
     }
-    move_[a * k_ + b] = best;
-    who_[a * k_ + b] = who;
+  }
+  // The list of entry (a, b) from scratch over a's members.
+  void rescan(size_t a, size_t b) {
+    const size_t e = a * k_ + b;
+    len_[e] = 0;
+    set_floor(e, Mover{kInfF, -1});
+    move_[e] = kInfF, who_[e] = -1;
+    for (int32_t i : members_[a]) {
+      const Mover m{c_(i, b) - c_(i, a), i};
+      if (before(m, floor_[e])) insert(e, m);
+    }
   }
 
   // One phase of the primal-dual method: a full Dijkstra from every node with excess (dense, O(k²)),
@@ -361,23 +457,14 @@ class SspSolver {
       } else {
         const int32_t i = movers_[e];
         remove_member(i, a);
+        forget(a, i);
         add_member(i, b);
         cluster_[i] = (int32_t)b;
-        gained_.push_back({b, i});
+        consider(b, i);
       }
     }
     --excess_[source];
     ++excess_[t];
-    // Rows that lost an item: only the entries that item attained need a rescan.
-    for (size_t e = 0; e < path_.size(); ++e) {
-      const auto [a, b] = path_[e];
-      if (a == k_ || b == k_) continue;
-      const int32_t gone = movers_[e];
-      for (size_t j = 0; j < k_; ++j)
-        if (who_[a * k_ + j] == gone) rebuild_entry(a, j);
-    }
-    for (const auto& [b, i] : gained_) consider(b, i);
-    gained_.clear();
     return true;
   }
 
@@ -406,13 +493,15 @@ class SspSolver {
   std::vector<std::vector<int32_t>> members_;
   std::vector<size_t> pos_;
   std::vector<long long> flow_, excess_;
-  std::vector<float> move_;
+  std::vector<float> move_, floor_value_, zeros_;
   std::vector<int32_t> who_;
+  std::vector<Mover> list_, floor_;
+  std::vector<uint8_t> len_;
+  size_t depth_ = 1;
   std::vector<double> dist_, key_, arc_;
   std::vector<int32_t> pred_, movers_;
   std::vector<size_t> targets_;
   std::vector<std::pair<size_t, size_t>> path_;
-  std::vector<std::pair<size_t, int32_t>> gained_;
 };
 
 }  // namespace
