@@ -374,43 +374,56 @@ class SspSolver {
   // Dijkstras. Returns the number of units pushed (0: no excess left).
   size_t augment_phase() {
     const size_t V = k_ + 1;
-    dist_.assign(V, kInf);
-    key_.assign(V, kInf);  // the tentative distance of unsettled nodes; +inf once settled
+    dist_.assign(V, kInf);  // final for settled nodes, tentative for open ones
     pred_.assign(V, -1);
     arc_.assign(V, kInf);
     bool any = false;
     for (size_t v = 0; v < V; ++v)
-      if (excess_[v] > 0) dist_[v] = key_[v] = 0, any = true;
+      if (excess_[v] > 0) dist_[v] = 0, any = true;
     if (!any) return 0;
     targets_.clear();
+    // The unsettled cluster nodes, so that each relaxation sweep visits only those (half the work of a
+    // sweep over all k); open_at_ is each node's place in open_.
+    open_.resize(k_);
+    open_at_.resize(k_);
+    for (size_t v = 0; v < k_; ++v) open_[v] = open_at_[v] = (int32_t)v;
+    bool t_open = true;
     double reach = 0;  // the largest finite distance
-    size_t u = argmin_key();
-    while (key_[u] < kInf) {
-      const double du = key_[u];
-      key_[u] = kInf;
+    size_t u = size_t(std::min_element(dist_.begin(), dist_.end()) - dist_.begin());
+    // Nodes settle in order of (distance, index).
+    while (true) {
+      const double du = dist_[u];
       reach = du;
+      if (u < k_) {
+        const int32_t last = open_.back();
+        open_[open_at_[u]] = last;
+        open_at_[last] = open_at_[u];
+        open_.pop_back();
+      } else {
+        t_open = false;
+      }
       if (excess_[u] < 0) targets_.push_back(u);
-      // Relax every arc out of u and find the next node to settle in the same sweep. A settled node v
-      // has dist_[v] <= du <= du + reduced, so comparing against dist_ never reopens it.
+      // Relax every arc out of u and find the next node to settle in the same sweep.
       double next = kInf;
       size_t next_v = V;
       if (u < k_) {
         const float* m = &move_[u * k_];
         const double pu = p_[u];
-        for (size_t v = 0; v < k_; ++v) {
+        for (const int32_t v : open_) {
           const double nd = du + std::max(0.0, m[v] + p_[v] - pu);
-          if (nd < dist_[v]) dist_[v] = key_[v] = nd, pred_[v] = (int32_t)u, arc_[v] = m[v];
-          if (key_[v] < next) next = key_[v], next_v = v;
+          if (nd < dist_[v]) dist_[v] = nd, pred_[v] = (int32_t)u, arc_[v] = m[v];
+          if (dist_[v] < next || (dist_[v] == next && (size_t)v < next_v)) next = dist_[v], next_v = v;
         }
-        if (flow_[u] < hi_) relax(u, k_, du + std::max(0.0, p_[k_] - pu));
+        if (t_open && flow_[u] < hi_) relax(u, k_, du + std::max(0.0, p_[k_] - pu));
       } else {
-        for (size_t v = 0; v < k_; ++v) {
+        for (const int32_t v : open_) {
           if (flow_[v] > lo_) relax(u, v, du + std::max(0.0, p_[v] - p_[k_]));
-          if (key_[v] < next) next = key_[v], next_v = v;
+          if (dist_[v] < next || (dist_[v] == next && (size_t)v < next_v)) next = dist_[v], next_v = v;
         }
       }
-      if (key_[k_] < next) next_v = k_;
-      u = next_v == V ? argmin_key() : next_v;
+      if (t_open && dist_[k_] < next) next = dist_[k_], next_v = k_;
+      if (next == kInf) break;
+      u = next_v;
     }
     TESSERA_CHECK_ARG(!targets_.empty(), "balanced assignment: no augmenting path (infeasible bounds?)");
     for (size_t v = 0; v < V; ++v) p_[v] -= std::min(dist_[v], reach);
@@ -420,13 +433,7 @@ class SspSolver {
     return pushed;
   }
   void relax(size_t u, size_t v, double nd) {
-    if (nd < dist_[v]) dist_[v] = key_[v] = nd, pred_[v] = (int32_t)u, arc_[v] = 0;
-  }
-  size_t argmin_key() const {
-    size_t best = 0;
-    for (size_t v = 1; v < key_.size(); ++v)
-      if (key_[v] < key_[best]) best = v;
-    return best;
+    if (nd < dist_[v]) dist_[v] = nd, pred_[v] = (int32_t)u, arc_[v] = 0;
   }
 
   // Push one unit from the root of t's tree path to t, if the path is still admissible.
@@ -498,8 +505,8 @@ class SspSolver {
   std::vector<Mover> list_, floor_;
   std::vector<uint8_t> len_;
   size_t depth_ = 1;
-  std::vector<double> dist_, key_, arc_;
-  std::vector<int32_t> pred_, movers_;
+  std::vector<double> dist_, arc_;
+  std::vector<int32_t> pred_, movers_, open_, open_at_;
   std::vector<size_t> targets_;
   std::vector<std::pair<size_t, size_t>> path_;
 };
