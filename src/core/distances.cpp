@@ -1,6 +1,7 @@
 #include "tessera/core/distances.h"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -9,6 +10,47 @@
 #include "core/row_scan.h"
 
 namespace tessera {
+
+namespace {
+
+constexpr size_t kFewCentroids = 16;
+
+using f16 = float __attribute__((vector_size(64)));
+using f8 = float __attribute__((vector_size(32)));
+using f4 = float __attribute__((vector_size(16)));
+
+inline float sum_lanes(f16 v) {
+  const f8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  return (q[0] + q[1]) + (q[2] + q[3]);
+}
+
+// Dot products in 16-float steps, for the widest vector unit the CPU has (chosen at load time: the
+// portable build targets SSE2); one horizontal sum per centroid.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void few_centroid_distances(
+    MatrixView<const float> x, MatrixView<const float> c, const float* c_norms, const float* x_norms, float* out) {
+  const size_t k = c.rows, d = x.cols, body = d - d % 16;
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
+    const float* r = x.row(i);
+    for (size_t j = 0; j < k; ++j) {
+      const float* cj = c.row(j);
+      f16 acc = {};
+      for (size_t l = 0; l < body; l += 16) {
+        f16 xv, cv;
+        std::memcpy(&xv, r + l, sizeof xv);
+        std::memcpy(&cv, cj + l, sizeof cv);
+        acc += xv * cv;
+      }
+      float s = sum_lanes(acc);
+      for (size_t l = body; l < d; ++l) s += r[l] * cj[l];
+      out[i * k + j] = std::max(0.0f, x_norms[i] + c_norms[j] - 2.0f * s);
+    }
+  }
+}
+
+}  // namespace
 
 void row_norms_sqr(MatrixView<const float> x, float* out) {
 #pragma omp parallel for schedule(static)
@@ -41,6 +83,12 @@ void l2_sqr_distances(MatrixView<const float> x, MatrixView<const float> c, cons
     x_norms = own_xn.data();
   }
   const size_t k = c.rows;
+  if (k <= kFewCentroids) {
+    // A handful of centroids (k-means++ candidates): BLAS would repack all of x for every call, for a
+    // product with a few columns; direct dot products read x once and keep c in L1.
+    few_centroid_distances(x, c, c_norms, x_norms, out);
+    return;
+  }
   // The norms are added to each block of the product while it is still in cache.
   detail::gemm_abt(x.rows, k, x.cols, -2.0f, x.data, x.stride, c.data, c.stride, 0.0f, out, k,
                    [&](size_t begin, size_t rows) {
