@@ -220,6 +220,7 @@ class SspSolver {
     // The pre-pass left best_ computed under the current prices (T's price does not enter it).
     cluster_ = std::move(best_);
     members_.assign(k_, {});
+    own_cost_.assign(k_, {});
     pos_.assign(n_, 0);
     for (size_t i = 0; i < n_; ++i) add_member(i, cluster_[i]);
     // Flow to T (priced 0): a cluster priced above must end full, below at its minimum (complementary
@@ -236,16 +237,22 @@ class SspSolver {
     excess_[k_] = to_t - (long long)n_;
   }
 
+  // Members of cluster j, each with its own cost c(i, j) alongside (rescans then miss the cache once
+  // per member, not twice).
   void add_member(size_t i, size_t j) {
     pos_[i] = members_[j].size();
     members_[j].push_back((int32_t)i);
+    own_cost_[j].push_back(c_(i, j));
   }
   void remove_member(size_t i, size_t j) {
     auto& m = members_[j];
+    auto& o = own_cost_[j];
     const int32_t last = m.back();
     m[pos_[i]] = last;
+    o[pos_[i]] = o.back();
     pos_[last] = pos_[i];
     m.pop_back();
+    o.pop_back();
   }
 
   // M[a][b] = min over items i in a of c(i, b) − c(i, a), and the item attaining it (move_, who_).
@@ -359,8 +366,10 @@ class SspSolver {
     len_[e] = 0;
     set_floor(e, Mover{kInfF, -1});
     move_[e] = kInfF, who_[e] = -1;
-    for (int32_t i : members_[a]) {
-      const Mover m{c_(i, b) - c_(i, a), i};
+    const std::vector<int32_t>& members = members_[a];
+    const std::vector<float>& own = own_cost_[a];
+    for (size_t x = 0; x < members.size(); ++x) {
+      const Mover m{c_(members[x], b) - own[x], members[x]};
       if (before(m, floor_[e])) insert(e, m);
     }
   }
@@ -498,6 +507,7 @@ class SspSolver {
   std::vector<double>& p_;
   std::vector<int32_t> cluster_;
   std::vector<std::vector<int32_t>> members_;
+  std::vector<std::vector<float>> own_cost_;
   std::vector<size_t> pos_;
   std::vector<long long> flow_, excess_;
   std::vector<float> move_, floor_value_, zeros_;
