@@ -19,7 +19,7 @@ using f16 = float __attribute__((vector_size(64)));
 using f8 = float __attribute__((vector_size(32)));
 using f4 = float __attribute__((vector_size(16)));
 
-inline float sum_lanes(f16 v) {
+inline float sum_lanes(const f16& v) {
   const f8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
   const f4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);

@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "io/mapped_file.h"
 
@@ -61,7 +62,26 @@ FloatMatrix decode(const unsigned char* data, size_t size, const std::string& sr
   return m;
 }
 
-std::string gunzip_file(const std::string& path) {
+// The number of bytes a well-formed idx file with this (decompressed) prefix has in all, or 0 while the
+// prefix is too short to tell or the header is not one decode() accepts (it then reports why).
+size_t idx_expected_size(const unsigned char* data, size_t size) {
+  if (size < 4 || data[0] != 0 || data[1] != 0 || data[3] == 0) return 0;
+  const size_t header = 4 + 4 * size_t(data[3]);
+  if (size < header) return 0;
+  size_t total = 1;
+  for (size_t k = 0; k < data[3]; ++k) {
+    const unsigned char* p = data + 4 + 4 * k;
+    const size_t d = size_t(p[0]) << 24 | size_t(p[1]) << 16 | size_t(p[2]) << 8 | size_t(p[3]);
+    if (__builtin_mul_overflow(total, d, &total)) return 0;
+  }
+  size_t all;
+  return __builtin_add_overflow(header, total, &all) ? 0 : all;
+}
+
+// Decompresses a gzipped idx file, stopping at the size its header declares: a small file that
+// inflates to far more (a gzip bomb, or data appended by mistake) costs no more memory than a
+// well-formed one, and is refused.
+std::string gunzip_idx(const std::string& path) {
   gzFile gz = gzopen(path.c_str(), "rb");
   if (!gz) TESSERA_THROW_IO(path << ": cannot open for reading");
   struct Closer {
@@ -71,11 +91,16 @@ std::string gunzip_file(const std::string& path) {
     }
   } closer{gz};
   gzbuffer(gz, 1 << 17);
-  std::string out(size_t(1) << 20, '\0');
-  size_t used = 0;
+  std::string out(size_t(1) << 12, '\0');
+  size_t used = 0, limit = SIZE_MAX;
+  bool stopped_early = false;
   for (;;) {
-    if (used == out.size()) out.resize(out.size() * 2);
-    const unsigned want = unsigned(std::min<size_t>(out.size() - used, size_t(1) << 30));
+    if (used == limit) {
+      stopped_early = true;
+      break;
+    }
+    if (used == out.size()) out.resize(std::min(out.size() * 2, limit));
+    const unsigned want = unsigned(std::min({out.size() - used, limit - used, size_t(1) << 30}));
     const int got = gzread(gz, out.data() + used, want);
     if (got < 0) {
       int code;
@@ -84,13 +109,24 @@ std::string gunzip_file(const std::string& path) {
     }
     if (got == 0) break;
     used += size_t(got);
+    if (limit == SIZE_MAX) {
+      const size_t expected = idx_expected_size(reinterpret_cast<const unsigned char*>(out.data()), used);
+      if (expected != 0 && expected < SIZE_MAX) limit = std::max(used, expected + 1);
+      else if (used >= 4 + 4 * 255) limit = used;  // no valid header by now: decode() will say why
+    }
   }
   out.resize(used);
+  if (stopped_early && idx_expected_size(reinterpret_cast<const unsigned char*>(out.data()), used) != 0)
+    TESSERA_THROW_FORMAT(path << ": the decompressed data runs past the "
+                              << idx_expected_size(reinterpret_cast<const unsigned char*>(out.data()), used)
+                              << " bytes its idx header declares");
   closer.gz = nullptr;
   // gzclose_r reports a stream that stopped mid-way (a truncated download) as Z_BUF_ERROR.
   const int rc = gzclose_r(gz);
-  if (rc == Z_BUF_ERROR) TESSERA_THROW_FORMAT(path << ": truncated gzip data: the compressed stream ends early");
-  if (rc != Z_OK) TESSERA_THROW_FORMAT(path << ": corrupted gzip data (zlib error " << rc << ")");
+  if (!stopped_early) {
+    if (rc == Z_BUF_ERROR) TESSERA_THROW_FORMAT(path << ": truncated gzip data: the compressed stream ends early");
+    if (rc != Z_OK) TESSERA_THROW_FORMAT(path << ": corrupted gzip data (zlib error " << rc << ")");
+  }
   return out;
 }
 
@@ -99,7 +135,7 @@ std::string gunzip_file(const std::string& path) {
 FloatMatrix read_idx(const std::string& path) {
   const auto f = io_detail::MappedFile::open(path);
   if (f->size() >= 2 && f->data()[0] == 0x1f && f->data()[1] == 0x8b) {
-    const std::string raw = gunzip_file(path);
+    const std::string raw = gunzip_idx(path);
     return decode(reinterpret_cast<const unsigned char*>(raw.data()), raw.size(), path + " (decompressed)");
   }
   f->advise_sequential();

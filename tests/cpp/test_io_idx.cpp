@@ -1,7 +1,10 @@
 // MNIST idx files, plain and gzipped (detected by content), including the real Fashion-MNIST test set.
 #include <gtest/gtest.h>
 
+#include <zlib.h>
+
 #include <cstring>
+#include <filesystem>
 
 #include "io_test_util.h"
 #include "tessera/io/idx.h"
@@ -83,4 +86,21 @@ TEST(IdxRead, RefusesOtherTypesAndDamage) {
   spit(dir / "crc-ubyte.gz", flipped);
   EXPECT_THROW(read_idx(dir / "crc-ubyte.gz"), FormatError);
   EXPECT_THROW(read_idx(dir / "missing-ubyte"), IOError);
+}
+
+TEST(IdxRead, GzipThatInflatesPastItsHeaderIsRefusedEarly) {
+  // A 2 × 4 image header followed by 64 MiB of zeros: a few tens of KB compressed. The reader must stop
+  // at the declared size (one byte past it) instead of inflating everything, and say so.
+  ScratchDir dir;
+  const std::string path = dir / "bomb-ubyte.gz";
+  gzFile gz = gzopen(path.c_str(), "wb9");
+  ASSERT_NE(gz, nullptr);
+  const unsigned char header[] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 4};
+  ASSERT_EQ(gzwrite(gz, header, sizeof header), (int)sizeof header);
+  const std::string zeros(size_t(1) << 20, '\0');
+  for (int i = 0; i < 64; ++i) ASSERT_EQ(gzwrite(gz, zeros.data(), (unsigned)zeros.size()), (int)zeros.size());
+  ASSERT_EQ(gzclose(gz), Z_OK);
+  ASSERT_LT(std::filesystem::file_size(path), size_t(1) << 20);
+  const std::string msg = error_of<FormatError>([&] { read_idx(path); });
+  EXPECT_NE(msg.find("runs past the 20 bytes its idx header declares"), std::string::npos) << msg;
 }
