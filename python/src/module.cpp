@@ -53,15 +53,6 @@ using namespace pybind11::literals;
 namespace {
 
 // ---------------------------------------------------------------------------------------------------
-// Threads. tessera::set_num_threads sets OpenMP's per-thread ICV of the calling OS thread only, so a
-// count chosen in one Python thread would not apply to work started from another. The module keeps the
-// count and applies it in the thread that starts each heavy call.
-
-std::atomic<int> g_threads{0};  // 0: OpenMP's default
-
-void apply_threads(int override_n = 0) { tessera::set_num_threads(override_n > 0 ? override_n : g_threads.load()); }
-
-// ---------------------------------------------------------------------------------------------------
 // Progress callbacks.
 
 struct CallbackAbort : std::exception {
@@ -485,19 +476,13 @@ PYBIND11_MODULE(_tessera, m) {
   // --- threads ---------------------------------------------------------------------------------------
   m.def(
       "set_num_threads",
-      [](int n) {
-        g_threads = n > 0 ? n : 0;
-        apply_threads();
-      },
+      [](int n) { tessera::set_num_threads(n); },
       "n"_a,
       "Set the number of threads tessera's parallel loops use (n <= 0: the OpenMP default, all cores).\n"
       "Applies to work started from any Python thread. Results do not depend on it.");
   m.def(
       "num_threads",
-      [] {
-        apply_threads();
-        return tessera::num_threads();
-      },
+      [] { return tessera::num_threads(); },
       "The number of threads tessera's parallel loops use.");
 
   // --- I/O -------------------------------------------------------------------------------------------
@@ -630,7 +615,6 @@ PYBIND11_MODULE(_tessera, m) {
         Progress prog(progress);
         p.progress = prog.fn();
         return without_gil(&prog, [&] {
-          apply_threads();
           return tessera::kmeans(in.view, p);
         });
       },
@@ -660,7 +644,6 @@ PYBIND11_MODULE(_tessera, m) {
         py::array_t<int32_t> labels(py::ssize_t(c.view.rows));
         int32_t* out = labels.mutable_data();
         const double total = without_gil(nullptr, [&] {
-          apply_threads();
           tessera::check_size_bounds(c.view.rows, c.view.cols, {size_min, size_max});
           tessera::BalancedAssigner a({size_min, size_max});
           return a.assign_costs(c.view, out);
@@ -731,7 +714,6 @@ PYBIND11_MODULE(_tessera, m) {
             int32_t* out = codes.mutable_data();
             Progress prog(r.progress);
             auto reps = write_locked(r, &prog, [&] {
-              apply_threads();
               r.q->params().progress = prog.fn();
               struct Reset {
                 tessera::ResidualQuantizer& q;
@@ -751,7 +733,6 @@ PYBIND11_MODULE(_tessera, m) {
             F32In in = check_dim(r, x, "x");
             Progress prog(r.progress);
             auto reps = write_locked(r, &prog, [&] {
-              apply_threads();
               r.q->params().progress = prog.fn();
               struct Reset {
                 tessera::ResidualQuantizer& q;
@@ -770,7 +751,6 @@ PYBIND11_MODULE(_tessera, m) {
             py::array_t<int32_t> codes({py::ssize_t(in.view.rows), py::ssize_t(r.q->num_codebooks())});
             int32_t* out = codes.mutable_data();
             read_locked(r, [&] {
-              apply_threads();
               r.q->encode(in.view, out);
             });
             return codes;
@@ -794,7 +774,6 @@ PYBIND11_MODULE(_tessera, m) {
             Progress prog(r.progress);
             std::vector<tessera::LevelReport> reps;
             write_locked(r, &prog, [&] {
-              apply_threads();
               r.q->params().progress = prog.fn();
               struct Reset {
                 tessera::ResidualQuantizer& q;
@@ -817,7 +796,6 @@ PYBIND11_MODULE(_tessera, m) {
             py::array_t<float> out({py::ssize_t(c.view.rows), py::ssize_t(r.q->dim())});
             float* o = out.mutable_data();
             read_locked(r, [&] {
-              apply_threads();
               r.q->decode(c.view.data, c.view.rows, o);
             });
             return out;
@@ -984,7 +962,6 @@ PYBIND11_MODULE(_tessera, m) {
       [](const py::object& x, const py::object& y) {
         F32In a = as_f32(x, "x"), b = as_f32(y, "y");
         return without_gil(nullptr, [&] {
-          apply_threads();
           return tessera::mean_squared_error(a.view, b.view);
         });
       },
@@ -1074,10 +1051,7 @@ PYBIND11_MODULE(_tessera, m) {
         p.progress = prog.fn();
         auto s = std::make_unique<PySids>();
         s->s = without_gil(&prog, [&] {
-          apply_threads(nthreads);
-          struct Restore {
-            ~Restore() { apply_threads(); }
-          } restore;
+          tessera::ScopedThreads scoped(nthreads);
           return tessera::build_semantic_ids(in.view, p, lab ? &*lab : nullptr);
         });
         s->s.model->params().progress = nullptr;
@@ -1120,10 +1094,7 @@ PYBIND11_MODULE(_tessera, m) {
         const int nthreads = threads.is_none() ? 0 : threads.cast<int>();
         auto s = std::make_unique<PySids>();
         s->s = read_locked(r, [&] {
-          apply_threads(nthreads);
-          struct Restore {
-            ~Restore() { apply_threads(); }
-          } restore;
+          tessera::ScopedThreads scoped(nthreads);
           return tessera::encode_semantic_ids(r.q, in.view, d, fmt, lab ? &*lab : nullptr);
         });
         s->model = model_obj;

@@ -14,6 +14,7 @@
 // by Jacobi rounds of dual ascent over the rows (O(n·k) each, vectorised), warm-started from the previous
 // Lloyd iteration's prices, or, when those are missing or stale, from an exact solve on a sample.
 #include "cluster/balanced_ssp.h"
+#include "tessera/core/threading.h"
 
 #include <algorithm>
 #include <cmath>
@@ -164,7 +165,7 @@ class SspSolver {
   // cut-off then becomes the admission threshold (most costs never get in).
   std::vector<std::vector<float>> smallest_joins(const std::vector<long long>& want, const std::vector<float>& v1) {
     std::vector<std::vector<float>> out(k_);
-#pragma omp parallel
+#pragma omp parallel num_threads(::tessera::num_threads())
     {
       std::vector<std::vector<float>> kept(k_);
       std::vector<float> admit(k_, -kInfF);  // joining costs below this enter j's buffer
@@ -200,7 +201,7 @@ class SspSolver {
     std::fill(p_.begin(), p_.end(), 0.0);
     const std::vector<size_t> rows = sample_rows(n_, s, kSampleSeed);
     std::vector<float> sub(s * k_);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
     for (ptrdiff_t r = 0; r < (ptrdiff_t)s; ++r) std::copy(c_.row(rows[r]), c_.row(rows[r]) + k_, &sub[r * k_]);
     const SizeBounds scaled{size_t(lo_) * s / n_, (size_t(hi_) * s + n_ - 1) / n_};
     std::vector<double> prices(p_.begin(), p_.end() - 1);
@@ -278,7 +279,7 @@ class SspSolver {
     zeros_.assign(k_, 0.0f);
     // One vectorised pass per row. Members were added in increasing index order, so a later equal value
     // is a later key and the strict comparisons are exact.
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(::tessera::num_threads())
     for (ptrdiff_t a = 0; a < (ptrdiff_t)k_; ++a) {
       if (depth_ > 1) {
         for (int32_t i : members_[a]) {
@@ -490,7 +491,7 @@ class SspSolver {
     pf_.resize(k_);
     for (size_t j = 0; j < k_; ++j) pf_[j] = (float)p_[j];
     best_.resize(n_);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
     for (ptrdiff_t i = 0; i < (ptrdiff_t)n_; ++i) {
       const BestTwo b = best_two(c_.row(i), pf_.data(), k_);
       best_[i] = b.best, v1[i] = b.first, gap[i] = b.second - b.first;

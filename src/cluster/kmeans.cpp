@@ -1,4 +1,5 @@
 #include "tessera/cluster/kmeans.h"
+#include "tessera/core/threading.h"
 
 #include <algorithm>
 #include <cmath>
@@ -21,7 +22,7 @@ constexpr size_t kBalancedSeedRowsPerCentre = 8;
 
 FloatMatrix gather_rows(MatrixView<const float> x, const std::vector<size_t>& rows) {
   FloatMatrix out(rows.size(), x.cols);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)rows.size(); ++i) std::copy(x.row(rows[i]), x.row(rows[i]) + x.cols, out.row(i));
   return out;
 }
@@ -139,7 +140,7 @@ void update_centroids(MatrixView<const float> x, const int32_t* assignment, size
     std::vector<size_t> fill(start.begin(), start.end() - 1);
     for (size_t i = 0; i < n; ++i) members[fill[assignment[i]]++] = i;
   }
-#pragma omp parallel
+#pragma omp parallel num_threads(::tessera::num_threads())
   {
     std::vector<double> acc(d);
 #pragma omp for schedule(dynamic, 4)

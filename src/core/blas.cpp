@@ -1,4 +1,5 @@
 #include "core/blas.h"
+#include "tessera/core/threading.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -28,7 +29,7 @@ void over_row_chunks(size_t m, F&& f) {
     f(0, m);
     return;
   }
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(::tessera::num_threads())
   for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; ++c) {
     const size_t b = size_t(c) * kChunkRows;
     f(b, std::min(kChunkRows, m - b));

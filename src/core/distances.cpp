@@ -1,4 +1,5 @@
 #include "tessera/core/distances.h"
+#include "tessera/core/threading.h"
 
 #include <algorithm>
 #include <cstring>
@@ -31,7 +32,7 @@ inline float sum_lanes(const f16& v) {
 __attribute__((target_clones("avx512f", "avx2", "default"))) void few_centroid_distances(
     MatrixView<const float> x, MatrixView<const float> c, const float* c_norms, const float* x_norms, float* out) {
   const size_t k = c.rows, d = x.cols, body = d - d % 16;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
     const float* r = x.row(i);
     for (size_t j = 0; j < k; ++j) {
@@ -53,7 +54,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void few_centroid_d
 }  // namespace
 
 void row_norms_sqr(MatrixView<const float> x, float* out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
     const float* r = x.row(i);
     // Four partial sums in double: independent chains the compiler can vectorise without reassociating.
@@ -124,7 +125,7 @@ void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int
   const size_t k = c.rows;
   const std::vector<float> no_prices(k, 0.0f);
   for_each_distance_block(x, c, x_norms, [&](size_t b, size_t nb, const float* d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
     for (ptrdiff_t i = 0; i < (ptrdiff_t)nb; ++i) {
       const detail::BestTwo best = detail::best_two(d + i * k, no_prices.data(), k);
       assign[b + i] = best.best;
@@ -138,7 +139,7 @@ void nearest_centroids_topm(MatrixView<const float> x, MatrixView<const float> c
   const size_t k = c.rows;
   TESSERA_CHECK_ARG(m >= 1 && m <= k, "asked for the " << m << " nearest of " << k << " centroids");
   for_each_distance_block(x, c, nullptr, [&](size_t b, size_t nb, const float* d) {
-#pragma omp parallel
+#pragma omp parallel num_threads(::tessera::num_threads())
     {
       std::vector<int32_t> order(k);
 #pragma omp for schedule(static)

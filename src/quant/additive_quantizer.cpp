@@ -1,4 +1,5 @@
 #include "tessera/quant/additive_quantizer.h"
+#include "tessera/core/threading.h"
 
 #include <algorithm>
 
@@ -37,7 +38,7 @@ void AdditiveQuantizer::decode(const int32_t* codes, size_t n, float* out) const
     TESSERA_CHECK_ARG(codes[i] >= 0 && (size_t)codes[i] < codebook_sizes_[i % M],
                       "code " << codes[i] << " of row " << i / M << ", codebook " << i % M << " is outside [0, "
                               << codebook_sizes_[i % M] << ")");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)n; ++i) {
     float* o = out + i * d;
     std::fill(o, o + d, 0.0f);

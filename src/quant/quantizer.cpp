@@ -1,4 +1,5 @@
 #include "tessera/quant/quantizer.h"
+#include "tessera/core/threading.h"
 
 namespace tessera {
 
@@ -11,7 +12,7 @@ void Quantizer::check_input(MatrixView<const float> x, const char* what) const {
 double mean_square(MatrixView<const float> x) {
   if (x.empty()) return 0.0;
   double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
+#pragma omp parallel for reduction(+ : s) schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
     for (size_t j = 0; j < x.cols; ++j) s += double(x(i, j)) * x(i, j);
   return s / (double(x.rows) * double(x.cols));
@@ -22,7 +23,7 @@ double mean_squared_error(MatrixView<const float> x, MatrixView<const float> y) 
                     "shape mismatch: " << x.rows << " × " << x.cols << " vs " << y.rows << " × " << y.cols);
   if (x.empty()) return 0.0;
   double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
+#pragma omp parallel for reduction(+ : s) schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
     double r = 0;
     for (size_t j = 0; j < x.cols; ++j) {

@@ -1,4 +1,5 @@
 #include "tessera/quant/residual_quantizer.h"
+#include "tessera/core/threading.h"
 
 #include <chrono>
 
@@ -14,7 +15,7 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 
 // r_i -= c[assign_i] for every row.
 void subtract_codewords(MatrixView<float> r, MatrixView<const float> c, const int32_t* assign) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)r.rows; ++i) {
     const float* cw = c.row(assign[i]);
     float* ri = r.row(i);

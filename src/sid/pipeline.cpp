@@ -1,4 +1,5 @@
 #include "tessera/sid/pipeline.h"
+#include "tessera/core/threading.h"
 
 #include <unistd.h>
 
@@ -28,7 +29,7 @@ double reconstruction_mse(const ResidualQuantizer& q, MatrixView<const float> x,
 FloatMatrix last_level_residual(const ResidualQuantizer& q, MatrixView<const float> x, const CodeMatrix& codes) {
   FloatMatrix r = FloatMatrix::copy_of(x);
   const size_t L = q.num_codebooks();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
     for (size_t l = 0; l + 1 < L; ++l) {
       const float* c = q.codebook(l).row(codes(i, l));
