@@ -304,7 +304,7 @@ class SspSolver {
       }
     }
   }
-  static constexpr size_t kListBudget = size_t(1) << 21, kMaxDepth = 32, kMembersPerListSlot = 64;
+  static constexpr size_t kListBudget = size_t(1) << 21, kMaxDepth = 16, kMembersPerListSlot = 64;
 
   // Adds key m to the list of entry e; requires m before floor_[e].
   void insert(size_t e, Mover m) {
