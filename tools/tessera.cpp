@@ -7,6 +7,7 @@
 #include "progress_bar.h"
 #include "tessera/core/threading.h"
 #include "tessera/io/vectors.h"
+#include "tessera/sid/index_json.h"
 #include "tessera/sid/pipeline.h"
 
 namespace {
@@ -144,8 +145,9 @@ int main(int argc, char** argv) {
       // Everything that can be checked is checked before the work starts.
       const FloatMatrix x = read_vectors(input);
       const auto keys = optional_lines(ids_file, x.rows(), "id");
+      if (!keys.empty()) check_unique_keys(keys);
       const auto labels = optional_lines(labels_file, x.rows(), "label");
-      prepare_output_dir(out_dir);
+      check_output_dir(out_dir);
       const SemanticIds s = build_semantic_ids(x.view(), p, labels.empty() ? nullptr : &labels);
       if (!quiet) std::fprintf(stderr, "\n");
       write_semantic_ids(out_dir, s, keys.empty() ? nullptr : &keys, true);
@@ -155,7 +157,8 @@ int main(int argc, char** argv) {
       SidModel m = load_sid_model(model_path);
       const FloatMatrix x = read_vectors(enc_input);
       const auto keys = optional_lines(enc_ids, x.rows(), "id");
-      prepare_output_dir(enc_out);
+      if (!keys.empty()) check_unique_keys(keys);
+      check_output_dir(enc_out);
       const Dedup d = enc_dedup.empty() ? m.dedup : parse_dedup(enc_dedup);
       const SemanticIds s = encode_semantic_ids(m.model, x.view(), d, m.format);
       write_semantic_ids(enc_out, s, keys.empty() ? nullptr : &keys, false);

@@ -14,6 +14,7 @@
 // by Jacobi rounds of dual ascent over the rows (O(n·k) each, vectorised), warm-started from the previous
 // Lloyd iteration's prices, or, when those are missing or stale, from an exact solve on a sample.
 #include "cluster/balanced_ssp.h"
+#include "cluster/dijkstra_sweep.h"
 #include "tessera/core/threading.h"
 
 #include <algorithm>
@@ -163,7 +164,7 @@ class SspSolver {
   // c(i, j) + p_j − v1_i over the items not in j. One vectorised pass over the full rows; per thread and
   // cluster, a buffer of up to twice the count that is cut back to its smallest half when full, whose
   // cut-off then becomes the admission threshold (most costs never get in).
-  std::vector<std::vector<float>> smallest_joins(const std::vector<long long>& want, const std::vector<float>& v1) {
+  TESSERA_CLONE_PER_ISA std::vector<std::vector<float>> smallest_joins(const std::vector<long long>& want, const std::vector<float>& v1) {
     std::vector<std::vector<float>> out(k_);
 #pragma omp parallel num_threads(::tessera::num_threads())
     {
@@ -277,31 +278,39 @@ class SspSolver {
     floor_.assign(k_ * k_, Mover{kInfF, -1});
     floor_value_.assign(k_ * k_, kInfF);
     zeros_.assign(k_, 0.0f);
-    // One vectorised pass per row. Members were added in increasing index order, so a later equal value
-    // is a later key and the strict comparisons are exact.
+    // Members were added in increasing index order.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(::tessera::num_threads())
-    for (ptrdiff_t a = 0; a < (ptrdiff_t)k_; ++a) {
-      if (depth_ > 1) {
-        for (int32_t i : members_[a]) {
-          const float* r = c_.row(i);
-          below_threshold(r, zeros_.data(), &floor_value_[a * k_], k_, r[a], [&](size_t b, float v) {
-            if (b != (size_t)a) insert(a * k_ + b, Mover{v, i});
-          });
-        }
-        continue;
+    for (ptrdiff_t a = 0; a < (ptrdiff_t)k_; ++a) build_row(a, members_[a]);
+  }
+
+  // Row a of the table from scratch: one vectorised pass per member row. `members` (a's members) must be
+  // in increasing index order, so that a later equal value is a later key and strict comparisons are exact.
+  TESSERA_CLONE_PER_ISA void build_row(size_t a, const std::vector<int32_t>& members) {
+    const size_t row = a * k_;
+    std::fill(&move_[row], &move_[row] + k_, kInfF);
+    std::fill(&who_[row], &who_[row] + k_, -1);
+    std::fill(&len_[row], &len_[row] + k_, 0);
+    std::fill(&floor_[row], &floor_[row] + k_, Mover{kInfF, -1});
+    std::fill(&floor_value_[row], &floor_value_[row] + k_, kInfF);
+    if (depth_ > 1) {
+      for (int32_t i : members) {
+        const float* r = c_.row(i);
+        below_threshold(r, zeros_.data(), &floor_value_[row], k_, r[a], [&](size_t b, float v) {
+          if (b != a) insert(row + b, Mover{v, i});
+        });
       }
-      // Single movers: the plain minimum, with the floor at the mover itself.
-      float* m = &move_[a * k_];
-      int32_t* w = &who_[a * k_];
-      for (int32_t i : members_[a]) lower_moves(c_.row(i), a, k_, i, m, w);
-      m[a] = kInfF, w[a] = -1;
-      for (size_t b = 0; b < k_; ++b) {
-        if (w[b] < 0) continue;
-        const size_t e = a * k_ + b;
-        list_[e] = Mover{m[b], w[b]};
-        len_[e] = 1;
-        set_floor(e, list_[e]);
-      }
+      return;
+    }
+    // Single movers: the plain minimum, with the floor at the mover itself.
+    float* m = &move_[row];
+    int32_t* w = &who_[row];
+    for (int32_t i : members) lower_moves(c_.row(i), a, k_, i, m, w);
+    m[a] = kInfF, w[a] = -1;
+    for (size_t b = 0; b < k_; ++b) {
+      if (w[b] < 0) continue;
+      list_[row + b] = Mover{m[b], w[b]};
+      len_[row + b] = 1;
+      set_floor(row + b, list_[row + b]);
     }
   }
   static constexpr size_t kListBudget = size_t(1) << 21, kMaxDepth = 16, kMembersPerListSlot = 64;
@@ -323,6 +332,7 @@ class SspSolver {
     len_[e] = (uint8_t)(n + 1);
     if (at == 0) move_[e] = m.value, who_[e] = m.item;
   }
+  static constexpr size_t kPrefetchAhead = 16;  // rescans read one cost per member row: cache misses
   void set_floor(size_t e, Mover m) {
     floor_[e] = m;
     floor_value_[e] = m.value;
@@ -339,9 +349,13 @@ class SspSolver {
     }
   }
   // Item i left cluster a: out of every list of row a, rescanning the entries whose list ran dry.
+  // Item i left cluster a: out of every list of row a; the entries whose list ran dry are rescanned, or,
+  // when there are many (an outlier of a is often the cheapest mover towards many clusters), the whole row
+  // is rebuilt in one vectorised pass over a's member rows instead of many column reads that miss the cache.
   void forget(size_t a, int32_t i) {
     const float* r = c_.row(i);
     const float base = r[a];
+    dry_.clear();
     for (size_t b = 0; b < k_; ++b) {
       const size_t e = a * k_ + b;
       const size_t n = len_[e];
@@ -355,12 +369,22 @@ class SspSolver {
       if (n > 1) {
         move_[e] = l[0].value, who_[e] = l[0].item;
       } else if (floor_value_[e] < kInfF) {
-        rescan(a, b);
+        dry_.push_back(b);
       } else {
         move_[e] = kInfF, who_[e] = -1;
       }
     }
+    // A row rebuild reads a's m member rows (m·k costs, streamed); a rescan reads m costs at cache-miss
+    // prices: measured, the rebuild wins from about k/16 dry entries on.
+    if (dry_.size() >= std::max<size_t>(kRebuildRowAtLeast, k_ / 16)) {
+      sorted_.assign(members_[a].begin(), members_[a].end());
+      std::sort(sorted_.begin(), sorted_.end());
+      build_row(a, sorted_);
+    } else {
+      for (size_t b : dry_) rescan(a, b);
+    }
   }
+  static constexpr size_t kRebuildRowAtLeast = 4;
   // The list of entry (a, b) from scratch over a's members.
   void rescan(size_t a, size_t b) {
     const size_t e = a * k_ + b;
@@ -369,7 +393,9 @@ class SspSolver {
     move_[e] = kInfF, who_[e] = -1;
     const std::vector<int32_t>& members = members_[a];
     const std::vector<float>& own = own_cost_[a];
-    for (size_t x = 0; x < members.size(); ++x) {
+    const size_t count = members.size();
+    for (size_t x = 0; x < count; ++x) {
+      if (x + kPrefetchAhead < count) __builtin_prefetch(&c_(members[x + kPrefetchAhead], b));
       const Mover m{c_(members[x], b) - own[x], members[x]};
       if (before(m, floor_[e])) insert(e, m);
     }
@@ -384,56 +410,59 @@ class SspSolver {
   // Dijkstras. Returns the number of units pushed (0: no excess left).
   size_t augment_phase() {
     const size_t V = k_ + 1;
-    dist_.assign(V, kInf);  // final for settled nodes, tentative for open ones
+    dist_.assign(V, kInf);  // final distances of settled nodes
     pred_.assign(V, -1);
     arc_.assign(V, kInf);
+    // Tentative distances of the open cluster nodes, NaN once settled (the sweeps skip those lanes).
+    key_.assign(k_, kInf);
+    double key_t = kInf;  // and of T
     bool any = false;
-    for (size_t v = 0; v < V; ++v)
-      if (excess_[v] > 0) dist_[v] = 0, any = true;
+    for (size_t v = 0; v < k_; ++v)
+      if (excess_[v] > 0) key_[v] = 0, any = true;
+    if (excess_[k_] > 0) key_t = 0, any = true;
     if (!any) return 0;
     targets_.clear();
-    // The unsettled cluster nodes, so that each relaxation sweep visits only those (half the work of a
-    // sweep over all k); open_at_ is each node's place in open_.
-    open_.resize(k_);
-    open_at_.resize(k_);
-    for (size_t v = 0; v < k_; ++v) open_[v] = open_at_[v] = (int32_t)v;
     bool t_open = true;
     double reach = 0;  // the largest finite distance
-    size_t u = size_t(std::min_element(dist_.begin(), dist_.end()) - dist_.begin());
-    // Nodes settle in order of (distance, index).
+    Nearest next = find_nearest(key_.data(), k_);
+    size_t u = next.key <= key_t ? (size_t)next.index : k_;
+    // Nodes settle in order of (distance, index); T is node k_.
     while (true) {
-      const double du = dist_[u];
-      reach = du;
+      double du;
       if (u < k_) {
-        const int32_t last = open_.back();
-        open_[open_at_[u]] = last;
-        open_at_[last] = open_at_[u];
-        open_.pop_back();
+        du = key_[u];
+        key_[u] = std::numeric_limits<double>::quiet_NaN();
       } else {
+        du = key_t;
         t_open = false;
       }
+      dist_[u] = reach = du;
       if (excess_[u] < 0) targets_.push_back(u);
       // Relax every arc out of u and find the next node to settle in the same sweep.
-      double next = kInf;
-      size_t next_v = V;
       if (u < k_) {
-        const float* m = &move_[u * k_];
         const double pu = p_[u];
-        for (const int32_t v : open_) {
-          const double nd = du + std::max(0.0, m[v] + p_[v] - pu);
-          if (nd < dist_[v]) dist_[v] = nd, pred_[v] = (int32_t)u, arc_[v] = m[v];
-          if (dist_[v] < next || (dist_[v] == next && (size_t)v < next_v)) next = dist_[v], next_v = v;
+        next = relax_and_find_nearest(&move_[u * k_], p_.data(), pu, du, (int32_t)u, k_, key_.data(), pred_.data(),
+                                      arc_.data());
+        if (t_open && flow_[u] < hi_) {
+          const double nd = du + std::max(0.0, p_[k_] - pu);
+          if (nd < key_t) key_t = nd, pred_[k_] = (int32_t)u, arc_[k_] = 0;
         }
-        if (t_open && flow_[u] < hi_) relax(u, k_, du + std::max(0.0, p_[k_] - pu));
       } else {
-        for (const int32_t v : open_) {
-          if (flow_[v] > lo_) relax(u, v, du + std::max(0.0, p_[v] - p_[k_]));
-          if (dist_[v] < next || (dist_[v] == next && (size_t)v < next_v)) next = dist_[v], next_v = v;
+        const double pt = p_[k_];
+        for (size_t v = 0; v < k_; ++v) {
+          if (flow_[v] <= lo_) continue;
+          const double nd = du + std::max(0.0, p_[v] - pt);
+          if (nd < key_[v]) key_[v] = nd, pred_[v] = (int32_t)k_, arc_[v] = 0;  // never true once settled (NaN)
         }
+        next = find_nearest(key_.data(), k_);
       }
-      if (t_open && dist_[k_] < next) next = dist_[k_], next_v = k_;
-      if (next == kInf) break;
-      u = next_v;
+      if (t_open && key_t < next.key) {
+        u = k_;
+      } else if (next.key < kInf) {
+        u = (size_t)next.index;
+      } else {
+        break;
+      }
     }
     TESSERA_CHECK_ARG(!targets_.empty(), "balanced assignment: no augmenting path (infeasible bounds?)");
     for (size_t v = 0; v < V; ++v) p_[v] -= std::min(dist_[v], reach);
@@ -441,9 +470,6 @@ class SspSolver {
     for (size_t t : targets_)
       while (excess_[t] < 0 && push_along_tree(t)) ++pushed;
     return pushed;
-  }
-  void relax(size_t u, size_t v, double nd) {
-    if (nd < dist_[v]) dist_[v] = nd, pred_[v] = (int32_t)u, arc_[v] = 0;
   }
 
   // Push one unit from the root of t's tree path to t, if the path is still admissible.
@@ -487,7 +513,7 @@ class SspSolver {
 
   // Cheapest cluster of every item under the prices (pf_, p_ rounded to float), with the cheapest and
   // second cheapest priced cost; fresh_ while the prices have not moved since.
-  void scan_rows(std::vector<float>& v1, std::vector<float>& gap) {
+  TESSERA_CLONE_PER_ISA void scan_rows(std::vector<float>& v1, std::vector<float>& gap) {
     pf_.resize(k_);
     for (size_t j = 0; j < k_; ++j) pf_[j] = (float)p_[j];
     best_.resize(n_);
@@ -516,8 +542,9 @@ class SspSolver {
   std::vector<Mover> list_, floor_;
   std::vector<uint8_t> len_;
   size_t depth_ = 1;
-  std::vector<double> dist_, arc_;
-  std::vector<int32_t> pred_, movers_, open_, open_at_;
+  std::vector<double> dist_, arc_, key_;
+  std::vector<int32_t> pred_, movers_, sorted_;
+  std::vector<size_t> dry_;
   std::vector<size_t> targets_;
   std::vector<std::pair<size_t, size_t>> path_;
 };

@@ -15,6 +15,7 @@ namespace tessera {
 namespace {
 
 constexpr size_t kFewCentroids = 16;
+constexpr size_t kParallelWork = size_t(1) << 23;  // multiply-adds
 
 using f16 = float __attribute__((vector_size(64)));
 using f8 = float __attribute__((vector_size(32)));
@@ -28,25 +29,37 @@ inline float sum_lanes(const f16& v) {
 }
 
 // Dot products in 16-float steps, for the widest vector unit the CPU has (chosen at load time: the
-// portable build targets SSE2); one horizontal sum per centroid.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void few_centroid_distances(
+// portable build targets SSE2); four centroids at a time, so that each chunk of the row is loaded once
+// for four products; one horizontal sum per centroid.
+TESSERA_CLONE_PER_ISA void few_centroid_distances(
     MatrixView<const float> x, MatrixView<const float> c, const float* c_norms, const float* x_norms, float* out) {
+  constexpr size_t G = 4;
   const size_t k = c.rows, d = x.cols, body = d - d % 16;
+  // Small products (k-means++ on a seeding sample calls this once per centre) run on the calling
+  // thread: waking the pool costs more than the work.
+  const bool parallel = x.rows * k * d >= kParallelWork;
 #pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
     const float* r = x.row(i);
-    for (size_t j = 0; j < k; ++j) {
-      const float* cj = c.row(j);
-      f16 acc = {};
+    for (size_t j0 = 0; j0 < k; j0 += G) {
+      const size_t g = std::min(G, k - j0);
+      f16 acc[G] = {};
       for (size_t l = 0; l < body; l += 16) {
-        f16 xv, cv;
+        f16 xv;
         std::memcpy(&xv, r + l, sizeof xv);
-        std::memcpy(&cv, cj + l, sizeof cv);
-        acc += xv * cv;
+        for (size_t t = 0; t < G; ++t) {
+          if (t >= g) break;
+          f16 cv;
+          std::memcpy(&cv, c.row(j0 + t) + l, sizeof cv);
+          acc[t] += xv * cv;
+        }
       }
-      float s = sum_lanes(acc);
-      for (size_t l = body; l < d; ++l) s += r[l] * cj[l];
-      out[i * k + j] = std::max(0.0f, x_norms[i] + c_norms[j] - 2.0f * s);
+      for (size_t t = 0; t < g; ++t) {
+        const float* cj = c.row(j0 + t);
+        float s = sum_lanes(acc[t]);
+        for (size_t l = body; l < d; ++l) s += r[l] * cj[l];
+        out[i * k + j0 + t] = std::max(0.0f, x_norms[i] + c_norms[j0 + t] - 2.0f * s);
+      }
     }
   }
 }
@@ -118,6 +131,17 @@ void for_each_distance_block(MatrixView<const float> x, MatrixView<const float> 
   }
 }
 
+// Nearest of k for each of nb rows of distances d.
+TESSERA_CLONE_PER_ISA void nearest_in_block(const float* d, size_t nb, size_t k, const float* no_prices,
+                                            int32_t* assign, float* dist) {
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)nb; ++i) {
+    const detail::BestTwo best = detail::best_two(d + i * k, no_prices, k);
+    assign[i] = best.best;
+    if (dist) dist[i] = best.first;
+  }
+}
+
 }  // namespace
 
 void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int32_t* assign, float* dist,
@@ -125,12 +149,7 @@ void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int
   const size_t k = c.rows;
   const std::vector<float> no_prices(k, 0.0f);
   for_each_distance_block(x, c, x_norms, [&](size_t b, size_t nb, const float* d) {
-#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
-    for (ptrdiff_t i = 0; i < (ptrdiff_t)nb; ++i) {
-      const detail::BestTwo best = detail::best_two(d + i * k, no_prices.data(), k);
-      assign[b + i] = best.best;
-      if (dist) dist[b + i] = best.first;
-    }
+    nearest_in_block(d, nb, k, no_prices.data(), assign + b, dist ? dist + b : nullptr);
   });
 }
 

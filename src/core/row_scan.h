@@ -2,41 +2,46 @@
 // inner loops of the nearest-centroid search and of the balanced assignment, which read the whole
 // n × k matrix several times per call.
 //
-// GCC/Clang vector extensions: 4 float lanes, one SSE2 register on the portable x86-64 baseline (or
-// NEON), so the shipped build needs no -march flag.
+// GCC/Clang vector extensions of 16 float lanes: one AVX-512 register, two AVX2, four SSE2 (or NEON).
+// The callers that scan whole matrices are cloned per instruction set (target_clones), so these inline
+// kernels compile to the widest unit the CPU has while the shipped build needs no -march flag; every
+// lane width computes the same values in the same order, so results do not depend on the CPU.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
 #include <limits>
+
+#include "core/simd.h"
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
 namespace tessera::detail {
 
-using f4 = float __attribute__((vector_size(16)));
-using i4 = int32_t __attribute__((vector_size(16)));
+constexpr int kLanes = 16;
+using fv = float __attribute__((vector_size(4 * kLanes)));
+using iv = int32_t __attribute__((vector_size(4 * kLanes)));
 
-inline f4 load4(const float* p) {
-  f4 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store4(float* p, f4 v) { std::memcpy(p, &v, sizeof v); }
-inline i4 load4i(const int32_t* p) {
-  i4 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store4i(int32_t* p, i4 v) { std::memcpy(p, &v, sizeof v); }
+// Pointer in, pointer out (no vectors passed by value, so no ABI differences between the clones).
+#define TESSERA_ROW_SCAN_INLINE inline __attribute__((always_inline))
+TESSERA_ROW_SCAN_INLINE void loadv(fv& v, const float* p) { std::memcpy(&v, p, sizeof v); }
+TESSERA_ROW_SCAN_INLINE void loadv(iv& v, const int32_t* p) { std::memcpy(&v, p, sizeof v); }
+TESSERA_ROW_SCAN_INLINE void storev(float* p, const fv& v) { std::memcpy(p, &v, sizeof v); }
+TESSERA_ROW_SCAN_INLINE void storev(int32_t* p, const iv& v) { std::memcpy(p, &v, sizeof v); }
 
-inline bool any_lane(i4 mask) {
+TESSERA_ROW_SCAN_INLINE bool any_lane(const iv& mask) {
+  // OR of the halves down to one SSE register, then one movemask.
+  using i8v = int32_t __attribute__((vector_size(32)));
+  using i4v = int32_t __attribute__((vector_size(16)));
+  const i8v h = __builtin_shufflevector(mask, mask, 0, 1, 2, 3, 4, 5, 6, 7) |
+                __builtin_shufflevector(mask, mask, 8, 9, 10, 11, 12, 13, 14, 15);
+  const i4v q = __builtin_shufflevector(h, h, 0, 1, 2, 3) | __builtin_shufflevector(h, h, 4, 5, 6, 7);
 #if defined(__SSE2__)
-  return _mm_movemask_ps((__m128)mask) != 0;
+  return _mm_movemask_ps((__m128)q) != 0;
 #else
-  return (mask[0] | mask[1] | mask[2] | mask[3]) != 0;
+  return (q[0] | q[1] | q[2] | q[3]) != 0;
 #endif
 }
 
@@ -47,27 +52,35 @@ struct BestTwo {
 };
 
 /// Cheapest and second cheapest cluster for one row r (k costs) under prices (k floats).
-inline BestTwo best_two(const float* r, const float* price, size_t k) {
+TESSERA_ROW_SCAN_INLINE BestTwo best_two(const float* r, const float* price, size_t k) {
   constexpr float inf = std::numeric_limits<float>::infinity();
   size_t j = 0;
   BestTwo out{0, inf, inf};
-  if (k >= 4) {
-    f4 b1 = load4(r) + load4(price), b2 = f4{} + inf;
-    i4 idx = {0, 1, 2, 3}, i1 = idx;
-    for (j = 4; j + 4 <= k; j += 4) {
-      idx += 4;
-      const f4 v = load4(r + j) + load4(price + j);
-      const auto lt = v < b1;
+  if (k >= (size_t)kLanes) {
+    fv b1, p, b2 = fv{} + inf;
+    loadv(b1, r);
+    loadv(p, price);
+    b1 += p;
+    iv idx, i1;
+    for (int l = 0; l < kLanes; ++l) idx[l] = l;
+    i1 = idx;
+    for (j = kLanes; j + kLanes <= k; j += kLanes) {
+      idx += kLanes;
+      fv v;
+      loadv(v, r + j);
+      loadv(p, price + j);
+      v += p;
+      const iv lt = v < b1;
       b2 = lt ? b1 : (v < b2 ? v : b2);
       b1 = lt ? v : b1;
       i1 = lt ? idx : i1;
     }
     // Lanes hold increasing indices, so the lowest index among equal lane minima is the answer.
     int lane = 0;
-    for (int l = 1; l < 4; ++l)
+    for (int l = 1; l < kLanes; ++l)
       if (b1[l] < b1[lane] || (b1[l] == b1[lane] && i1[l] < i1[lane])) lane = l;
     out = {i1[lane], b1[lane], b2[lane]};
-    for (int l = 0; l < 4; ++l)
+    for (int l = 0; l < kLanes; ++l)
       if (l != lane) out.second = b1[l] < out.second ? b1[l] : out.second;
   }
   for (; j < k; ++j) {
@@ -85,16 +98,20 @@ inline BestTwo best_two(const float* r, const float* price, size_t k) {
 
 /// Cheapest moves out of cluster a: for every b, m[b] = min(m[b], r[b] − r[a]) with who[b] = item when
 /// strictly smaller (callers visit items in increasing index order, so ties keep the lowest index).
-inline void lower_moves(const float* r, size_t a, size_t k, int32_t item, float* m, int32_t* who) {
+TESSERA_ROW_SCAN_INLINE void lower_moves(const float* r, size_t a, size_t k, int32_t item, float* m, int32_t* who) {
   const float base = r[a];
   size_t b = 0;
-  const i4 it = i4{} + item;
-  for (; b + 4 <= k; b += 4) {
-    const f4 v = load4(r + b) - base;
-    const f4 old = load4(m + b);
-    const auto lt = v < old;
-    store4(m + b, lt ? v : old);
-    store4i(who + b, lt ? it : load4i(who + b));
+  const iv it = iv{} + item;
+  for (; b + kLanes <= k; b += kLanes) {
+    fv v, old;
+    iv w;
+    loadv(v, r + b);
+    loadv(old, m + b);
+    loadv(w, who + b);
+    v -= base;
+    const iv lt = v < old;
+    storev(m + b, lt ? v : old);
+    storev(who + b, lt ? it : w);
   }
   for (; b < k; ++b) {
     const float v = r[b] - base;
@@ -105,13 +122,18 @@ inline void lower_moves(const float* r, size_t a, size_t k, int32_t item, float*
 /// Calls f(j, join) for every j with join = r[j] + price[j] − base < admit[j]. admit may change inside
 /// f (a lower threshold applies from the next block of 4 on, which only admits more than needed).
 template <class F>
-inline void below_threshold(const float* r, const float* price, const float* admit, size_t k, float base, F&& f) {
+TESSERA_ROW_SCAN_INLINE void below_threshold(const float* r, const float* price, const float* admit, size_t k,
+                                             float base, F&& f) {
   size_t j = 0;
-  for (; j + 4 <= k; j += 4) {
-    const f4 join = load4(r + j) + load4(price + j) - base;
-    const i4 hit = join < load4(admit + j);
+  for (; j + kLanes <= k; j += kLanes) {
+    fv join, p, lim;
+    loadv(join, r + j);
+    loadv(p, price + j);
+    loadv(lim, admit + j);
+    join = join + p - base;
+    const iv hit = join < lim;
     if (any_lane(hit))
-      for (int l = 0; l < 4; ++l)
+      for (int l = 0; l < kLanes; ++l)
         if (hit[l]) f(j + l, join[l]);
   }
   for (; j < k; ++j) {

@@ -1,5 +1,8 @@
 #include "tessera/sid/index_json.h"
 
+#include <string_view>
+#include <unordered_map>
+
 #include <cstdint>
 
 namespace tessera {
@@ -59,10 +62,21 @@ std::string json_quote(const std::string& s) {
   return out + "\"";
 }
 
+void check_unique_keys(const std::vector<std::string>& keys) {
+  std::unordered_map<std::string_view, size_t> first;
+  first.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const auto [at, fresh] = first.emplace(keys[i], i);
+    TESSERA_CHECK_ARG(fresh, "item id \"" << keys[i] << "\" is given twice (lines " << at->second + 1 << " and " << i + 1
+                                          << "): index.json keys must be unique");
+  }
+}
+
 std::string index_json(MatrixView<const int32_t> ids, size_t levels, TokenFormat fmt,
                        const std::vector<std::string>* keys) {
   TESSERA_CHECK_ARG(!keys || keys->size() == ids.rows,
                     ids.rows << " items but " << keys->size() << " ids were given");
+  if (keys) check_unique_keys(*keys);
   TESSERA_CHECK_ARG(ids.cols <= 26, "at most 26 tokens per ID (letters a..z), got " << ids.cols);
   std::string out;
   out.reserve(ids.rows * (16 + 14 * ids.cols));

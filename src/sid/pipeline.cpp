@@ -3,12 +3,17 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "tessera/io/atomic_file.h"
+#include "tessera/sid/index_json.h"
 #include "tessera/io/npy.h"
 #include "tessera/io/npz.h"
 #include "tessera/quant/serialization.h"
@@ -76,6 +81,23 @@ void resolve(SemanticIds& s, MatrixView<const float> x) {
   s.metrics.max_id_length = longest;
 }
 
+// Per level, the mean square of the residual before and after that level's codewords (what fit reports,
+// for codes made without it, e.g. by encode).
+void level_mses(const ResidualQuantizer& q, MatrixView<const float> x, const CodeMatrix& codes,
+                std::vector<LevelMetrics>& levels) {
+  FloatMatrix r = FloatMatrix::copy_of(x);
+  for (size_t l = 0; l < levels.size(); ++l) {
+    levels[l].mse_before = mean_square(r.view());
+    const MatrixView<const float> book = q.codebook(l);
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
+    for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
+      const float* c = book.row(codes(i, l));
+      for (size_t j = 0; j < x.cols; ++j) r(i, j) -= c[j];
+    }
+    levels[l].mse_after = mean_square(r.view());
+  }
+}
+
 void fill_metrics(SemanticIds& s, MatrixView<const float> x, const std::vector<LevelReport>* reports,
                   const std::vector<std::string>* labels) {
   SidMetrics& m = s.metrics;
@@ -95,6 +117,8 @@ void fill_metrics(SemanticIds& s, MatrixView<const float> x, const std::vector<L
       m.levels[l].size_lo = (*reports)[l].bounds.lo;
       m.levels[l].size_hi = (*reports)[l].bounds.hi;
     }
+  else
+    level_mses(*s.model, x, s.codes, m.levels);
   if (labels) add_purity(m.levels, s.codes.view(), *labels);
 }
 
@@ -154,6 +178,24 @@ SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, Matrix
   return s;
 }
 
+void check_output_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (dir.empty()) TESSERA_THROW_IO("no output directory given");
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec);
+  if (ec) TESSERA_THROW_IO("output directory " << dir << ": " << ec.message());
+  // The nearest existing ancestor (the directory itself when it exists) must be a writable directory.
+  while (!fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p) p = p.parent_path();
+  if (!fs::is_directory(p, ec))
+    TESSERA_THROW_IO("output directory " << dir << ": " << p.string() << " exists and is not a directory");
+  // Permission bits do not tell (root, read-only mounts, /proc): try to make an entry there, and take it back.
+  std::string probe = (p / ".tessera-probe-XXXXXX").string();
+  if (!mkdtemp(probe.data()))
+    TESSERA_THROW_IO("output directory " << dir << " cannot be written (" << p.string() << ": " << std::strerror(errno)
+                                         << ")");
+  rmdir(probe.c_str());
+}
+
 void prepare_output_dir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -162,24 +204,68 @@ void prepare_output_dir(const std::string& dir) {
   if (access(dir.c_str(), W_OK) != 0) TESSERA_THROW_IO("output directory " << dir << " is not writable");
 }
 
+namespace {
+
+// The directories `prepare_output_dir(dir)` would create, outermost first.
+std::vector<std::filesystem::path> missing_dirs(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (fs::path p = fs::absolute(dir, ec); !ec && !fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p;
+       p = p.parent_path())
+    out.insert(out.begin(), p);
+  return out;
+}
+
+}  // namespace
+
 void write_semantic_ids(const std::string& dir, const SemanticIds& s, const std::vector<std::string>* keys,
                         bool with_model) {
+  namespace fs = std::filesystem;
+  if (keys) check_unique_keys(*keys);
+  check_output_dir(dir);
+  const std::vector<fs::path> created = missing_dirs(dir);
   prepare_output_dir(dir);
-  const std::string base = dir + "/";
-  // The model first, the index last: a reader that sees index.json sees everything it refers to.
-  if (with_model) {
-    std::vector<std::pair<std::string, MatrixView<const float>>> books;
-    for (size_t l = 0; l < s.model->num_codebooks(); ++l)
-      books.emplace_back("codebook_" + std::to_string(l), s.model->codebook(l));
-    write_npz(base + "codebooks.npz", books, true);
-    nlohmann::json meta;
-    meta["sid"] = {{"dedup", dedup_name(s.dedup)}, {"zero_based", s.format.zero_based},
-                   {"balance", s.metrics.balance}};
-    save_quantizer(*s.model, base + "model.tsq", meta.dump());
+  const fs::path staging = fs::path(dir) / (".tessera-staging." + std::to_string(getpid()));
+  std::vector<std::string> names;
+  try {
+    std::error_code ec;
+    fs::remove_all(staging, ec);
+    fs::create_directory(staging, ec);
+    if (ec) TESSERA_THROW_IO("cannot create " << staging.string() << ": " << ec.message());
+    const std::string base = staging.string() + "/";
+    if (with_model) {
+      std::vector<std::pair<std::string, MatrixView<const float>>> books;
+      for (size_t l = 0; l < s.model->num_codebooks(); ++l)
+        books.emplace_back("codebook_" + std::to_string(l), s.model->codebook(l));
+      write_npz(base + "codebooks.npz", books, true);
+      nlohmann::json meta;
+      meta["sid"] = {{"dedup", dedup_name(s.dedup)}, {"zero_based", s.format.zero_based},
+                     {"balance", s.metrics.balance}};
+      save_quantizer(*s.model, base + "model.tsq", meta.dump());
+      names = {"codebooks.npz", "model.tsq"};
+    }
+    write_npy(base + "codes.npy", s.codes.view());
+    write_file_atomic(base + "metrics.json", s.metrics.to_json() + "\n");
+    write_file_atomic(base + "index.json", index_json(s.ids.view(), s.codes.cols(), s.format, keys));
+    // The index last: a reader that sees index.json sees everything it refers to.
+    for (const char* n : {"codes.npy", "metrics.json", "index.json"}) names.emplace_back(n);
+    for (const std::string& n : names) {
+      const fs::path target = fs::path(dir) / n;
+      TESSERA_CHECK_ARG(!fs::exists(target, ec) || fs::is_regular_file(target, ec),
+                        target.string() << " exists and is not a regular file: nothing was written");
+    }
+    for (const std::string& n : names) {
+      fs::rename(staging / n, fs::path(dir) / n, ec);
+      if (ec) TESSERA_THROW_IO("cannot move " << n << " into " << dir << ": " << ec.message());
+    }
+    fs::remove(staging, ec);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(staging, ec);
+    for (auto it = created.rbegin(); it != created.rend(); ++it) fs::remove(*it, ec);  // only if empty
+    throw;
   }
-  write_npy(base + "codes.npy", s.codes.view());
-  write_file_atomic(base + "metrics.json", s.metrics.to_json() + "\n");
-  write_file_atomic(base + "index.json", index_json(s.ids.view(), s.codes.cols(), s.format, keys));
 }
 
 SidModel load_sid_model(const std::string& path) {

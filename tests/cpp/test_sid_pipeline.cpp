@@ -108,6 +108,10 @@ TEST(SidPipeline, BadInputsAreClearErrors) {
   std::vector<std::string> labels(99, "a");
   EXPECT_THROW(build_semantic_ids(x.view(), small_params(), &labels), InvalidArgument);
   EXPECT_THROW(prepare_output_dir("/proc/tessera-cannot-write-here"), Error);
+  EXPECT_THROW(check_output_dir("/proc/tessera-cannot-write-here/sub"), Error);
+  EXPECT_FALSE(fs::exists("/proc/tessera-cannot-write-here"));
+  EXPECT_NO_THROW(check_output_dir(::testing::TempDir() + "/not/yet/there"));
+  EXPECT_FALSE(fs::exists(::testing::TempDir() + "/not"));
 }
 
 TEST(Cli, BuildThenEncode) {
@@ -128,6 +132,14 @@ TEST(Cli, BuildThenEncode) {
   ASSERT_EQ(st, 0) << out;
   EXPECT_TRUE(fs::exists(dir + "/enc/codes.npy"));
   EXPECT_TRUE(fs::exists(dir + "/enc/index.json"));
+  // encode reports the residual MSE of every level, as build does: falling level by level to the total.
+  std::ifstream in(dir + "/enc/metrics.json");
+  const auto m = nlohmann::json::parse(in);
+  ASSERT_EQ(m["levels"].size(), 2u);
+  EXPECT_NEAR(m["levels"][0]["mse_before"].get<double>(), m["mse_before"].get<double>(), 1e-9);
+  EXPECT_LT(m["levels"][0]["mse_after"].get<double>(), m["levels"][0]["mse_before"].get<double>());
+  EXPECT_NEAR(m["levels"][1]["mse_before"].get<double>(), m["levels"][0]["mse_after"].get<double>(), 1e-12);
+  EXPECT_NEAR(m["levels"][1]["mse_after"].get<double>(), m["mse"].get<double>(), 1e-6);
 }
 
 TEST(Cli, BadInputFailsCleanlyWithoutOutput) {
@@ -142,12 +154,29 @@ TEST(Cli, BadInputFailsCleanlyWithoutOutput) {
   auto out = run_cli("sid build " + dir + "/nan.npy --out " + dir + "/o1 --codebook-size 4 -q", &st);
   EXPECT_NE(st, 0);
   EXPECT_NE(out.find("row 17"), std::string::npos) << out;
-  EXPECT_FALSE(fs::exists(dir + "/o1/index.json"));
+  EXPECT_FALSE(fs::exists(dir + "/o1")) << "a failed run must not even leave its output directory";
   x(17, 2) = 0;
   write_npy(dir + "/x.npy", x.view());
   out = run_cli("sid build " + dir + "/x.npy --out " + dir + "/o2 --codebook-size 64 -q", &st);
   EXPECT_NE(st, 0);
   EXPECT_NE(out.find("N < K"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir + "/o2"));
+  // The same id twice would make index.json lose an item.
+  {
+    std::ofstream ids(dir + "/ids.txt");
+    for (int i = 0; i < 50; ++i) ids << (i == 31 ? std::string("item3") : "item" + std::to_string(i)) << "\n";
+  }
+  out = run_cli("sid build " + dir + "/x.npy --out " + dir + "/o6 --codebook-size 4 --ids " + dir + "/ids.txt -q", &st);
+  EXPECT_NE(st, 0);
+  EXPECT_NE(out.find("\"item3\" is given twice (lines 4 and 32)"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir + "/o6"));
+  // A later file that cannot be written leaves none of the set behind.
+  fs::create_directories(dir + "/o7/index.json/blocker");
+  out = run_cli("sid build " + dir + "/x.npy --out " + dir + "/o7 --codebook-size 4 -q", &st);
+  EXPECT_NE(st, 0);
+  EXPECT_NE(out.find("not a regular file"), std::string::npos) << out;
+  for (const auto& e : fs::directory_iterator(dir + "/o7"))
+    EXPECT_EQ(e.path().filename(), "index.json") << "left behind: " << e.path();
   out = run_cli("sid build " + dir + "/x.npy --out /proc/no/such --codebook-size 4 -q", &st);
   EXPECT_NE(st, 0);
   // Encoding with a model of another dimension.

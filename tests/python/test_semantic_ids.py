@@ -148,6 +148,13 @@ def test_bad_input(tmp_path, small):
     with pytest.raises(tessera.IOError) as e:
         s.save(blocker / "out")
     assert isinstance(e.value, OSError)
+    keys = [f"item{i}" for i in range(400)]
+    keys[399] = "item7"
+    with pytest.raises(tessera.InvalidArgument, match='"item7" is given twice'):
+        s.save(tmp_path / "dup", keys=keys)
+    with pytest.raises(tessera.InvalidArgument, match="given twice"):
+        s.index_json(keys)
+    assert not (tmp_path / "dup").exists()
     s.save(tmp_path / "ok")
     raw = (tmp_path / "ok" / "model.tsq").read_bytes()
     (tmp_path / "trunc.tsq").write_bytes(raw[:40])

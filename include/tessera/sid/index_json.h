@@ -18,6 +18,9 @@ struct TokenFormat {
 std::string index_json(MatrixView<const int32_t> ids, size_t levels, TokenFormat fmt,
                        const std::vector<std::string>* keys = nullptr);
 
+/// Throws InvalidArgument naming the first id given twice (JSON object keys must be unique).
+void check_unique_keys(const std::vector<std::string>& keys);
+
 /// JSON string literal for s (quotes included), escaping as Python's json.dumps with ensure_ascii.
 std::string json_quote(const std::string& s);
 

@@ -45,11 +45,18 @@ SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p,
 SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, MatrixView<const float> x, Dedup dedup,
                                 TokenFormat format, const std::vector<std::string>* labels = nullptr);
 
+/// Check, without creating anything, that `dir` could be written: an existing writable directory, or a
+/// path whose nearest existing ancestor is one. IOError / InvalidArgument otherwise. Front ends call it
+/// before the work starts, so that a bad output path fails early and leaves nothing behind.
+void check_output_dir(const std::string& dir);
+
 /// Create `dir` (and parents) if needed and check it is writable; IOError otherwise.
 void prepare_output_dir(const std::string& dir);
 
-/// Write index.json, codes.npy, metrics.json and, with `with_model`, codebooks.npz and model.tsq into dir.
-/// Every file is written atomically. keys: n item ids for index.json (nullptr: row numbers).
+/// Write index.json, codes.npy, metrics.json and, with `with_model`, codebooks.npz and model.tsq into dir,
+/// as one set: all files are first written (each fsync'ed) into a staging folder inside dir and moved into
+/// place only when every one is complete, so an error leaves none of them behind (nor dir, if this call
+/// created it). keys: n item ids for index.json (nullptr: row numbers), unique.
 void write_semantic_ids(const std::string& dir, const SemanticIds& s, const std::vector<std::string>* keys,
                         bool with_model = true);
 
