@@ -91,7 +91,9 @@ int main(int argc, char** argv) {
   build->add_option("--dedup", dedup, "collision resolution")
       ->check(CLI::IsMember({"append", "append-all", "reassign", "none"}))
       ->capture_default_str();
-  build->add_option("--seed", seed, "random seed (each level derives its own)")->capture_default_str();
+  build->add_option("--seed", seed, "random seed (each level derives its own)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   build->add_option("--n-init", n_init, "k-means restarts per level")->capture_default_str();
   build->add_option("--max-iter", max_iter, "Lloyd iterations per restart")->capture_default_str();
   build->add_option("--tol", tol, "relative tolerance on centroid movement")->capture_default_str();
@@ -132,6 +134,8 @@ int main(int argc, char** argv) {
         p.codebook_sizes.assign(levels, codebook_size);
       }
       p.balance = balance == "exact";
+      TESSERA_CHECK_ARG(p.balance || (!size_min && !size_max),
+                        "--size-min/--size-max bound balanced levels: they need --balance exact");
       p.dedup = parse_dedup(dedup);
       p.format.zero_based = zero_based;
       p.seed = seed;

@@ -38,7 +38,7 @@ TESSERA_CLONE_PER_ISA void few_centroid_distances(
   // Small products (k-means++ on a seeding sample calls this once per centre) run on the calling
   // thread: waking the pool costs more than the work.
   const bool parallel = x.rows * k * d >= kParallelWork;
-#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads()) if (parallel)
   for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
     const float* r = x.row(i);
     for (size_t j0 = 0; j0 < k; j0 += G) {

@@ -179,6 +179,13 @@ TEST(Cli, BadInputFailsCleanlyWithoutOutput) {
     EXPECT_EQ(e.path().filename(), "index.json") << "left behind: " << e.path();
   out = run_cli("sid build " + dir + "/x.npy --out /proc/no/such --codebook-size 4 -q", &st);
   EXPECT_NE(st, 0);
+  // Options that would be silently ignored or wrapped around.
+  out = run_cli("sid build " + dir + "/x.npy --out " + dir + "/o8 --codebook-size 4 --balance none --size-min 3 -q", &st);
+  EXPECT_NE(st, 0);
+  EXPECT_NE(out.find("need --balance exact"), std::string::npos) << out;
+  out = run_cli("sid build " + dir + "/x.npy --out " + dir + "/o8 --codebook-size 4 --seed -1 -q", &st);
+  EXPECT_NE(st, 0);
+  EXPECT_FALSE(fs::exists(dir + "/o8"));
   // Encoding with a model of another dimension.
   out = run_cli("sid build " + dir + "/x.npy --out " + dir + "/o3 --codebook-size 4 --levels 1 -q", &st);
   ASSERT_EQ(st, 0) << out;
