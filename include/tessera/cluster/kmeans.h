@@ -49,7 +49,8 @@ struct KMeansResult {
 KMeansResult kmeans(MatrixView<const float> x, const KMeansParams& p);
 
 /// Initial centres (k × d) by k-means++ on x with the given seed.
-FloatMatrix kmeans_plus_plus(MatrixView<const float> x, size_t k, uint64_t seed);
+/// trials: candidates drawn per centre, the best kept (greedy k-means++); 0 = scikit-learn's 2 + ln k.
+FloatMatrix kmeans_plus_plus(MatrixView<const float> x, size_t k, uint64_t seed, size_t trials = 0);
 
 /// Mean of the rows assigned to each cluster (k × d); empty clusters keep their row of `previous`.
 /// counts: k output sizes. Summation in a fixed order, so results do not depend on the thread count.
