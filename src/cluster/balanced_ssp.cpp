@@ -332,7 +332,6 @@ class SspSolver {
     len_[e] = (uint8_t)(n + 1);
     if (at == 0) move_[e] = m.value, who_[e] = m.item;
   }
-  static constexpr size_t kPrefetchAhead = 16;  // rescans read one cost per member row: cache misses
   void set_floor(size_t e, Mover m) {
     floor_[e] = m;
     floor_value_[e] = m.value;
@@ -348,7 +347,6 @@ class SspSolver {
       if (b != a && m.value <= floor_value_[e] && before(m, floor_[e])) insert(e, m);
     }
   }
-  // Item i left cluster a: out of every list of row a, rescanning the entries whose list ran dry.
   // Item i left cluster a: out of every list of row a; the entries whose list ran dry are rescanned, or,
   // when there are many (an outlier of a is often the cheapest mover towards many clusters), the whole row
   // is rebuilt in one vectorised pass over a's member rows instead of many column reads that miss the cache.
@@ -385,6 +383,7 @@ class SspSolver {
     }
   }
   static constexpr size_t kRebuildRowAtLeast = 4;
+  static constexpr size_t kPrefetchAhead = 16;  // rescans read one cost per member row: cache misses
   // The list of entry (a, b) from scratch over a's members.
   void rescan(size_t a, size_t b) {
     const size_t e = a * k_ + b;

@@ -49,11 +49,6 @@ inline void take_scalar(Nearest& best, double v, size_t j) {
   if (v < best.key) best = {v, (int32_t)j};  // later indices win only when strictly smaller
 }
 
-inline Nearest merge(Nearest a, Nearest b) {
-  if (b.key < a.key || (b.key == a.key && b.index >= 0 && b.index < a.index)) return b;
-  return a;
-}
-
 constexpr l8 kFirstLanes = {0, 1, 2, 3, 4, 5, 6, 7};
 
 }  // namespace

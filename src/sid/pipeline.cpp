@@ -30,16 +30,20 @@ double reconstruction_mse(const ResidualQuantizer& q, MatrixView<const float> x,
   return mean_squared_error(x, rec.view());
 }
 
+// r −= the codewords of level l (r: n × d residuals, codes: n × L).
+void subtract_level(const ResidualQuantizer& q, size_t l, const CodeMatrix& codes, FloatMatrix& r) {
+  const MatrixView<const float> book = q.codebook(l);
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)r.rows(); ++i) {
+    const float* c = book.row(codes(i, l));
+    for (size_t j = 0; j < r.cols(); ++j) r(i, j) -= c[j];
+  }
+}
+
 // x minus the codewords of every level but the last: what the last level quantizes.
 FloatMatrix last_level_residual(const ResidualQuantizer& q, MatrixView<const float> x, const CodeMatrix& codes) {
   FloatMatrix r = FloatMatrix::copy_of(x);
-  const size_t L = q.num_codebooks();
-#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
-  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
-    for (size_t l = 0; l + 1 < L; ++l) {
-      const float* c = q.codebook(l).row(codes(i, l));
-      for (size_t j = 0; j < x.cols; ++j) r(i, j) -= c[j];
-    }
+  for (size_t l = 0; l + 1 < q.num_codebooks(); ++l) subtract_level(q, l, codes, r);
   return r;
 }
 
@@ -88,12 +92,7 @@ void level_mses(const ResidualQuantizer& q, MatrixView<const float> x, const Cod
   FloatMatrix r = FloatMatrix::copy_of(x);
   for (size_t l = 0; l < levels.size(); ++l) {
     levels[l].mse_before = mean_square(r.view());
-    const MatrixView<const float> book = q.codebook(l);
-#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
-    for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
-      const float* c = book.row(codes(i, l));
-      for (size_t j = 0; j < x.cols; ++j) r(i, j) -= c[j];
-    }
+    subtract_level(q, l, codes, r);
     levels[l].mse_after = mean_square(r.view());
   }
 }
@@ -178,14 +177,27 @@ SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, Matrix
   return s;
 }
 
-void check_output_dir(const std::string& dir) {
+namespace {
+
+// The nearest existing ancestor of dir (dir itself when it exists), and, outermost first, the directories
+// below it that prepare_output_dir(dir) would create.
+std::filesystem::path nearest_existing(const std::string& dir, std::vector<std::filesystem::path>* missing) {
   namespace fs = std::filesystem;
   if (dir.empty()) TESSERA_THROW_IO("no output directory given");
   std::error_code ec;
   fs::path p = fs::absolute(dir, ec);
   if (ec) TESSERA_THROW_IO("output directory " << dir << ": " << ec.message());
-  // The nearest existing ancestor (the directory itself when it exists) must be a writable directory.
-  while (!fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p) p = p.parent_path();
+  for (; !fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p; p = p.parent_path())
+    if (missing) missing->insert(missing->begin(), p);
+  return p;
+}
+
+}  // namespace
+
+void check_output_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path p = nearest_existing(dir, nullptr);
+  std::error_code ec;
   if (!fs::is_directory(p, ec))
     TESSERA_THROW_IO("output directory " << dir << ": " << p.string() << " exists and is not a directory");
   // Permission bits do not tell (root, read-only mounts, /proc): try to make an entry there, and take it back.
@@ -204,27 +216,12 @@ void prepare_output_dir(const std::string& dir) {
   if (access(dir.c_str(), W_OK) != 0) TESSERA_THROW_IO("output directory " << dir << " is not writable");
 }
 
-namespace {
-
-// The directories `prepare_output_dir(dir)` would create, outermost first.
-std::vector<std::filesystem::path> missing_dirs(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::vector<fs::path> out;
-  std::error_code ec;
-  for (fs::path p = fs::absolute(dir, ec); !ec && !fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p;
-       p = p.parent_path())
-    out.insert(out.begin(), p);
-  return out;
-}
-
-}  // namespace
-
 void write_semantic_ids(const std::string& dir, const SemanticIds& s, const std::vector<std::string>* keys,
                         bool with_model) {
   namespace fs = std::filesystem;
-  if (keys) check_unique_keys(*keys);
   check_output_dir(dir);
-  const std::vector<fs::path> created = missing_dirs(dir);
+  std::vector<fs::path> created;
+  nearest_existing(dir, &created);
   prepare_output_dir(dir);
   const fs::path staging = fs::path(dir) / (".tessera-staging." + std::to_string(getpid()));
   std::vector<std::string> names;
