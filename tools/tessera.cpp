@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 42;
   int n_init = 3, max_iter = 100, threads = 0;
   double tol = 1e-4;
-  bool zero_based = false, quiet = false;
+  bool zero_based = false, quiet = false, all_rows_lloyd = false;
   build->add_option("input", input, "embeddings: .npy (float16/32/64), .fvecs or .bvecs (N × d)")->required();
   build->add_option("--out", out_dir, "output directory")->required();
   auto* levels_opt = build->add_option("--levels", levels, "number of levels L")->capture_default_str();
@@ -100,6 +100,9 @@ int main(int argc, char** argv) {
   build->add_option("--size-min", size_min, "smallest cluster size (default max(1, N/K - 1))");
   build->add_option("--size-max", size_max, "largest cluster size (default N/K + 1)");
   build->add_option("--train-sample", train_sample, "train on N sampled rows, then assign every row");
+  build->add_flag("--no-sample-warm-start", all_rows_lloyd,
+                  "every Lloyd iteration on all rows (default: from 1024·K rows on, restarts run on a 256·K-row "
+                  "sample and the last quarter of the iterations on all rows)");
   build->add_option("--ids", ids_file, "text file: one item id per line (index.json keys)");
   build->add_option("--labels", labels_file, "text file: one category per line (purity metrics)");
   build->add_flag("--zero-based", zero_based, "tokens count from 0 (RQ-VAE style) instead of 1");
@@ -143,6 +146,7 @@ int main(int argc, char** argv) {
       p.max_iter = max_iter;
       p.tol = tol;
       p.train_sample = train_sample;
+      p.sample_warm_start = !all_rows_lloyd;
       if (size_min) p.size_min = size_min;
       if (size_max) p.size_max = size_max;
       p.progress = cli::progress_bar(quiet);

@@ -316,7 +316,7 @@ py::list reports_to_list(const std::vector<tessera::LevelReport>& reps) {
     const auto& r = reps[m];
     out.append(py::dict("level"_a = m, "codebook_size"_a = r.codebook_size, "mse_before"_a = r.mse_before,
                         "mse_after"_a = r.mse_after, "seconds"_a = r.seconds, "iterations"_a = r.iterations,
-                        "size_min"_a = r.bounds.lo, "size_max"_a = r.bounds.hi));
+                        "warm_start_rows"_a = r.warm_start_rows, "size_min"_a = r.bounds.lo, "size_max"_a = r.bounds.hi));
   }
   return out;
 }
@@ -582,7 +582,10 @@ PYBIND11_MODULE(_tessera, m) {
           "Rows of x used for training (int64, increasing) when max_train_points subsampled, else None.")
       .def_readonly("objective", &tessera::KMeansResult::objective,
                     "Sum of squared distances of the training rows to their assigned centroid.")
-      .def_readonly("iterations", &tessera::KMeansResult::iterations, "Lloyd iterations of the winning restart.")
+      .def_readonly("iterations", &tessera::KMeansResult::iterations,
+                    "Lloyd iterations of the winning restart (on the warm-start sample and on all rows).")
+      .def_readonly("warm_start_rows", &tessera::KMeansResult::warm_start_rows,
+                    "Rows of the sample the restarts ran on (0: every iteration on all rows).")
       .def_readonly("best_init", &tessera::KMeansResult::best_init, "Index of the winning restart.")
       .def("__repr__", [](const tessera::KMeansResult& r) {
         return "KMeansResult(k=" + std::to_string(r.centroids.rows()) + ", d=" + std::to_string(r.centroids.cols()) +
@@ -593,7 +596,7 @@ PYBIND11_MODULE(_tessera, m) {
       "kmeans",
       [](const py::object& x, size_t k, int max_iter, double tol, int n_init, const std::string& init, uint64_t seed,
          size_t max_train_points, const py::object& size_min, const py::object& size_max, bool balanced,
-         const py::object& progress) {
+         bool sample_warm_start, const py::object& progress) {
         F32In in = as_f32(x, "x");
         tessera::KMeansParams p;
         p.k = k;
@@ -603,6 +606,7 @@ PYBIND11_MODULE(_tessera, m) {
         p.init = parse_init(init);
         p.seed = seed;
         p.max_train_points = max_train_points;
+        p.sample_warm_start = sample_warm_start;
         const auto lo = opt_size(size_min), hi = opt_size(size_max);
         if (balanced || lo || hi) {
           const size_t n = in.view.rows, nt = max_train_points && max_train_points < n ? max_train_points : n;
@@ -620,10 +624,12 @@ PYBIND11_MODULE(_tessera, m) {
       },
       "x"_a, "k"_a, py::kw_only(), "max_iter"_a = 100, "tol"_a = 1e-4, "n_init"_a = 3, "init"_a = "k-means++",
       "seed"_a = 42, "max_train_points"_a = 0, "size_min"_a = py::none(), "size_max"_a = py::none(),
-      "balanced"_a = false, "progress"_a = py::none(),
+      "balanced"_a = false, "sample_warm_start"_a = true, "progress"_a = py::none(),
       "k-means (Lloyd) on x: n × d float32 into k clusters.\n\n"
       "init: 'k-means++' or 'random'; n_init restarts (lowest objective wins); tol as scikit-learn;\n"
-      "max_train_points > 0 trains on a uniform sample of that many rows. balanced=True, or size_min /\n"
+      "max_train_points > 0 trains on a uniform sample of that many rows. sample_warm_start: from 1024·k\n"
+      "training rows on, the restarts run on a 256·k-row sample and the last quarter of the iterations (at\n"
+      "least 4) of the best one on all rows; False: every iteration on all rows. balanced=True, or size_min /\n"
       "size_max, constrain every cluster's size (missing bounds default to max(1, n//k - 1), n//k + 1 for the\n"
       "n training rows). progress: callable(stage, done, total, value). Deterministic for a given seed at any\n"
       "thread count. Returns a KMeansResult (centroids k × d, labels, objective, iterations).");
@@ -677,7 +683,7 @@ PYBIND11_MODULE(_tessera, m) {
                    "Methods may be called from several Python threads; heavy ones release the GIL.")
       .def(py::init([](size_t d, std::vector<size_t> codebook_sizes, bool balance, int max_iter, double tol, int n_init,
                        const std::string& init, uint64_t seed, const py::object& size_min, const py::object& size_max,
-                       size_t train_sample, const py::object& progress) {
+                       size_t train_sample, bool sample_warm_start, const py::object& progress) {
              if (d == 0) throw_invalid("d must be at least 1");
              if (codebook_sizes.empty()) throw_invalid("codebook_sizes must name at least one level");
              for (size_t k : codebook_sizes)
@@ -692,6 +698,7 @@ PYBIND11_MODULE(_tessera, m) {
              p.size_min = opt_size(size_min);
              p.size_max = opt_size(size_max);
              p.train_sample = train_sample;
+             p.sample_warm_start = sample_warm_start;
              auto r = std::make_unique<PyRQ>(std::make_shared<tessera::ResidualQuantizer>(d, codebook_sizes, p));
              if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
                throw py::type_error("progress must be a callable or None");
@@ -700,11 +707,11 @@ PYBIND11_MODULE(_tessera, m) {
            }),
            "d"_a, "codebook_sizes"_a, py::kw_only(), "balance"_a = false, "max_iter"_a = 100, "tol"_a = 1e-4,
            "n_init"_a = 3, "init"_a = "k-means++", "seed"_a = 42, "size_min"_a = py::none(), "size_max"_a = py::none(),
-           "train_sample"_a = 0, "progress"_a = py::none(),
+           "train_sample"_a = 0, "sample_warm_start"_a = true, "progress"_a = py::none(),
            "A residual quantizer for d-dimensional vectors with len(codebook_sizes) levels of K_m codes.\n"
            "balance: train levels with size-constrained k-means (bounds size_min/size_max, default per level\n"
            "max(1, n//K - 1), n//K + 1). Level m trains with a seed derived from (seed, m). train_sample > 0:\n"
-           "learn codebooks on that many sampled rows, then assign all rows.")
+           "learn codebooks on that many sampled rows, then assign all rows. sample_warm_start: as in kmeans().")
       .def(
           "fit",
           [](PyRQ& r, const py::object& x) {
@@ -917,7 +924,7 @@ PYBIND11_MODULE(_tessera, m) {
       .def_property_readonly(
           "last_fit_report", [](PyRQ& r) { return r.last_fit_report; },
           "Per-level figures of the last fit()/train()/assign_balanced(): a list of dicts with level,\n"
-          "codebook_size, mse_before, mse_after, seconds, iterations, size_min, size_max (None before).")
+          "codebook_size, mse_before, mse_after, seconds, iterations, warm_start_rows, size_min, size_max (None before).")
       .def_property_readonly("dim", [](PyRQ& r) { return r.q->dim(); }, "Vector dimension d.")
       .def_property_readonly(
           "codebook_sizes", [](PyRQ& r) { return r.q->codebook_sizes(); }, "K_m for each level.")
@@ -942,7 +949,7 @@ PYBIND11_MODULE(_tessera, m) {
                             "seed"_a = p.seed,
                             "size_min"_a = p.size_min ? py::cast(*p.size_min) : py::none(),
                             "size_max"_a = p.size_max ? py::cast(*p.size_max) : py::none(),
-                            "train_sample"_a = p.train_sample);
+                            "train_sample"_a = p.train_sample, "sample_warm_start"_a = p.sample_warm_start);
           },
           "Training parameters (a dict copy).")
       .def("__repr__", [](PyRQ& r) {
@@ -1025,7 +1032,8 @@ PYBIND11_MODULE(_tessera, m) {
       "build_semantic_ids",
       [](const py::object& x, size_t levels, size_t codebook_size, const py::object& codebook_sizes, bool balance,
          const std::string& dedup, uint64_t seed, int n_init, int max_iter, double tol, const py::object& size_min,
-         const py::object& size_max, size_t train_sample, bool zero_based, const py::object& labels,
+         const py::object& size_max, size_t train_sample, bool sample_warm_start, bool zero_based,
+         const py::object& labels,
          const py::object& progress, const py::object& threads) {
         F32In in = as_f32(x, "x");
         tessera::SidParams p;
@@ -1045,6 +1053,7 @@ PYBIND11_MODULE(_tessera, m) {
         p.max_iter = max_iter;
         p.tol = tol;
         p.train_sample = train_sample;
+        p.sample_warm_start = sample_warm_start;
         auto lab = opt_strings(labels, "labels", in.view.rows);
         const int nthreads = threads.is_none() ? 0 : threads.cast<int>();
         Progress prog(progress);
@@ -1060,12 +1069,13 @@ PYBIND11_MODULE(_tessera, m) {
       },
       "x"_a, py::kw_only(), "levels"_a = 3, "codebook_size"_a = 256, "codebook_sizes"_a = py::none(),
       "balance"_a = true, "dedup"_a = "append", "seed"_a = 42, "n_init"_a = 3, "max_iter"_a = 100, "tol"_a = 1e-4,
-      "size_min"_a = py::none(), "size_max"_a = py::none(), "train_sample"_a = 0, "zero_based"_a = false,
+      "size_min"_a = py::none(), "size_max"_a = py::none(), "train_sample"_a = 0, "sample_warm_start"_a = true,
+      "zero_based"_a = false,
       "labels"_a = py::none(), "progress"_a = py::none(), "threads"_a = py::none(),
       "Train (balanced) RQ-KMeans on x: n × d float32 and give every item a unique semantic ID.\n\n"
       "levels × codebook_size codes, or codebook_sizes=[K_0, K_1, ...]. balance: size-constrained levels\n"
       "(bounds size_min/size_max, default max(1, n//K - 1), n//K + 1). dedup: 'append' (MiniOneRec),\n"
-      "'append-all' (TIGER), 'reassign' or 'none'. zero_based: 0-based level tokens (default 1-based,\n"
+      "'append-all' (TIGER), 'reassign' or 'none'. sample_warm_start: as in kmeans(). zero_based: 0-based level tokens (default 1-based,\n"
       "as MiniOneRec's rqkmeans scripts). labels: n categories for purity metrics. threads: thread count for\n"
       "this call. Same seed → same codes at any thread count. Returns SemanticIds.");
 

@@ -71,6 +71,9 @@ class KMeansResult:
     objective: float
     """Σ squared distance of the training rows to their centroid."""
     iterations: int
+    """Lloyd iterations of the winning restart (on the warm-start sample and on all rows)."""
+    warm_start_rows: int
+    """Rows of the sample the restarts ran on (0: every iteration on all rows)."""
     best_init: int
 
 def kmeans(
@@ -86,6 +89,7 @@ def kmeans(
     size_min: Optional[int] = None,
     size_max: Optional[int] = None,
     balanced: bool = False,
+    sample_warm_start: bool = True,
     progress: Optional[ProgressFn] = None,
 ) -> KMeansResult:
     """k-means of x: n × d into k clusters; size-constrained with balanced=True or size_min/size_max."""
@@ -117,6 +121,7 @@ class ResidualQuantizer:
         size_min: Optional[int] = None,
         size_max: Optional[int] = None,
         train_sample: int = 0,
+        sample_warm_start: bool = True,
         progress: Optional[ProgressFn] = None,
     ) -> None: ...
     def fit(self, x: ArrayLike) -> npt.NDArray[np.int32]:
@@ -219,6 +224,7 @@ def build_semantic_ids(
     size_min: Optional[int] = None,
     size_max: Optional[int] = None,
     train_sample: int = 0,
+    sample_warm_start: bool = True,
     zero_based: bool = False,
     labels: Optional[Sequence[object]] = None,
     progress: Optional[ProgressFn] = None,

@@ -292,9 +292,12 @@ class SspSolver {
     std::fill(&len_[row], &len_[row] + k_, 0);
     std::fill(&floor_[row], &floor_[row] + k_, Mover{kInfF, -1});
     std::fill(&floor_value_[row], &floor_value_[row] + k_, kInfF);
+    const size_t count = members.size();
     if (depth_ > 1) {
-      for (int32_t i : members) {
+      for (size_t x = 0; x < count; ++x) {
+        const int32_t i = members[x];
         const float* r = c_.row(i);
+        if (x + kRowsAhead < count) prefetch_row(members[x + kRowsAhead]);
         below_threshold(r, zeros_.data(), &floor_value_[row], k_, r[a], [&](size_t b, float v) {
           if (b != a) insert(row + b, Mover{v, i});
         });
@@ -304,7 +307,10 @@ class SspSolver {
     // Single movers: the plain minimum, with the floor at the mover itself.
     float* m = &move_[row];
     int32_t* w = &who_[row];
-    for (int32_t i : members) lower_moves(c_.row(i), a, k_, i, m, w);
+    for (size_t x = 0; x < count; ++x) {
+      if (x + kRowsAhead < count) prefetch_row(members[x + kRowsAhead]);
+      lower_moves(c_.row(members[x]), a, k_, members[x], m, w);
+    }
     m[a] = kInfF, w[a] = -1;
     for (size_t b = 0; b < k_; ++b) {
       if (w[b] < 0) continue;
@@ -313,6 +319,12 @@ class SspSolver {
       set_floor(row + b, list_[row + b]);
     }
   }
+  // Member rows are scattered over the matrix: the one kRowsAhead on is fetched while this one is scanned.
+  void prefetch_row(int32_t i) const {
+    const float* r = c_.row(i);
+    for (size_t j = 0; j < k_; j += 16) __builtin_prefetch(r + j);
+  }
+  static constexpr size_t kRowsAhead = 4;
   static constexpr size_t kListBudget = size_t(1) << 21, kMaxDepth = 16, kMembersPerListSlot = 64;
 
   // Adds key m to the list of entry e; requires m before floor_[e].

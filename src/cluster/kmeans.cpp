@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include "tessera/core/distances.h"
 #include "tessera/core/rng.h"
@@ -180,6 +181,80 @@ void update_centroids(MatrixView<const float> x, const int32_t* assignment, size
   sum_members(x, members.data(), start.data(), k, centroids);
 }
 
+namespace {
+
+// Lloyd's iterations over one set of rows: the per-row buffers and, for balanced k-means, the assigner
+// whose prices carry over from one iteration to the next.
+class LloydRows {
+ public:
+  LloydRows(MatrixView<const float> x, size_t k, std::optional<SizeBounds> bounds)
+      : x_(x), k_(k), norms_(x.rows), assign_(x.rows), dist_(x.rows) {
+    row_norms_sqr(x, norms_.data());  // constant over all iterations
+    if (bounds) balanced_.emplace(*bounds);
+  }
+
+  // The E-step: every row to its (size-constrained) nearest centroid; returns the objective.
+  double assign(MatrixView<const float> c) {
+    if (balanced_) return balanced_->assign(x_, c, assign_.data(), dist_.data(), norms_.data());
+    nearest_centroids(x_, c, assign_.data(), dist_.data(), norms_.data());
+    double s = 0;
+    for (float v : dist_) s += v;
+    return s;
+  }
+
+  // Iterations from centroids c until the squared centroid shift is at most tol or `iters` are done;
+  // tick(iteration, objective) after each. Returns the number done.
+  template <class Tick>
+  int iterate(MatrixView<float> c, int iters, double tol, Tick&& tick) {
+    FloatMatrix prev(c.rows, c.cols);
+    for (int it = 1; it <= iters; ++it) {
+      const double obj = assign(c);
+      for (size_t j = 0; j < c.rows; ++j) std::copy(c.row(j), c.row(j) + c.cols, prev.row(j));
+      update_centroids(x_, assign_.data(), k_, c, counts_);
+      if (!balanced_) repair_empty_clusters(x_, assign_, dist_, counts_, c);
+      double shift = 0;
+      for (size_t j = 0; j < c.rows; ++j)
+        for (size_t l = 0; l < c.cols; ++l) {
+          const double t = double(c(j, l)) - prev(j, l);
+          shift += t * t;
+        }
+      tick(it, obj);
+      if (shift <= tol) return it;
+    }
+    return iters;
+  }
+
+  std::vector<double> prices() const { return balanced_ ? balanced_->prices() : std::vector<double>{}; }
+  void set_prices(std::vector<double> prices) {
+    if (balanced_) balanced_->set_prices(std::move(prices));
+  }
+  const std::vector<int32_t>& assignment() const { return assign_; }
+
+ private:
+  MatrixView<const float> x_;
+  size_t k_;
+  std::vector<float> norms_;
+  std::vector<int32_t> assign_;
+  std::vector<float> dist_;
+  std::vector<size_t> counts_;
+  std::optional<BalancedAssigner> balanced_;
+};
+
+// The sample warm start (KMeansParams::sample_warm_start): the sample has faiss's default
+// max_points_per_centroid = 256 rows per centre, and the input must be kWarmStartMinRatio times larger
+// for the saving to matter. Measured on 1M × 128, K = 256, L = 3, balanced, 25 iterations: all rows
+// 105 s; 2, 4, 8 of them on all rows 36, 38, 48 s with reconstruction MSE +0.8%, +0.7%, +0.35%; the
+// sample alone +4.2%.
+constexpr size_t kWarmStartRowsPerCentre = 256, kWarmStartMinRatio = 4;
+constexpr int kMinFullIterations = 4;
+
+// The sample's size bounds: the full bounds scaled to its size (rounded outwards, so still feasible).
+SizeBounds scaled_bounds(SizeBounds b, size_t n, size_t s) {
+  return SizeBounds{b.lo * s / n, (b.hi * s + n - 1) / n};
+}
+
+}  // namespace
+
 KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
   TESSERA_CHECK_ARG(x_all.rows > 0 && x_all.cols > 0, "k-means needs a non-empty input, got " << x_all.rows << " × "
                                                                                               << x_all.cols);
@@ -201,7 +276,7 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
     sample = gather_rows(x_all, best.sample_rows);
     x = sample.view();
   }
-  const size_t n = x.rows, d = x.cols, k = p.k;
+  const size_t n = x.rows, k = p.k;
   if (p.size_bounds) check_size_bounds(n, k, *p.size_bounds);
   const double tol = p.tol * mean_variance(x);
 
@@ -214,56 +289,66 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
     xseed = seed_sample.view();
   }
 
+  // With the sample warm start the restarts compete on the sample; the winner then refines on all rows.
+  const size_t warm_rows = kWarmStartRowsPerCentre * k;
+  const int full_iters = std::max(kMinFullIterations, p.max_iter / 4);
+  const bool warm = p.sample_warm_start && n >= kWarmStartMinRatio * warm_rows && p.max_iter > full_iters;
+  std::optional<LloydRows> all_rows;
+  auto rows = [&]() -> LloydRows& {  // built on first use, after the sample's buffers when warm
+    if (!all_rows) all_rows.emplace(x, k, p.size_bounds);
+    return *all_rows;
+  };
+  FloatMatrix warm_sample;
+  std::optional<LloydRows> sample_rows_lloyd;
+  if (warm) {
+    warm_sample = gather_rows(x, sample_rows(n, warm_rows, derive_seed(p.seed, 0x3a3a)));
+    std::optional<SizeBounds> b;
+    if (p.size_bounds) b = scaled_bounds(*p.size_bounds, n, warm_rows);
+    sample_rows_lloyd.emplace(warm_sample.view(), k, b);
+    best.warm_start_rows = warm_rows;
+  }
+  LloydRows& compete = warm ? *sample_rows_lloyd : rows();
+  const int compete_iters = warm ? p.max_iter - full_iters : p.max_iter;
+  const double compete_n = double(warm ? warm_rows : n);
+
   best.objective = INFINITY;
-  std::vector<float> xnorm(n);  // constant over all iterations
-  row_norms_sqr(x, xnorm.data());
-  std::vector<int32_t> assign(n);
-  std::vector<float> dist(n);
-  std::vector<size_t> counts;
+  std::vector<double> best_prices;
   for (int r = 0; r < p.n_init; ++r) {
     const uint64_t seed_r = derive_seed(p.seed, (uint64_t)r);
     FloatMatrix c = p.init == KMeansInit::kmeans_plus_plus
                         ? kmeans_plus_plus(xseed, k, seed_r, p.size_bounds ? kBalancedSeedTrials : 0)
-                                                          : random_init(xseed, k, seed_r);
-    FloatMatrix prev(k, d);
-    std::optional<BalancedAssigner> balanced;
-    if (p.size_bounds) balanced.emplace(*p.size_bounds);
-    auto assign_step = [&]() -> double {
-      if (balanced) return balanced->assign(x, c.view(), assign.data(), dist.data(), xnorm.data());
-      nearest_centroids(x, c.view(), assign.data(), dist.data(), xnorm.data());
-      double s = 0;
-      for (float v : dist) s += v;
-      return s;
-    };
+                        : random_init(xseed, k, seed_r);
     const std::string stage = p.progress_label + (p.n_init > 1 ? " (init " + std::to_string(r + 1) + "/" +
                                                                    std::to_string(p.n_init) + ")"
                                                              : std::string());
-    int it = 0;
-    double obj = 0;
-    for (it = 1; it <= p.max_iter; ++it) {
-      obj = assign_step();
-      std::copy(c.data(), c.data() + c.size(), prev.data());
-      update_centroids(x, assign.data(), k, c.view(), counts);
-      if (!balanced) repair_empty_clusters(x, assign, dist, counts, c.view());
-      double shift = 0;
-      for (size_t i = 0; i < c.size(); ++i) {
-        const double t = double(c.data()[i]) - prev.data()[i];
-        shift += t * t;
-      }
-      report(p.progress, stage, (size_t)it, (size_t)p.max_iter, obj / double(n));
-      if (shift <= tol) break;
-    }
-    it = std::min(it, p.max_iter);
+    compete.set_prices({});  // every restart starts cold
+    const int it = compete.iterate(c.view(), compete_iters, tol, [&](int i, double obj) {
+      report(p.progress, stage, (size_t)i, (size_t)p.max_iter, obj / compete_n);
+    });
     // A final assignment so that labels and centroids agree (as scikit-learn's last E-step).
-    obj = assign_step();
-    report(p.progress, stage, (size_t)p.max_iter, (size_t)p.max_iter, obj / double(n));
+    const double obj = compete.assign(c.view());
+    report(p.progress, stage, (size_t)p.max_iter, (size_t)p.max_iter, obj / compete_n);
     if (obj < best.objective) {
       best.objective = obj;
       best.centroids = std::move(c);
-      best.assignment = assign;
+      if (!warm) best.assignment = compete.assignment();
       best.iterations = it;
       best.best_init = r;
+      if (warm) best_prices = compete.prices();
     }
+  }
+  if (warm) {
+    sample_rows_lloyd.reset();  // its n × k distances are not needed any more
+    warm_sample = FloatMatrix();
+    LloydRows& full = rows();
+    full.set_prices(std::move(best_prices));  // prices do not grow with n: the sample's are a close start
+    const std::string stage = p.progress_label + " (all rows)";
+    best.iterations += full.iterate(best.centroids.view(), full_iters, tol, [&](int i, double obj) {
+      report(p.progress, stage, (size_t)i, (size_t)full_iters, obj / double(n));
+    });
+    best.objective = full.assign(best.centroids.view());
+    report(p.progress, stage, (size_t)full_iters, (size_t)full_iters, best.objective / double(n));
+    best.assignment = full.assignment();
   }
   return best;
 }

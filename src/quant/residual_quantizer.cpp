@@ -73,6 +73,7 @@ std::vector<LevelReport> ResidualQuantizer::fit(MatrixView<const float> x, int32
     kp.n_init = params_.n_init;
     kp.init = params_.init;
     kp.seed = derive_seed(params_.seed, m);
+    kp.sample_warm_start = params_.sample_warm_start;
     // Explicit bounds are meant for all n rows; a sample trains with the default bounds of its size.
     if (params_.balance) kp.size_bounds = sampled ? default_size_bounds(nt, kp.k) : level_bounds(m, nt);
     kp.progress = params_.progress;
@@ -83,6 +84,7 @@ std::vector<LevelReport> ResidualQuantizer::fit(MatrixView<const float> x, int32
       for (size_t i = 0; i < nt; ++i) codes[i * M + m] = km.assignment[i];
     rep.mse_after = mean_square(residual.view());
     rep.iterations = km.iterations;
+    rep.warm_start_rows = km.warm_start_rows;
     rep.bounds = kp.size_bounds.value_or(SizeBounds{0, nt});
     books[m] = std::move(km.centroids);
     rep.seconds = seconds_since(t0);

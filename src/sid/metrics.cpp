@@ -115,6 +115,10 @@ std::string SidMetrics::to_json() const {
     e["mse_before"] = m.mse_before;
     e["mse_after"] = m.mse_after;
     e["seconds"] = m.seconds;
+    if (m.iterations) {
+      e["iterations"] = *m.iterations;
+      e["warm_start_rows"] = m.warm_start_rows;
+    }
     if (balance == "exact") {
       e["size_min"] = m.size_lo;
       e["size_max"] = m.size_hi;

@@ -113,6 +113,8 @@ void fill_metrics(SemanticIds& s, MatrixView<const float> x, const std::vector<L
       m.levels[l].mse_before = (*reports)[l].mse_before;
       m.levels[l].mse_after = (*reports)[l].mse_after;
       m.levels[l].seconds = (*reports)[l].seconds;
+      m.levels[l].iterations = (*reports)[l].iterations;
+      m.levels[l].warm_start_rows = (*reports)[l].warm_start_rows;
       m.levels[l].size_lo = (*reports)[l].bounds.lo;
       m.levels[l].size_hi = (*reports)[l].bounds.hi;
     }
@@ -144,6 +146,7 @@ SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p, co
   rp.size_min = p.size_min;
   rp.size_max = p.size_max;
   rp.train_sample = p.train_sample;
+  rp.sample_warm_start = p.sample_warm_start;
   rp.progress = p.progress;
   SemanticIds s;
   s.model = std::make_shared<ResidualQuantizer>(x.cols, p.codebook_sizes, rp);

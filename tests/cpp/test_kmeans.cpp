@@ -132,3 +132,60 @@ TEST(KMeans, TrainingSampleGivesCentroidsFromTheSample) {
   EXPECT_EQ(r.sample_rows.size(), 1500u);
   EXPECT_EQ(r.assignment.size(), 1500u);
 }
+
+// Large inputs: the restarts run on a 256·k-row sample, the winner's last iterations on all rows.
+TEST(KMeans, SampleWarmStartRefinesOnAllRows) {
+  const size_t n = 12000, k = 8;  // n ≥ 4 · 256 · k
+  const auto x = gaussian_mixture(n, 8, 40, 17);
+  for (const bool balanced : {false, true}) {
+    SCOPED_TRACE(balanced ? "balanced" : "unbalanced");
+    KMeansParams p;
+    p.k = k;
+    p.max_iter = 30;
+    p.n_init = 2;
+    if (balanced) p.size_bounds = default_size_bounds(n, k);
+    const auto warm = kmeans(x.view(), p);
+    EXPECT_EQ(warm.warm_start_rows, 256 * k);
+    ASSERT_EQ(warm.assignment.size(), n);
+    // The labels and objective are those of all rows under the final centroids.
+    EXPECT_NEAR(warm.objective, objective_of(x.view(), warm.centroids.view(), warm.assignment), 1e-4 * warm.objective);
+    if (balanced) {
+      std::vector<size_t> sizes(k);
+      for (int32_t c : warm.assignment) ++sizes[c];
+      for (size_t s : sizes) {
+        EXPECT_GE(s, p.size_bounds->lo);
+        EXPECT_LE(s, p.size_bounds->hi);
+      }
+    } else {
+      std::vector<int32_t> nearest(n);
+      std::vector<float> dist(n);
+      nearest_centroids(x.view(), warm.centroids.view(), nearest.data(), dist.data());
+      EXPECT_EQ(nearest, warm.assignment);
+    }
+    // About as good as Lloyd on all rows from the same seeds.
+    p.sample_warm_start = false;
+    const auto cold = kmeans(x.view(), p);
+    EXPECT_EQ(cold.warm_start_rows, 0u);
+    EXPECT_LT(warm.objective, 1.02 * cold.objective);
+    // The same result at any thread count.
+    p.sample_warm_start = true;
+    set_num_threads(1);
+    const auto one = kmeans(x.view(), p);
+    set_num_threads(0);
+    EXPECT_EQ(one.assignment, warm.assignment);
+    EXPECT_EQ(0, std::memcmp(one.centroids.data(), warm.centroids.data(), warm.centroids.size() * sizeof(float)));
+  }
+}
+
+TEST(KMeans, SampleWarmStartOnlyWhereItPays) {
+  KMeansParams p;
+  p.k = 8;
+  p.max_iter = 30;
+  p.n_init = 1;
+  const auto small = gaussian_mixture(4 * 256 * 8 - 1, 4, 20, 3);  // one row short of the threshold
+  EXPECT_EQ(kmeans(small.view(), p).warm_start_rows, 0u);
+  const auto large = gaussian_mixture(4 * 256 * 8, 4, 20, 3);
+  EXPECT_EQ(kmeans(large.view(), p).warm_start_rows, 256u * 8);
+  p.max_iter = 4;  // no iterations would be left for the sample
+  EXPECT_EQ(kmeans(large.view(), p).warm_start_rows, 0u);
+}

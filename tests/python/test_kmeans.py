@@ -70,6 +70,30 @@ def test_kmeans_objective_close_to_faiss():
     assert ours.objective <= theirs * 1.03, (ours.objective, theirs)
 
 
+def test_sample_warm_start_close_to_lloyd_on_all_rows():
+    """From 1024·k rows on, restarts run on 256·k rows and the winner's last iterations on all rows."""
+    faiss = pytest.importorskip("faiss")
+    x = tessera.read_fvecs(SIFT)  # 10,000 rows ≥ 1024 · 8
+    k, niter = 8, 24
+    warm = tessera.kmeans(x, k, max_iter=niter, tol=0.0, n_init=2, seed=5)
+    cold = tessera.kmeans(x, k, max_iter=niter, tol=0.0, n_init=2, seed=5, sample_warm_start=False)
+    assert warm.warm_start_rows == 256 * k and cold.warm_start_rows == 0
+    assert warm.iterations == niter and len(warm.labels) == len(x)
+    # Labels and objective describe all rows under the final centroids.
+    assert (sqdist(x, warm.centroids).argmin(1) == warm.labels).mean() > 0.999
+    assert warm.objective == pytest.approx(objective(x, warm.centroids, warm.labels), rel=1e-4)
+    assert warm.objective <= cold.objective * 1.02, (warm.objective, cold.objective)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, nredo=2, seed=5, max_points_per_centroid=10**6)
+    km.train(x)
+    _, lab = km.index.search(x, 1)
+    assert warm.objective <= objective(x, km.centroids, lab[:, 0]) * 1.03
+    # Balanced: the bounds hold for every row.
+    b = tessera.kmeans(x, k, max_iter=niter, n_init=1, seed=5, balanced=True)
+    lo, hi = tessera.default_size_bounds(len(x), k)
+    sizes = np.bincount(b.labels, minlength=k)
+    assert b.warm_start_rows == 256 * k and sizes.min() >= lo and sizes.max() <= hi
+
+
 def _balanced_kmeans_in_subprocess(tmp_path, x, k, timeout=30, **kw):
     """Run tessera.kmeans(balanced) in a child process so that a solver hang fails the test instead of the suite."""
     np.save(tmp_path / "x.npy", x)

@@ -67,6 +67,8 @@ class BalancedAssigner {
 
   /// Forget the prices (the next call is cold).
   void reset() { prices_.clear(); }
+  /// Start the next call from these prices (k values): e.g. a sample's, since prices do not grow with n.
+  void set_prices(std::vector<double> prices) { prices_ = std::move(prices); }
 
  private:
   SizeBounds bounds_;

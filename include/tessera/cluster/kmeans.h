@@ -30,6 +30,10 @@ struct KMeansParams {
   uint64_t seed = 42;
   /// Train on a uniform sample of at most this many rows (0: all rows).
   size_t max_train_points = 0;
+  /// Large inputs (at least 4 × 256·k training rows) run the restarts on a sample of 256·k rows and only
+  /// the last quarter of the iterations (at least 4) of the best one on all rows: a few times faster,
+  /// with an objective within about 1% of Lloyd on all rows throughout. false: every iteration on all rows.
+  bool sample_warm_start = true;
   /// Size constraints: when set, every cluster's size lies within these bounds.
   std::optional<SizeBounds> size_bounds;
   ProgressFn progress;
@@ -41,7 +45,8 @@ struct KMeansResult {
   std::vector<int32_t> assignment;   ///< n (for the rows the model was trained on: all rows, or the sample)
   std::vector<size_t> sample_rows;   ///< rows of x used for training when subsampled (empty: all rows)
   double objective = 0;              ///< Σ squared distance to the assigned centroid
-  int iterations = 0;                ///< Lloyd iterations of the winning restart
+  int iterations = 0;                ///< Lloyd iterations of the winning restart (sample and all rows)
+  size_t warm_start_rows = 0;        ///< rows of the sample the restarts ran on (0: no sample warm start)
   int best_init = 0;                 ///< index of the winning restart
 };
 

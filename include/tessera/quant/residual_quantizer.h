@@ -26,6 +26,8 @@ struct ResidualQuantizerParams {
   std::optional<size_t> size_min, size_max;
   /// Train the codebooks on this many sampled rows (0: all rows); fit() then assigns every row.
   size_t train_sample = 0;
+  /// Large inputs start each level's k-means on a sample (KMeansParams::sample_warm_start).
+  bool sample_warm_start = true;
   ProgressFn progress;
 };
 
@@ -36,6 +38,7 @@ struct LevelReport {
   double mse_after = 0;   ///< residual MSE after the level
   double seconds = 0;
   int iterations = 0;
+  size_t warm_start_rows = 0;  ///< k-means restarts ran on a sample of this many rows (0: on all rows)
   SizeBounds bounds;      ///< size bounds used (balanced levels; {0, n} otherwise)
 };
 

@@ -21,6 +21,8 @@ struct LevelMetrics {
   double entropy_bits = 0;   ///< entropy of the code distribution
   double perplexity = 0;     ///< 2^entropy
   double mse_before = 0, mse_after = 0, seconds = 0;
+  std::optional<int> iterations;       ///< Lloyd iterations (training only)
+  size_t warm_start_rows = 0;          ///< k-means restarts ran on a sample of this many rows (0: all rows)
   size_t size_lo = 0, size_hi = 0;    ///< bounds used (balanced)
   std::optional<double> purity;        ///< share of items carrying their prefix group's majority label
   std::optional<double> purity_chance; ///< the same with labels randomly permuted

@@ -25,6 +25,7 @@ struct SidParams {
   int max_iter = 100;
   double tol = 1e-4;
   size_t train_sample = 0;  ///< train on this many sampled rows, then assign all (0: train on all)
+  bool sample_warm_start = true;  ///< see KMeansParams::sample_warm_start
   ProgressFn progress;
 };
 
