@@ -46,6 +46,8 @@ def run_tessera_cli(spec, x_path):
            "--tol", repr(p.get("tol", 1e-4)), "--threads", str(spec["threads"]), "-q"]
     if p.get("train_sample"):
         cmd += ["--train-sample", str(p["train_sample"])]
+    if not p.get("sample_warm_start", True):
+        cmd += ["--no-sample-warm-start"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(proc.pid, 0)
@@ -74,7 +76,7 @@ def run_tessera_py(spec, x):
     tessera.set_num_threads(spec["threads"])
     kw = dict(levels=p["levels"], codebook_size=p["K"], balance=p["balance"], dedup="append",
               seed=p.get("seed", 42), n_init=p["n_init"], max_iter=p["max_iter"], tol=p.get("tol", 1e-4),
-              train_sample=p.get("train_sample", 0))
+              train_sample=p.get("train_sample", 0), sample_warm_start=p.get("sample_warm_start", True))
     t0 = time.perf_counter()
     res = tessera.build_semantic_ids(x, **kw)
     elapsed = time.perf_counter() - t0

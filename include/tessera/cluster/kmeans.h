@@ -30,9 +30,10 @@ struct KMeansParams {
   uint64_t seed = 42;
   /// Train on a uniform sample of at most this many rows (0: all rows).
   size_t max_train_points = 0;
-  /// Large inputs (at least 4 × 256·k training rows) run the restarts on a sample of 256·k rows and only
-  /// the last quarter of the iterations (at least 4) of the best one on all rows: a few times faster,
-  /// with an objective within about 1% of Lloyd on all rows throughout. false: every iteration on all rows.
+  /// From 64·k training rows on, the restarts run on a sample of min(256·k, n/2) rows and only the last
+  /// quarter of the iterations (at least 4) of the best one on all rows: the early iterations, where the
+  /// centroids still move far, cost a fraction, and the objective stays within about 1% of Lloyd on all
+  /// rows throughout. false: every iteration on all rows.
   bool sample_warm_start = true;
   /// Size constraints: when set, every cluster's size lies within these bounds.
   std::optional<SizeBounds> size_bounds;
