@@ -9,3 +9,16 @@
 #else
 #define TESSERA_CLONE_PER_ISA
 #endif
+
+namespace tessera::detail {
+
+/// The unit the clones run on here, as the load-time resolvers pick it: "avx512f", "avx2" or "default".
+inline const char* clone_unit() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_supports("avx512f")) return "avx512f";
+  if (__builtin_cpu_supports("avx2")) return "avx2";
+#endif
+  return "default";
+}
+
+}  // namespace tessera::detail

@@ -4,6 +4,10 @@
 
 #include "tessera/core/distances.h"
 
+#include <cstdlib>
+
+#include "core/simd.h"
+
 using namespace tessera;
 
 TEST(Distances, MatchesDirectComputation) {
@@ -48,4 +52,12 @@ TEST(CheckFinite, NamesTheFirstBadRow) {
   } catch (const InvalidArgument& e) {
     EXPECT_NE(std::string(e.what()).find("row 3"), std::string::npos);
   }
+}
+
+// The CTest entries that run the suite under valgrind (no AVX-512) and qemu (no AVX) name the unit their
+// CPU leaves the clones, so a run that silently fell back to another one fails.
+TEST(Simd, ClonesRunOnTheExpectedUnit) {
+  const char* want = std::getenv("TESSERA_EXPECT_CLONE");
+  if (!want) GTEST_SKIP() << "clones run on " << tessera::detail::clone_unit();
+  EXPECT_STREQ(tessera::detail::clone_unit(), want);
 }

@@ -45,6 +45,8 @@ def test_ids_unique_prefix_free_and_balanced(sids, x):
     met = sids.metrics
     assert met["n_items"] == N and met["dim"] == 256 and met["codebook_sizes"] == [K] * L
     assert met["final_collisions"] == 0 and met["dedup"] == sids.dedup
+    for lv in met["levels"]:  # N ≥ 64·K: each level warm-starts on min(256·K, N/2) rows
+        assert 1 <= lv["iterations"] <= 15 and lv["warm_start_rows"] == min(256 * K, N // 2)
     # The reported MSE is the reconstruction MSE of the codes, computed in numpy.
     books = sids.model.codebooks
     rec = sum(books[m].astype(np.float64)[sids.codes[:, m]] for m in range(L))
