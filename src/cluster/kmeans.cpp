@@ -203,12 +203,17 @@ class LloydRows {
   }
 
   // Iterations from centroids c until the squared centroid shift is at most tol or `iters` are done;
-  // tick(iteration, objective) after each. Returns the number done.
+  // tick(iteration, objective) after each. Returns the number done and the last E-step's objective.
+  struct Outcome {
+    int iterations;
+    double objective;
+  };
   template <class Tick>
-  int iterate(MatrixView<float> c, int iters, double tol, Tick&& tick) {
+  Outcome iterate(MatrixView<float> c, int iters, double tol, Tick&& tick) {
     FloatMatrix prev(c.rows, c.cols);
+    double obj = 0;
     for (int it = 1; it <= iters; ++it) {
-      const double obj = assign(c);
+      obj = assign(c);
       for (size_t j = 0; j < c.rows; ++j) std::copy(c.row(j), c.row(j) + c.cols, prev.row(j));
       update_centroids(x_, assign_.data(), k_, c, counts_);
       if (!balanced_) repair_empty_clusters(x_, assign_, dist_, counts_, c);
@@ -219,9 +224,9 @@ class LloydRows {
           shift += t * t;
         }
       tick(it, obj);
-      if (shift <= tol) return it;
+      if (shift <= tol) return {it, obj};
     }
-    return iters;
+    return {iters, obj};
   }
 
   std::vector<double> prices() const { return balanced_ ? balanced_->prices() : std::vector<double>{}; }
@@ -319,16 +324,17 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
     FloatMatrix c = p.init == KMeansInit::kmeans_plus_plus
                         ? kmeans_plus_plus(xseed, k, seed_r, p.size_bounds ? kBalancedSeedTrials : 0)
                         : random_init(xseed, k, seed_r);
-    const std::string stage = p.progress_label + (p.n_init > 1 ? " (init " + std::to_string(r + 1) + "/" +
-                                                                   std::to_string(p.n_init) + ")"
-                                                             : std::string());
+    std::string note = warm ? "sample" : "";
+    if (p.n_init > 1) note += (warm ? ", init " : "init ") + std::to_string(r + 1) + "/" + std::to_string(p.n_init);
+    const std::string stage = p.progress_label + (note.empty() ? note : " (" + note + ")");
     compete.set_prices({});  // every restart starts cold
-    const int it = compete.iterate(c.view(), compete_iters, tol, [&](int i, double obj) {
-      report(p.progress, stage, (size_t)i, (size_t)p.max_iter, obj / compete_n);
+    const auto [it, last] = compete.iterate(c.view(), compete_iters, tol, [&](int i, double obj) {
+      report(p.progress, stage, (size_t)i, (size_t)compete_iters, obj / compete_n);
     });
-    // A final assignment so that labels and centroids agree (as scikit-learn's last E-step).
-    const double obj = compete.assign(c.view());
-    report(p.progress, stage, (size_t)p.max_iter, (size_t)p.max_iter, obj / compete_n);
+    // On all rows, a final assignment so that labels and centroids agree (as scikit-learn's last E-step);
+    // warm restarts compete on their last E-step, since the winner's labels come from all rows anyway.
+    const double obj = warm ? last : compete.assign(c.view());
+    if (!warm) report(p.progress, stage, (size_t)p.max_iter, (size_t)p.max_iter, obj / compete_n);
     if (obj < best.objective) {
       best.objective = obj;
       best.centroids = std::move(c);
@@ -346,7 +352,7 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
     const std::string stage = p.progress_label + " (all rows)";
     best.iterations += full.iterate(best.centroids.view(), full_iters, tol, [&](int i, double obj) {
       report(p.progress, stage, (size_t)i, (size_t)full_iters, obj / double(n));
-    });
+    }).iterations;
     best.objective = full.assign(best.centroids.view());
     report(p.progress, stage, (size_t)full_iters, (size_t)full_iters, best.objective / double(n));
     best.assignment = full.assignment();
