@@ -1,7 +1,8 @@
 // Run-time choice of instruction set for the hot loops: the shipped build targets the portable x86-64
 // baseline (no -march flag), and each function marked TESSERA_CLONE_PER_ISA is compiled once per listed
 // unit, the widest one the CPU has being chosen when the library loads (GNU ifunc). Kernels written with
-// vector extensions compute the same values on every unit, so results never depend on the CPU.
+// vector extensions compute the same values on every unit (the library is built with -ffp-contract=off, so
+// no clone fuses multiply-adds the others do not), so their results never depend on the CPU.
 #pragma once
 
 #if defined(__x86_64__) && defined(__GNUC__)  // GCC, and Clang (which defines __GNUC__ too)

@@ -4,9 +4,16 @@
 
 #include "tessera/core/distances.h"
 
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 #include "core/simd.h"
+#include "tessera/cluster/balanced_assignment.h"
+#include "tessera/cluster/kmeans.h"
 
 using namespace tessera;
 
@@ -60,4 +67,50 @@ TEST(Simd, ClonesRunOnTheExpectedUnit) {
   const char* want = std::getenv("TESSERA_EXPECT_CLONE");
   if (!want) GTEST_SKIP() << "clones run on " << tessera::detail::clone_unit();
   EXPECT_STREQ(tessera::detail::clone_unit(), want);
+}
+
+namespace {
+
+// FNV-1a over the bytes of a vector.
+template <class T>
+void mix(uint64_t& h, const T* p, size_t n) {
+  const auto* b = reinterpret_cast<const unsigned char*>(p);
+  for (size_t i = 0; i < n * sizeof(T); ++i) h = (h ^ b[i]) * 0x100000001b3ull;
+}
+
+}  // namespace
+
+// Our own kernels (not BLAS, which picks its kernel per CPU) must give the same bits on every unit: k-means++
+// through the few-centroid distances, and the balanced assignment's scans and Dijkstra sweeps on a fixed
+// cost matrix. The native run writes the fingerprint (TESSERA_FINGERPRINT_WRITE); the valgrind and qemu runs
+// compare with it (TESSERA_FINGERPRINT_CHECK).
+TEST(Simd, SameResultsOnEveryUnit) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g;
+  FloatMatrix x(1500, 37);  // 37: vector bodies and scalar tails
+  for (size_t i = 0; i < x.size(); ++i) x.data()[i] = g(rng);
+  uint64_t h = 0xcbf29ce484222325ull;
+  const FloatMatrix c = kmeans_plus_plus(x.view(), 24, 3);
+  mix(h, c.data(), c.size());
+  std::vector<float> d(x.rows() * 5);
+  l2_sqr_distances(x.view(), MatrixView<const float>(c.data(), 5, c.cols()), nullptr, d.data());
+  mix(h, d.data(), d.size());
+  FloatMatrix cost(x.rows(), 24);
+  for (size_t i = 0; i < cost.size(); ++i) cost.data()[i] = std::abs(g(rng)) + 0.001f * float(i % 97);
+  BalancedAssigner assigner(default_size_bounds(x.rows(), 24));
+  std::vector<int32_t> a(x.rows());
+  const double total = assigner.assign_costs(cost.view(), a.data());
+  mix(h, a.data(), a.size());
+  mix(h, &total, 1);
+  mix(h, assigner.prices().data(), assigner.prices().size());
+  std::ostringstream hex;
+  hex << std::hex << h;
+  if (const char* path = std::getenv("TESSERA_FINGERPRINT_WRITE")) {
+    std::ofstream(path) << hex.str() << "\n";
+  } else if (const char* check = std::getenv("TESSERA_FINGERPRINT_CHECK")) {
+    std::ifstream in(check);
+    std::string want;
+    ASSERT_TRUE(in >> want) << "no fingerprint at " << check << " (the native run writes it)";
+    EXPECT_EQ(hex.str(), want) << "results on " << tessera::detail::clone_unit() << " differ from the native run";
+  }
 }
