@@ -177,6 +177,27 @@ TEST(KMeans, SampleWarmStartRefinesOnAllRows) {
   }
 }
 
+// User bounds (here loose on one side, tight on the other) scale to the sample and hold on all rows.
+TEST(KMeans, SampleWarmStartKeepsUserBounds) {
+  const size_t n = 9000, k = 8;
+  const auto x = gaussian_mixture(n, 6, 5, 23);  // 5 natural blobs for 8 clusters: the bounds bind
+  for (const SizeBounds b : {SizeBounds{1000, 1300}, SizeBounds{n / k, n / k}}) {
+    KMeansParams p;
+    p.k = k;
+    p.max_iter = 20;
+    p.n_init = 2;
+    p.size_bounds = b;
+    const auto r = kmeans(x.view(), p);
+    EXPECT_GT(r.warm_start_rows, 0u);
+    std::vector<size_t> sizes(k);
+    for (int32_t c : r.assignment) ++sizes[c];
+    for (size_t s : sizes) {
+      EXPECT_GE(s, b.lo);
+      EXPECT_LE(s, b.hi);
+    }
+  }
+}
+
 TEST(KMeans, SampleWarmStartOnlyWhereItPays) {
   KMeansParams p;
   p.k = 8;
