@@ -8,6 +8,7 @@
 
 #include "tessera/core/distances.h"
 #include "tessera/core/rng.h"
+#include "cluster/blocked_rows.h"
 #include "core/simd.h"
 
 namespace tessera {
@@ -90,12 +91,13 @@ FloatMatrix kmeans_plus_plus(MatrixView<const float> x, size_t k, uint64_t seed,
   FloatMatrix centres(k, d);
   std::vector<float> xnorm(n);
   row_norms_sqr(x, xnorm.data());
+  const detail::BlockedRows rows(x);  // every step measures all rows against a few candidates
 
   std::uniform_int_distribution<size_t> first(0, n - 1);
   size_t c0 = first(rng);
   std::copy(x.row(c0), x.row(c0) + d, centres.row(0));
   std::vector<float> closest(n);
-  l2_sqr_distances(x, MatrixView<const float>(x.row(c0), 1, d), &xnorm[c0], closest.data(), xnorm.data());
+  rows.distances(MatrixView<const float>(x.row(c0), 1, d), &xnorm[c0], closest.data());
 
   std::vector<double> cumulative(n);
   std::vector<float> cand_d(n * trials);
@@ -118,8 +120,8 @@ FloatMatrix kmeans_plus_plus(MatrixView<const float> x, size_t k, uint64_t seed,
     }
     std::vector<float> cn(trials);
     for (size_t t = 0; t < trials; ++t) cn[t] = xnorm[cand_idx[t]];
-    // Distances from every point to each candidate: one GEMM (n × trials).
-    l2_sqr_distances(x, cand.view(), cn.data(), cand_d.data(), xnorm.data());
+    // Distances from every point to each candidate (n × trials).
+    rows.distances(cand.view(), cn.data(), cand_d.data());
     size_t best = 0;
     double best_pot = INFINITY;
     for (size_t t = 0; t < trials; ++t) {

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "cluster/blocked_rows.h"
 #include "core/simd.h"
 #include "tessera/cluster/balanced_assignment.h"
 #include "tessera/cluster/kmeans.h"
@@ -113,4 +114,33 @@ TEST(Simd, SameResultsOnEveryUnit) {
     ASSERT_TRUE(in >> want) << "no fingerprint at " << check << " (the native run writes it)";
     EXPECT_EQ(hex.str(), want) << "results on " << tessera::detail::clone_unit() << " differ from the native run";
   }
+}
+
+// The blocked layout k-means++ measures candidates with: every row (also in the last, partial block) and
+// every candidate (also past a multiple of the group size) against a direct double-precision computation.
+TEST(Distances, BlockedRowsMatchDirectComputation) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> g;
+  FloatMatrix x(203, 29), c(7, 29);
+  for (size_t i = 0; i < x.size(); ++i) x.data()[i] = g(rng);
+  for (size_t i = 0; i < c.size(); ++i) c.data()[i] = g(rng);
+  std::vector<float> cn(7);
+  row_norms_sqr(c.view(), cn.data());
+  const tessera::detail::BlockedRows rows(x.view());
+  ASSERT_EQ(rows.rows(), 203u);
+  std::vector<float> d(203 * 7);
+  rows.distances(c.view(), cn.data(), d.data());
+  for (size_t i = 0; i < 203; ++i)
+    for (size_t t = 0; t < 7; ++t) {
+      double s = 0;
+      for (size_t l = 0; l < 29; ++l) s += double(x(i, l) - c(t, l)) * (x(i, l) - c(t, l));
+      EXPECT_NEAR(d[i * 7 + t], s, 1e-4 * (1 + s)) << i << ", " << t;
+    }
+  // Rows measured against themselves are at distance 0 (up to rounding, never below).
+  std::vector<float> self(203);
+  std::vector<float> xn(203);
+  row_norms_sqr(x.view(), xn.data());
+  rows.distances(MatrixView<const float>(x.row(5), 1, 29), &xn[5], self.data());
+  EXPECT_GE(self[5], 0.0f);
+  EXPECT_LT(self[5], 1e-4f);
 }

@@ -1,0 +1,64 @@
+#include "cluster/blocked_rows.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/simd.h"
+#include "tessera/core/distances.h"
+#include "tessera/core/threading.h"
+
+namespace tessera::detail {
+
+namespace {
+
+constexpr size_t kBlock = 16;
+constexpr size_t kGroup = 4;                        // candidates per pass over a block
+constexpr size_t kParallelWork = size_t(1) << 22;  // multiply-adds below which one thread is quicker
+using fv = float __attribute__((vector_size(4 * kBlock)));
+
+TESSERA_CLONE_PER_ISA void blocked_distances(const float* data, const float* norms, size_t n, size_t d,
+                                             size_t blocks, MatrixView<const float> c, const float* c_norms,
+                                             float* out) {
+  const size_t k = c.rows;
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads()) if (n * k * d >= kParallelWork)
+  for (ptrdiff_t b = 0; b < (ptrdiff_t)blocks; ++b) {
+    const float* xb = data + size_t(b) * d * kBlock;
+    fv xn;
+    std::memcpy(&xn, norms + size_t(b) * kBlock, sizeof xn);
+    const size_t lanes = std::min(kBlock, n - size_t(b) * kBlock);
+    for (size_t t0 = 0; t0 < k; t0 += kGroup) {
+      const size_t g = std::min(kGroup, k - t0);
+      fv acc[kGroup] = {};
+      for (size_t l = 0; l < d; ++l) {
+        fv xv;
+        std::memcpy(&xv, xb + l * kBlock, sizeof xv);
+        for (size_t t = 0; t < kGroup; ++t)
+          if (t < g) acc[t] += xv * c(t0 + t, l);
+      }
+      for (size_t t = 0; t < g; ++t) {
+        const fv dist = xn + c_norms[t0 + t] - 2.0f * acc[t];
+        for (size_t lane = 0; lane < lanes; ++lane)
+          out[(size_t(b) * kBlock + lane) * k + t0 + t] = std::max(0.0f, dist[lane]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+BlockedRows::BlockedRows(MatrixView<const float> x)
+    : n_(x.rows), d_(x.cols), blocks_((x.rows + kBlock - 1) / kBlock), data_(blocks_ * x.cols * kBlock, 0.0f),
+      norms_(blocks_ * kBlock, 0.0f) {
+  for (size_t i = 0; i < n_; ++i) {
+    float* dst = &data_[(i / kBlock) * d_ * kBlock + i % kBlock];
+    const float* r = x.row(i);
+    for (size_t l = 0; l < d_; ++l) dst[l * kBlock] = r[l];
+  }
+  row_norms_sqr(x, norms_.data());
+}
+
+void BlockedRows::distances(MatrixView<const float> c, const float* c_norms, float* out) const {
+  blocked_distances(data_.data(), norms_.data(), n_, d_, blocks_, c, c_norms, out);
+}
+
+}  // namespace tessera::detail
