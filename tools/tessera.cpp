@@ -101,8 +101,8 @@ int main(int argc, char** argv) {
   build->add_option("--size-max", size_max, "largest cluster size (default N/K + 1)");
   build->add_option("--train-sample", train_sample, "train on N sampled rows, then assign every row");
   build->add_flag("--no-sample-warm-start", all_rows_lloyd,
-                  "every Lloyd iteration on all rows (default: from 1024·K rows on, restarts run on a 256·K-row "
-                  "sample and the last quarter of the iterations on all rows)");
+                  "every Lloyd iteration on all rows (default: from 64·K rows on, restarts run on a sample of "
+                  "min(256·K, N/2) rows and the last quarter of the iterations on all rows)");
   build->add_option("--ids", ids_file, "text file: one item id per line (index.json keys)");
   build->add_option("--labels", labels_file, "text file: one category per line (purity metrics)");
   build->add_flag("--zero-based", zero_based, "tokens count from 0 (RQ-VAE style) instead of 1");

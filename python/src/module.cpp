@@ -627,9 +627,9 @@ PYBIND11_MODULE(_tessera, m) {
       "balanced"_a = false, "sample_warm_start"_a = true, "progress"_a = py::none(),
       "k-means (Lloyd) on x: n × d float32 into k clusters.\n\n"
       "init: 'k-means++' or 'random'; n_init restarts (lowest objective wins); tol as scikit-learn;\n"
-      "max_train_points > 0 trains on a uniform sample of that many rows. sample_warm_start: from 1024·k\n"
-      "training rows on, the restarts run on a 256·k-row sample and the last quarter of the iterations (at\n"
-      "least 4) of the best one on all rows; False: every iteration on all rows. balanced=True, or size_min /\n"
+      "max_train_points > 0 trains on a uniform sample of that many rows. sample_warm_start: from 64·k\n"
+      "training rows on, the restarts run on a sample of min(256·k, n/2) rows and the last quarter of the\n"
+      "iterations (at least 4) of the best one on all rows; False: every iteration on all rows. balanced=True, or size_min /\n"
       "size_max, constrain every cluster's size (missing bounds default to max(1, n//k - 1), n//k + 1 for the\n"
       "n training rows). progress: callable(stage, done, total, value). Deterministic for a given seed at any\n"
       "thread count. Returns a KMeansResult (centroids k × d, labels, objective, iterations).");

@@ -13,6 +13,8 @@ class BlockedRows {
  public:
   explicit BlockedRows(MatrixView<const float> x);
   size_t rows() const { return n_; }
+  /// ‖x_i‖².
+  float norm(size_t i) const { return norms_[i]; }
   /// out[i · c.rows + t] = ‖x_i − c_t‖² (at least 0) for every row i and candidate t; c_norms: ‖c_t‖².
   /// The same bits for any thread count and on every vector unit.
   void distances(MatrixView<const float> c, const float* c_norms, float* out) const;

@@ -89,15 +89,14 @@ FloatMatrix kmeans_plus_plus(MatrixView<const float> x, size_t k, uint64_t seed,
   const size_t n = x.rows, d = x.cols;
   if (trials == 0) trials = 2 + (size_t)std::log((double)k);
   FloatMatrix centres(k, d);
-  std::vector<float> xnorm(n);
-  row_norms_sqr(x, xnorm.data());
   const detail::BlockedRows rows(x);  // every step measures all rows against a few candidates
 
   std::uniform_int_distribution<size_t> first(0, n - 1);
   size_t c0 = first(rng);
   std::copy(x.row(c0), x.row(c0) + d, centres.row(0));
   std::vector<float> closest(n);
-  rows.distances(MatrixView<const float>(x.row(c0), 1, d), &xnorm[c0], closest.data());
+  const float c0_norm = rows.norm(c0);
+  rows.distances(MatrixView<const float>(x.row(c0), 1, d), &c0_norm, closest.data());
 
   std::vector<double> cumulative(n);
   std::vector<float> cand_d(n * trials);
@@ -119,7 +118,7 @@ FloatMatrix kmeans_plus_plus(MatrixView<const float> x, size_t k, uint64_t seed,
       std::copy(x.row(pick), x.row(pick) + d, cand.row(t));
     }
     std::vector<float> cn(trials);
-    for (size_t t = 0; t < trials; ++t) cn[t] = xnorm[cand_idx[t]];
+    for (size_t t = 0; t < trials; ++t) cn[t] = rows.norm(cand_idx[t]);
     // Distances from every point to each candidate (n × trials).
     rows.distances(cand.view(), cn.data(), cand_d.data());
     size_t best = 0;
@@ -301,21 +300,19 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
   const size_t warm_rows = std::min(kWarmStartRowsPerCentre * k, n / 2);
   const int full_iters = std::max(kMinFullIterations, p.max_iter / 4);
   const bool warm = p.sample_warm_start && warm_rows >= kMinWarmStartRowsPerCentre * k && p.max_iter > full_iters;
-  std::optional<LloydRows> all_rows;
-  auto rows = [&]() -> LloydRows& {  // built on first use, after the sample's buffers when warm
-    if (!all_rows) all_rows.emplace(x, k, p.size_bounds);
-    return *all_rows;
-  };
+  // All rows' buffers (n × k distances when balanced) are made only once the sample's are freed.
   FloatMatrix warm_sample;
-  std::optional<LloydRows> sample_rows_lloyd;
+  std::optional<LloydRows> on_sample, on_all;
   if (warm) {
     warm_sample = gather_rows(x, sample_rows(n, warm_rows, derive_seed(p.seed, 0x3a3a)));
     std::optional<SizeBounds> b;
     if (p.size_bounds) b = scaled_bounds(*p.size_bounds, n, warm_rows);
-    sample_rows_lloyd.emplace(warm_sample.view(), k, b);
+    on_sample.emplace(warm_sample.view(), k, b);
     best.warm_start_rows = warm_rows;
+  } else {
+    on_all.emplace(x, k, p.size_bounds);
   }
-  LloydRows& compete = warm ? *sample_rows_lloyd : rows();
+  LloydRows& compete = warm ? *on_sample : *on_all;
   const int compete_iters = warm ? p.max_iter - full_iters : p.max_iter;
   const double compete_n = double(warm ? warm_rows : n);
 
@@ -347,9 +344,9 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
     }
   }
   if (warm) {
-    sample_rows_lloyd.reset();  // its n × k distances are not needed any more
+    on_sample.reset();
     warm_sample = FloatMatrix();
-    LloydRows& full = rows();
+    LloydRows& full = on_all.emplace(x, k, p.size_bounds);
     full.set_prices(std::move(best_prices));  // prices do not grow with n: the sample's are a close start
     const std::string stage = p.progress_label + " (all rows)";
     best.iterations += full.iterate(best.centroids.view(), full_iters, tol, [&](int i, double obj) {
