@@ -5,14 +5,18 @@
 namespace tessera::detail {
 
 void throw_error(int kind, const std::string& msg, const char* file, int line) {
-  // Keep only the path below the project root so messages are stable across machines.
+  // Keep only the path below the project root: locations are the same on every machine.
   const char* short_file = file;
-  if (const char* p = std::strstr(file, "/src/")) short_file = p + 1;
-  const std::string full = msg + " [" + short_file + ":" + std::to_string(line) + "]";
+  for (const char* dir : {"/src/", "/include/", "/tools/", "/python/"})
+    if (const char* p = std::strstr(file, dir)) {
+      short_file = p + 1;
+      break;
+    }
+  std::string where = std::string(short_file) + ":" + std::to_string(line);
   switch (kind) {
-    case 1: throw FormatError(full);
-    case 2: throw IOError(full);
-    default: throw InvalidArgument(full);
+    case 1: throw FormatError(msg, std::move(where));
+    case 2: throw IOError(msg, std::move(where));
+    default: throw InvalidArgument(msg, std::move(where));
   }
 }
 

@@ -1,5 +1,6 @@
 // Errors: one exception family. The library never prints and never exits; it throws one of these,
-// with a message that says what was wrong and what was expected, and where it was detected.
+// with a message for users (what was wrong, what was expected) and, apart, where it was detected
+// (for debugging: front ends show it on request, not in every message).
 #pragma once
 #include <sstream>
 #include <stdexcept>
@@ -10,7 +11,13 @@ namespace tessera {
 /// Base of every error tessera throws.
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  explicit Error(const std::string& message, std::string location = {})
+      : std::runtime_error(message), location_(std::move(location)) {}
+  /// Where the error was detected, "src/cluster/kmeans.cpp:120" (empty when unknown).
+  const std::string& location() const noexcept { return location_; }
+
+ private:
+  std::string location_;
 };
 
 /// A caller passed something unusable: wrong shape, NaN/Inf, K > N, infeasible bounds, ...
