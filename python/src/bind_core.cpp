@@ -1,0 +1,57 @@
+// Exceptions and threads.
+#include "common.h"
+#include "tessera/core/error.h"
+#include "tessera/core/threading.h"
+
+namespace tessera_py {
+
+namespace {
+
+PyObject* make_exception(py::module_& m, const char* name, py::tuple bases, const char* doc) {
+  const std::string qual = std::string("tessera.") + name;
+  PyObject* t = PyErr_NewExceptionWithDoc(qual.c_str(), doc, bases.ptr(), nullptr);
+  if (!t) throw py::error_already_set();
+  m.add_object(name, py::handle(t));  // the module keeps a reference; so do we (never released)
+  return t;
+}
+
+}  // namespace
+
+void bind_core(py::module_& m) {
+  // --- exceptions ------------------------------------------------------------------------------------
+  g_error = make_exception(m, "Error", py::make_tuple(py::handle(PyExc_Exception)),
+                           "Base of every error tessera raises.");
+  g_invalid = make_exception(m, "InvalidArgument", py::make_tuple(py::handle(g_error), py::handle(PyExc_ValueError)),
+                             "An unusable argument: wrong shape, NaN/Inf, N < K, infeasible bounds, ...");
+  g_format = make_exception(m, "FormatError", py::make_tuple(py::handle(g_error), py::handle(PyExc_ValueError)),
+                            "A file is truncated, corrupted, foreign or of an unsupported layout.");
+  g_ioerror = make_exception(m, "IOError", py::make_tuple(py::handle(g_error), py::handle(PyExc_OSError)),
+                             "The operating system refused to open, read, write or rename a file.");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const tessera::InvalidArgument& e) {
+      PyErr_SetString(g_invalid, e.what());
+    } catch (const tessera::FormatError& e) {
+      PyErr_SetString(g_format, e.what());
+    } catch (const tessera::IOError& e) {
+      PyErr_SetString(g_ioerror, e.what());
+    } catch (const tessera::Error& e) {
+      PyErr_SetString(g_error, e.what());
+    }
+  });
+
+  // --- threads ---------------------------------------------------------------------------------------
+  m.def(
+      "set_num_threads",
+      [](int n) { tessera::set_num_threads(n); },
+      "n"_a,
+      "Set the number of threads tessera's parallel loops use (n <= 0: the OpenMP default, all cores).\n"
+      "Applies to work started from any Python thread. Results do not depend on it.");
+  m.def(
+      "num_threads",
+      [] { return tessera::num_threads(); },
+      "The number of threads tessera's parallel loops use.");
+}
+
+}  // namespace tessera_py

@@ -1,0 +1,146 @@
+#include "common.h"
+
+#include <cstring>
+
+namespace tessera_py {
+
+// ---------------------------------------------------------------------------------------------------
+// Progress callbacks.
+
+Progress::Progress(py::object fn) : fn_(std::move(fn)) {
+  if (!fn_.is_none() && !PyCallable_Check(fn_.ptr()))
+    throw py::type_error("progress must be a callable(stage: str, done: int, total: int, value: float) or None");
+}
+
+tessera::ProgressFn Progress::fn() {
+  if (fn_.is_none()) return {};
+  return [this](const tessera::ProgressEvent& e) {
+    py::gil_scoped_acquire gil;
+    if (error_) throw CallbackAbort();
+    try {
+      fn_(e.stage, e.done, e.total, e.value);
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    } catch (py::error_already_set& ex) {
+      error_ = std::make_unique<py::error_already_set>(std::move(ex));
+      throw CallbackAbort();
+    }
+  };
+}
+
+void Progress::rethrow() {
+  if (error_) throw *error_;
+  throw std::runtime_error("progress callback aborted");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Exceptions.
+
+PyObject* g_error = nullptr;
+PyObject* g_invalid = nullptr;
+PyObject* g_format = nullptr;
+PyObject* g_ioerror = nullptr;
+
+void throw_error(PyObject* type, const std::string& msg) {
+  PyErr_SetString(type, msg.c_str());
+  throw py::error_already_set();
+}
+
+void throw_invalid(const std::string& msg) { throw_error(g_invalid, msg); }
+
+// ---------------------------------------------------------------------------------------------------
+// numpy conversion.
+
+py::module_& numpy() {
+  static py::module_ np = py::module_::import("numpy");
+  return np;
+}
+
+namespace {
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(a.shape(i));
+  }
+  if (a.ndim() == 1) s += ",";
+  return s + ")";
+}
+
+}  // namespace
+
+py::array as_numeric_array(py::handle obj, const char* name, const char* kinds, int ndim, const char* shape_doc) {
+  py::array a = numpy().attr("asarray")(obj);
+  const char kind = a.dtype().kind();
+  if (!std::strchr(kinds, kind))
+    throw py::type_error(std::string(name) + " must be a numeric array (" + shape_doc + "), got dtype " +
+                         py::str(a.dtype()).cast<std::string>());
+  if (a.ndim() != ndim)
+    throw_invalid(std::string(name) + " must be a " + std::to_string(ndim) + "-D array (" + shape_doc +
+                  "), got shape " + shape_str(a));
+  return a;
+}
+
+F32In as_f32(py::handle obj, const char* name, const char* shape_doc) {
+  py::array a = as_numeric_array(obj, name, "iuf", 2, shape_doc);
+  const bool ready = py::isinstance<py::array_t<float>>(a) && (a.flags() & py::array::c_style) &&
+                     (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) && a.dtype().byteorder() != '>';
+  if (!ready) a = numpy().attr("array")(a, "dtype"_a = "float32", "order"_a = "C", "copy"_a = true);
+  F32In in{a, {static_cast<const float*>(a.data()), size_t(a.shape(0)), size_t(a.shape(1))}};
+  return in;
+}
+
+I32In as_i32(py::handle obj, const char* name, const char* shape_doc) {
+  py::array a = as_numeric_array(obj, name, "iu", 2, shape_doc);
+  const bool ready = py::isinstance<py::array_t<int32_t>>(a) && (a.flags() & py::array::c_style) &&
+                     (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) && a.dtype().byteorder() != '>';
+  if (!ready) {
+    if (a.size() > 0 && a.dtype().itemsize() >= 4) {
+      const long long lo = numpy().attr("min")(a).cast<long long>();
+      const bool big = a.dtype().kind() == 'u' ? numpy().attr("max")(a).cast<unsigned long long>() > 2147483647ULL
+                                                : numpy().attr("max")(a).cast<long long>() > 2147483647LL;
+      if (lo < -2147483648LL || big) throw_invalid(std::string(name) + " has values outside the int32 range");
+    }
+    a = numpy().attr("array")(a, "dtype"_a = "int32", "order"_a = "C", "copy"_a = true);
+  }
+  return {a, {static_cast<const int32_t*>(a.data()), size_t(a.shape(0)), size_t(a.shape(1))}};
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Other arguments.
+
+std::vector<std::string> as_strings(py::handle seq, const char* name) {
+  if (py::isinstance<py::str>(seq) || py::isinstance<py::bytes>(seq))
+    throw py::type_error(std::string(name) + " must be a sequence of strings, not a single string");
+  std::vector<std::string> out;
+  for (py::handle item : py::iter(seq)) out.push_back(py::str(item).cast<std::string>());
+  return out;
+}
+
+std::optional<std::vector<std::string>> opt_strings(const py::object& seq, const char* name, size_t n) {
+  if (seq.is_none()) return std::nullopt;
+  auto v = as_strings(seq, name);
+  if (v.size() != n)
+    throw_invalid(std::string(name) + ": there are " + std::to_string(n) + " items but " + std::to_string(v.size()) +
+                  " " + name + " were given");
+  return v;
+}
+
+std::optional<size_t> opt_size(const py::object& o) {
+  if (o.is_none()) return std::nullopt;
+  const long long v = o.cast<long long>();
+  if (v < 0) throw_invalid("size bounds must be non-negative, got " + std::to_string(v));
+  return size_t(v);
+}
+
+std::string path_str(const py::object& p) { return py::str(py::module_::import("os").attr("fspath")(p)); }
+
+py::object json_loads(const std::string& s) { return py::module_::import("json").attr("loads")(s); }
+
+tessera::KMeansInit parse_init(const std::string& s) {
+  if (s == "k-means++" || s == "kmeans++") return tessera::KMeansInit::kmeans_plus_plus;
+  if (s == "random") return tessera::KMeansInit::random;
+  throw_invalid("init must be 'k-means++' or 'random', got '" + s + "'");
+}
+
+}  // namespace tessera_py
