@@ -1,10 +1,13 @@
 // tessera command-line tool: thin front end over the library (parse, validate, call, print).
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 
 #include "progress_bar.h"
+#include "tessera/core/interrupt.h"
 #include "tessera/core/threading.h"
 #include "tessera/io/vectors.h"
 #include "tessera/sid/index_json.h"
@@ -13,6 +16,28 @@
 namespace {
 
 using namespace tessera;
+
+// SIGINT/SIGTERM only raise this flag; the library polls it (set_interrupt_check) and unwinds, so outputs
+// are cleaned up. The handler resets itself: a second signal ends the process at once.
+volatile std::sig_atomic_t g_signal = 0;
+
+extern "C" void on_signal(int sig) { g_signal = sig; }
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  set_interrupt_check([] { return g_signal != 0; });
+}
+
+// Where an error was detected is for debugging: shown with --verbose or TESSERA_VERBOSE=1.
+bool verbose_errors(bool flag) {
+  const char* env = std::getenv("TESSERA_VERBOSE");
+  return flag || (env && *env && std::string(env) != "0");
+}
 
 std::vector<size_t> parse_sizes(const std::string& s) {
   std::vector<size_t> out;
@@ -67,6 +92,8 @@ std::vector<std::string> optional_lines(const std::string& path, size_t n, const
 int main(int argc, char** argv) {
   CLI::App app{"tessera: vector quantization and semantic IDs"};
   app.require_subcommand(1);
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "errors also name where in the source they were detected (or TESSERA_VERBOSE=1)");
   app.add_subcommand("version", "print the version")->callback([] { std::puts("tessera 0.1.0"); });
 
   auto* sid = app.add_subcommand("sid", "semantic IDs by (balanced) residual k-means");
@@ -106,7 +133,7 @@ int main(int argc, char** argv) {
   build->add_option("--ids", ids_file, "text file: one item id per line (index.json keys)");
   build->add_option("--labels", labels_file, "text file: one category per line (purity metrics)");
   build->add_flag("--zero-based", zero_based, "tokens count from 0 (RQ-VAE style) instead of 1");
-  build->add_option("--threads", threads, "threads (default: all cores)");
+  build->add_option("--threads", threads, "threads, at least 1 (default: all cores)")->check(CLI::Range(1, 1 << 16));
   build->add_flag("-q,--quiet", quiet, "no progress bar");
 
   // sid encode
@@ -119,9 +146,11 @@ int main(int argc, char** argv) {
   encode->add_option("--ids", enc_ids, "text file: one item id per line");
   encode->add_option("--dedup", enc_dedup, "collision resolution (default: the model's)")
       ->check(CLI::IsMember({"append", "append-all", "reassign", "none"}));
-  encode->add_option("--threads", enc_threads, "threads (default: all cores)");
+  encode->add_option("--threads", enc_threads, "threads, at least 1 (default: all cores)")
+      ->check(CLI::Range(1, 1 << 16));
 
   CLI11_PARSE(app, argc, argv);
+  install_signal_handlers();
 
   try {
     if (build->parsed()) {
@@ -172,8 +201,15 @@ int main(int argc, char** argv) {
       write_semantic_ids(enc_out, s, keys.empty() ? nullptr : &keys, false);
       print_summary(s, enc_out);
     }
+  } catch (const tessera::Interrupted&) {
+    const int sig = g_signal ? int(g_signal) : SIGINT;
+    std::fprintf(stderr, "%stessera: stopped by %s; no output was written\n", quiet ? "" : "\n",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    return 128 + sig;
   } catch (const tessera::Error& e) {
-    std::fprintf(stderr, "tessera: error: %s\n", e.what());
+    std::fprintf(stderr, "tessera: error: %s", e.what());
+    if (verbose_errors(verbose) && !e.location().empty()) std::fprintf(stderr, " [%s]", e.location().c_str());
+    std::fprintf(stderr, "\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tessera: unexpected error: %s\n", e.what());

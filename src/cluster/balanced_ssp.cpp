@@ -8,7 +8,7 @@
 // finds shortest augmenting paths (Edmonds & Karp 1972; Tomizawa 1971; Ahuja, Magnanti & Orlin,
 // "Network Flows", ch. 9), many per Dijkstra (primal-dual phases). Each augmentation moves one item along
 // every arc of the path; the arcs k→T / T→k carry each cluster's size within [lo, hi]. When no excess is
-// left, the prices certify optimality (shared/notes/balanced-assignment.md): the result is exact.
+// left, the prices certify optimality (docs/balanced-assignment.md): the result is exact.
 //
 // Getting close first: the SSP pays O(k²) per phase, so the prices are first brought near the optimum
 // by Jacobi rounds of dual ascent over the rows (O(n·k) each, vectorised), warm-started from the previous
@@ -16,6 +16,7 @@
 #include "cluster/balanced_ssp.h"
 #include "cluster/dijkstra_sweep.h"
 #include "tessera/core/threading.h"
+#include "tessera/core/interrupt.h"
 
 #include <algorithm>
 #include <cmath>
@@ -44,7 +45,10 @@ class SspSolver {
     initial_assignment();
     build_moves();
     size_t augmentations = 0, phases = 0;
-    while (const size_t pushed = augment_phase()) augmentations += pushed, ++phases;
+    while (const size_t pushed = augment_phase()) {
+      augmentations += pushed, ++phases;
+      check_interrupt();
+    }
     // Prices relative to T, so that p_k > 0 only at size hi and p_k < 0 only at size lo. In exact
     // arithmetic a cluster whose flow to T can still rise has p_k <= p_T and one whose flow can still fall
     // has p_k >= p_T; the Dijkstra updates may leave a rounding error of the wrong sign there, snapped to 0.
@@ -91,6 +95,7 @@ class SspSolver {
     size_t fewest = SIZE_MAX;
     double damping = 1.0;
     for (int round = 0; round < kMaxRounds; ++round) {
+      check_interrupt();
       scan_rows(v1, gap);
       size_t imbalance = tally(size, over, short_of);
       if (round == 0 && warm_from_sample(imbalance)) {

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "tessera/core/distances.h"
+#include "tessera/core/interrupt.h"
 #include "tessera/core/rng.h"
 #include "cluster/blocked_rows.h"
 #include "core/simd.h"
@@ -104,6 +105,7 @@ FloatMatrix kmeans_plus_plus(MatrixView<const float> x, size_t k, uint64_t seed,
   std::vector<size_t> cand_idx(trials);
   std::uniform_real_distribution<double> unif(0.0, 1.0);
   for (size_t c = 1; c < k; ++c) {
+    check_interrupt();
     double pot = 0;
     for (size_t i = 0; i < n; ++i) cumulative[i] = (pot += closest[i]);
     for (size_t t = 0; t < trials; ++t) {
@@ -214,6 +216,7 @@ class LloydRows {
     FloatMatrix prev(c.rows, c.cols);
     double obj = 0;
     for (int it = 1; it <= iters; ++it) {
+      check_interrupt();
       obj = assign(c);
       for (size_t j = 0; j < c.rows; ++j) std::copy(c.row(j), c.row(j) + c.cols, prev.row(j));
       update_centroids(x_, assign_.data(), k_, c, counts_);

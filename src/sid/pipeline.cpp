@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "tessera/core/interrupt.h"
 #include "tessera/io/atomic_file.h"
 #include "tessera/sid/index_json.h"
 #include "tessera/io/npy.h"
@@ -255,6 +256,7 @@ void write_semantic_ids(const std::string& dir, const SemanticIds& s, const std:
       TESSERA_CHECK_ARG(!fs::exists(target, ec) || fs::is_regular_file(target, ec),
                         target.string() << " exists and is not a regular file: nothing was written");
     }
+    check_interrupt_now();  // the last moment to stop with nothing written
     for (const std::string& n : names) {
       fs::rename(staging / n, fs::path(dir) / n, ec);
       if (ec) TESSERA_THROW_IO("cannot move " << n << " into " << dir << ": " << ec.message());
