@@ -1,6 +1,6 @@
 // Size-constrained assignment: give each of n points one of k clusters, minimising the total squared
 // distance, with every cluster's size in [lo, hi]. This is a transportation problem (see
-// shared/notes/balanced-assignment.md); its optimality certificate is a price per cluster p_k such that
+// docs/balanced-assignment.md); its optimality certificate is a price per cluster p_k such that
 // every point sits in a cluster minimising d(i,k) + p_k, sizes are within bounds, p_k > 0 only at
 // size hi and p_k < 0 only at size lo.
 #pragma once
