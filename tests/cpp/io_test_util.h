@@ -9,12 +9,16 @@
 #include <string>
 #include <vector>
 
+#include "test_helpers.h"
+
 namespace tessera_test {
+
+using tessera::testing::missing_shared_data;
+using tessera::testing::shared_data;
 
 inline std::string fixture(const std::string& name) {
   return std::string(TESSERA_SOURCE_DIR) + "/tests/data/io/" + name;
 }
-inline std::string shared_data(const std::string& name) { return std::string(TESSERA_SHARED_DATA) + "/" + name; }
 
 class ScratchDir {
  public:

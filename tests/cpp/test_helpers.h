@@ -1,5 +1,8 @@
-// Shared test data: seeded Gaussian mixtures and the real datasets in shared/data.
+// Shared test data: seeded Gaussian mixtures, and where the real data sets are found.
 #pragma once
+#include <cstdlib>
+#include <filesystem>
+#include <initializer_list>
 #include <random>
 #include <string>
 
@@ -21,6 +24,32 @@ inline FloatMatrix gaussian_mixture(size_t n, size_t d, size_t centres, uint64_t
   return x;
 }
 
-inline std::string shared_data(const std::string& rel) { return std::string(TESSERA_SHARED_DATA) + "/" + rel; }
+/// The folder of the real data sets (siftsmall/, bigann10k/, debian-packages/, ...): the environment variable
+/// TESSERA_DATA when it is set and not empty, else the build-time default TESSERA_SHARED_DATA, which CMake
+/// sets to <repository root>/../shared/data. The Python tests and bench/datasets.py follow the same rule.
+inline std::string shared_data_dir() {
+  const char* env = std::getenv("TESSERA_DATA");
+  return env && *env ? std::string(env) : std::string(TESSERA_SHARED_DATA);
+}
+
+/// A file of the real data sets, e.g. shared_data("siftsmall/siftsmall_base.fvecs").
+inline std::string shared_data(const std::string& rel) { return shared_data_dir() + "/" + rel; }
+
+/// Why a test that reads these files cannot run: "" when they all exist, else a message naming the first
+/// missing one, for GTEST_SKIP. Call it with every file the test reads, before reading any:
+///   if (const std::string why = missing_shared_data({base, query}); !why.empty()) GTEST_SKIP() << why;
+inline std::string missing_shared_data(std::initializer_list<std::string> paths) {
+  const char* env = std::getenv("TESSERA_DATA");
+  for (const std::string& p : paths) {
+    if (std::filesystem::exists(p)) continue;
+    if (env && *env)
+      return p + " is absent (TESSERA_DATA=" + env +
+             "): point TESSERA_DATA at the folder holding the real data sets, or unset it to use " +
+             TESSERA_SHARED_DATA;
+    return p + " is absent: put the real data sets at " + TESSERA_SHARED_DATA +
+           ", or set TESSERA_DATA to the folder holding them";
+  }
+  return {};
+}
 
 }  // namespace tessera::testing

@@ -37,7 +37,8 @@ TEST(IdxRead, GzipIsDetectedByContentNotName) {
 
 TEST(IdxRead, FashionMnistTestImages) {
   const std::string path = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
-  if (!exists(path)) GTEST_SKIP() << path << " is absent (apt-get install dataset-fashion-mnist)";
+  // Debian's copy, not one of the shared data sets: TESSERA_DATA does not move it.
+  if (!exists(path)) GTEST_SKIP() << path << " is absent: install the Debian package dataset-fashion-mnist";
   const FloatMatrix x = read_idx(path);
   ASSERT_EQ(x.rows(), 10000u);
   ASSERT_EQ(x.cols(), 784u);

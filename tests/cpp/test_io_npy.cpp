@@ -230,7 +230,7 @@ TEST(NpyRead, LargeFloat32FileIsMappedNotCopied) {
 
 TEST(NpyRead, DebianEmbeddingsFloat16RowsAreUnitNorm) {
   const std::string path = shared_data("debian-packages/embeddings.npy");
-  if (!exists(path)) GTEST_SKIP() << path << " is absent";
+  if (const std::string why = missing_shared_data({path}); !why.empty()) GTEST_SKIP() << why;
   const FloatMatrix x = read_npy_f32(path);
   ASSERT_EQ(x.rows(), 63440u);
   ASSERT_EQ(x.cols(), 256u);

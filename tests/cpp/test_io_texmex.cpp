@@ -37,7 +37,9 @@ TEST(TexmexRead, NumpyWrittenFixtures) {
 
 TEST(TexmexRead, SiftSmall) {
   const std::string base = shared_data("siftsmall/siftsmall_base.fvecs");
-  if (!exists(base)) GTEST_SKIP() << base << " is absent";
+  const std::string truth = shared_data("siftsmall/siftsmall_groundtruth.ivecs");
+  const std::string query = shared_data("siftsmall/siftsmall_query.fvecs");
+  if (const std::string why = missing_shared_data({base, truth, query}); !why.empty()) GTEST_SKIP() << why;
   const FloatMatrix x = read_fvecs(base);
   ASSERT_EQ(x.rows(), 10000u);
   ASSERT_EQ(x.cols(), 128u);
@@ -47,12 +49,12 @@ TEST(TexmexRead, SiftSmall) {
     ASSERT_LE(x.data()[k], 255.0f);
     ASSERT_EQ(x.data()[k], std::floor(x.data()[k]));
   }
-  const CodeMatrix gt = read_ivecs(shared_data("siftsmall/siftsmall_groundtruth.ivecs"));
+  const CodeMatrix gt = read_ivecs(truth);
   ASSERT_EQ(gt.rows(), 100u);
   ASSERT_EQ(gt.cols(), 100u);
   for (size_t k = 0; k < gt.size(); ++k) ASSERT_TRUE(gt.data()[k] >= 0 && gt.data()[k] < 10000);
   // The ground truth is right: the listed nearest base vector of query 0 is at least as close as any other.
-  const FloatMatrix q = read_fvecs(shared_data("siftsmall/siftsmall_query.fvecs"));
+  const FloatMatrix q = read_fvecs(query);
   auto dist = [&](size_t b) {
     double s = 0;
     for (size_t j = 0; j < 128; ++j) s += double(q(0, j) - x(b, j)) * (q(0, j) - x(b, j));
@@ -64,14 +66,16 @@ TEST(TexmexRead, SiftSmall) {
 
 TEST(TexmexRead, Bigann10k) {
   const std::string base = shared_data("bigann10k/bigann10k_base.bvecs");
-  if (!exists(base)) GTEST_SKIP() << base << " is absent";
+  const std::string query = shared_data("bigann10k/bigann10k_query.bvecs");
+  const std::string truth = shared_data("bigann10k/bigann10k_groundtruth.ivecs");
+  if (const std::string why = missing_shared_data({base, query, truth}); !why.empty()) GTEST_SKIP() << why;
   const FloatMatrix x = read_bvecs(base);
   ASSERT_EQ(x.rows(), 10000u);
   ASSERT_EQ(x.cols(), 128u);
-  const FloatMatrix q = read_bvecs(shared_data("bigann10k/bigann10k_query.bvecs"));
+  const FloatMatrix q = read_bvecs(query);
   ASSERT_EQ(q.rows(), 100u);
   EXPECT_EQ(std::memcmp(q.data(), x.data(), q.size() * 4), 0) << "the queries are the first 100 base rows";
-  const CodeMatrix gt = read_ivecs(shared_data("bigann10k/bigann10k_groundtruth.ivecs"));
+  const CodeMatrix gt = read_ivecs(truth);
   ASSERT_EQ(gt.rows(), 100u);
   ASSERT_EQ(gt.cols(), 100u);
   for (size_t i = 0; i < 100; ++i) EXPECT_EQ(gt(i, 0), int32_t(i));
