@@ -1,15 +1,10 @@
 """tessera's readers and writers against numpy's own (de)serialisation."""
 import gzip
-import os
-
 
 import numpy as np
 import pytest
 
 import tessera
-
-DATA = "/work/shared/data"
-SIFT = os.path.join(DATA, "siftsmall")
 
 
 def texmex_numpy(path, dtype):
@@ -105,14 +100,14 @@ def test_npz_roundtrip(tmp_path):
         tessera.read_npz(tmp_path / "bad.npz")
 
 
-def test_texmex_against_numpy(tmp_path):
-    base = os.path.join(SIFT, "siftsmall_base.fvecs")
+def test_texmex_against_numpy(tmp_path, data_file):
+    base = data_file("siftsmall/siftsmall_base.fvecs")
     x = tessera.read_fvecs(base)
     ref = texmex_numpy(base, np.float32)
     assert x.shape == (10000, 128)
     np.testing.assert_array_equal(x, ref)
     np.testing.assert_array_equal(tessera.read_vectors(base), ref)
-    gt = os.path.join(SIFT, "siftsmall_groundtruth.ivecs")
+    gt = data_file("siftsmall/siftsmall_groundtruth.ivecs")
     g = tessera.read_ivecs(gt)
     assert g.dtype == np.int32
     np.testing.assert_array_equal(g, texmex_numpy(gt, np.int32))

@@ -9,7 +9,7 @@ import pytest
 
 import tessera
 
-SIFT = "/work/shared/data/siftsmall/siftsmall_base.fvecs"
+SIFT = "siftsmall/siftsmall_base.fvecs"  # in the real data sets (conftest.py)
 
 
 def sqdist(x, c):
@@ -56,9 +56,9 @@ def test_kmeans_deterministic_and_input_dtypes():
     assert r.sample_rows is not None and len(r.sample_rows) == 500 and len(r.labels) == 500
 
 
-def test_kmeans_objective_close_to_faiss():
+def test_kmeans_objective_close_to_faiss(data_file):
     faiss = pytest.importorskip("faiss")
-    x = tessera.read_fvecs(SIFT)
+    x = tessera.read_fvecs(data_file(SIFT))
     k, niter, nredo = 64, 20, 2
     ours = tessera.kmeans(x, k, max_iter=niter, tol=0.0, n_init=nredo, seed=123)
     assert ours.iterations == niter
@@ -70,10 +70,10 @@ def test_kmeans_objective_close_to_faiss():
     assert ours.objective <= theirs * 1.03, (ours.objective, theirs)
 
 
-def test_sample_warm_start_close_to_lloyd_on_all_rows():
+def test_sample_warm_start_close_to_lloyd_on_all_rows(data_file):
     """From 1024·k rows on, restarts run on 256·k rows and the winner's last iterations on all rows."""
     faiss = pytest.importorskip("faiss")
-    x = tessera.read_fvecs(SIFT)  # 10,000 rows ≥ 1024 · 8
+    x = tessera.read_fvecs(data_file(SIFT))  # 10,000 rows ≥ 1024 · 8
     k, niter = 8, 24
     warm = tessera.kmeans(x, k, max_iter=niter, tol=0.0, n_init=2, seed=5)
     cold = tessera.kmeans(x, k, max_iter=niter, tol=0.0, n_init=2, seed=5, sample_warm_start=False)

@@ -6,7 +6,7 @@ import pytest
 
 import tessera
 
-SIFT = "/work/shared/data/siftsmall/siftsmall_base.fvecs"
+SIFT = "siftsmall/siftsmall_base.fvecs"  # in the real data sets (conftest.py)
 
 
 def sqdist(x, c):
@@ -177,9 +177,9 @@ def test_balanced_fit_and_assign(data):
     assert greedy <= bal * (1 + 1e-5) and bal < 1.5 * greedy
 
 
-def test_rq_mse_close_to_faiss():
+def test_rq_mse_close_to_faiss(data_file):
     faiss = pytest.importorskip("faiss")
-    x = tessera.read_fvecs(SIFT)
+    x = tessera.read_fvecs(data_file(SIFT))
     M, nbits = 3, 6
     rq = faiss.ResidualQuantizer(x.shape[1], M, nbits)
     rq.max_beam_size = 1  # greedy, like ours

@@ -10,13 +10,13 @@ import pytest
 
 import tessera
 
-EMB = "/work/shared/data/debian-packages/embeddings.npy"
+EMB = "debian-packages/embeddings.npy"  # in the real data sets (conftest.py)
 N, K, L = 5000, 32, 3
 
 
 @pytest.fixture(scope="module")
-def x():
-    e = np.load(EMB, mmap_mode="r")
+def x(data_file):
+    e = np.load(data_file(EMB), mmap_mode="r")
     assert e.dtype == np.float16 and e.shape[1] == 256
     return np.asarray(e[:N])  # float16: tessera converts with one copy
 
