@@ -3,8 +3,9 @@
 Every dataset is materialised once as a float32 C-contiguous .npy file in a cache directory, so that every
 contender (our CLI, our Python module, faiss, k-means-constrained) reads exactly the same bytes.
 
-Real sets come from /work/shared/data (see its README.md); synthetic sets are anisotropic Gaussian mixtures
-made with a fixed seed (deterministic: the same file for the same name, whatever the machine).
+Real sets come from the folder named by the environment variable TESSERA_DATA, else from ../shared/data
+relative to the repository root (the same rule as the tests); synthetic sets are anisotropic Gaussian
+mixtures made with a fixed seed (deterministic: the same file for the same name, whatever the machine).
 """
 from __future__ import annotations
 
@@ -13,7 +14,23 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_ROOT = Path(os.environ.get("TESSERA_DATA", "/work/shared/data"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+DATA_ROOT = Path(os.environ.get("TESSERA_DATA") or DEFAULT_DATA_ROOT)
+
+
+def data_file(rel: str) -> Path:
+    """A file of the real data sets, e.g. data_file("siftsmall/siftsmall_base.fvecs"); an error naming it
+    when it is absent."""
+    p = DATA_ROOT / rel
+    if not p.is_file():
+        env = os.environ.get("TESSERA_DATA")
+        if env:
+            raise FileNotFoundError(f"{p} is absent (TESSERA_DATA={env}): point TESSERA_DATA at the folder "
+                                    f"holding the real data sets, or unset it to use {DEFAULT_DATA_ROOT}")
+        raise FileNotFoundError(f"{p} is absent: put the real data sets at {DEFAULT_DATA_ROOT}, or set "
+                                "TESSERA_DATA to the folder holding them")
+    return p
 
 
 # ----------------------------------------------------------------------------------------------- readers
@@ -94,7 +111,7 @@ def gaussian_mixture(n: int, d: int = 128, components: int = 512, seed: int = 20
 
 # ----------------------------------------------------------------------------------------------- registry
 def _debian() -> np.ndarray:
-    return np.load(DATA_ROOT / "debian-packages" / "embeddings.npy").astype(np.float32)
+    return np.load(data_file("debian-packages/embeddings.npy")).astype(np.float32)
 
 
 def _subset(x: np.ndarray, n: int, seed: int = 7) -> np.ndarray:
@@ -108,9 +125,9 @@ def _subset(x: np.ndarray, n: int, seed: int = 7) -> np.ndarray:
 DATASETS = {
     # name: (description, loader)
     "siftsmall": ("texmex ANN_SIFT10K base, 10000×128 float32",
-                  lambda: read_fvecs(DATA_ROOT / "siftsmall" / "siftsmall_base.fvecs")),
+                  lambda: read_fvecs(data_file("siftsmall/siftsmall_base.fvecs"))),
     "bigann10k": ("first 10k of texmex BIGANN, 10000×128 uint8 → float32",
-                  lambda: read_bvecs(DATA_ROOT / "bigann10k" / "bigann10k_base.bvecs")),
+                  lambda: read_bvecs(data_file("bigann10k/bigann10k_base.bvecs"))),
     "debian": ("Debian 12 package embeddings (LSA), 63440×256 float16 → float32, rows L2-normalised",
                _debian),
     "debian-20k": ("random 20000-row subset (seed 7) of debian", lambda: _subset(_debian(), 20_000)),
