@@ -25,7 +25,9 @@ template <class F>
 void over_row_chunks(size_t m, F&& f) {
   single_threaded_blas();
   const size_t chunks = (m + kChunkRows - 1) / kChunkRows;
-  if (chunks <= 1 || omp_in_parallel()) {
+  // Inside a parallel region, even a team of one (where omp_in_parallel() is false), the caller's block is
+  // computed whole: the chunking must not depend on the thread count.
+  if (chunks <= 1 || omp_get_level() > 0) {
     f(0, m);
     return;
   }
