@@ -9,7 +9,9 @@ namespace {
 
 PyObject* make_exception(py::module_& m, const char* name, py::tuple bases, const char* doc) {
   const std::string qual = std::string("tessera.") + name;
-  PyObject* t = PyErr_NewExceptionWithDoc(qual.c_str(), doc, bases.ptr(), nullptr);
+  // Instances get their own `location`; the class attribute is the default for those raised from Python.
+  py::dict attrs("location"_a = "");
+  PyObject* t = PyErr_NewExceptionWithDoc(qual.c_str(), doc, bases.ptr(), attrs.ptr());
   if (!t) throw py::error_already_set();
   m.add_object(name, py::handle(t));  // the module keeps a reference; so do we (never released)
   return t;
@@ -31,13 +33,13 @@ void bind_core(py::module_& m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const tessera::InvalidArgument& e) {
-      PyErr_SetString(g_invalid, e.what());
+      set_error(g_invalid, e.what(), e.location());
     } catch (const tessera::FormatError& e) {
-      PyErr_SetString(g_format, e.what());
+      set_error(g_format, e.what(), e.location());
     } catch (const tessera::IOError& e) {
-      PyErr_SetString(g_ioerror, e.what());
+      set_error(g_ioerror, e.what(), e.location());
     } catch (const tessera::Error& e) {
-      PyErr_SetString(g_error, e.what());
+      set_error(g_error, e.what(), e.location());
     }
   });
 

@@ -39,8 +39,11 @@ bool npy_is_integer(const std::string& path) {
     try {
       return tessera::parse_npy_header(buf.data(), buf.size());
     } catch (const tessera::FormatError& e) {
-      // Name the file rather than the in-memory image.
-      throw tessera::FormatError(path + ": " + e.what());
+      // Name the file rather than the in-memory image ("npy image: ...").
+      std::string msg = e.what();
+      const std::string memory_name = "npy image: ";
+      if (msg.compare(0, memory_name.size(), memory_name) == 0) msg.erase(0, memory_name.size());
+      throw tessera::FormatError(path + ": " + msg, e.location());
     }
   }();
   const std::string& d = h.descr;

@@ -40,12 +40,35 @@ PyObject* g_invalid = nullptr;
 PyObject* g_format = nullptr;
 PyObject* g_ioerror = nullptr;
 
-void throw_error(PyObject* type, const std::string& msg) {
-  PyErr_SetString(type, msg.c_str());
+void set_error(PyObject* type, const std::string& msg, const std::string& location) {
+  // Messages may quote bytes from files: undecodable ones become U+FFFD rather than a UnicodeDecodeError.
+  py::object text = py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(msg.data(), py::ssize_t(msg.size()), "replace"));
+  if (!text) return;
+  py::object exc = py::reinterpret_steal<py::object>(PyObject_CallOneArg(type, text.ptr()));
+  if (!exc) return;
+  py::object where =
+      py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(location.data(), py::ssize_t(location.size()), "replace"));
+  if (!where || PyObject_SetAttrString(exc.ptr(), "location", where.ptr()) != 0) return;
+  PyErr_SetObject(type, exc.ptr());
+}
+
+std::string location_str(const std::source_location& where) {
+  // The rule of tessera::detail::throw_error: keep the path below the project root.
+  const char* file = where.file_name();
+  for (const char* dir : {"/python/", "/src/", "/include/", "/tools/"})
+    if (const char* p = std::strstr(file, dir)) {
+      file = p + 1;
+      break;
+    }
+  return std::string(file) + ":" + std::to_string(where.line());
+}
+
+void throw_error(PyObject* type, const std::string& msg, std::source_location where) {
+  set_error(type, msg, location_str(where));
   throw py::error_already_set();
 }
 
-void throw_invalid(const std::string& msg) { throw_error(g_invalid, msg); }
+void throw_invalid(const std::string& msg, std::source_location where) { throw_error(g_invalid, msg, where); }
 
 // ---------------------------------------------------------------------------------------------------
 // numpy conversion.

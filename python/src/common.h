@@ -11,6 +11,8 @@
 //   tessera.InvalidArgument  (Error, ValueError)   bad shapes, NaN/Inf, N < K, infeasible bounds, ...
 //   tessera.FormatError      (Error, ValueError)   truncated / corrupted / foreign files
 //   tessera.IOError          (Error, OSError)      the OS refused to open, read, write or rename
+// Every one has `location` ("src/cluster/kmeans.cpp:120": tessera::Error::location(), or the binding
+// line that raised it; "" for instances made in Python); str(e) is the message alone.
 // Wrong Python types raise TypeError; wrong ndim or array shapes raise tessera.InvalidArgument.
 //
 // Progress: a Python callable(stage: str, done: int, total: int, value: float), called with the GIL held.
@@ -24,6 +26,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <string>
 #include <utility>
 #include <vector>
@@ -91,10 +94,17 @@ extern PyObject* g_invalid;
 extern PyObject* g_format;
 extern PyObject* g_ioerror;
 
-/// Raise tessera.InvalidArgument(msg).
-[[noreturn]] void throw_invalid(const std::string& msg);
-/// Raise `type`(msg), type one of the g_* exception types.
-[[noreturn]] void throw_error(PyObject* type, const std::string& msg);
+/// Set the Python error `type`(msg) with e.location = location ("src/cluster/kmeans.cpp:120", or "");
+/// type is one of the g_* exception types. Never throws: if building the exception fails, that failure
+/// is the error set instead.
+void set_error(PyObject* type, const std::string& msg, const std::string& location);
+/// "python/src/bind_io.cpp:42": a source location as tessera's errors name it (path below the project root).
+std::string location_str(const std::source_location& where);
+/// Raise `type`(msg) located at the caller.
+[[noreturn]] void throw_error(PyObject* type, const std::string& msg,
+                              std::source_location where = std::source_location::current());
+/// Raise tessera.InvalidArgument(msg) located at the caller.
+[[noreturn]] void throw_invalid(const std::string& msg, std::source_location where = std::source_location::current());
 
 // ---------------------------------------------------------------------------------------------------
 // numpy conversion.

@@ -17,7 +17,9 @@ Errors (all derive from :class:`tessera.Error`, itself an ``Exception``):
 * :class:`tessera.FormatError` (also a ``ValueError``): a truncated, corrupted or foreign file.
 * :class:`tessera.IOError` (also an ``OSError``): a file or directory cannot be opened, read or written.
 
-A non-numeric array or a wrong Python type raises ``TypeError``.
+``str(e)`` is the message for users; ``e.location`` says where the error was detected, for bug reports
+(``"src/cluster/kmeans.cpp:120"``; ``""`` when unknown). A non-numeric array or a wrong Python type raises
+``TypeError``.
 
 Progress: functions taking ``progress`` call ``progress(stage: str, done: int, total: int, value: float)``
 with the GIL held; an exception raised there (KeyboardInterrupt included) stops the work and propagates.

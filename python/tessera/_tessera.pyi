@@ -13,7 +13,10 @@ ArrayLike = npt.ArrayLike
 ProgressFn = Callable[[str, int, int, float], object]
 
 class Error(Exception):
-    """Base of every error tessera raises."""
+    """Base of every error tessera raises. str(e) is the message alone."""
+
+    location: str
+    """Where the error was detected, e.g. "src/cluster/kmeans.cpp:120" ("" when unknown)."""
 
 class InvalidArgument(Error, ValueError):
     """An unusable argument: wrong shape or ndim, NaN/Inf, N < K, infeasible bounds, dimension mismatch."""
