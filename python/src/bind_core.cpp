@@ -1,6 +1,17 @@
-// Exceptions and threads.
+// Exceptions, interrupts and threads.
+//
+// Interrupts: long library loops call tessera::check_interrupt() on the thread that started the work (at
+// most every 20 ms). The check installed here takes the GIL and runs Python's pending signal handlers
+// (PyErr_CheckSignals: on the main thread only, elsewhere it does nothing). When a handler raised —
+// KeyboardInterrupt from the default SIGINT handler, or whatever a user's handler raises — the exception
+// is kept for this thread and the library unwinds with tessera::Interrupted, which the translator turns
+// back into the kept exception (KeyboardInterrupt if there is none).
+#include <memory>
+#include <utility>
+
 #include "common.h"
 #include "tessera/core/error.h"
+#include "tessera/core/interrupt.h"
 #include "tessera/core/threading.h"
 
 namespace tessera_py {
@@ -15,6 +26,33 @@ PyObject* make_exception(py::module_& m, const char* name, py::tuple bases, cons
   if (!t) throw py::error_already_set();
   m.add_object(name, py::handle(t));  // the module keeps a reference; so do we (never released)
   return t;
+}
+
+// The exception a signal handler raised in the last check that said "stop", on this thread. Touched
+// only with the GIL held; a raw pointer so that nothing runs at thread exit.
+thread_local py::error_already_set* t_interrupt = nullptr;
+
+bool python_interrupt_check() {
+  // Daemon threads may still be working while the interpreter shuts down: taking the GIL then would
+  // never return.
+#if PY_VERSION_HEX >= 0x030D0000
+  if (!Py_IsInitialized() || Py_IsFinalizing()) return false;
+#else
+  if (!Py_IsInitialized() || _Py_IsFinalizing()) return false;
+#endif
+  py::gil_scoped_acquire gil;  // this thread may hold it already (then a no-op) or not
+  if (PyErr_CheckSignals() == 0) return false;
+  delete std::exchange(t_interrupt, new py::error_already_set());  // takes the pending exception
+  return true;
+}
+
+/// Set the Python error for a tessera::Interrupted: what the signal handler raised, else KeyboardInterrupt.
+void set_interrupted_error() {
+  std::unique_ptr<py::error_already_set> e(std::exchange(t_interrupt, nullptr));
+  if (e)
+    e->restore();
+  else
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
 }
 
 }  // namespace
@@ -32,6 +70,8 @@ void bind_core(py::module_& m) {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const tessera::Interrupted&) {
+      set_interrupted_error();
     } catch (const tessera::InvalidArgument& e) {
       set_error(g_invalid, e.what(), e.location());
     } catch (const tessera::FormatError& e) {
@@ -42,6 +82,9 @@ void bind_core(py::module_& m) {
       set_error(g_error, e.what(), e.location());
     }
   });
+
+  // --- interrupts ------------------------------------------------------------------------------------
+  tessera::set_interrupt_check(&python_interrupt_check);
 
   // --- threads ---------------------------------------------------------------------------------------
   m.def(

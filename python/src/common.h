@@ -17,6 +17,9 @@
 //
 // Progress: a Python callable(stage: str, done: int, total: int, value: float), called with the GIL held.
 // An exception it raises (KeyboardInterrupt included) stops the computation and propagates.
+//
+// Interrupts (bind_core.cpp): the library's interrupt check runs Python's signal handlers; tessera::Interrupted
+// becomes the exception a handler raised (KeyboardInterrupt for Ctrl-C).
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>

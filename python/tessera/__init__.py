@@ -24,6 +24,9 @@ Errors (all derive from :class:`tessera.Error`, itself an ``Exception``):
 Progress: functions taking ``progress`` call ``progress(stage: str, done: int, total: int, value: float)``
 with the GIL held; an exception raised there (KeyboardInterrupt included) stops the work and propagates.
 Heavy work runs with the GIL released, so other Python threads keep running.
+
+Ctrl-C: long work (k-means, quantizer training, semantic IDs) looks at pending signals about every 20 ms
+and stops with ``KeyboardInterrupt`` (or whatever a SIGINT handler of yours raises), writing nothing.
 """
 import os as _os
 
