@@ -53,14 +53,11 @@ void set_error(PyObject* type, const std::string& msg, const std::string& locati
 }
 
 std::string location_str(const std::source_location& where) {
-  // The rule of tessera::detail::throw_error: keep the path below the project root.
-  const char* file = where.file_name();
-  for (const char* dir : {"/python/", "/src/", "/include/", "/tools/"})
-    if (const char* p = std::strstr(file, dir)) {
-      file = p + 1;
-      break;
-    }
-  return std::string(file) + ":" + std::to_string(where.line());
+  // As tessera's errors: the path below the project root. The last "/python/src/" is ours even when the
+  // checkout itself lies below a folder of that name.
+  const std::string file = where.file_name();
+  const size_t at = file.rfind("/python/src/");
+  return (at == std::string::npos ? file : file.substr(at + 1)) + ":" + std::to_string(where.line());
 }
 
 void throw_error(PyObject* type, const std::string& msg, std::source_location where) {
