@@ -130,6 +130,12 @@ int main(int argc, char** argv) {
   build->add_flag("--no-sample-warm-start", all_rows_lloyd,
                   "every Lloyd iteration on all rows (default: from 64·K rows on, restarts run on a sample of "
                   "min(256·K, N/2) rows and the last quarter of the iterations on all rows)");
+  std::string init_name = "auto";
+  build->add_option("--init", init_name,
+                    "how each k-means restart starts: auto (plain levels: k-means++ and progressive-dimension "
+                    "seeds race for 3 iterations; balanced levels: k-means++), k-means++, random, progressive")
+      ->check(CLI::IsMember({"auto", "k-means++", "random", "progressive"}))
+      ->capture_default_str();
   build->add_option("--ids", ids_file, "text file: one item id per line (index.json keys)");
   build->add_option("--labels", labels_file, "text file: one category per line (purity metrics)");
   build->add_flag("--zero-based", zero_based, "tokens count from 0 (RQ-VAE style) instead of 1");
@@ -176,6 +182,7 @@ int main(int argc, char** argv) {
       p.tol = tol;
       p.train_sample = train_sample;
       p.sample_warm_start = !all_rows_lloyd;
+      p.init = parse_kmeans_init(init_name);
       if (size_min) p.size_min = size_min;
       if (size_max) p.size_max = size_max;
       p.progress = cli::progress_bar(quiet);

@@ -47,7 +47,7 @@ void bind_cluster(py::module_& m) {
         p.max_iter = max_iter;
         p.tol = tol;
         p.n_init = n_init;
-        p.init = parse_init(init);
+        p.init = tessera::parse_kmeans_init(init);
         p.seed = seed;
         p.max_train_points = max_train_points;
         p.sample_warm_start = sample_warm_start;
@@ -66,11 +66,13 @@ void bind_cluster(py::module_& m) {
           return tessera::kmeans(in.view, p);
         });
       },
-      "x"_a, "k"_a, py::kw_only(), "max_iter"_a = 100, "tol"_a = 1e-4, "n_init"_a = 3, "init"_a = "k-means++",
+      "x"_a, "k"_a, py::kw_only(), "max_iter"_a = 100, "tol"_a = 1e-4, "n_init"_a = 3, "init"_a = "auto",
       "seed"_a = 42, "max_train_points"_a = 0, "size_min"_a = py::none(), "size_max"_a = py::none(),
       "balanced"_a = false, "sample_warm_start"_a = true, "progress"_a = py::none(),
       "k-means (Lloyd) on x: n × d float32 into k clusters.\n\n"
-      "init: 'k-means++' or 'random'; n_init restarts (lowest objective wins); tol as scikit-learn;\n"
+      "init: 'auto' (plain k-means: k-means++ and progressive-dimension seeds race for 3 iterations, the\n"
+      "lower objective goes on; balanced: k-means++), 'k-means++', 'random' or 'progressive'; n_init restarts\n"
+      "(lowest objective wins); tol as scikit-learn;\n"
       "max_train_points > 0 trains on a uniform sample of that many rows. sample_warm_start: from 64·k\n"
       "training rows on, the restarts run on a sample of min(256·k, n/2) rows and the last quarter of the\n"
       "iterations (at least 4) of the best one on all rows; False: every iteration on all rows. balanced=True, or size_min /\n"

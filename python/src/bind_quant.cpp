@@ -91,7 +91,7 @@ void bind_quant(py::module_& m) {
              p.max_iter = max_iter;
              p.tol = tol;
              p.n_init = n_init;
-             p.init = parse_init(init);
+             p.init = tessera::parse_kmeans_init(init);
              p.seed = seed;
              p.size_min = opt_size(size_min);
              p.size_max = opt_size(size_max);
@@ -104,7 +104,7 @@ void bind_quant(py::module_& m) {
              return r;
            }),
            "d"_a, "codebook_sizes"_a, py::kw_only(), "balance"_a = false, "max_iter"_a = 100, "tol"_a = 1e-4,
-           "n_init"_a = 3, "init"_a = "k-means++", "seed"_a = 42, "size_min"_a = py::none(), "size_max"_a = py::none(),
+           "n_init"_a = 3, "init"_a = "auto", "seed"_a = 42, "size_min"_a = py::none(), "size_max"_a = py::none(),
            "train_sample"_a = 0, "sample_warm_start"_a = true, "progress"_a = py::none(),
            "A residual quantizer for d-dimensional vectors with len(codebook_sizes) levels of K_m codes.\n"
            "balance: train levels with size-constrained k-means (bounds size_min/size_max, default per level\n"
@@ -340,7 +340,7 @@ void bind_quant(py::module_& m) {
             const auto& p = r.q->params();
             return py::dict("balance"_a = p.balance, "max_iter"_a = p.max_iter, "tol"_a = p.tol,
                             "n_init"_a = p.n_init,
-                            "init"_a = p.init == tessera::KMeansInit::random ? "random" : "k-means++",
+                            "init"_a = tessera::kmeans_init_name(p.init),
                             "seed"_a = p.seed,
                             "size_min"_a = p.size_min ? py::cast(*p.size_min) : py::none(),
                             "size_max"_a = p.size_max ? py::cast(*p.size_max) : py::none(),

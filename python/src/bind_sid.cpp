@@ -90,7 +90,8 @@ void bind_sid(py::module_& m) {
   m.def(
       "build_semantic_ids",
       [](const py::object& x, size_t levels, size_t codebook_size, const py::object& codebook_sizes, bool balance,
-         const std::string& dedup, uint64_t seed, int n_init, int max_iter, double tol, const py::object& size_min,
+         const std::string& dedup, uint64_t seed, int n_init, const std::string& init, int max_iter, double tol,
+         const py::object& size_min,
          const py::object& size_max, size_t train_sample, bool sample_warm_start, bool zero_based,
          const py::object& labels,
          const py::object& progress, const py::object& threads) {
@@ -109,6 +110,7 @@ void bind_sid(py::module_& m) {
         p.format.zero_based = zero_based;
         p.seed = seed;
         p.n_init = n_init;
+        p.init = tessera::parse_kmeans_init(init);
         p.max_iter = max_iter;
         p.tol = tol;
         p.train_sample = train_sample;
@@ -127,7 +129,7 @@ void bind_sid(py::module_& m) {
         return s;
       },
       "x"_a, py::kw_only(), "levels"_a = 3, "codebook_size"_a = 256, "codebook_sizes"_a = py::none(),
-      "balance"_a = true, "dedup"_a = "append", "seed"_a = 42, "n_init"_a = 3, "max_iter"_a = 100, "tol"_a = 1e-4,
+      "balance"_a = true, "dedup"_a = "append", "seed"_a = 42, "n_init"_a = 3, "init"_a = "auto", "max_iter"_a = 100, "tol"_a = 1e-4,
       "size_min"_a = py::none(), "size_max"_a = py::none(), "train_sample"_a = 0, "sample_warm_start"_a = true,
       "zero_based"_a = false,
       "labels"_a = py::none(), "progress"_a = py::none(), "threads"_a = py::none(),

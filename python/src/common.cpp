@@ -157,10 +157,5 @@ std::string path_str(const py::object& p) { return py::str(py::module_::import("
 
 py::object json_loads(const std::string& s) { return py::module_::import("json").attr("loads")(s); }
 
-tessera::KMeansInit parse_init(const std::string& s) {
-  if (s == "k-means++" || s == "kmeans++") return tessera::KMeansInit::kmeans_plus_plus;
-  if (s == "random") return tessera::KMeansInit::random;
-  throw_invalid("init must be 'k-means++' or 'random', got '" + s + "'");
-}
 
 }  // namespace tessera_py

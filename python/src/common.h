@@ -176,6 +176,5 @@ std::string path_str(const py::object& p);
 /// json.loads(s).
 py::object json_loads(const std::string& s);
 /// 'k-means++' (or 'kmeans++') / 'random'.
-tessera::KMeansInit parse_init(const std::string& s);
 
 }  // namespace tessera_py

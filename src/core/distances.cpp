@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -131,14 +132,13 @@ void for_each_distance_block(MatrixView<const float> x, MatrixView<const float> 
   }
 }
 
-// Nearest of k for each of nb rows of distances d.
-TESSERA_CLONE_PER_ISA void nearest_in_block(const float* d, size_t nb, size_t k, const float* no_prices,
-                                            int32_t* assign, float* dist) {
-#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
-  for (ptrdiff_t i = 0; i < (ptrdiff_t)nb; ++i) {
-    const detail::BestTwo best = detail::best_two(d + i * k, no_prices, k);
-    assign[i] = best.best;
-    if (dist) dist[i] = best.first;
+// Nearest of k for each of nb rows of distances d (rows of k, plus `offset` per column).
+TESSERA_CLONE_PER_ISA void nearest_in_rows(const float* d, size_t nb, size_t k, const float* offset, int32_t* assign,
+                                           float* best) {
+  for (size_t i = 0; i < nb; ++i) {
+    const detail::Best b = detail::best_of(d + i * k, offset, k);
+    assign[i] = b.best;
+    best[i] = b.value;
   }
 }
 
@@ -146,11 +146,32 @@ TESSERA_CLONE_PER_ISA void nearest_in_block(const float* d, size_t nb, size_t k,
 
 void nearest_centroids(MatrixView<const float> x, MatrixView<const float> c, int32_t* assign, float* dist,
                        const float* x_norms) {
-  const size_t k = c.rows;
-  const std::vector<float> no_prices(k, 0.0f);
-  for_each_distance_block(x, c, x_norms, [&](size_t b, size_t nb, const float* d) {
-    nearest_in_block(d, nb, k, no_prices.data(), assign + b, dist ? dist + b : nullptr);
-  });
+  TESSERA_CHECK_ARG(c.rows > 0, "no centroids to compare with");
+  TESSERA_CHECK_ARG(x.cols == c.cols, "dimension mismatch: points have " << x.cols << " columns, centroids "
+                                                                          << c.cols);
+  const size_t n = x.rows, k = c.rows;
+  std::vector<float> xn;
+  if (dist && !x_norms) {
+    xn.resize(n);
+    row_norms_sqr(x, xn.data());
+    x_norms = xn.data();
+  }
+  // argmin_j ‖x − c_j‖² = argmin_j (‖c_j‖² − 2 x·c_j): each block of the product −2 x·cᵀ is scanned with
+  // the centroid norms as an offset while still in cache, and ‖x‖² is added to the winner only.
+  std::vector<float> cn(k);
+  row_norms_sqr(c, cn.data());
+  const size_t block = std::min(kDistanceBlockRows, std::max<size_t>(n, 1));
+  std::unique_ptr<float[]> d(new float[block * k]);
+  std::unique_ptr<float[]> best(new float[block]);
+  for (size_t b = 0; b < n; b += block) {
+    const size_t nb = std::min(block, n - b);
+    detail::gemm_abt(nb, k, x.cols, -2.0f, x.row(b), x.stride, c.data, c.stride, 0.0f, d.get(), k,
+                     [&](size_t r0, size_t rows) {
+                       nearest_in_rows(d.get() + r0 * k, rows, k, cn.data(), assign + b + r0, best.get() + r0);
+                       if (dist)
+                         for (size_t i = r0; i < r0 + rows; ++i) dist[b + i] = std::max(0.0f, best[i] + x_norms[b + i]);
+                     });
+  }
 }
 
 void nearest_centroids_topm(MatrixView<const float> x, MatrixView<const float> c, size_t m, int32_t* idx,

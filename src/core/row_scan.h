@@ -45,6 +45,73 @@ TESSERA_ROW_SCAN_INLINE bool any_lane(const iv& mask) {
 #endif
 }
 
+TESSERA_ROW_SCAN_INLINE fv min_lanes(const fv& a, const fv& b) { return b < a ? b : a; }
+TESSERA_ROW_SCAN_INLINE iv min_lanes(const iv& a, const iv& b) { return b < a ? b : a; }
+
+struct Best {
+  int32_t best;  ///< argmin of r[j] + offset[j], lowest index on ties
+  float value;   ///< its value
+};
+
+/// Cheapest cluster for one row r (k costs) plus a per-cluster offset (k floats). Two independent
+/// chains of comparisons (even and odd blocks of lanes), merged at the end with the lowest index
+/// winning ties: the same answer as a plain scan, at twice its instruction-level parallelism.
+TESSERA_ROW_SCAN_INLINE Best best_of(const float* r, const float* offset, size_t k) {
+  Best out{0, std::numeric_limits<float>::infinity()};
+  size_t j = 0;
+  if (k >= 2 * (size_t)kLanes) {
+    fv a, b, p;
+    iv ia, ib, idx;
+    loadv(a, r);
+    loadv(p, offset);
+    a += p;
+    loadv(b, r + kLanes);
+    loadv(p, offset + kLanes);
+    b += p;
+    for (int l = 0; l < kLanes; ++l) idx[l] = l;
+    ia = idx;
+    ib = idx + kLanes;
+    for (j = 2 * kLanes; j + 2 * kLanes <= k; j += 2 * kLanes) {
+      idx += 2 * kLanes;
+      fv v, w;
+      loadv(v, r + j);
+      loadv(p, offset + j);
+      v += p;
+      iv lt = v < a;
+      a = lt ? v : a;
+      ia = lt ? idx : ia;
+      loadv(w, r + j + kLanes);
+      loadv(p, offset + j + kLanes);
+      w += p;
+      lt = w < b;
+      b = lt ? w : b;
+      ib = lt ? idx + kLanes : ib;
+    }
+    const iv take = (b < a) | ((b == a) & (ib < ia));
+    a = take ? b : a;
+    ia = take ? ib : ia;
+    // Across lanes without leaving the registers: butterfly minima of the values, then of the indices
+    // of the lanes that hold the minimum.
+    fv m = a;
+    m = min_lanes(m, __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+    m = min_lanes(m, __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+    m = min_lanes(m, __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+    m = min_lanes(m, __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+    iv c = a == m ? ia : iv{} + std::numeric_limits<int32_t>::max();
+    c = min_lanes(c, __builtin_shufflevector(c, c, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+    c = min_lanes(c, __builtin_shufflevector(c, c, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+    c = min_lanes(c, __builtin_shufflevector(c, c, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+    c = min_lanes(c, __builtin_shufflevector(c, c, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+    out = {c[0], m[0]};
+  }
+  // The remaining columns come after every vector one: a strict < keeps the lowest index on ties.
+  for (; j < k; ++j) {
+    const float v = r[j] + offset[j];
+    if (v < out.value) out = {(int32_t)j, v};
+  }
+  return out;
+}
+
 struct BestTwo {
   int32_t best;  ///< argmin of r[j] + price[j], lowest index on ties
   float first;   ///< its value

@@ -142,6 +142,7 @@ SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p, co
   rp.max_iter = p.max_iter;
   rp.tol = p.tol;
   rp.n_init = p.n_init;
+  rp.init = p.init;
   rp.seed = p.seed;
   rp.balance = p.balance;
   rp.size_min = p.size_min;

@@ -78,7 +78,8 @@ def test_sample_warm_start_close_to_lloyd_on_all_rows(data_file):
     warm = tessera.kmeans(x, k, max_iter=niter, tol=0.0, n_init=2, seed=5)
     cold = tessera.kmeans(x, k, max_iter=niter, tol=0.0, n_init=2, seed=5, sample_warm_start=False)
     assert warm.warm_start_rows == 256 * k and cold.warm_start_rows == 0
-    assert warm.iterations == niter and len(warm.labels) == len(x)
+    # (tol = 0 still stops a stage whose centroids no longer move at all)
+    assert 4 <= warm.iterations <= niter and len(warm.labels) == len(x)
     # Labels and objective describe all rows under the final centroids.
     assert (sqdist(x, warm.centroids).argmin(1) == warm.labels).mean() > 0.999
     assert warm.objective == pytest.approx(objective(x, warm.centroids, warm.labels), rel=1e-4)

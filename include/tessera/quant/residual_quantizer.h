@@ -17,7 +17,7 @@ struct ResidualQuantizerParams {
   int max_iter = 100;
   double tol = 1e-4;
   int n_init = 3;
-  KMeansInit init = KMeansInit::kmeans_plus_plus;
+  KMeansInit init = KMeansInit::automatic;
   /// Level m trains with seed derive_seed(seed, m).
   uint64_t seed = 42;
   /// Train levels with size-constrained k-means.

@@ -26,6 +26,7 @@ struct SidParams {
   double tol = 1e-4;
   size_t train_sample = 0;  ///< train on this many sampled rows, then assign all (0: train on all)
   bool sample_warm_start = true;  ///< see KMeansParams::sample_warm_start
+  KMeansInit init = KMeansInit::automatic;  ///< see KMeansInit
   ProgressFn progress;
 };
 
