@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
   std::string init_name = "auto";
   build->add_option("--init", init_name,
                     "how each k-means restart starts: auto (plain levels: k-means++ and progressive-dimension "
-                    "seeds race for 3 iterations; balanced levels: k-means++), k-means++, random, progressive")
+                    "seeds race for 5 iterations; balanced levels: k-means++), k-means++, random, progressive")
       ->check(CLI::IsMember({"auto", "k-means++", "random", "progressive"}))
       ->capture_default_str();
   build->add_option("--ids", ids_file, "text file: one item id per line (index.json keys)");

@@ -70,7 +70,7 @@ void bind_cluster(py::module_& m) {
       "seed"_a = 42, "max_train_points"_a = 0, "size_min"_a = py::none(), "size_max"_a = py::none(),
       "balanced"_a = false, "sample_warm_start"_a = true, "progress"_a = py::none(),
       "k-means (Lloyd) on x: n × d float32 into k clusters.\n\n"
-      "init: 'auto' (plain k-means: k-means++ and progressive-dimension seeds race for 3 iterations, the\n"
+      "init: 'auto' (plain k-means: k-means++ and progressive-dimension seeds race for 5 iterations, the\n"
       "lower objective goes on; balanced: k-means++), 'k-means++', 'random' or 'progressive'; n_init restarts\n"
       "(lowest objective wins); tol as scikit-learn;\n"
       "max_train_points > 0 trains on a uniform sample of that many rows. sample_warm_start: from 64·k\n"

@@ -29,7 +29,7 @@ namespace tessera {
 ///   the new coordinates); Lloyd on all d dimensions goes on from there. It keeps the centres spread over
 ///   the directions the data varies in, where k-means++ spends many on the tails of diffuse data
 ///   (residuals): better there, worse on data made of tight clusters.
-/// - automatic (the default): for plain k-means, a race — a progressive and a k-means++ seed each run 3
+/// - automatic (the default): for plain k-means, a race — a progressive and a k-means++ seed each run 5
 ///   Lloyd iterations and the lower objective goes on; for size-constrained k-means, k-means++.
 enum class KMeansInit { kmeans_plus_plus, random, progressive, automatic };
 
