@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <random>
 
 #include "test_helpers.h"
 #include "tessera/cluster/kmeans.h"
@@ -211,4 +212,82 @@ TEST(KMeans, SampleWarmStartOnlyWhereItPays) {
   EXPECT_EQ(kmeans(large.view(), p).warm_start_rows, 256u * 8);
   p.max_iter = 4;  // no iterations would be left for the sample
   EXPECT_EQ(kmeans(large.view(), p).warm_start_rows, 0u);
+}
+
+namespace {
+
+// Residual-like data: zero-centred, anisotropic (scale 1/(1+j) per dimension), a heavy-tailed scale per row.
+FloatMatrix diffuse_heavy_tailed(size_t n, size_t d, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> g;
+  std::chi_squared_distribution<float> chi(3.0f);
+  FloatMatrix x(n, d);
+  for (size_t i = 0; i < n; ++i) {
+    const float s = std::sqrt(3.0f / chi(rng));
+    for (size_t j = 0; j < d; ++j) x(i, j) = s * g(rng) / (1.0f + float(j));
+  }
+  return x;
+}
+
+KMeansResult run(const FloatMatrix& x, size_t k, KMeansInit init) {
+  KMeansParams p;
+  p.k = k;
+  p.n_init = 1;
+  p.max_iter = 25;
+  p.seed = 3;
+  p.init = init;
+  return kmeans(x.view(), p);
+}
+
+}  // namespace
+
+TEST(KMeans, EveryInitGivesNearestLabelsAndTheSameResultForAnyThreads) {
+  const auto x = gaussian_mixture(4000, 24, 40, 51, 0.6f);
+  for (KMeansInit init : {KMeansInit::kmeans_plus_plus, KMeansInit::random, KMeansInit::progressive,
+                          KMeansInit::automatic}) {
+    SCOPED_TRACE(kmeans_init_name(init));
+    set_num_threads(1);
+    const auto a = run(x, 32, init);
+    set_num_threads(2);
+    const auto b = run(x, 32, init);
+    set_num_threads(0);
+    EXPECT_EQ(a.assignment, b.assignment);
+    EXPECT_EQ(0, std::memcmp(a.centroids.data(), b.centroids.data(), a.centroids.size() * sizeof(float)));
+    EXPECT_NEAR(a.objective, objective_of(x.view(), a.centroids.view(), a.assignment), 1e-3 * a.objective);
+    std::vector<int32_t> nearest(x.rows());
+    nearest_centroids(x.view(), a.centroids.view(), nearest.data(), nullptr);
+    EXPECT_EQ(nearest, a.assignment);
+    EXPECT_EQ(parse_kmeans_init(kmeans_init_name(init)), init);
+  }
+  EXPECT_THROW(parse_kmeans_init("kmeans||"), InvalidArgument);
+}
+
+TEST(KMeans, TheRaceKeepsTheBetterSeedOnTightClustersAndOnDiffuseData) {
+  // Tight, well-separated clusters: k-means++ finds them, the progressive seed (grown from one principal
+  // coordinate) merges some; the race must keep k-means++.
+  const auto clustered = gaussian_mixture(6000, 32, 64, 12, 0.05f);
+  const double pp = run(clustered, 64, KMeansInit::kmeans_plus_plus).objective;
+  const double pg = run(clustered, 64, KMeansInit::progressive).objective;
+  const double au = run(clustered, 64, KMeansInit::automatic).objective;
+  EXPECT_LT(pp, 0.5 * pg);
+  EXPECT_LE(au, pp * 1.000001);
+  // Diffuse heavy-tailed data, where the progressive seed is ahead after its stages but ends behind.
+  const auto diffuse = diffuse_heavy_tailed(8000, 64, 11);
+  const double dpp = run(diffuse, 128, KMeansInit::kmeans_plus_plus).objective;
+  const double dpg = run(diffuse, 128, KMeansInit::progressive).objective;
+  const double dau = run(diffuse, 128, KMeansInit::automatic).objective;
+  EXPECT_LE(dau, std::min(dpp, dpg) * 1.005) << dpp << " " << dpg << " " << dau;
+}
+
+TEST(KMeans, BalancedAutomaticInitIsKMeansPlusPlus) {
+  const auto x = gaussian_mixture(3000, 16, 20, 61);
+  KMeansParams p;
+  p.k = 16;
+  p.n_init = 1;
+  p.max_iter = 10;
+  p.size_bounds = default_size_bounds(x.rows(), p.k);
+  const auto a = kmeans(x.view(), p);
+  p.init = KMeansInit::kmeans_plus_plus;
+  const auto b = kmeans(x.view(), p);
+  EXPECT_EQ(a.assignment, b.assignment);
 }

@@ -192,3 +192,36 @@ def test_rq_mse_close_to_faiss(data_file):
     codes = q.fit(x)
     ours = float(np.mean((x.astype(np.float64) - numpy_decode(q.codebooks, codes)) ** 2))
     assert ours <= theirs * 1.03, (ours, theirs)
+
+
+def test_unbalanced_rq_matches_faiss_progressive_and_beats_its_kmeans_loop(data_file):
+    """3 × 256 unbalanced RQ on SIFT: the default init (a race of k-means++ and progressive-dimension seeds)
+    against faiss's residual quantizer (progressive-dimension k-means per level, its defaults) and against a
+    loop of faiss.Kmeans on the residuals (random init), all at 25 iterations per level."""
+    faiss = pytest.importorskip("faiss")
+    x = tessera.read_fvecs(data_file(SIFT))
+    d, M, K = x.shape[1], 3, 256
+    rq = faiss.ResidualQuantizer(d, M, 8)
+    rq.max_beam_size = 1
+    rq.cp.niter = 25
+    rq.train(x)
+    faiss_rq = float(np.mean((x.astype(np.float64) - rq.decode(rq.compute_codes(x))) ** 2))
+    r = x.copy()
+    for m in range(M):
+        km = faiss.Kmeans(d, K, niter=25, seed=100 + m)
+        km.train(r)
+        _, a = km.index.search(r, 1)
+        r -= km.centroids[a[:, 0]]
+    faiss_loop = float(np.mean(r.astype(np.float64) ** 2))
+    q = tessera.ResidualQuantizer(d, [K] * M, max_iter=25, n_init=1, seed=1)
+    codes = q.fit(x)
+    ours = float(np.mean((x.astype(np.float64) - numpy_decode(q.codebooks, codes)) ** 2))
+    assert ours <= faiss_rq * 1.01, (ours, faiss_rq)
+    assert ours <= faiss_loop * 0.99, (ours, faiss_loop)
+    for init in ("k-means++", "progressive", "random"):
+        other = tessera.ResidualQuantizer(d, [K] * M, max_iter=25, n_init=1, seed=1, init=init)
+        other_codes = other.fit(x)
+        mse = float(np.mean((x.astype(np.float64) - numpy_decode(other.codebooks, other_codes)) ** 2))
+        assert ours <= mse * 1.01, (init, ours, mse)
+    with pytest.raises(ValueError, match="init must be"):
+        tessera.ResidualQuantizer(d, [K], init="kmeans||")
