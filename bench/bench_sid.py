@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/bench_sid.py [--quick] [--only CASE[,CASE]] [--threads 2] [--out DIR]
 
-Cases (see bench/README.md): rq_vs_faiss, vs_kmeans_constrained, exact_vs_scalable, scale_1m.
+Cases (see bench/README.md): rq_vs_faiss, vs_kmeans_constrained, exact_vs_scalable, scale_1m,
+kmeans_vs_faiss, rq_heavy_tail.
 Every contender runs in its own subprocess (bench/contenders.py) on the same cached float32 data, so peak
 RSS is per contender; every quality number is computed here from the codes and codebooks each contender
 returns, the same way for all. Prints one table per case with ratios against tessera and writes
@@ -29,7 +30,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
 
-CASES = ["rq_vs_faiss", "vs_kmeans_constrained", "exact_vs_scalable", "scale_1m"]
+CASES = ["rq_vs_faiss", "vs_kmeans_constrained", "exact_vs_scalable", "scale_1m", "kmeans_vs_faiss",
+         "rq_heavy_tail"]
+PY_MODULE_CONTENDERS = ("assign-exact", "assign-scalable", "tessera-kmeans")  # always `import tessera`
 LABELS = {  # contender label → (runner, fixed params)
     "tessera balanced": ("tessera", dict(balance=True)),
     "tessera unbalanced": ("tessera", dict(balance=False)),
@@ -59,13 +62,15 @@ class Runner:
             self._x_name = name
         return self._x
 
-    def probe(self):
+    def probe(self, cases=()):
         """Small runs first, so that a contender that hangs costs one short timeout, not one per case."""
         t = self.args.probe_timeout
-        for kind, contender, ds, p in (
-                ("tessera-balanced", "tessera", "gmm-3k", dict(levels=2, K=16, n_init=1, max_iter=2, balance=True)),
+        plan = [("tessera-balanced", "tessera", "gmm-3k", dict(levels=2, K=16, n_init=1, max_iter=2, balance=True)),
                 ("assign-scalable", "assign-scalable", None, dict(n=500, k=16, seed=1)),
-                ("assign-exact", "assign-exact", None, dict(n=500, k=16, seed=1))):
+                ("assign-exact", "assign-exact", None, dict(n=500, k=16, seed=1))]
+        if "kmeans_vs_faiss" in cases:
+            plan.append(("tessera-kmeans", "tessera-kmeans", "gmm-3k", dict(K=16, n_init=1, max_iter=2, seed=1)))
+        for kind, contender, ds, p in plan:
             r = self.run(contender, ds, p, timeout=t, probe=True)
             status = "ok" if r.get("ok") else f"FAILED: {r.get('error', '')[:200]}"
             print(f"probe {kind:<17} {status}" + (f" ({r['process_wall_s']:.1f} s)" if r.get("ok") else ""))
@@ -93,7 +98,7 @@ class Runner:
         env = dict(os.environ)
         t = str(self.args.threads)
         env.update(OMP_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, MKL_NUM_THREADS=t)
-        if self.args.backend == "py" or contender.startswith("assign"):
+        if self.args.backend == "py" or contender in PY_MODULE_CONTENDERS:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.args.pymodule), env.get("PYTHONPATH")]))
         label = f"{contender} on {dataset or '-'} {json.dumps(params, sort_keys=True)}"
         print(f"  .. {label}", file=sys.stderr, flush=True)
@@ -146,9 +151,12 @@ class Runner:
             elif res.get("reported", {}).get("mse") is not None:
                 res["mse"] = float(res["reported"]["mse"])
                 res["mse_source"] = "reported by the contender (no codebooks returned)"
-            res["sizes"] = [[int(b.min()), int(b.max())] for b in
-                            (np.bincount(codes[:, m], minlength=int(codes[:, m].max()) + 1)
-                             for m in range(codes.shape[1]))]
+            counts = [np.bincount(codes[:, m], minlength=max(int(codes[:, m].max()) + 1,
+                                                             books[m].shape[0] if m < len(books) else 0))
+                      for m in range(codes.shape[1])]
+            res["sizes"] = [[int(b.min()), int(b.max())] for b in counts]
+            res["max_cluster"] = [int(b.max()) for b in counts]  # rows in the largest cluster, per level
+            res["perplexity"] = [perplexity(b) for b in counts]  # exp(entropy of the cluster-size distribution)
             res["unused_codes"] = [int(np.sum(np.bincount(codes[:, m], minlength=K) == 0))
                                    for m, K in enumerate([b.shape[0] for b in books] or [0] * codes.shape[1])]
             _, counts = np.unique(codes, axis=0, return_counts=True)
@@ -156,6 +164,15 @@ class Runner:
             rep = res.get("reported", {}).get("mse")
             if rep is not None and "mse" in res and abs(rep - res["mse"]) > 1e-3 * max(1e-12, abs(res["mse"])):
                 res["warning"] = f"tessera reported MSE {rep:.6g}, recomputed {res['mse']:.6g}"
+            if codes.shape[1] == 1 and len(books) == 1:
+                # A single k-means: the MSE above uses the labels it returned; this one every row's nearest
+                # centroid (the codebook's own quality). They agree when the labels come from a last E-step.
+                near = nearest(x, books[0])
+                res["mse_nearest"] = mse(x, near[:, None], books)
+                res["labels_not_nearest"] = float(np.mean(near != codes[:, 0]))
+                if res["mse_nearest"] < res["mse"] * (1 - 1e-4):
+                    res["warning"] = (f"labels are not every row's nearest centroid ({100 * res['labels_not_nearest']:.2f}%"
+                                      f" differ): MSE {res['mse']:.6g} with them, {res['mse_nearest']:.6g} nearest")
 
 
 def mse(x, codes, books, chunk=200_000):
@@ -167,6 +184,22 @@ def mse(x, codes, books, chunk=200_000):
             r -= c[codes[s:s + chunk, m]]
         total += float(np.einsum("ij,ij->", r, r, dtype=np.float64))
     return total / x.size
+
+
+def nearest(x, c, chunk=50_000):
+    """Index of every row's nearest centroid (squared L2), chunked."""
+    cn = np.einsum("ij,ij->i", c, c)
+    out = np.empty(x.shape[0], dtype=np.int64)
+    for s in range(0, x.shape[0], chunk):
+        xs = np.asarray(x[s:s + chunk], dtype=np.float32)
+        out[s:s + chunk] = np.argmin(cn[None, :] - 2.0 * (xs @ c.T), axis=1)
+    return out
+
+
+def perplexity(counts):
+    """exp(H) of the cluster-size distribution: K when every cluster has n/K rows, 1 when one has them all."""
+    q = counts[counts > 0] / counts.sum()
+    return float(np.exp(-np.sum(q * np.log(q))))
 
 
 # ----------------------------------------------------------------------------------------------- printing
@@ -357,8 +390,130 @@ def case_scale_1m(R, a, report):
     report["cases"]["scale_1m"] = dict(rows=[dict(r, label=l) for d, l, r in rows], iters=iters)
 
 
+def case_kmeans_vs_faiss(R, a, report):
+    """Plain (unbalanced) single k-means, K = 256: tessera.kmeans (Python module) vs faiss.Kmeans."""
+    iters, K = a.iters, 256
+    sets = ["siftsmall", "bigann10k"] if a.quick else ["siftsmall", "bigann10k", "debian", "gmm-100k"]
+    base = dict(K=K, n_init=1, max_iter=iters, seed=42)
+    print(f"\n== kmeans_vs_faiss: one plain (unbalanced) k-means, K={K}, n_init/nredo=1, {iters} iterations: "
+          f"tessera.kmeans(balanced=False, tol={a.kmeans_tol:g}, k-means++ and its defaults) through the Python "
+          f"module vs faiss.Kmeans(niter={iters}, seed=42) with its defaults (random init, trains on at most "
+          f"max_points_per_centroid·K = {256 * K:,} rows) and with max_points_per_centroid = n//K+1 (all rows) ==")
+    hdr = (f"{'dataset':<10} {'contender':<26} {'time s':>8} {'train s':>8} {'t/tess':>7} {'iters':>5} "
+           f"{'train rows':>10} {'RSS MB':>7} {'MSE':>11} {'mse/tess':>8}  {'sizes':<11} {'empty':>5} "
+           f"{'perplex.':>8} {'load1':>5}")
+    rows, targets = [], []
+    for ds in sets:
+        n = R.data(ds).shape[0]
+        plan = [("tessera kmeans", R.run("tessera-kmeans", ds, dict(base, tol=a.kmeans_tol))),
+                ("faiss Kmeans (defaults)", R.run("faiss-kmeans", ds, base))]
+        if n > 256 * K:
+            plan.append(("faiss Kmeans, all rows", R.run("faiss-kmeans", ds, dict(base, all_rows=True))))
+        print(hdr if not rows else "")
+        if not rows:
+            print("-" * len(hdr))
+        ref = plan[0][1] if plan[0][1].get("ok") else None
+        for lab, r in plan:
+            rows.append((ds, lab, r))
+            load = r.get("load_before", [0])[0]
+            if not r.get("ok"):
+                print(f"{ds:<10} {lab:<26} {'—':>8}  {r.get('error', '')[:100]}")
+                continue
+            t, m = r["time_s"], r.get("mse")
+            lo, hi = r["sizes"][0]
+            print(f"{ds:<10} {lab:<26} {fmt_time(t):>8} {fmt_time(r.get('train_s')):>8} "
+                  f"{fmt_ratio(t, ref and ref['time_s']):>7} {r.get('iterations', 0):>5} {r.get('train_rows', 0):>10,} "
+                  f"{rss_mb(r):>7.0f} {m:>11.5g} {fmt_ratio(m, ref and ref.get('mse')):>8}  {f'{lo}-{hi}':<11} "
+                  f"{r['unused_codes'][0]:>5} {r['perplexity'][0]:>8.1f} {load:>5.1f}"
+                  + ("  (reused)" if r.get("reused") else ""))
+            if r.get("warning"):
+                print(f"{'':<10} !! {r['warning']}")
+        if n <= 256 * K:
+            print(f"{'':<10} (n = {n:,} ≤ 256·K: faiss's defaults already train on all rows)")
+        sys.stdout.flush()
+    print("   time: tessera = the kmeans call (labels of every row included); faiss = train + index.search of every "
+          "row (the labels). MSE = mean((x − C[labels])²) recomputed here; faiss's labels are every row's nearest "
+          "centroid. empty = clusters with no row; perplex. = exp(entropy of the cluster sizes), K at best.")
+    print("   targets (issue 14: as good and as fast as faiss's): tessera time ≤ faiss (defaults) time; tessera MSE ≤ "
+          "faiss (defaults) MSE; vs all rows for reference")
+    for ds in sets:
+        t = {lab: r for d, lab, r in rows if d == ds and r.get("ok")}
+        tk = t.get("tessera kmeans")
+        if not tk:
+            continue
+        line, entry = [], dict(dataset=ds)
+        for lab, key in (("faiss Kmeans (defaults)", "defaults"), ("faiss Kmeans, all rows", "all_rows")):
+            f = t.get(lab)
+            if not f:
+                continue
+            tr, mr = tk["time_s"] / f["time_s"], tk["mse"] / f["mse"]
+            line.append(f"vs faiss {key}: time {tr:5.2f} ({verdict(tr <= 1)}), MSE {mr:6.4f} ({verdict(mr <= 1)})")
+            entry.update({f"time_ratio_{key}": tr, f"mse_ratio_{key}": mr, f"time_met_{key}": tr <= 1,
+                          f"mse_met_{key}": mr <= 1})
+        print(f"   {ds:<10} tessera/faiss " + ";  ".join(line))
+        targets.append(entry)
+    report["cases"]["kmeans_vs_faiss"] = dict(rows=[dict(r, label=l) for d, l, r in rows], targets=targets,
+                                              iters=iters, tol=a.kmeans_tol)
+
+
+def case_rq_heavy_tail(R, a, report):
+    """Unbalanced 3 × 256 RQ on the heavy-tailed mixture: the user's report of collapsing levels 2 and 3."""
+    it = a.ht_iters
+    ds = "heavy-200k" if a.quick else "heavy-1m"
+    base = dict(levels=3, K=256, n_init=1, max_iter=it, seed=42)
+    plan = [("tessera unbalanced", "tessera", dict(base, balance=False, dedup="none")),
+            ("faiss RQ beam=1 (defaults)", "faiss-rq", dict(base, faiss_niter="default")),
+            ("faiss RQ beam=1, train_type=0", "faiss-rq", dict(base, faiss_niter="default", train_type=0)),
+            (f"faiss RQ beam=1, niter={it}", "faiss-rq", dict(base)),
+            ("faiss Kmeans loop", "faiss-kmeans-rq", dict(base))]
+    rows = [(ds, lab, R.run(runner, ds, p)) for lab, runner, p in plan]
+    n = R.data(ds).shape[0]
+    print(f"\n== rq_heavy_tail: unbalanced RQ, L=3, K=256, on {ds} ({datasets.describe(ds)}). tessera: `sid build "
+          f"--balance none --n-init 1 --max-iter {it} --dedup none`; faiss ResidualQuantizer(d, 3, 8), max_beam_size=1, "
+          f"default training (train_type=1 progressive-dim k-means, cp.niter=10), then train_type=0 (plain k-means "
+          f"per level), then niter={it}; faiss Kmeans residual loop niter={it}, nredo=1 ==")
+    hdr = (f"{'contender':<32} {'time s':>8} {'t/tess':>7} {'RSS MB':>7} {'MSE':>10} {'mse/tess':>8} "
+           f"{'perplexity per level':<22} {'largest cluster per level':<27} {'coll.':>6} {'load1':>5}")
+    print(hdr)
+    print("-" * len(hdr))
+    ref = rows[0][2] if rows[0][2].get("ok") else None
+    for _, lab, r in rows:
+        if not r.get("ok"):
+            print(f"{lab:<32} {'—':>8}  {r.get('error', '')[:100]}")
+            continue
+        t, m = r["time_s"], r["mse"]
+        ppl = " ".join(f"{v:.1f}" for v in r["perplexity"])
+        big = " ".join(f"{100 * v / n:.1f}%" for v in r["max_cluster"])
+        print(f"{lab:<32} {fmt_time(t):>8} {fmt_ratio(t, ref and ref['time_s']):>7} {rss_mb(r):>7.0f} {m:>10.5g} "
+              f"{fmt_ratio(m, ref and ref.get('mse')):>8} {ppl:<22} {big:<27} {r['collision_rate']:>6.3f} "
+              f"{r.get('load_before', [0])[0]:>5.1f}" + ("  (reused)" if r.get("reused") else ""))
+        if r.get("warning"):
+            print(f"{'':<4}!! {r['warning']}")
+    print(f"   perplexity = exp(entropy of a level's cluster sizes) (256 at best); largest cluster as % of the "
+          f"{n:,} rows; coll. = items whose 3-token code is not unique. t/tess, mse/tess: contender / tessera "
+          f"(> 1: tessera better).")
+    print("   the user's report (their data): tessera levels 2-3 perplexity 16-40 of 256, one cluster ~18% of the rows; "
+          "MSE tessera 9.75, faiss RQ 8.97 (tessera/faiss RQ = 1.087), faiss Kmeans loop 10.0 (1.115).")
+    print("   targets (issue 14: as good as faiss's): tessera MSE ≤ faiss RQ (defaults) MSE; tessera time ≤ faiss RQ "
+          "(defaults) time")
+    t = {lab: r for _, lab, r in rows if r.get("ok")}
+    tu, fq = t.get("tessera unbalanced"), t.get("faiss RQ beam=1 (defaults)")
+    targets = {}
+    if tu and fq:
+        tr, mr = tu["time_s"] / fq["time_s"], tu["mse"] / fq["mse"]
+        print(f"   MSE tessera/faiss RQ = {mr:6.3f} ({verdict(mr <= 1)});  time tessera/faiss RQ = {tr:5.2f} "
+              f"({verdict(tr <= 1)});  tessera levels 2-3: perplexity {tu['perplexity'][1]:.1f} / "
+              f"{tu['perplexity'][2]:.1f}, largest cluster {100 * tu['max_cluster'][1] / n:.1f}% / "
+              f"{100 * tu['max_cluster'][2] / n:.1f}% (faiss RQ: {fq['perplexity'][1]:.1f} / {fq['perplexity'][2]:.1f}, "
+              f"{100 * fq['max_cluster'][1] / n:.1f}% / {100 * fq['max_cluster'][2] / n:.1f}%)")
+        targets = dict(dataset=ds, time_ratio=tr, mse_ratio=mr, time_met=tr <= 1, mse_met=mr <= 1)
+    report["cases"]["rq_heavy_tail"] = dict(rows=[dict(r, label=l) for d, l, r in rows], targets=targets,
+                                            iters=it, dataset=ds)
+
+
 CASE_FUNCS = {"rq_vs_faiss": case_rq_vs_faiss, "vs_kmeans_constrained": case_vs_kmc,
-              "exact_vs_scalable": case_exact_vs_scalable, "scale_1m": case_scale_1m}
+              "exact_vs_scalable": case_exact_vs_scalable, "scale_1m": case_scale_1m,
+              "kmeans_vs_faiss": case_kmeans_vs_faiss, "rq_heavy_tail": case_rq_heavy_tail}
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -405,7 +560,13 @@ def main():
     ap.add_argument("--backend", choices=["cli", "py"], default="cli",
                     help="run tessera's RQ through the CLI (default) or the Python module in-process")
     ap.add_argument("--pymodule", default=None, help="PYTHONPATH for `import tessera` (default <build>/python)")
-    ap.add_argument("--iters", type=int, default=None, help="Lloyd iterations in rq_vs_faiss (default 25; quick 5)")
+    ap.add_argument("--iters", type=int, default=None,
+                    help="Lloyd iterations in rq_vs_faiss and kmeans_vs_faiss (default 25; quick 5)")
+    ap.add_argument("--kmeans-tol", type=float, default=0.0,
+                    help="tessera's tol in kmeans_vs_faiss (default 0: every iteration runs, as in faiss, which "
+                         "has no early stop; 1e-4 is the library default)")
+    ap.add_argument("--ht-iters", type=int, default=25,
+                    help="tessera --max-iter (and the faiss Kmeans loop's niter) in rq_heavy_tail, quick too")
     ap.add_argument("--kmc-iters", type=int, default=None,
                     help="max_iter in vs_kmeans_constrained (default 10; quick 3)")
     ap.add_argument("--kmc-timeout", type=float, default=1800,
@@ -444,12 +605,18 @@ def main():
     print(f"tessera via {'the CLI ' + str(a.cli) if a.backend == 'cli' else 'the Python module'}; "
           f"tessera time = library seconds_total (fit + metrics + collision resolution, no file I/O); "
           f"Python contenders' time = the algorithm call(s) only, data already in memory.")
+    if a.backend == "py" or any(c in only for c in ("kmeans_vs_faiss", "exact_vs_scalable")):
+        print(f"tessera Python module (`import tessera` with PYTHONPATH={a.pymodule}) for "
+              + ("every tessera run" if a.backend == "py" else
+                 ", ".join(c for c in ("kmeans_vs_faiss", "exact_vs_scalable") if c in only)))
     print("peak RSS = the contender's process (VmHWM / wait4 ru_maxrss), including its input data in memory. "
           "load1 = 1-minute load average when the contender started (other builds share the 2 cores).")
     print("datasets: " + "; ".join(f"{n}: {datasets.describe(n)}" for n in
-                                   ["siftsmall", "debian", "gmm-20k", "gmm-1m"]))
+                                   ["siftsmall", "debian", "gmm-20k", "gmm-1m"]
+                                   + (["bigann10k", "gmm-100k"] if "kmeans_vs_faiss" in only else [])
+                                   + (["heavy-1m"] if "rq_heavy_tail" in only else [])))
     if not a.no_probe:
-        R.probe()
+        R.probe(only)
     out = Path(a.out) / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{R.stamp}{'-quick' if a.quick else ''}.json"

@@ -2,7 +2,8 @@
 
 bench_sid.py starts this script once per contender, so that peak memory (ru_maxrss / VmHWM) belongs to one
 contender. The worker loads the cached dataset, runs the contender, and saves what it produced (codes n × L
-and the per-level codebooks, or an assignment) to `<workdir>/output.npz`; bench_sid.py computes every
+and the per-level codebooks — a single k-means saves its labels as n × 1 codes and its centroids as
+codebook 0 — or an assignment) to `<workdir>/output.npz`; bench_sid.py computes every
 quality number (MSE, cluster sizes, collision rate, objective) from those arrays in the same way for all.
 
 Timings are measured around the algorithm only (the dataset is already in memory); for the tessera CLI the
@@ -41,7 +42,7 @@ def run_tessera_cli(spec, x_path):
     out = Path(spec["workdir"]) / "cli-out"
     cmd = [spec["cli"], "sid", "build", str(x_path), "--out", str(out),
            "--levels", str(p["levels"]), "--codebook-size", str(p["K"]),
-           "--balance", "exact" if p["balance"] else "none", "--dedup", "append",
+           "--balance", "exact" if p["balance"] else "none", "--dedup", p.get("dedup", "append"),
            "--seed", str(p.get("seed", 42)), "--n-init", str(p["n_init"]), "--max-iter", str(p["max_iter"]),
            "--tol", repr(p.get("tol", 1e-4)), "--threads", str(spec["threads"]), "-q"]
     if p.get("train_sample"):
@@ -74,7 +75,7 @@ def run_tessera_py(spec, x):
     import tessera
     p = spec["params"]
     tessera.set_num_threads(spec["threads"])
-    kw = dict(levels=p["levels"], codebook_size=p["K"], balance=p["balance"], dedup="append",
+    kw = dict(levels=p["levels"], codebook_size=p["K"], balance=p["balance"], dedup=p.get("dedup", "append"),
               seed=p.get("seed", 42), n_init=p["n_init"], max_iter=p["max_iter"], tol=p.get("tol", 1e-4),
               train_sample=p.get("train_sample", 0), sample_warm_start=p.get("sample_warm_start", True))
     t0 = time.perf_counter()
@@ -122,7 +123,14 @@ def run_faiss_rq(spec, x):
                     max_beam_size=int(rq.max_beam_size),
                     max_points_per_centroid=int(rq.cp.max_points_per_centroid))
     rq.max_beam_size = 1
-    rq.cp.niter = p["max_iter"]
+    # niter: --iters by default (the same Lloyd iterations as every contender); "faiss_niter": "default" keeps
+    # faiss's own (cp.niter = 10 in faiss-cpu 1.15.1: the out-of-the-box ResidualQuantizer a user runs).
+    if p.get("faiss_niter", "max_iter") == "max_iter":
+        rq.cp.niter = p["max_iter"]
+    elif p["faiss_niter"] != "default":
+        rq.cp.niter = int(p["faiss_niter"])
+    if "train_type" in p:  # 0 = Train_default (plain k-means per level), 1 = Train_progressive_dim (default)
+        rq.train_type = int(p["train_type"])
     rq.cp.nredo = p["n_init"]
     rq.cp.seed = p.get("seed", 42)
     t0 = time.perf_counter()
@@ -137,7 +145,7 @@ def run_faiss_rq(spec, x):
     mine = sum(books[m][codes[:256, m]] for m in range(p["levels"]))
     assert np.allclose(check, mine, rtol=1e-4, atol=1e-3 * (1 + np.abs(check).max())), "faiss code unpack"
     return dict(time_s=elapsed, train_s=t_train, codes=codes, codebooks=list(books),
-                faiss_defaults=defaults, settings=dict(train_type=int(rq.train_type), niter=int(rq.cp.niter),
+                faiss_defaults=defaults, faiss_version=faiss.__version__, settings=dict(train_type=int(rq.train_type), niter=int(rq.cp.niter),
                                                        nredo=int(rq.cp.nredo), max_beam_size=1))
 
 
@@ -169,6 +177,60 @@ def run_faiss_kmeans_rq(spec, x):
         r -= km.centroids[idx[:, 0]]
     elapsed = time.perf_counter() - t0
     return dict(time_s=elapsed, codes=codes, codebooks=books)
+
+
+# ------------------------------------------------------------------------------ single (plain) k-means
+def run_tessera_kmeans(spec, x):
+    """tessera.kmeans(x, K, balanced=False) through the Python module (PYTHONPATH = --pymodule), in process.
+    Returns the labels (n × 1 codes) and centroids it computed; the driver recomputes the MSE from them."""
+    import tessera
+    p = spec["params"]
+    tessera.set_num_threads(spec["threads"])
+    n = x.shape[0]
+    kw = dict(max_iter=p["max_iter"], tol=p.get("tol", 1e-4), n_init=p["n_init"], seed=p.get("seed", 42),
+              balanced=False)
+    for opt in ("init", "sample_warm_start", "max_train_points"):
+        if opt in p:
+            kw[opt] = p[opt]
+    t0 = time.perf_counter()
+    res = tessera.kmeans(x, p["K"], **kw)
+    elapsed = time.perf_counter() - t0
+    labels = np.asarray(res.labels, dtype=np.int32)
+    if labels.shape[0] != n:  # trained on a sample: label every row with its nearest centroid (as for faiss)
+        raise RuntimeError(f"tessera.kmeans returned {labels.shape[0]} labels for {n} rows")
+    return dict(time_s=elapsed, codes=labels[:, None], codebooks=[np.asarray(res.centroids, dtype=np.float32)],
+                reported=dict(mse=float(res.objective) / x.size), iterations=int(res.iterations),
+                warm_start_rows=int(getattr(res, "warm_start_rows", 0)), train_rows=n,
+                module=dict(file=tessera.__file__, version=getattr(tessera, "__version__", "?")), call=kw)
+
+
+def run_faiss_kmeans(spec, x):
+    """faiss.Kmeans(d, K, niter, nredo, seed) with its defaults otherwise (random init; trains on at most
+    max_points_per_centroid · K rows, 256 · K by default), then every row to its nearest centroid
+    (index.search): timed train + search, since a clustering needs every row's label."""
+    import faiss
+    p = spec["params"]
+    faiss.omp_set_num_threads(spec["threads"])
+    n, d = x.shape
+    kw = dict(niter=p["max_iter"], nredo=p["n_init"], seed=p.get("seed", 42), verbose=False)
+    if p.get("all_rows"):  # no training sample: every row takes part in every iteration
+        kw["max_points_per_centroid"] = n // p["K"] + 1
+    km = faiss.Kmeans(d, p["K"], **kw)
+    defaults = dict(niter=int(faiss.ClusteringParameters().niter),
+                    max_points_per_centroid=int(faiss.ClusteringParameters().max_points_per_centroid),
+                    min_points_per_centroid=int(faiss.ClusteringParameters().min_points_per_centroid),
+                    seed=int(faiss.ClusteringParameters().seed))
+    t0 = time.perf_counter()
+    km.train(x)
+    t_train = time.perf_counter() - t0
+    _, idx = km.index.search(x, 1)
+    elapsed = time.perf_counter() - t0
+    return dict(time_s=elapsed, train_s=t_train, codes=idx[:, :1].astype(np.int32),
+                codebooks=[km.centroids.astype(np.float32)], iterations=len(km.obj),
+                train_rows=min(n, int(km.cp.max_points_per_centroid) * p["K"]),
+                faiss_defaults=defaults, faiss_version=faiss.__version__,
+                settings=dict(niter=int(km.cp.niter), nredo=int(km.cp.nredo), seed=int(km.cp.seed),
+                              max_points_per_centroid=int(km.cp.max_points_per_centroid)))
 
 
 def run_kmc_rq(spec, x):
@@ -259,6 +321,8 @@ RUNNERS = {
     "faiss-rq": run_faiss_rq,
     "faiss-kmeans-rq": run_faiss_kmeans_rq,
     "kmc-rq": run_kmc_rq,
+    "tessera-kmeans": run_tessera_kmeans,
+    "faiss-kmeans": run_faiss_kmeans,
     "assign-exact": run_assign,
     "assign-scalable": run_assign,
 }

@@ -5,10 +5,11 @@
 namespace tessera::detail {
 
 void throw_error(int kind, const std::string& msg, const char* file, int line) {
-  // Keep only the path below the project root: locations are the same on every machine.
+  // Built with -fmacro-prefix-map, `file` is already relative to the checkout; otherwise keep only the
+  // path below the project root, so that locations are the same on every machine.
   const char* short_file = file;
   for (const char* dir : {"/src/", "/include/", "/tools/", "/python/"})
-    if (const char* p = std::strstr(file, dir)) {
+    if (const char* p = file[0] == '/' ? std::strstr(file, dir) : nullptr) {
       short_file = p + 1;
       break;
     }

@@ -1,9 +1,12 @@
-// k-means (Lloyd) with k-means++ or random initialisation, restarts, an optional training subsample,
+// k-means (Lloyd) with k-means++, progressive-dimension or random initialisation (by default a race of the
+// first two, see KMeansInit), restarts, an optional training subsample,
 // empty-cluster repair and, optionally, size constraints on every cluster (balanced k-means: the
 // assignment step is the exact size-constrained assignment of BalancedAssigner).
 //
 // k-means++: Arthur & Vassilvitskii, "k-means++: The Advantages of Careful Seeding", SODA 2007
 // (greedy variant with 2 + ⌊ln k⌋ local trials per centre, as scikit-learn).
+// Progressive-dimension k-means: Liu, Lu & Shao, "Improved Residual Vector Quantization for
+// High-dimensional Approximate Nearest Neighbor Search", AAAI 2015.
 // Size-constrained k-means: Bradley, Bennett & Demiriz, "Constrained K-Means Clustering", MSR-TR-2000-65
 // (the assignment step as a min-cost flow; what k-means-constrained implements).
 #pragma once
