@@ -396,8 +396,8 @@ def case_kmeans_vs_faiss(R, a, report):
     sets = ["siftsmall", "bigann10k"] if a.quick else ["siftsmall", "bigann10k", "debian", "gmm-100k"]
     base = dict(K=K, n_init=1, max_iter=iters, seed=42)
     print(f"\n== kmeans_vs_faiss: one plain (unbalanced) k-means, K={K}, n_init/nredo=1, {iters} iterations: "
-          f"tessera.kmeans(balanced=False, tol={a.kmeans_tol:g}, k-means++ and its defaults) through the Python "
-          f"module vs faiss.Kmeans(niter={iters}, seed=42) with its defaults (random init, trains on at most "
+          f"tessera.kmeans(balanced=False, tol={a.kmeans_tol:g}, the build's defaults otherwise) through the "
+          f"Python module vs faiss.Kmeans(niter={iters}, seed=42) with its defaults (random init, trains on at most "
           f"max_points_per_centroid·K = {256 * K:,} rows) and with max_points_per_centroid = n//K+1 (all rows) ==")
     hdr = (f"{'dataset':<10} {'contender':<26} {'time s':>8} {'train s':>8} {'t/tess':>7} {'iters':>5} "
            f"{'train rows':>10} {'RSS MB':>7} {'MSE':>11} {'mse/tess':>8}  {'sizes':<11} {'empty':>5} "
@@ -431,6 +431,9 @@ def case_kmeans_vs_faiss(R, a, report):
         if n <= 256 * K:
             print(f"{'':<10} (n = {n:,} ≤ 256·K: faiss's defaults already train on all rows)")
         sys.stdout.flush()
+    inits = sorted({r.get("init", "?") for _, lab, r in rows if lab == "tessera kmeans" and r.get("ok")})
+    if inits:
+        print(f"   tessera's init (the build's default): {', '.join(inits)}")
     print("   time: tessera = the kmeans call (labels of every row included); faiss = train + index.search of every "
           "row (the labels). MSE = mean((x − C[labels])²) recomputed here; faiss's labels are every row's nearest "
           "centroid. empty = clusters with no row; perplex. = exp(entropy of the cluster sizes), K at best.")

@@ -201,7 +201,15 @@ def run_tessera_kmeans(spec, x):
     return dict(time_s=elapsed, codes=labels[:, None], codebooks=[np.asarray(res.centroids, dtype=np.float32)],
                 reported=dict(mse=float(res.objective) / x.size), iterations=int(res.iterations),
                 warm_start_rows=int(getattr(res, "warm_start_rows", 0)), train_rows=n,
-                module=dict(file=tessera.__file__, version=getattr(tessera, "__version__", "?")), call=kw)
+                module=dict(file=tessera.__file__, version=getattr(tessera, "__version__", "?")), call=kw,
+                init=kw.get("init") or _default_init(tessera.kmeans))
+
+
+def _default_init(fn):
+    """The default of `init` in a pybind11 function's signature line (its docstring), else '?'."""
+    import re
+    m = re.search(r"init: str = '([^']*)'", fn.__doc__ or "")
+    return m.group(1) if m else "?"
 
 
 def run_faiss_kmeans(spec, x):
