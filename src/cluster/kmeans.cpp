@@ -281,6 +281,13 @@ constexpr size_t kWarmStartRowsPerCentre = 256, kMinWarmStartRowsPerCentre = 32;
 // growing 4× per stage instead of 2× (fewer stages) cost 1.3% at SIFT's first level.
 constexpr int kProgressiveStageIters = 5;
 constexpr size_t kProgressiveGrowth = 2;
+// Progressive stages run on at most this many rows per centre (a sample; the stages only make a seed):
+// on SIFT, BIGANN, text and mixtures, MSE within ±0.8% of stages on all rows (better as often as worse),
+// and a 10k-row, 3 × 256 build 10–20% faster.
+constexpr size_t kStageRowsPerCentre = 16;
+// The race's k-means++ rival takes 3 greedy candidates per centre, not 2 + ln k: its seeding streams the
+// seeding rows once per centre and was a quarter of a small build's time; the final MSE moved by ±0.3%.
+constexpr size_t kRivalSeedTrials = 3;
 // KMeansInit::automatic: Lloyd iterations each seed runs before the race is decided. The progressive
 // seed starts ahead (its stages already iterated) but often converges sooner to a worse optimum: after 3
 // iterations the race picked the final loser on a heavy-tailed mixture (+2.3% objective), after 5 or more
@@ -377,8 +384,16 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
   // Balanced levels seed with k-means++: the size bounds spread the centres over the data anyway.
   const KMeansInit init =
       p.init == KMeansInit::automatic && p.size_bounds ? KMeansInit::kmeans_plus_plus : p.init;
+  // The progressive stages only make a seed: a sample of their own will do.
+  FloatMatrix stage_sample;
+  MatrixView<const float> stage_rows = compete_rows;
+  if (compete_rows.rows > kStageRowsPerCentre * k) {
+    stage_sample = gather_rows(compete_rows, sample_rows(compete_rows.rows, kStageRowsPerCentre * k,
+                                                         derive_seed(p.seed, 0x57a6e)));
+    stage_rows = stage_sample.view();
+  }
   if (init == KMeansInit::progressive || init == KMeansInit::automatic)
-    axes = detail::principal_axes(compete_rows);
+    axes = detail::principal_axes(stage_rows);
   for (int r = 0; r < p.n_init; ++r) {
     const uint64_t seed_r = derive_seed(p.seed, (uint64_t)r);
     FloatMatrix c;
@@ -388,7 +403,7 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
         break;
       case KMeansInit::random: c = random_init(xseed, k, seed_r); break;
       case KMeansInit::progressive:
-      case KMeansInit::automatic: c = progressive_init(compete_rows, *axes, k, seed_r, tol); break;
+      case KMeansInit::automatic: c = progressive_init(stage_rows, *axes, k, seed_r, tol); break;
     }
     std::string note = warm ? "sample" : "";
     if (p.n_init > 1) note += (warm ? ", init " : "init ") + std::to_string(r + 1) + "/" + std::to_string(p.n_init);
@@ -399,7 +414,7 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
       // The race: k-means++ and progressive-dimension seeds each run a few Lloyd iterations; the lower
       // objective goes on (its iterations count towards max_iter, the loser's are the price of the race).
       raced = std::min(kRaceIters, compete_iters);
-      FloatMatrix rival = kmeans_plus_plus(xseed, k, seed_r);
+      FloatMatrix rival = kmeans_plus_plus(xseed, k, seed_r, kRivalSeedTrials);
       const auto ahead = compete.iterate(c.view(), raced, tol, [](int, double) {});
       const auto behind = compete.iterate(rival.view(), raced, tol, [](int, double) {});
       if (behind.objective < ahead.objective) c = std::move(rival);

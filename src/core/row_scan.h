@@ -87,17 +87,16 @@ TESSERA_ROW_SCAN_INLINE Best best_of(const float* r, const float* offset, size_t
       b = lt ? w : b;
       ib = lt ? idx + kLanes : ib;
     }
-    const iv take = (b < a) | ((b == a) & (ib < ia));
-    a = take ? b : a;
-    ia = take ? ib : ia;
-    // Across lanes without leaving the registers: butterfly minima of the values, then of the indices
-    // of the lanes that hold the minimum.
-    fv m = a;
+    // Across the lanes of both chains without leaving the registers: butterfly minima of the values, then
+    // of the indices of the lanes that hold the minimum (plain selects only: GCC scalarises the vector
+    // code when comparison masks are combined with & and |).
+    fv m = min_lanes(a, b);
     m = min_lanes(m, __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
     m = min_lanes(m, __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
     m = min_lanes(m, __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
     m = min_lanes(m, __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
-    iv c = a == m ? ia : iv{} + std::numeric_limits<int32_t>::max();
+    const iv none = iv{} + std::numeric_limits<int32_t>::max();
+    iv c = min_lanes(a == m ? ia : none, b == m ? ib : none);
     c = min_lanes(c, __builtin_shufflevector(c, c, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
     c = min_lanes(c, __builtin_shufflevector(c, c, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
     c = min_lanes(c, __builtin_shufflevector(c, c, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
