@@ -271,12 +271,16 @@ TEST(KMeans, TheRaceKeepsTheBetterSeedOnTightClustersAndOnDiffuseData) {
   const double au = run(clustered, 64, KMeansInit::automatic).objective;
   EXPECT_LT(pp, 0.5 * pg);
   EXPECT_LE(au, pp * 1.000001);
-  // Diffuse heavy-tailed data, where the progressive seed is ahead after its stages but ends behind.
+  // Diffuse heavy-tailed data, where the progressive seed is ahead after its stages but ends 5% behind: the
+  // race must not take it (its k-means++ rival has fewer candidates per centre than init = k-means++, so
+  // it may end a little above that).
   const auto diffuse = diffuse_heavy_tailed(8000, 64, 11);
   const double dpp = run(diffuse, 128, KMeansInit::kmeans_plus_plus).objective;
   const double dpg = run(diffuse, 128, KMeansInit::progressive).objective;
   const double dau = run(diffuse, 128, KMeansInit::automatic).objective;
-  EXPECT_LE(dau, std::min(dpp, dpg) * 1.005) << dpp << " " << dpg << " " << dau;
+  EXPECT_LT(dpp, dpg * 0.98);
+  EXPECT_LT(dau, dpg * 0.98) << dpp << " " << dpg << " " << dau;
+  EXPECT_LE(dau, dpp * 1.015) << dpp << " " << dpg << " " << dau;
 }
 
 TEST(KMeans, BalancedAutomaticInitIsKMeansPlusPlus) {
