@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "tessera/core/distances.h"
+#include "tessera/core/interrupt.h"
 #include "tessera/core/rng.h"
 
 namespace tessera {
@@ -134,6 +135,7 @@ void ResidualQuantizer::encode(MatrixView<const float> x, int32_t* codes) const 
   const size_t block = 65536;
   std::vector<int32_t> col(std::min(block, n));
   for (size_t b = 0; b < n; b += block) {
+    check_interrupt();
     const size_t nb = std::min(block, n - b);
     FloatMatrix r = FloatMatrix::copy_of(x.rows_slice(b, nb));
     for (size_t m = 0; m < M; ++m) {
