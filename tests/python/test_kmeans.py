@@ -180,3 +180,21 @@ def test_kmeans_errors():
         tessera.kmeans(np.array([["a", "b"]]), 1)
     with pytest.raises(tessera.InvalidArgument):
         tessera.balanced_assign(np.ones((10, 3), dtype=np.float32), 4, 5)
+
+
+@pytest.mark.parametrize("init", ["auto", "k-means++", "progressive", "random"])
+def test_every_init_gives_nearest_labels_and_its_objective(init):
+    x = blobs(3000, 24, 16, seed=8)
+    r = tessera.kmeans(x, 24, init=init, n_init=1, max_iter=30, seed=2)
+    assert (sqdist(x, r.centroids).argmin(1) == r.labels).mean() > 0.999
+    assert r.objective == pytest.approx(objective(x, r.centroids, r.labels), rel=1e-4)
+    s = tessera.build_semantic_ids(x, levels=2, codebook_size=8, balance=False, init=init, n_init=1, max_iter=10)
+    assert s.codes.shape == (3000, 2)
+
+
+def test_bad_init_is_refused():
+    x = blobs(200, 4, 4, seed=9)
+    with pytest.raises(ValueError, match="init must be"):
+        tessera.kmeans(x, 4, init="kmeans||")
+    with pytest.raises(ValueError, match="init must be"):
+        tessera.build_semantic_ids(x, levels=1, codebook_size=4, init="nope")
