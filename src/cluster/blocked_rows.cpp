@@ -13,7 +13,9 @@ namespace {
 
 constexpr size_t kBlock = 16;
 constexpr size_t kGroup = 4;                        // candidates per pass over a block
-constexpr size_t kParallelWork = size_t(1) << 22;  // multiply-adds below which one thread is quicker
+// Multiply-adds below which one thread is quicker (waking the pool costs tens of µs; a k-means++ step over
+// 10k rows × 3 candidates × 128 dims, 3.8M, took 15–25% less time on two threads).
+constexpr size_t kParallelWork = size_t(1) << 20;
 using fv = float __attribute__((vector_size(4 * kBlock)));
 
 TESSERA_CLONE_PER_ISA void blocked_distances(const float* data, const float* norms, size_t n, size_t d,
