@@ -388,13 +388,14 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
   // The progressive stages only make a seed: a sample of their own will do.
   FloatMatrix stage_sample;
   MatrixView<const float> stage_rows = compete_rows;
-  if (compete_rows.rows > kStageRowsPerCentre * k) {
-    stage_sample = gather_rows(compete_rows, sample_rows(compete_rows.rows, kStageRowsPerCentre * k,
-                                                         derive_seed(p.seed, 0x57a6e)));
-    stage_rows = stage_sample.view();
-  }
-  if (init == KMeansInit::progressive || init == KMeansInit::automatic)
+  if (init == KMeansInit::progressive || init == KMeansInit::automatic) {
+    if (compete_rows.rows > kStageRowsPerCentre * k) {
+      stage_sample = gather_rows(compete_rows, sample_rows(compete_rows.rows, kStageRowsPerCentre * k,
+                                                           derive_seed(p.seed, 0x57a6e)));
+      stage_rows = stage_sample.view();
+    }
     axes = detail::principal_axes(stage_rows);
+  }
   for (int r = 0; r < p.n_init; ++r) {
     const uint64_t seed_r = derive_seed(p.seed, (uint64_t)r);
     FloatMatrix c;
