@@ -5,6 +5,23 @@
 
 namespace tessera_py {
 
+namespace {
+
+/// (labels: n int32, total) of solve(cost view, bounds, labels) on cost: n × k, without the GIL.
+template <class Solve>
+py::tuple assign_on_costs(const py::object& cost, tessera::SizeBounds bounds, Solve&& solve) {
+  F32In c = as_f32(cost, "cost", "n × k float32");
+  py::array_t<int32_t> labels(py::ssize_t(c.view.rows));
+  int32_t* out = labels.mutable_data();
+  const double total = without_gil(nullptr, [&] {
+    tessera::check_size_bounds(c.view.rows, c.view.cols, bounds);
+    return solve(c.view, bounds, out);
+  });
+  return py::make_tuple(labels, total);
+}
+
+}  // namespace
+
 void bind_cluster(py::module_& m) {
   py::class_<tessera::KMeansResult>(m, "KMeansResult", "The outcome of kmeans().")
       .def_property_readonly(
@@ -92,15 +109,9 @@ void bind_cluster(py::module_& m) {
   m.def(
       "balanced_assign",
       [](const py::object& cost, size_t size_min, size_t size_max) {
-        F32In c = as_f32(cost, "cost", "n × k float32");
-        py::array_t<int32_t> labels(py::ssize_t(c.view.rows));
-        int32_t* out = labels.mutable_data();
-        const double total = without_gil(nullptr, [&] {
-          tessera::check_size_bounds(c.view.rows, c.view.cols, {size_min, size_max});
-          tessera::BalancedAssigner a({size_min, size_max});
-          return a.assign_costs(c.view, out);
+        return assign_on_costs(cost, {size_min, size_max}, [](auto c, tessera::SizeBounds b, int32_t* out) {
+          return tessera::BalancedAssigner(b).assign_costs(c, out);
         });
-        return py::make_tuple(labels, total);
       },
       "cost"_a, "size_min"_a, "size_max"_a,
       "Size-constrained assignment on a dense cost matrix (cost: n × k): every point gets one cluster, every\n"
@@ -109,14 +120,9 @@ void bind_cluster(py::module_& m) {
   m.def(
       "balanced_assign_exact",
       [](const py::object& cost, size_t size_min, size_t size_max) {
-        F32In c = as_f32(cost, "cost", "n × k float32");
-        py::array_t<int32_t> labels(py::ssize_t(c.view.rows));
-        int32_t* out = labels.mutable_data();
-        const double total = without_gil(nullptr, [&] {
-          tessera::check_size_bounds(c.view.rows, c.view.cols, {size_min, size_max});
-          return tessera::balanced_assign_exact(c.view, {size_min, size_max}, out);
+        return assign_on_costs(cost, {size_min, size_max}, [](auto c, tessera::SizeBounds b, int32_t* out) {
+          return tessera::balanced_assign_exact(c, b, out);
         });
-        return py::make_tuple(labels, total);
       },
       "cost"_a, "size_min"_a, "size_max"_a,
       "The exact reference for balanced_assign (min-cost flow; memory and time grow with n·k).\n"

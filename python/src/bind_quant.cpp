@@ -32,6 +32,22 @@ py::list reports_to_list(const std::vector<tessera::LevelReport>& reps) {
   return out;
 }
 
+/// Run f() — a call that returns per-level reports — under the model's write lock without the GIL, with the
+/// model's Python progress callback wired in meanwhile; the reports become last_fit_report.
+template <class F>
+void train_reporting(PyRQ& r, F&& f) {
+  Progress prog(r.progress);
+  const std::vector<tessera::LevelReport> reps = write_locked(r, &prog, [&] {
+    r.q->params().progress = prog.fn();
+    struct Reset {
+      tessera::ResidualQuantizer& q;
+      ~Reset() { q.params().progress = nullptr; }
+    } reset{*r.q};
+    return f();
+  });
+  r.last_fit_report = reports_to_list(reps);
+}
+
 I32In check_codes(const PyRQ& r, py::handle codes) {
   I32In in = as_i32(codes, "codes", "n × M int32");
   if (in.view.cols != r.q->num_codebooks())
@@ -117,16 +133,7 @@ void bind_quant(py::module_& m) {
             const size_t n = in.view.rows, M = r.q->num_codebooks();
             py::array_t<int32_t> codes({py::ssize_t(n), py::ssize_t(M)});
             int32_t* out = codes.mutable_data();
-            Progress prog(r.progress);
-            auto reps = write_locked(r, &prog, [&] {
-              r.q->params().progress = prog.fn();
-              struct Reset {
-                tessera::ResidualQuantizer& q;
-                ~Reset() { q.params().progress = nullptr; }
-              } reset{*r.q};
-              return r.q->fit(in.view, out);
-            });
-            r.last_fit_report = reports_to_list(reps);
+            train_reporting(r, [&] { return r.q->fit(in.view, out); });
             return codes;
           },
           "x"_a,
@@ -136,16 +143,7 @@ void bind_quant(py::module_& m) {
           "train",
           [](PyRQ& r, const py::object& x) {
             F32In in = check_dim(r, x, "x");
-            Progress prog(r.progress);
-            auto reps = write_locked(r, &prog, [&] {
-              r.q->params().progress = prog.fn();
-              struct Reset {
-                tessera::ResidualQuantizer& q;
-                ~Reset() { q.params().progress = nullptr; }
-              } reset{*r.q};
-              return r.q->fit(in.view, nullptr);
-            });
-            r.last_fit_report = reports_to_list(reps);
+            train_reporting(r, [&] { return r.q->fit(in.view, nullptr); });
           },
           "x"_a, "Train on x: n × d float32 (fit() without returning codes).")
       .def(
@@ -176,17 +174,11 @@ void bind_quant(py::module_& m) {
             }
             py::array_t<int32_t> codes({py::ssize_t(n), py::ssize_t(M)});
             int32_t* out = codes.mutable_data();
-            Progress prog(r.progress);
-            std::vector<tessera::LevelReport> reps;
-            write_locked(r, &prog, [&] {
-              r.q->params().progress = prog.fn();
-              struct Reset {
-                tessera::ResidualQuantizer& q;
-                ~Reset() { q.params().progress = nullptr; }
-              } reset{*r.q};
+            train_reporting(r, [&] {
+              std::vector<tessera::LevelReport> reps;
               r.q->assign_balanced(in.view, out, bounds, &reps);
+              return reps;
             });
-            r.last_fit_report = reports_to_list(reps);
             return codes;
           },
           "x"_a, py::kw_only(), "size_min"_a = py::none(), "size_max"_a = py::none(),
