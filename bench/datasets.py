@@ -61,6 +61,23 @@ def read_bvecs(path: str | Path) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- synthetic
+def _zipf_weights(rng: np.random.Generator, components: int, exponent: float) -> np.ndarray:
+    """Component weights w_c ∝ (c+1)^-exponent in a random order, summing to 1."""
+    w = (np.arange(components) + 1.0) ** -exponent
+    rng.shuffle(w)
+    return w / w.sum()
+
+
+def _component_chunks(n: int, seeds: np.random.SeedSequence, chunk: int, w: np.ndarray):
+    """(start, stop, rng, components) for consecutive chunks of n rows: each chunk has a generator of its own
+    seed (so the rows do not depend on the chunk held in memory) and its rows' components drawn with weights w."""
+    chunk_seeds = seeds.spawn((n + chunk - 1) // chunk)
+    for ci, start in enumerate(range(0, n, chunk)):
+        stop = min(n, start + chunk)
+        r = np.random.default_rng(chunk_seeds[ci])
+        yield start, stop, r, r.choice(len(w), size=stop - start, p=w)
+
+
 def gaussian_mixture(n: int, d: int = 128, components: int = 512, seed: int = 20240601,
                      normalize: bool = False, chunk: int = 100_000) -> np.ndarray:
     """n × d float32 rows from an anisotropic Gaussian mixture.
@@ -78,9 +95,7 @@ def gaussian_mixture(n: int, d: int = 128, components: int = 512, seed: int = 20
     s_model, s_rows = root.spawn(2)
     rng = np.random.default_rng(s_model)
     means = (rng.standard_normal((components, d)) * (3.0 / np.sqrt(d))).astype(np.float32)
-    w = (np.arange(components) + 1.0) ** -0.7
-    rng.shuffle(w)
-    w /= w.sum()
+    w = _zipf_weights(rng, components, 0.7)
     spectrum = (np.arange(d) + 1.0) ** -0.6
     spectrum /= np.sqrt(np.sum(spectrum ** 2))  # total variance 1 before the per-component scale
     scales = rng.uniform(0.5, 1.5, components)
@@ -90,11 +105,7 @@ def gaussian_mixture(n: int, d: int = 128, components: int = 512, seed: int = 20
         q *= np.sign(np.diag(r))  # a uniformly random rotation
         factors[c] = (spectrum[:, None] * scales[c]) * q.T
     out = np.empty((n, d), dtype=np.float32)
-    chunk_seeds = s_rows.spawn((n + chunk - 1) // chunk)
-    for ci, start in enumerate(range(0, n, chunk)):
-        stop = min(n, start + chunk)
-        r = np.random.default_rng(chunk_seeds[ci])
-        z = r.choice(components, size=stop - start, p=w)
+    for start, stop, r, z in _component_chunks(n, s_rows, chunk, w):
         g = r.standard_normal((stop - start, d)).astype(np.float32)
         block = out[start:stop]
         order = np.argsort(z, kind="stable")
@@ -133,18 +144,12 @@ def heavy_tail_mixture(n: int, d: int = 128, components: int = 4000, seed: int =
     s_model, s_rows = root.spawn(2)
     rng = np.random.default_rng(s_model)
     centres = rng.standard_normal((components, d)) * centre_sd
-    w = (np.arange(components) + 1.0) ** -zipf
-    rng.shuffle(w)
-    w /= w.sum()
+    w = _zipf_weights(rng, components, zipf)
     comp_scale = rng.lognormal(0.0, scale_sigma, components)
     sd = (np.arange(d) + 1.0) ** -spectrum_decay
     sd *= np.sqrt(d / np.sum(sd ** 2))
     out = np.empty((n, d), dtype=np.float32)
-    chunk_seeds = s_rows.spawn((n + chunk - 1) // chunk)
-    for ci, start in enumerate(range(0, n, chunk)):
-        stop = min(n, start + chunk)
-        r = np.random.default_rng(chunk_seeds[ci])
-        z = r.choice(components, size=stop - start, p=w)
+    for start, stop, r, z in _component_chunks(n, s_rows, chunk, w):
         t = np.sqrt(df / r.chisquare(df, stop - start))
         g = r.standard_normal((stop - start, d)) * sd
         out[start:stop] = centres[z] + g * (noise * comp_scale[z] * t)[:, None]
