@@ -53,11 +53,8 @@ void set_error(PyObject* type, const std::string& msg, const std::string& locati
 }
 
 std::string location_str(const std::source_location& where) {
-  // As tessera's errors: the path below the project root. The last "/python/src/" is ours even when the
-  // checkout itself lies below a folder of that name.
-  const std::string file = where.file_name();
-  const size_t at = file.rfind("/python/src/");
-  return (at == std::string::npos ? file : file.substr(at + 1)) + ":" + std::to_string(where.line());
+  // Relative to the checkout, as tessera's errors: the build maps the source root away (-fmacro-prefix-map).
+  return std::string(where.file_name()) + ":" + std::to_string(where.line());
 }
 
 void throw_error(PyObject* type, const std::string& msg, std::source_location where) {
