@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
+import machine  # noqa: E402
 
 CASES = ["rq_vs_faiss", "vs_kmeans_constrained", "exact_vs_scalable", "scale_1m", "kmeans_vs_faiss",
          "rq_heavy_tail"]
@@ -98,6 +99,8 @@ class Runner:
         env = dict(os.environ)
         t = str(self.args.threads)
         env.update(OMP_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, MKL_NUM_THREADS=t)
+        if not contender.startswith("tessera") and contender not in PY_MODULE_CONTENDERS:
+            env.update(self.args.peer_env)
         if self.args.backend == "py" or contender in PY_MODULE_CONTENDERS:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.args.pymodule), env.get("PYTHONPATH")]))
         label = f"{contender} on {dataset or '-'} {json.dumps(params, sort_keys=True)}"
@@ -579,6 +582,9 @@ def main():
                     help="seconds for the small probe runs made before the cases")
     ap.add_argument("--no-probe", action="store_true", help="skip the probe runs")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds before any contender is stopped")
+    ap.add_argument("--peer-blas", choices=["fitted", "installed"], default="fitted",
+                    help="peers' OpenBLAS kernels: the ones tessera selected (default) or as installed "
+                         "(bench/machine.py)")
     a = ap.parse_args()
     a.iters = a.iters or (5 if a.quick else 25)
     a.kmc_iters = a.kmc_iters or (3 if a.quick else 10)
@@ -588,6 +594,7 @@ def main():
                      REPO / "build" / "tessera")
     a.cli = Path(a.cli).resolve()
     a.pymodule = a.pymodule or str(a.cli.parent / "python")
+    a.peer_env = machine.peer_blas_env(a.cli, a.peer_blas)
     only = [c.strip() for c in a.only.split(",") if c.strip()] or CASES
     unknown = [c for c in only if c not in CASES]
     if unknown:
@@ -602,9 +609,8 @@ def main():
     print(f"machine: {info['cpu']} × {info['cores']} cores; threads per contender: {a.threads}; "
           f"load average at start {tuple(round(v, 2) for v in os.getloadavg())}")
     print(f"versions: {info['versions']}")
-    print(f"env: OPENBLAS_CORETYPE={info['env']['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE="
-          f"{info['env']['OPENBLAS_L2_SIZE']} (may be set on this machine for safety; faiss and numpy run as "
-          f"installed); every worker gets OMP/OPENBLAS/MKL_NUM_THREADS={a.threads}")
+    print(f"BLAS: tessera {machine.tessera_blas(a.cli)}; peers ({a.peer_blas}) "
+          f"{a.peer_env or 'as installed'}; every worker gets OMP/OPENBLAS/MKL_NUM_THREADS={a.threads}")
     print(f"tessera via {'the CLI ' + str(a.cli) if a.backend == 'cli' else 'the Python module'}; "
           f"tessera time = library seconds_total (fit + metrics + collision resolution, no file I/O); "
           f"Python contenders' time = the algorithm call(s) only, data already in memory.")

@@ -8,6 +8,7 @@
 
 #include "progress_bar.h"
 #include "tessera/core/interrupt.h"
+#include "tessera/core/runtime.h"
 #include "tessera/core/threading.h"
 #include "tessera/io/vectors.h"
 #include "tessera/sid/index_json.h"
@@ -94,7 +95,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "errors also name where in the source they were detected (or TESSERA_VERBOSE=1)");
-  app.add_subcommand("version", "print the version")->callback([] { std::puts("tessera 0.1.0"); });
+  app.add_subcommand("version", "print the version, the BLAS kernels and the vector unit in use")->callback([] {
+    std::printf("tessera %s\nBLAS: %s\nSIMD: %s\n", TESSERA_VERSION, tessera::blas_kernels().c_str(),
+                tessera::simd_unit().c_str());
+  });
 
   auto* sid = app.add_subcommand("sid", "semantic IDs by (balanced) residual k-means");
   sid->require_subcommand(1);

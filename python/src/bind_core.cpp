@@ -12,6 +12,7 @@
 #include "common.h"
 #include "tessera/core/error.h"
 #include "tessera/core/interrupt.h"
+#include "tessera/core/runtime.h"
 #include "tessera/core/threading.h"
 
 namespace tessera_py {
@@ -97,6 +98,13 @@ void bind_core(py::module_& m) {
       "num_threads",
       [] { return tessera::num_threads(); },
       "The number of threads tessera's parallel loops use.");
+  m.def(
+      "build_info",
+      [] {
+        return py::dict("version"_a = TESSERA_VERSION, "blas"_a = tessera::blas_kernels(),
+                        "simd"_a = tessera::simd_unit(), "threads"_a = tessera::num_threads());
+      },
+      "What this process computes with: version, BLAS kernels, vector unit of tessera's kernels, threads.");
 }
 
 }  // namespace tessera_py

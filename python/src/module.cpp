@@ -5,7 +5,7 @@
 
 PYBIND11_MODULE(_tessera, m) {
   m.doc() = "tessera: vector quantization and semantic IDs (C++ core, numpy in and out).";
-  m.attr("__version__") = "0.1.0";
+  m.attr("__version__") = TESSERA_VERSION;
 
   tessera_py::bind_core(m);
   tessera_py::bind_io(m);

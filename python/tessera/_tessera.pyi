@@ -31,6 +31,7 @@ def set_num_threads(n: int) -> None:
     """Threads for tessera's parallel loops (n <= 0: all cores). Results do not depend on it."""
 
 def num_threads() -> int: ...
+def build_info() -> dict[str, str | int]: ...
 
 # --- I/O ----------------------------------------------------------------------------------------
 def read_vectors(path: PathLike) -> npt.NDArray[np.float32]:

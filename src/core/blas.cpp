@@ -4,26 +4,18 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include <mutex>
-
 namespace tessera::detail {
 
 namespace {
 
-// OpenBLAS's own thread pool fights OpenMP's spinning workers on small machines (measured: half the
-// time of a k-means run in libgomp spin-waits). tessera runs OpenBLAS single-threaded and splits GEMMs
-// into fixed row chunks over OpenMP instead; the chunking never depends on the thread count, so every
-// output element is computed the same way with 1 or 32 threads.
+// OpenBLAS runs single-threaded (prepare_blas); GEMMs are split into fixed row chunks over OpenMP instead.
+// The chunking never depends on the thread count, so every output element is computed the same way with
+// 1 or 32 threads.
 constexpr size_t kChunkRows = 512;
-
-void single_threaded_blas() {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
-}
 
 template <class F>
 void over_row_chunks(size_t m, F&& f) {
-  single_threaded_blas();
+  prepare_blas();
   const size_t chunks = (m + kChunkRows - 1) / kChunkRows;
   // Inside a parallel region, even a team of one (where omp_in_parallel() is false), the caller's block is
   // computed whole: the chunking must not depend on the thread count.

@@ -5,6 +5,10 @@
 
 namespace tessera::detail {
 
+/// Sets OpenBLAS up for tessera (single-threaded, kernels that fit the CPU: blas_setup.cpp). Call before
+/// any direct BLAS or LAPACK call; the wrappers below call it themselves.
+void prepare_blas();
+
 /// Called on each finished block of rows [begin, begin + rows) of C while it is still in cache.
 using RowBlockFn = std::function<void(size_t begin, size_t rows)>;
 

@@ -46,6 +46,7 @@ PrincipalAxes principal_axes(MatrixView<const float> x) {
 
   // Symmetric eigendecomposition (LAPACK, ascending eigenvalues; column-major is the transpose, which is
   // the same matrix).
+  prepare_blas();
   const int di = (int)d;
   std::vector<double> w(d);
   int info = 0, lwork = -1;
