@@ -26,8 +26,13 @@ void subtract_codewords(MatrixView<float> r, MatrixView<const float> c, const in
 
 }  // namespace
 
-ResidualQuantizer::ResidualQuantizer(size_t d, std::vector<size_t> codebook_sizes, ResidualQuantizerParams params)
-    : AdditiveQuantizer(d, std::move(codebook_sizes)), params_(std::move(params)) {}
+ResidualQuantizer::ResidualQuantizer(size_t d, std::vector<size_t> codebook_sizes, ResidualQuantizerParams params,
+                                     SearchType search_type)
+    : AdditiveQuantizer(d, std::move(codebook_sizes), search_type), params_(std::move(params)) {}
+
+ResidualQuantizer::ResidualQuantizer(size_t d, size_t M, size_t nbits, SearchType search_type,
+                                     ResidualQuantizerParams params)
+    : AdditiveQuantizer(d, equal_codebook_sizes(M, nbits), search_type), params_(std::move(params)) {}
 
 SizeBounds ResidualQuantizer::level_bounds(size_t m, size_t n) const {
   SizeBounds b = default_size_bounds(n, codebook_sizes_.at(m));
@@ -47,12 +52,13 @@ std::vector<LevelReport> ResidualQuantizer::fit(MatrixView<const float> x, int32
   }
   const bool sampled = params_.train_sample && params_.train_sample < n;
   FloatMatrix residual;
+  std::vector<size_t> rows;
   if (sampled) {
     for (size_t m = 0; m < M; ++m)
       TESSERA_CHECK_ARG(codebook_sizes_[m] <= params_.train_sample,
                         "a training sample of " << params_.train_sample << " rows is smaller than K = "
                                                 << codebook_sizes_[m] << " at level " << m);
-    const auto rows = sample_rows(n, params_.train_sample, derive_seed(params_.seed, 0x7a1u));
+    rows = sample_rows(n, params_.train_sample, derive_seed(params_.seed, 0x7a1u));
     residual = FloatMatrix(rows.size(), d);
     for (size_t i = 0; i < rows.size(); ++i) std::copy(x.row(rows[i]), x.row(rows[i]) + d, residual.row(i));
   } else {
@@ -90,8 +96,21 @@ std::vector<LevelReport> ResidualQuantizer::fit(MatrixView<const float> x, int32
     books[m] = std::move(km.centroids);
     rep.seconds = seconds_since(t0);
   }
-  codebooks_ = std::move(books);
-  trained_ = true;
+  set_codebooks(std::move(books));
+  {
+    // The search type's norm encoder learns from the training rows' reconstructions x − residual (as faiss).
+    std::vector<float> norms(nt);
+    for (size_t i = 0; i < nt; ++i) {
+      const float* xi = x.row(sampled ? rows[i] : i);
+      float s = 0;
+      for (size_t j = 0; j < d; ++j) {
+        const float v = xi[j] - residual(i, j);
+        s += v * v;
+      }
+      norms[i] = s;
+    }
+    finish_training(nt, norms.data());
+  }
 
   if (sampled) {
     // Every row gets its codes from the trained codebooks; reports then describe all n rows.
@@ -111,7 +130,7 @@ std::vector<LevelReport> ResidualQuantizer::fit(MatrixView<const float> x, int32
       for (size_t m = 0; m < M; ++m) {
         all[m].mse_before = mean_square(r.view());
         for (size_t i = 0; i < n; ++i) col[i] = codes[i * M + m];
-        subtract_codewords(r.view(), codebooks_[m].view(), col.data());
+        subtract_codewords(r.view(), codebook(m), col.data());
         all[m].mse_after = mean_square(r.view());
         all[m].bounds = {0, n};
       }
@@ -139,8 +158,8 @@ void ResidualQuantizer::encode(MatrixView<const float> x, int32_t* codes) const 
     const size_t nb = std::min(block, n - b);
     FloatMatrix r = FloatMatrix::copy_of(x.rows_slice(b, nb));
     for (size_t m = 0; m < M; ++m) {
-      nearest_centroids(r.view(), codebooks_[m].view(), col.data(), nullptr);
-      subtract_codewords(r.view(), codebooks_[m].view(), col.data());
+      nearest_centroids(r.view(), codebook(m), col.data(), nullptr);
+      subtract_codewords(r.view(), codebook(m), col.data());
       for (size_t i = 0; i < nb; ++i) codes[(b + i) * M + m] = col[i];
     }
   }
@@ -165,10 +184,10 @@ void ResidualQuantizer::assign_balanced(MatrixView<const float> x, int32_t* code
     BalancedAssigner assigner(b);
     report(params_.progress, "level " + std::to_string(m + 1) + "/" + std::to_string(M) + " balanced assignment",
            0, 1);
-    assigner.assign(r.view(), codebooks_[m].view(), col.data(), nullptr);
+    assigner.assign(r.view(), codebook(m), col.data(), nullptr);
     report(params_.progress, "level " + std::to_string(m + 1) + "/" + std::to_string(M) + " balanced assignment",
            1, 1);
-    subtract_codewords(r.view(), codebooks_[m].view(), col.data());
+    subtract_codewords(r.view(), codebook(m), col.data());
     for (size_t i = 0; i < n; ++i) codes[i * M + m] = col[i];
     if (reports) {
       auto& rep = (*reports)[m];

@@ -13,7 +13,10 @@ namespace tessera {
 namespace {
 
 constexpr char kMagic[8] = {'T', 'E', 'S', 'S', 'E', 'R', 'A', '\x1a'};
-constexpr uint32_t kVersion = 1;
+// Version 2 adds the search type and norm encoder; a model with ST_decompress is still written as version 1
+// (byte for byte the old format), so older builds keep reading what they can use.
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kOldestVersion = 1;
 constexpr size_t kMaxHeader = size_t(1) << 24;
 
 template <class T>
@@ -33,16 +36,57 @@ uint32_t crc32_of(const void* data, size_t size) {
   return (uint32_t)crc;
 }
 
+// The codec types model files hold, by type name. A new additive codec adds one row: how to build an
+// untrained instance from the header (its "params" object holds what the codec chose to store) and how
+// to write those params. Codebooks, search type and norm encoder are stored for every type alike.
+struct AdditiveType {
+  const char* name;
+  std::unique_ptr<AdditiveQuantizer> (*make)(size_t d, const std::vector<size_t>& sizes, const nlohmann::json& params);
+  nlohmann::json (*params)(const AdditiveQuantizer& q);  // nullptr: nothing beyond the codebooks
+};
+
+std::unique_ptr<AdditiveQuantizer> make_residual(size_t d, const std::vector<size_t>& sizes, const nlohmann::json&) {
+  return std::make_unique<ResidualQuantizer>(d, sizes);
+}
+
+const AdditiveType kAdditiveTypes[] = {
+    {"residual", make_residual, nullptr},
+};
+
+const AdditiveType* find_type(const std::string& name) {
+  for (const auto& t : kAdditiveTypes)
+    if (name == t.name) return &t;
+  return nullptr;
+}
+
+std::string known_types() {
+  std::string s;
+  for (const auto& t : kAdditiveTypes) s += (s.empty() ? "" : ", ") + std::string(t.name);
+  return s;
+}
+
 }  // namespace
 
 std::string quantizer_bytes(const Quantizer& q, const std::string& metadata_json) {
   const auto* aq = dynamic_cast<const AdditiveQuantizer*>(&q);
-  TESSERA_CHECK_ARG(aq && q.type_name() == "residual", "saving a '" << q.type_name() << "' codec is not supported");
+  const AdditiveType* type = find_type(q.type_name());
+  TESSERA_CHECK_ARG(aq && type, "saving a '" << q.type_name() << "' codec is not supported (model files hold: "
+                                             << known_types() << ")");
   TESSERA_CHECK_ARG(aq->is_trained(), "cannot save an untrained model");
   nlohmann::json header;
   header["type"] = q.type_name();
   header["dim"] = q.dim();
   header["codebook_sizes"] = aq->codebook_sizes();
+  if (type->params) header["params"] = type->params(*aq);
+  // Search type and norm encoder: a loaded model packs and searches exactly as the saved one. Floats go
+  // through JSON as doubles (exact); the tables follow the codebooks in the payload.
+  const NormEncoder& ne = aq->norm_encoder();
+  const bool v2 = aq->search_type() != SearchType::ST_decompress;
+  if (v2) {
+    header["search_type"] = search_type_name(aq->search_type());
+    header["norm"] = {{"trained", ne.is_trained()}, {"min", double(ne.norm_min())}, {"max", double(ne.norm_max())},
+                      {"table", ne.tabs().empty() ? ne.table().size() : 0}, {"tabs", ne.tabs().size()}};
+  }
   try {
     header["metadata"] = nlohmann::json::parse(metadata_json.empty() ? "{}" : metadata_json);
   } catch (const nlohmann::json::exception& e) {
@@ -50,12 +94,14 @@ std::string quantizer_bytes(const Quantizer& q, const std::string& metadata_json
   }
   const std::string h = header.dump();
   std::string out(kMagic, sizeof kMagic);
-  put<uint32_t>(out, kVersion);
+  put<uint32_t>(out, v2 ? kVersion : kOldestVersion);
   put<uint64_t>(out, h.size());
   out += h;
-  for (size_t m = 0; m < aq->num_codebooks(); ++m) {
-    const auto c = aq->codebook(m);
-    for (size_t i = 0; i < c.rows; ++i) out.append(reinterpret_cast<const char*>(c.row(i)), c.cols * sizeof(float));
+  const auto c = aq->codebooks_flat();
+  for (size_t i = 0; i < c.rows; ++i) out.append(reinterpret_cast<const char*>(c.row(i)), c.cols * sizeof(float));
+  if (v2) {
+    if (ne.tabs().empty()) out.append(reinterpret_cast<const char*>(ne.table().data()), ne.table().size() * sizeof(float));
+    out.append(reinterpret_cast<const char*>(ne.tabs().data()), ne.tabs().size() * sizeof(float));
   }
   put<uint32_t>(out, crc32_of(out.data(), out.size()));
   return out;
@@ -75,8 +121,9 @@ std::unique_ptr<Quantizer> parse_quantizer(const void* data, size_t size, std::s
   uint64_t hlen;
   std::memcpy(&version, p + 8, 4);
   std::memcpy(&hlen, p + 12, 8);
-  TESSERA_CHECK_FORMAT(version == kVersion, "model file format version " << version << " is not supported (this "
-                                                                         << "build reads version " << kVersion << ")");
+  TESSERA_CHECK_FORMAT(version >= kOldestVersion && version <= kVersion,
+                       "model file format version " << version << " is not supported (this build reads versions "
+                                                    << kOldestVersion << " to " << kVersion << ")");
   TESSERA_CHECK_FORMAT(hlen <= kMaxHeader && hlen <= size - fixed - 4,
                        "truncated model file: header of " << hlen << " bytes does not fit in " << size << " bytes");
   uint32_t stored_crc;
@@ -93,41 +140,72 @@ std::unique_ptr<Quantizer> parse_quantizer(const void* data, size_t size, std::s
   } catch (const nlohmann::json::exception& e) {
     TESSERA_THROW_FORMAT("model file header is not valid JSON: " << e.what());
   }
-  std::string type;
-  size_t d = 0;
+  std::string type, st_name = "ST_decompress";
+  size_t d = 0, table_n = 0, tabs_n = 0;
   std::vector<size_t> sizes;
+  bool norm_trained = false;
+  double norm_min = 0, norm_max = 0;
+  nlohmann::json params = nlohmann::json::object();
   try {
     type = header.at("type").get<std::string>();
     d = header.at("dim").get<size_t>();
     sizes = header.at("codebook_sizes").get<std::vector<size_t>>();
+    if (header.contains("params")) params = header.at("params");
+    // Files without these keys predate search types: ST_decompress, no norm encoder.
+    if (version >= 2 && header.contains("search_type")) st_name = header.at("search_type").get<std::string>();
+    if (version >= 2 && header.contains("norm")) {
+      const auto& nj = header.at("norm");
+      norm_trained = nj.at("trained").get<bool>();
+      norm_min = nj.at("min").get<double>();
+      norm_max = nj.at("max").get<double>();
+      table_n = nj.at("table").get<size_t>();
+      tabs_n = nj.at("tabs").get<size_t>();
+    }
     if (metadata_json) *metadata_json = header.value("metadata", nlohmann::json::object()).dump();
   } catch (const nlohmann::json::exception& e) {
     TESSERA_THROW_FORMAT("model file header is incomplete: " << e.what());
   }
-  TESSERA_CHECK_FORMAT(type == "residual", "model type '" << type << "' is not supported by this build");
+  const AdditiveType* kind = find_type(type);
+  TESSERA_CHECK_FORMAT(kind, "model type '" << type << "' is not supported by this build (it reads: " << known_types()
+                                            << ")");
+  SearchType st;
+  try {
+    st = parse_search_type(st_name);
+  } catch (const InvalidArgument& e) {
+    TESSERA_THROW_FORMAT("model file header: " << e.what());
+  }
   TESSERA_CHECK_FORMAT(d >= 1 && d <= (size_t(1) << 20) && !sizes.empty() && sizes.size() <= 64,
                        "model header has implausible shapes: dim " << d << ", " << sizes.size() << " codebooks");
+  TESSERA_CHECK_FORMAT(table_n <= 256 && tabs_n <= 32, "model header has implausible norm tables: " << table_n
+                                                                                              << " and " << tabs_n);
   size_t floats = 0;
   for (size_t k : sizes) {
     TESSERA_CHECK_FORMAT(k >= 1 && k <= (size_t(1) << 24), "model header has a codebook of size " << k);
     floats += k * d;
   }
   const size_t payload = size - fixed - hlen - 4;
-  TESSERA_CHECK_FORMAT(payload == floats * sizeof(float), "model file payload is " << payload << " bytes, header "
-                                                          << "promises " << floats * sizeof(float));
-  auto q = std::make_unique<ResidualQuantizer>(d, sizes);
-  std::vector<FloatMatrix> books;
+  TESSERA_CHECK_FORMAT(payload == (floats + table_n + tabs_n) * sizeof(float),
+                       "model file payload is " << payload << " bytes, header promises "
+                                                << (floats + table_n + tabs_n) * sizeof(float));
   const char* at = p + fixed + hlen;
-  for (size_t k : sizes) {
-    FloatMatrix c(k, d);
-    std::memcpy(c.data(), at, k * d * sizeof(float));
-    at += k * d * sizeof(float);
-    books.push_back(std::move(c));
-  }
+  auto read_floats = [&](size_t count) {
+    std::vector<float> v(count);
+    if (count) std::memcpy(v.data(), at, count * sizeof(float));
+    at += count * sizeof(float);
+    return v;
+  };
+  std::unique_ptr<AdditiveQuantizer> q;
   try {
-    q->set_codebooks(std::move(books));
+    q = kind->make(d, sizes, params);
+    const std::vector<float> books = read_floats(floats);
+    q->set_codebooks(MatrixView<const float>(books.data(), floats / d, d));
+    std::vector<float> table = read_floats(table_n), tabs = read_floats(tabs_n);
+    q->restore_norm_encoder(NormEncoder::restore(st, norm_trained, float(norm_min), float(norm_max), std::move(table),
+                                                 std::move(tabs)));
   } catch (const InvalidArgument& e) {
-    TESSERA_THROW_FORMAT("model file holds invalid codebooks: " << e.what());
+    TESSERA_THROW_FORMAT("model file holds an invalid model: " << e.what());
+  } catch (const nlohmann::json::exception& e) {
+    TESSERA_THROW_FORMAT("model file header has invalid parameters: " << e.what());
   }
   return q;
 }

@@ -99,7 +99,7 @@ TEST(ResidualQuantizer, PerLevelSizesAndPacking) {
   std::vector<int32_t> codes(2000 * 3), back(2000 * 3);
   q.encode(x.view(), codes.data());
   std::vector<uint8_t> packed(2000 * q.code_size());
-  q.pack_codes(codes.data(), 2000, packed.data());
+  q.pack_codes(2000, codes.data(), packed.data());
   q.unpack_codes(packed.data(), 2000, back.data());
   EXPECT_EQ(codes, back);
 }

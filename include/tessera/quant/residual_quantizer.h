@@ -44,7 +44,11 @@ struct LevelReport {
 
 class ResidualQuantizer : public AdditiveQuantizer {
  public:
-  ResidualQuantizer(size_t d, std::vector<size_t> codebook_sizes, ResidualQuantizerParams params = {});
+  ResidualQuantizer(size_t d, std::vector<size_t> codebook_sizes, ResidualQuantizerParams params = {},
+                    SearchType search_type = SearchType::ST_decompress);
+  /// faiss's shape: M levels of 2^nbits codewords (nbits in 1..16).
+  ResidualQuantizer(size_t d, size_t M, size_t nbits, SearchType search_type = SearchType::ST_decompress,
+                    ResidualQuantizerParams params = {});
 
   std::string type_name() const override { return "residual"; }
   const ResidualQuantizerParams& params() const { return params_; }
@@ -52,7 +56,8 @@ class ResidualQuantizer : public AdditiveQuantizer {
 
   void train(MatrixView<const float> x) override { fit(x, nullptr); }
 
-  /// Train on x (n × d) and give every row its codes (codes: n × M, may be nullptr). With balance, every
+  /// Train on x (n × d) and give every row its codes (codes: n × M, may be nullptr). The norm encoder of
+  /// the search type learns from the training rows' reconstructions (as faiss). With balance, every
   /// level's code sizes over the n rows lie within the level's bounds — also when training used a
   /// sample, because then all rows are assigned by assign_balanced().
   std::vector<LevelReport> fit(MatrixView<const float> x, int32_t* codes);
