@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tessera/io/atomic_file.h"
+#include "tessera/quant/local_search_quantizer.h"
 #include "tessera/quant/residual_quantizer.h"
 
 namespace tessera {
@@ -49,8 +50,49 @@ std::unique_ptr<AdditiveQuantizer> make_residual(size_t d, const std::vector<siz
   return std::make_unique<ResidualQuantizer>(d, sizes);
 }
 
+// LSQ stores its parameters, so that a loaded model encodes as the saved one did.
+std::unique_ptr<AdditiveQuantizer> make_lsq(size_t d, const std::vector<size_t>& sizes, const nlohmann::json& j) {
+  const size_t K = sizes.at(0);
+  size_t nbits = 0;
+  while ((size_t(1) << nbits) < K) ++nbits;
+  for (size_t k : sizes)
+    TESSERA_CHECK_FORMAT(k == K && (size_t(1) << nbits) == K, "an LSQ model needs equal power-of-two codebook "
+                                                              "sizes, the header has " << k << " and " << K);
+  LocalSearchQuantizerParams p;
+  try {
+    p.train_iters = j.value("train_iters", p.train_iters);
+    p.encode_ils_iters = j.value("encode_ils_iters", p.encode_ils_iters);
+    p.train_ils_iters = j.value("train_ils_iters", p.train_ils_iters);
+    p.icm_iters = j.value("icm_iters", p.icm_iters);
+    p.p = j.value("p", p.p);
+    p.lambd = j.value("lambd", p.lambd);
+    p.chunk_size = j.value("chunk_size", p.chunk_size);
+    p.random_seed = j.value("random_seed", p.random_seed);
+    p.nperts = j.value("nperts", p.nperts);
+    p.update_codebooks_with_double = j.value("update_codebooks_with_double", p.update_codebooks_with_double);
+    p.init = parse_lsq_init(j.value("init", lsq_init_name(p.init)));
+    p.annealing = parse_lsq_annealing(j.value("annealing", lsq_annealing_name(p.annealing)));
+    p.final_refit = j.value("final_refit", p.final_refit);
+  } catch (const nlohmann::json::exception& e) {
+    TESSERA_THROW_FORMAT("model file has malformed LSQ parameters: " << e.what());
+  } catch (const InvalidArgument& e) {
+    TESSERA_THROW_FORMAT("model file has malformed LSQ parameters: " << e.what());
+  }
+  return std::make_unique<LocalSearchQuantizer>(d, sizes.size(), nbits, p);
+}
+
+nlohmann::json lsq_params(const AdditiveQuantizer& q) {
+  const auto& p = dynamic_cast<const LocalSearchQuantizer&>(q).params();
+  return {{"train_iters", p.train_iters}, {"encode_ils_iters", p.encode_ils_iters},
+          {"train_ils_iters", p.train_ils_iters}, {"icm_iters", p.icm_iters}, {"p", p.p}, {"lambd", p.lambd},
+          {"chunk_size", p.chunk_size}, {"random_seed", p.random_seed}, {"nperts", p.nperts},
+          {"update_codebooks_with_double", p.update_codebooks_with_double}, {"init", lsq_init_name(p.init)},
+          {"annealing", lsq_annealing_name(p.annealing)}, {"final_refit", p.final_refit}};
+}
+
 const AdditiveType kAdditiveTypes[] = {
     {"residual", make_residual, nullptr},
+    {"lsq", make_lsq, lsq_params},
 };
 
 const AdditiveType* find_type(const std::string& name) {

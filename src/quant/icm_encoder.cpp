@@ -1,0 +1,342 @@
+// Why this encoder is fast (LSQ's time goes into encoding; docs/lsq.md has the measurements):
+//  - Incremental costs: for the vector being searched, T_m(k) = U_m(k) + Σ_{m'≠m} B_{m',m}(c_m', k) is kept
+//    for every position m and updated when a code moves (2(M − 1) rows of the cross-product table), so
+//    looking at a position is an argmin over K floats in L1 instead of a sum of M − 1 rows. Each ILS step
+//    restarts from the costs of the best codes, and a position is looked at again only after another
+//    one moved (otherwise its argmin cannot change): the ICM of LSQ with its order and its ties, up to
+//    float rounding of the maintained sums.
+//  - The moves read the table's rows in int16 (a scale per K × K block): the rows are scattered over a
+//    table far larger than L2 (8.4 MB instead of 16.8 MB at M = 8, K = 256), and all rows of a move are
+//    requested at once so that their cache misses overlap.
+//  - Unary terms by one GEMM per block of vectors; acceptance by the exact squared error, as LSQ does.
+//  - Random draws are keyed on (seed, row): blocks run in parallel, results do not depend on threads.
+// icm_sweeps keeps the plain formulation (every position's sum afresh, float table) for the public
+// icm_encode_step and for the `exact` option.
+#include "quant/icm_encoder.h"
+
+// The vector types below never cross a function boundary outside this file.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/blas.h"
+#include "core/simd.h"
+#include "tessera/core/interrupt.h"
+#include "tessera/core/rng.h"
+#include "tessera/core/threading.h"
+
+namespace tessera::detail {
+
+namespace {
+
+constexpr size_t kBlockRows = 64;      // vectors per cache block
+constexpr size_t kChunkRows = 8192;     // rows between interrupt checks
+constexpr size_t kLanes = 16;
+using v16 = float __attribute__((vector_size(4 * kLanes)));
+using i16 = int32_t __attribute__((vector_size(4 * kLanes)));
+
+inline v16 load(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// acc[k] += row[k] for k < K (K a multiple of 16).
+TESSERA_CLONE_PER_ISA void add_row(float* acc, const float* row, size_t K) {
+  for (size_t k = 0; k < K; k += kLanes) {
+    const v16 v = load(acc + k) + load(row + k);
+    std::memcpy(acc + k, &v, sizeof v);
+  }
+}
+
+// argmin_k v[k], lowest k on ties (K a multiple of 16).
+TESSERA_CLONE_PER_ISA int32_t argmin_vec(const float* v, size_t K) {
+  const i16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  v16 best_v = load(v);
+  i16 best_i = lane;
+  for (size_t k = kLanes; k < K; k += kLanes) {
+    const v16 a = load(v + k);
+    const auto lt = a < best_v;  // strict: a later k never replaces an equal earlier one in a lane
+    best_v = lt ? a : best_v;
+    best_i = lt ? lane + (int32_t)k : best_i;
+  }
+  float bv = best_v[0];
+  int32_t bi = best_i[0];
+  for (size_t l = 1; l < kLanes; ++l)
+    if (best_v[l] < bv || (best_v[l] == bv && best_i[l] < bi)) bv = best_v[l], bi = best_i[l];
+  return bi;
+}
+
+// Σ_j (x_j − Σ_m C_m[c_m]_j)².
+TESSERA_CLONE_PER_ISA float squared_error(const float* x, const float* books, size_t d, const int32_t* code,
+                                          size_t M, size_t K, float* residual) {
+  std::copy(x, x + d, residual);
+  for (size_t m = 0; m < M; ++m) {
+    const float* c = books + (m * K + (size_t)code[m]) * d;
+    for (size_t j = 0; j < d; ++j) residual[j] -= c[j];
+  }
+  v16 acc = {};
+  size_t j = 0;
+  for (; j + kLanes <= d; j += kLanes) {
+    const v16 r = load(residual + j);
+    acc += r * r;
+  }
+  float s = 0;
+  for (size_t l = 0; l < kLanes; ++l) s += acc[l];
+  for (; j < d; ++j) s += residual[j] * residual[j];
+  return s;
+}
+
+// A keyed stream of 64-bit draws.
+struct KeyedDraws {
+  uint64_t state;
+  uint64_t next() { return mix64(state += 0x9e3779b97f4a7c15ULL); }
+};
+
+// Uniform in [0, n) from 32 random bits (multiply-shift).
+inline uint32_t below(uint32_t bits, size_t n) { return (uint32_t)(((uint64_t)bits * n) >> 32); }
+
+}  // namespace
+
+IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K) {
+  IcmTables t;
+  t.M = M, t.K = K, t.d = books.cols;
+  t.books = FloatMatrix::copy_of(books);
+  const size_t MK = M * K;
+  t.norms.resize(MK);
+  for (size_t r = 0; r < MK; ++r) {
+    float s = 0;
+    for (size_t j = 0; j < t.d; ++j) s += books(r, j) * books(r, j);
+    t.norms[r] = s;
+  }
+  // Block (m1, m2) = 2·C_m1·C_m2ᵀ, K × K, one GEMM each; then its int16 copy with its own scale (rounding
+  // error at most 2^-16 of the block's largest entry).
+  t.binaries.resize(MK * MK);
+  t.qbinaries.resize(MK * MK);
+  t.qscales.resize(M * M);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(::tessera::num_threads())
+  for (ptrdiff_t b = 0; b < (ptrdiff_t)(M * M); ++b) {
+    const size_t m1 = size_t(b) / M, m2 = size_t(b) % M;
+    float* blk = t.binaries.data() + size_t(b) * K * K;
+    gemm_abt(K, K, t.d, 2.0f, t.books.row(m1 * K), t.d, t.books.row(m2 * K), t.d, 0.0f, blk, K);
+    float amax = 0;
+    for (size_t e = 0; e < K * K; ++e) amax = std::max(amax, std::fabs(blk[e]));
+    const float scale = amax > 0 ? amax / 32767.0f : 1.0f, inv = 1.0f / scale;
+    t.qscales[b] = scale;
+    int16_t* q = t.qbinaries.data() + size_t(b) * K * K;
+    for (size_t e = 0; e < K * K; ++e) {
+      const float v = std::clamp(blk[e] * inv, -32767.0f, 32767.0f);
+      q[e] = (int16_t)(v + (v >= 0 ? 0.5f : -0.5f));
+    }
+  }
+  return t;
+}
+
+void icm_sweeps(const float* binaries, size_t M, size_t K, UnaryLayout u, int32_t* codes, size_t n,
+                size_t sweeps) {
+  // Position m of every vector at once: the sums U_m + Σ_{m'≠m} B_{m',m}(c_m', ·) are built in a buffer
+  // one m' at a time, so only the K × K block B_{m',m} (256 KB at K = 256) is read meanwhile and stays
+  // in L2 for all the vectors. Per vector, the terms are added in the order a scalar loop adds them.
+  std::vector<uint8_t> active(n, 1), changed(n);
+  std::vector<size_t> live;
+  std::vector<float> acc(n * K);
+  const bool vec = K % kLanes == 0;
+  for (size_t s = 0; s < sweeps; ++s) {
+    live.clear();
+    for (size_t i = 0; i < n; ++i)
+      if (active[i]) live.push_back(i);
+    if (live.empty()) break;
+    std::fill(changed.begin(), changed.end(), 0);
+    for (size_t m = 0; m < M; ++m) {
+      for (size_t i : live) std::copy(u.row(i, m), u.row(i, m) + K, acc.data() + i * K);
+      for (size_t m2 = 0; m2 < M; ++m2) {
+        if (m2 == m) continue;
+        const float* block = binaries + (m2 * M + m) * K * K;
+        for (size_t i : live) {
+          const float* row = block + (size_t)codes[i * M + m2] * K;
+          float* a = acc.data() + i * K;
+          if (vec) {
+            add_row(a, row, K);
+          } else {
+            for (size_t k = 0; k < K; ++k) a[k] += row[k];
+          }
+        }
+      }
+      for (size_t i : live) {
+        const float* a = acc.data() + i * K;
+        const int32_t k = vec ? argmin_vec(a, K) : (int32_t)(std::min_element(a, a + K) - a);
+        if (k != codes[i * M + m]) codes[i * M + m] = k, changed[i] = 1;
+      }
+    }
+    for (size_t i = 0; i < n; ++i) active[i] = active[i] && changed[i];
+  }
+}
+
+void perturb_codes(int32_t* codes, size_t n, size_t M, size_t K, size_t nperts, uint64_t seed, size_t first_row) {
+  for (size_t i = 0; i < n; ++i) {
+    KeyedDraws g{derive_seed(seed, first_row + i)};
+    for (size_t p = 0; p < nperts; ++p) {
+      const uint64_t z = g.next();
+      codes[i * M + below(uint32_t(z >> 32), M)] = (int32_t)below(uint32_t(z), K);
+    }
+  }
+}
+
+void random_codes(int32_t* codes, size_t n, size_t M, size_t K, uint64_t seed, size_t first_row) {
+  for (size_t i = 0; i < n; ++i) {
+    KeyedDraws g{derive_seed(seed, first_row + i)};
+    for (size_t m = 0; m < M; ++m) codes[i * M + m] = (int32_t)below(uint32_t(g.next() >> 32), K);
+  }
+}
+
+void reconstruction_errors(const IcmTables& t, MatrixView<const float> x, const int32_t* codes, float* errors) {
+#pragma omp parallel num_threads(::tessera::num_threads())
+  {
+    std::vector<float> residual(t.d);
+#pragma omp for schedule(static)
+    for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
+      errors[i] = squared_error(x.row(i), t.books.data(), t.d, codes + i * t.M, t.M, t.K, residual.data());
+  }
+}
+
+namespace {
+
+// T_m' += B_{m,m'}(to, ·) − B_{m,m'}(from, ·) for every m' ≠ m: position m's code goes from → to. The rows
+// come from the int16 copy of the table (half the bytes of the float one, and these scattered rows are
+// what encoding waits for); the difference of two int16 rows is exact before it is scaled.
+TESSERA_CLONE_PER_ISA void move_code(float* T, const IcmTables& t, size_t m, int32_t from, int32_t to) {
+  const size_t M = t.M, K = t.K;
+  // All 2(M − 1) rows are known now: ask for every line at once, so that their cache misses overlap
+  // instead of being waited for one row at a time.
+  for (size_t m2 = 0; m2 < M; ++m2) {
+    if (m2 == m) continue;
+    const char* add = reinterpret_cast<const char*>(t.qbinaries.data() + ((m * M + m2) * K + (size_t)to) * K);
+    const char* sub = reinterpret_cast<const char*>(t.qbinaries.data() + ((m * M + m2) * K + (size_t)from) * K);
+    for (size_t b = 0; b < K * sizeof(int16_t); b += 64) __builtin_prefetch(add + b), __builtin_prefetch(sub + b);
+  }
+  for (size_t m2 = 0; m2 < M; ++m2) {
+    if (m2 == m) continue;
+    const int16_t* add = t.qbinaries.data() + ((m * M + m2) * K + (size_t)to) * K;
+    const int16_t* sub = t.qbinaries.data() + ((m * M + m2) * K + (size_t)from) * K;
+    const float scale = t.qscales[m * M + m2];
+    float* row = T + m2 * K;
+    for (size_t k = 0; k < K; ++k) row[k] += float(int32_t(add[k]) - int32_t(sub[k])) * scale;
+  }
+}
+
+int32_t argmin_row(const float* v, size_t K) {
+  return K % kLanes == 0 ? argmin_vec(v, K) : (int32_t)(std::min_element(v, v + K) - v);
+}
+
+// Scratch for one vector's ILS: the costs T_m(k) = U_m(k) + Σ_{m'≠m} B_{m',m}(c_m', k) of the codes being
+// searched and of the best codes so far, kept up to date as codes move (each move: 2(M − 1) table rows)
+// rather than summed afresh for every position of every sweep (M − 1 rows each).
+struct VectorSearch {
+  std::vector<float> T, T_best, residual;
+  std::vector<int32_t> cur;
+  std::vector<size_t> seen;  // stamp of the last look at each position
+  VectorSearch(size_t M, size_t K, size_t d) : T(M * K), T_best(M * K), residual(d), cur(M), seen(M) {}
+};
+
+// ILS for vector x (its unaries u: M × K, codes best: M, in place) as ils_encode describes, with the
+// costs maintained incrementally. Returns the final squared error.
+float ils_one_vector(const IcmTables& t, const float* x, const float* u, int32_t* best, const IlsParams& p,
+                     size_t row, VectorSearch& w) {
+  const size_t M = t.M, K = t.K, d = t.d;
+  const float* bin = t.binaries.data();
+  std::copy(u, u + M * K, w.T_best.data());
+  for (size_t m = 0; m < M; ++m)
+    for (size_t m2 = 0; m2 < M; ++m2) {
+      if (m2 == m) continue;
+      const float* r = bin + ((m * M + m2) * K + (size_t)best[m]) * K;
+      float* tb = w.T_best.data() + m2 * K;
+      for (size_t k = 0; k < K; ++k) tb[k] += r[k];
+    }
+  float best_err = squared_error(x, t.books.data(), d, best, M, K, w.residual.data());
+  for (size_t s = 0; s < p.ils_iters; ++s) {
+    std::copy(best, best + M, w.cur.data());
+    std::copy(w.T_best.begin(), w.T_best.end(), w.T.begin());
+    int32_t* c = w.cur.data();
+    KeyedDraws g{derive_seed(derive_seed(p.seed, s), row)};
+    for (size_t q = 0; q < p.nperts; ++q) {
+      const uint64_t z = g.next();
+      const size_t m = below(uint32_t(z >> 32), M);
+      const int32_t k = (int32_t)below(uint32_t(z), K);
+      if (c[m] != k) move_code(w.T.data(), t, m, c[m], k), c[m] = k;
+    }
+    // ICM; a position is looked at again only after another one moved (else its argmin is unchanged).
+    size_t stamp = 1;
+    std::fill(w.seen.begin(), w.seen.end(), 0);
+    for (size_t sweep = 0; sweep < p.icm_iters; ++sweep) {
+      bool moved = false;
+      for (size_t m = 0; m < M; ++m) {
+        if (w.seen[m] == stamp) continue;
+        const int32_t k = argmin_row(w.T.data() + m * K, K);
+        if (k != c[m]) move_code(w.T.data(), t, m, c[m], k), c[m] = k, ++stamp, moved = true;
+        w.seen[m] = stamp;
+      }
+      if (!moved) break;
+    }
+    const float err = squared_error(x, t.books.data(), d, c, M, K, w.residual.data());
+    if (err < best_err) {
+      best_err = err;
+      std::copy(c, c + M, best);
+      std::swap(w.T, w.T_best);
+    }
+  }
+  return best_err;
+}
+
+}  // namespace
+
+void ils_encode(const IcmTables& t, MatrixView<const float> x, int32_t* codes, const IlsParams& p, float* errors) {
+  const size_t n = x.rows, M = t.M, K = t.K, MK = M * K, d = t.d;
+  for (size_t c0 = 0; c0 < n; c0 += kChunkRows) {
+    check_interrupt();
+    const size_t chunk = std::min(kChunkRows, n - c0);
+    const size_t blocks = (chunk + kBlockRows - 1) / kBlockRows;
+#pragma omp parallel num_threads(::tessera::num_threads())
+    {
+      std::vector<float> unaries(kBlockRows * MK), best_err(kBlockRows), err(kBlockRows), residual(d);
+      std::vector<int32_t> cur(kBlockRows * M);
+      VectorSearch w(M, K, d);
+#pragma omp for schedule(dynamic, 1)
+      for (ptrdiff_t b = 0; b < (ptrdiff_t)blocks; ++b) {
+        const size_t r0 = c0 + size_t(b) * kBlockRows, nb = std::min(kBlockRows, n - r0);
+        int32_t* best = codes + r0 * M;
+        // U_m(k) = ‖C_m[k]‖² − 2⟨x, C_m[k]⟩ for the block, vector-major.
+        gemm_abt(nb, MK, d, -2.0f, x.row(r0), x.stride, t.books.data(), d, 0.0f, unaries.data(), MK);
+        for (size_t i = 0; i < nb; ++i)
+          for (size_t k = 0; k < MK; ++k) unaries[i * MK + k] += t.norms[k];
+        if (!p.exact) {
+          for (size_t i = 0; i < nb; ++i) {
+            const float e = ils_one_vector(t, x.row(r0 + i), unaries.data() + i * MK, best + i * M, p, r0 + i, w);
+            if (errors) errors[r0 + i] = e;
+          }
+          continue;
+        }
+        const UnaryLayout u{unaries.data(), MK, K};
+        for (size_t i = 0; i < nb; ++i)
+          best_err[i] = squared_error(x.row(r0 + i), t.books.data(), d, best + i * M, M, K, residual.data());
+        for (size_t s = 0; s < p.ils_iters; ++s) {
+          std::copy(best, best + nb * M, cur.data());
+          perturb_codes(cur.data(), nb, M, K, p.nperts, derive_seed(p.seed, s), r0);
+          icm_sweeps(t.binaries.data(), M, K, u, cur.data(), nb, p.icm_iters);
+          for (size_t i = 0; i < nb; ++i) {
+            err[i] = squared_error(x.row(r0 + i), t.books.data(), d, cur.data() + i * M, M, K, residual.data());
+            if (err[i] < best_err[i]) {
+              best_err[i] = err[i];
+              std::copy(cur.data() + i * M, cur.data() + (i + 1) * M, best + i * M);
+            }
+          }
+        }
+        if (errors) std::copy(best_err.begin(), best_err.begin() + nb, errors + r0);
+      }
+    }
+  }
+}
+
+}  // namespace tessera::detail

@@ -1,0 +1,287 @@
+#include "tessera/quant/local_search_quantizer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <sstream>
+
+#include "core/blas.h"
+#include "quant/icm_encoder.h"
+#include "tessera/core/interrupt.h"
+#include "tessera/core/rng.h"
+#include "tessera/core/threading.h"
+#include "tessera/quant/residual_quantizer.h"
+
+extern "C" {
+void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+void dpotrs_(const char* uplo, const int* n, const int* nrhs, const double* a, const int* lda, double* b,
+             const int* ldb, int* info);
+void spotrf_(const char* uplo, const int* n, float* a, const int* lda, int* info);
+void spotrs_(const char* uplo, const int* n, const int* nrhs, const float* a, const int* lda, float* b,
+             const int* ldb, int* info);
+}
+
+namespace tessera {
+
+namespace {
+
+// The cross-product table (M²K² floats) and the least-squares system ((MK)² doubles) grow as (MK)²: beyond
+// these sizes LSQ is the wrong tool (use fewer bits per codebook, or a residual quantizer).
+constexpr double kMaxTableBytes = 2.0 * (1ull << 30);
+constexpr double kMaxSystemBytes = 4.0 * (1ull << 30);
+
+std::string gib(double bytes) {
+  std::ostringstream s;
+  s.precision(3);
+  s << bytes / double(1ull << 30) << " GiB";
+  return s.str();
+}
+
+// Per-dimension population standard deviation of x.
+std::vector<float> column_stddev(MatrixView<const float> x) {
+  const size_t n = x.rows, d = x.cols;
+  std::vector<double> mean(d, 0.0), sq(d, 0.0);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < d; ++j) mean[j] += x(i, j);
+  for (size_t j = 0; j < d; ++j) mean[j] /= double(n);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < d; ++j) {
+      const double t = x(i, j) - mean[j];
+      sq[j] += t * t;
+    }
+  std::vector<float> s(d);
+  for (size_t j = 0; j < d; ++j) s[j] = float(std::sqrt(sq[j] / double(n)));
+  return s;
+}
+
+// Solve the SPD system A·X = B in place (A: n × n symmetric, B: n × nrhs column-major) by Cholesky.
+template <class T>
+void cholesky_solve(std::vector<T>& a, std::vector<T>& b, size_t n, size_t nrhs, double lambd) {
+  detail::prepare_blas();
+  const int ni = (int)n, nr = (int)nrhs;
+  int info = 0;
+  if constexpr (std::is_same_v<T, double>) dpotrf_("L", &ni, a.data(), &ni, &info);
+  else spotrf_("L", &ni, a.data(), &ni, &info);
+  TESSERA_CHECK_ARG(info == 0, "the codebook update's least-squares system is singular (LAPACK potrf info "
+                                   << info << ", lambd = " << lambd << "): use lambd > 0");
+  if constexpr (std::is_same_v<T, double>) dpotrs_("L", &ni, &nr, a.data(), &ni, b.data(), &ni, &info);
+  else spotrs_("L", &ni, &nr, a.data(), &ni, b.data(), &ni, &info);
+  TESSERA_CHECK_ARG(info == 0, "the codebook update's solve failed (LAPACK potrs info " << info << ")");
+}
+
+template <class T>
+FloatMatrix ridge_codebooks(MatrixView<const float> x, const int32_t* codes, size_t M, size_t K, double lambd) {
+  const size_t n = x.rows, d = x.cols, MK = M * K;
+  // BᵀB (B: n × MK one-hot per codebook) by counting, plus λ on the diagonal; symmetric, so either
+  // storage order is the same matrix.
+  std::vector<T> a(MK * MK, T(0));
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t* c = codes + i * M;
+    for (size_t m = 0; m < M; ++m) {
+      const size_t r = m * K + (size_t)c[m];
+      a[r * MK + r] += T(1);
+      for (size_t m2 = m + 1; m2 < M; ++m2) {
+        const size_t r2 = m2 * K + (size_t)c[m2];
+        a[r * MK + r2] += T(1);
+        a[r2 * MK + r] += T(1);
+      }
+    }
+  }
+  for (size_t r = 0; r < MK; ++r) a[r * MK + r] += T(lambd);
+  // BᵀX, summed in double per codebook (each thread owns the rows of its codebooks), column-major.
+  std::vector<T> b(MK * d);
+#pragma omp parallel num_threads(::tessera::num_threads())
+  {
+    std::vector<double> acc(K * d);
+#pragma omp for schedule(dynamic, 1)
+    for (ptrdiff_t m = 0; m < (ptrdiff_t)M; ++m) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (size_t i = 0; i < n; ++i) {
+        double* row = acc.data() + (size_t)codes[i * M + m] * d;
+        const float* xi = x.row(i);
+        for (size_t j = 0; j < d; ++j) row[j] += xi[j];
+      }
+      for (size_t k = 0; k < K; ++k)
+        for (size_t j = 0; j < d; ++j) b[j * MK + size_t(m) * K + k] = T(acc[k * d + j]);
+    }
+  }
+  cholesky_solve(a, b, MK, d, lambd);
+  FloatMatrix books(MK, d);
+  for (size_t r = 0; r < MK; ++r)
+    for (size_t j = 0; j < d; ++j) books(r, j) = float(b[j * MK + r]);
+  return books;
+}
+
+void check_codes(const int32_t* codes, size_t n, size_t M, size_t K) {
+  for (size_t i = 0; i < n * M; ++i)
+    TESSERA_CHECK_ARG(codes[i] >= 0 && (size_t)codes[i] < K,
+                      "code " << codes[i] << " of row " << i / M << ", codebook " << i % M << " is outside [0, " << K
+                              << ")");
+}
+
+}  // namespace
+
+LocalSearchQuantizer::LocalSearchQuantizer(size_t d, size_t M, size_t nbits, SearchType search_type)
+    : LocalSearchQuantizer(d, M, nbits, LocalSearchQuantizerParams{}, search_type) {}
+
+LocalSearchQuantizer::LocalSearchQuantizer(size_t d, size_t M, size_t nbits, LocalSearchQuantizerParams params,
+                                           SearchType search_type)
+    : AdditiveQuantizer(d, equal_codebook_sizes(M, nbits), search_type),
+      K_(size_t(1) << nbits),
+      params_(std::move(params)) {
+  const double MK = double(M) * double(K_);
+  const double table = MK * MK * 4.0, system = MK * MK * 8.0;
+  TESSERA_CHECK_ARG(table <= kMaxTableBytes && system <= kMaxSystemBytes,
+                    "LSQ with M = " << M << " codebooks of 2^" << nbits << " = " << K_ << " codewords needs a "
+                                    << gib(table) << " cross-product table and a " << gib(system)
+                                    << " least-squares system (limits " << gib(kMaxTableBytes) << " and "
+                                    << gib(kMaxSystemBytes) << "): use fewer bits per codebook or fewer codebooks");
+}
+
+void LocalSearchQuantizer::update_codebooks(MatrixView<const float> x, const int32_t* codes) {
+  check_input(x, "training vectors");
+  TESSERA_CHECK_ARG(x.rows > 0, "update_codebooks needs at least one vector");
+  check_codes(codes, x.rows, num_codebooks(), K_);
+  const FloatMatrix books = params_.update_codebooks_with_double
+                                ? ridge_codebooks<double>(x, codes, num_codebooks(), K_, params_.lambd)
+                                : ridge_codebooks<float>(x, codes, num_codebooks(), K_, params_.lambd);
+  set_codebooks(books.view());
+}
+
+void LocalSearchQuantizer::icm_encode(int32_t* codes, MatrixView<const float> x, size_t ils_iters,
+                                      uint64_t seed) const {
+  check_trained("icm_encode");
+  check_input(x, "vectors to encode");
+  check_codes(codes, x.rows, num_codebooks(), K_);
+  const detail::IcmTables t = detail::make_icm_tables(codebooks_flat(), num_codebooks(), K_);
+  detail::ils_encode(t, x, codes, detail::IlsParams{ils_iters, params_.icm_iters, params_.nperts, seed});
+}
+
+void LocalSearchQuantizer::icm_encode_step(int32_t* codes, const float* unaries, const float* binaries, size_t n,
+                                           size_t n_iters) const {
+  check_codes(codes, n, num_codebooks(), K_);
+  detail::icm_sweeps(binaries, num_codebooks(), K_, detail::UnaryLayout{unaries, K_, n * K_}, codes, n, n_iters);
+}
+
+void LocalSearchQuantizer::perturb_codes(int32_t* codes, size_t n, uint64_t seed) const {
+  detail::perturb_codes(codes, n, num_codebooks(), K_, params_.nperts, seed, 0);
+}
+
+void LocalSearchQuantizer::perturb_codebooks(float T, const std::vector<float>& stddev, uint64_t seed) {
+  check_trained("perturb_codebooks");
+  const size_t M = num_codebooks(), d = dim();
+  TESSERA_CHECK_ARG(stddev.size() == d, "stddev has " << stddev.size() << " entries, expected d = " << d);
+  MatrixView<float> books = mutable_codebooks();
+  Rng rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (size_t r = 0; r < M * K_; ++r)
+    for (size_t j = 0; j < d; ++j) books(r, j) += normal(rng) * (T * stddev[j] / float(M));
+}
+
+void LocalSearchQuantizer::compute_binary_terms(float* binaries) const {
+  check_trained("compute_binary_terms");
+  const detail::IcmTables t = detail::make_icm_tables(codebooks_flat(), num_codebooks(), K_);
+  std::copy(t.binaries.begin(), t.binaries.end(), binaries);
+}
+
+void LocalSearchQuantizer::compute_unary_terms(MatrixView<const float> x, float* unaries) const {
+  check_trained("compute_unary_terms");
+  check_input(x, "vectors");
+  const size_t n = x.rows, M = num_codebooks(), d = dim();
+  const MatrixView<const float> flat = codebooks_flat();
+  for (size_t m = 0; m < M; ++m) {
+    float* u = unaries + m * n * K_;
+    detail::gemm_abt(n, K_, d, -2.0f, x.data, x.stride, flat.row(m * K_), d, 0.0f, u, K_);
+    for (size_t k = 0; k < K_; ++k) {
+      float s = 0;
+      for (size_t j = 0; j < d; ++j) s += flat(m * K_ + k, j) * flat(m * K_ + k, j);
+      for (size_t i = 0; i < n; ++i) u[i * K_ + k] += s;
+    }
+  }
+}
+
+double LocalSearchQuantizer::evaluate(const int32_t* codes, MatrixView<const float> x, float* objs) const {
+  check_trained("evaluate");
+  check_input(x, "vectors");
+  check_codes(codes, x.rows, num_codebooks(), K_);
+  if (x.rows == 0) return 0.0;
+  detail::IcmTables t;
+  t.M = num_codebooks(), t.K = K_, t.d = dim(), t.books = FloatMatrix::copy_of(codebooks_flat());
+  std::vector<float> err(x.rows);
+  detail::reconstruction_errors(t, x, codes, err.data());
+  if (objs) std::copy(err.begin(), err.end(), objs);
+  double s = 0;
+  for (float e : err) s += e;
+  return s / double(x.rows);
+}
+
+void LocalSearchQuantizer::encode(MatrixView<const float> x, int32_t* codes) const {
+  check_trained("encode");
+  check_input(x, "vectors to encode");
+  const size_t M = num_codebooks();
+  detail::random_codes(codes, x.rows, M, K_, derive_seed(params_.random_seed, 0xc0de5), 0);
+  icm_encode(codes, x, params_.encode_ils_iters, params_.random_seed);
+}
+
+void LocalSearchQuantizer::train(MatrixView<const float> x) {
+  check_input(x, "training vectors");
+  const size_t n = x.rows, M = num_codebooks(), d = dim();
+  TESSERA_CHECK_ARG(n >= 1, "training needs at least one vector");
+  TESSERA_CHECK_ARG(params_.train_iters >= 1, "train_iters must be at least 1");
+  const uint64_t seed = params_.random_seed;
+  const std::vector<float> stddev = column_stddev(x);
+  std::vector<int32_t> codes(n * M);
+  if (params_.init == LsqInit::residual) {
+    ResidualQuantizerParams rp;
+    rp.n_init = 1;
+    rp.max_iter = 10;
+    rp.seed = derive_seed(seed, 0x12e5);
+    ResidualQuantizer rq(d, std::vector<size_t>(M, K_), rp);
+    rq.fit(x, codes.data());
+  } else {
+    detail::random_codes(codes.data(), n, M, K_, derive_seed(seed, 0x1417), 0);
+  }
+  train_errors_.clear();
+  FloatMatrix noisy;
+  const auto iters = params_.train_iters;
+  for (size_t i = 0; i < iters; ++i) {
+    check_interrupt();
+    const float T = std::pow(1.0f - float(i + 1) / float(iters), params_.p);
+    const uint64_t seed_i = derive_seed(seed, 1000 + i);
+    if (params_.annealing == LsqAnnealing::data && T > 0) {
+      // SR-C: the update sees the data with decaying noise; the encoding sees the data itself.
+      if (noisy.rows() == 0) noisy = FloatMatrix(n, d);
+      Rng rng(seed_i);
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      for (size_t r = 0; r < n; ++r)
+        for (size_t j = 0; j < d; ++j) noisy(r, j) = x(r, j) + normal(rng) * T * stddev[j];
+      update_codebooks(noisy.view(), codes.data());
+    } else {
+      update_codebooks(x, codes.data());
+    }
+    if (params_.annealing == LsqAnnealing::codebooks && T > 0) perturb_codebooks(T, stddev, derive_seed(seed_i, 1));
+    icm_encode(codes.data(), x, params_.train_ils_iters, derive_seed(seed_i, 2));
+    train_errors_.push_back(evaluate(codes.data(), x));
+    report(params_.progress, "LSQ training", i + 1, iters, train_errors_.back());
+  }
+  if (params_.final_refit) update_codebooks(x, codes.data());
+  finish_training_from_codes(n, codes.data());
+}
+
+LsqInit parse_lsq_init(const std::string& name) {
+  if (name == "random") return LsqInit::random;
+  if (name == "residual" || name == "rq") return LsqInit::residual;
+  TESSERA_THROW_ARG("unknown LSQ init '" << name << "': expected random or residual");
+}
+
+std::string lsq_init_name(LsqInit init) { return init == LsqInit::random ? "random" : "residual"; }
+
+LsqAnnealing parse_lsq_annealing(const std::string& name) {
+  if (name == "codebooks" || name == "SR-D") return LsqAnnealing::codebooks;
+  if (name == "data" || name == "SR-C") return LsqAnnealing::data;
+  TESSERA_THROW_ARG("unknown LSQ annealing '" << name << "': expected codebooks (SR-D) or data (SR-C)");
+}
+
+std::string lsq_annealing_name(LsqAnnealing a) { return a == LsqAnnealing::codebooks ? "codebooks" : "data"; }
+
+}  // namespace tessera
