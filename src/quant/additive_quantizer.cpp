@@ -56,7 +56,7 @@ AdditiveQuantizer::AdditiveQuantizer(size_t d, std::vector<size_t> codebook_size
     TESSERA_CHECK_ARG(codebook_sizes_[m] >= 1 && codebook_sizes_[m] <= (size_t(1) << 24),
                       "codebook " << m << " has size " << codebook_sizes_[m] << "; sizes must be in [1, 2^24]");
     nbits_.push_back(bits_for(codebook_sizes_[m]));
-    tot_bits_ += nbits_.back();
+    index_bits_ += nbits_.back();
     offsets_.push_back(offsets_.back() + codebook_sizes_[m]);
   }
 }
@@ -228,7 +228,7 @@ void AdditiveQuantizer::unpack_codes(const uint8_t* packed, size_t n, int32_t* c
 
 float AdditiveQuantizer::decode_norm_from_packed(const uint8_t* code) const {
   TESSERA_CHECK_ARG(norm_bits() > 0, "search type " << search_type_name(search_type()) << " stores no norm in its codes");
-  return norm_.decode(read_bits(code, tot_bits_, norm_bits()));
+  return norm_.decode(read_bits(code, index_bits_, norm_bits()));
 }
 
 void AdditiveQuantizer::encode_packed(MatrixView<const float> x, uint8_t* codes) const {
@@ -337,7 +337,7 @@ void AdditiveQuantizer::knn_centroids(size_t n, const float* xq, size_t k, float
   double combos = 1;
   for (size_t m = 0; m < M; ++m) combos *= double(codebook_sizes_[m]);
   TESSERA_CHECK_ARG(combos <= double(kMaxEnumeratedCentroids),
-                    "exhaustive search over all " << combos << " code combinations (2^" << tot_bits_
+                    "exhaustive search over all " << combos << " code combinations (2^" << index_bits_
                                                   << ") is refused: at most 2^20 are enumerated");
   const size_t ntotal = (size_t)combos, total = total_codebook_size();
   // Combination t in mixed radix (code 0 varies fastest), and its label: the codes packed as faiss packs them.

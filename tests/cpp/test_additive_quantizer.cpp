@@ -100,8 +100,9 @@ TEST(AdditiveQuantizer, ShapesAndCodeSizesAsFaiss) {
   for (auto [st, bytes] : expect) {
     ResidualQuantizer q(16, 3, 4, st);
     EXPECT_EQ(q.code_size(), bytes) << search_type_name(st);
-    EXPECT_EQ(q.tot_bits(), 12u);
+    EXPECT_EQ(q.index_bits(), 12u);
     EXPECT_EQ(q.norm_bits(), search_type_norm_bits(st));
+    EXPECT_EQ(q.tot_bits(), 12u + q.norm_bits());  // faiss counts the norm in tot_bits
   }
   ResidualQuantizer q(8, {16, 5, 256});
   EXPECT_EQ(q.nbits(0), 4u);
@@ -110,6 +111,7 @@ TEST(AdditiveQuantizer, ShapesAndCodeSizesAsFaiss) {
   EXPECT_EQ(q.codebook_offsets(), (std::vector<size_t>{0, 16, 21, 277}));
   EXPECT_EQ(q.total_codebook_size(), 277u);
   EXPECT_EQ(q.tot_bits(), 15u);
+  EXPECT_EQ(q.index_bits(), 15u);
   EXPECT_EQ(q.code_size(), 2u);
   EXPECT_NE(error_of<InvalidArgument>([] { ResidualQuantizer(8, 2, 17); }).find("1..16"), std::string::npos);
   EXPECT_THROW(ResidualQuantizer(8, 2, 0), InvalidArgument);

@@ -33,12 +33,14 @@ class AdditiveQuantizer : public Quantizer {
   const std::vector<size_t>& codebook_offsets() const { return offsets_; }
   /// Σ_m K_m.
   size_t total_codebook_size() const { return offsets_.back(); }
-  /// Σ_m nbits(m).
-  size_t tot_bits() const { return tot_bits_; }
-  /// Bits of the norm stored after the codes (by search type: 0, 4, 8 or 32).
+  /// Bits of the code indices: Σ_m nbits(m).
+  size_t index_bits() const { return index_bits_; }
+  /// Bits of the norm stored after the code indices (by search type: 0, 4, 8 or 32).
   size_t norm_bits() const { return norm_.bits(); }
-  /// Bytes per packed code: ⌈(tot_bits + norm_bits) / 8⌉.
-  size_t code_size() const override { return (tot_bits_ + norm_bits() + 7) / 8; }
+  /// Bits of a packed code: index_bits + norm_bits (faiss's tot_bits counts the norm too).
+  size_t tot_bits() const { return index_bits_ + norm_bits(); }
+  /// Bytes per packed code: ⌈tot_bits / 8⌉ = ⌈(Σ nbits + norm_bits) / 8⌉.
+  size_t code_size() const override { return (tot_bits() + 7) / 8; }
 
   // --- codebooks --------------------------------------------------------------------------------------
   /// Every codebook in one array: total_codebook_size × d, codeword (m, k) at row codebook_offsets()[m] + k
@@ -117,7 +119,7 @@ class AdditiveQuantizer : public Quantizer {
   /// out (n): compute_1_distance_LUT of n packed codes (n × code_size()) against one LUT.
   void compute_distances_LUT(size_t n, const uint8_t* codes, const float* LUT, bool inner_product, float* out) const;
 
-  /// The k largest ⟨xq_i, c⟩ (resp. smallest ‖xq_i − c‖²) over every reconstruction c of the 2^tot_bits
+  /// The k largest ⟨xq_i, c⟩ (resp. smallest ‖xq_i − c‖²) over every reconstruction c of the Π_m K_m
   /// code combinations (at most 2^20 of them). xq: n × d → distances, labels: n × k; a label is the code
   /// combination as an integer (code m in bits [Σ_{l<m} nbits(l), …)), as faiss; −1 / ∓inf past the end.
   void knn_centroids_inner_product(size_t n, const float* xq, size_t k, float* distances, int64_t* labels) const;
@@ -150,7 +152,7 @@ class AdditiveQuantizer : public Quantizer {
   void knn_centroids(size_t n, const float* xq, size_t k, float* distances, int64_t* labels) const;
 
   std::vector<size_t> nbits_, offsets_;
-  size_t tot_bits_ = 0;
+  size_t index_bits_ = 0;
   FloatMatrix codebooks_;  // total_codebook_size × d once allocated
   NormEncoder norm_;
   std::vector<float> centroid_norms_, cross_products_;

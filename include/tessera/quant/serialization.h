@@ -1,9 +1,12 @@
 // Model files (.tsq): a versioned, checked binary container for trained codecs.
 //   bytes 0..7   magic "TESSERA\x1a"
-//   u32          format version (1)
+//   u32          format version (1, or 2 when the search type is not ST_decompress)
 //   u64          header length h
-//   h bytes      JSON header: {"type": "...", "dim": d, "codebook_sizes": [...], "metadata": {...}}
-//   payload      the codec's arrays (float32 little-endian; residual: each codebook K_m × d in order)
+//   h bytes      JSON header: {"type": "...", "dim": d, "codebook_sizes": [...], "metadata": {...},
+//                version 2 adds "search_type": "ST_...", "norm": {"trained", "min", "max", "table", "tabs"},
+//                and a codec may add "params": {...}}
+//   payload      float32 little-endian: the codebooks (total_codebook_size × d, faiss's layout), then
+//                (version 2) the norm table (cqint centres, "table" floats) and the 2x4 scalars ("tabs")
 //   u32          CRC-32 (zlib) of every byte before it
 // A truncated, corrupted or foreign file is a FormatError; never a crash or a silent wrong answer.
 #pragma once
