@@ -3,6 +3,7 @@
 #include <utility>
 #include <vector>
 
+#include "bind_additive.h"
 #include "bind_quant.h"
 #include "tessera/cluster/balanced_assignment.h"
 #include "tessera/io/npz.h"
@@ -11,11 +12,11 @@
 
 namespace tessera_py {
 
-F32In check_dim(const PyRQ& r, py::handle x, const char* name) {
+F32In check_dim(size_t d, py::handle x, const char* name) {
   F32In in = as_f32(x, name);
-  if (in.view.cols != r.q->dim())
+  if (in.view.cols != d)
     throw_invalid(std::string("dimension mismatch: ") + name + " has " + std::to_string(in.view.cols) +
-                  " columns, the model has " + std::to_string(r.q->dim()));
+                  " columns, the model has " + std::to_string(d));
   return in;
 }
 
@@ -46,14 +47,6 @@ void train_reporting(PyRQ& r, F&& f) {
     return f();
   });
   r.last_fit_report = reports_to_list(reps);
-}
-
-I32In check_codes(const PyRQ& r, py::handle codes) {
-  I32In in = as_i32(codes, "codes", "n × M int32");
-  if (in.view.cols != r.q->num_codebooks())
-    throw_invalid("codes have " + std::to_string(in.view.cols) + " columns, the model has " +
-                  std::to_string(r.q->num_codebooks()) + " codebooks");
-  return in;
 }
 
 std::vector<tessera::FloatMatrix> codebooks_from_list(const PyRQ& r, py::handle books) {
@@ -91,14 +84,25 @@ std::unique_ptr<PyRQ> load_rq(const std::string& path) {
 }  // namespace
 
 void bind_quant(py::module_& m) {
-  py::class_<PyRQ>(m, "ResidualQuantizer",
+  def_search_type_constants(m);
+  py::class_<PyRQ> rq(m, "ResidualQuantizer",
                    "Residual quantization (RQ-KMeans): x ≈ C_0[i_0] + C_1[i_1] + ..., level m's codebook C_m\n"
                    "(K_m × d) learned by k-means — or size-constrained (balanced) k-means — on the residuals.\n"
-                   "Methods may be called from several Python threads; heavy ones release the GIL.")
-      .def(py::init([](size_t d, std::vector<size_t> codebook_sizes, bool balance, int max_iter, double tol, int n_init,
+                   "Methods may be called from several Python threads; heavy ones release the GIL.");
+  rq.def(py::init([](size_t d, const py::object& sizes_or_M, const py::object& nbits, const py::object& search_type,
+                       bool balance, int max_iter, double tol, int n_init,
                        const std::string& init, uint64_t seed, const py::object& size_min, const py::object& size_max,
                        size_t train_sample, bool sample_warm_start, const py::object& progress) {
              if (d == 0) throw_invalid("d must be at least 1");
+             std::vector<size_t> codebook_sizes;
+             if (py::isinstance<py::int_>(sizes_or_M)) {  // faiss's (d, M, nbits)
+               if (nbits.is_none()) throw_invalid("ResidualQuantizer(d, M, nbits): nbits is missing");
+               codebook_sizes = tessera::AdditiveQuantizer::equal_codebook_sizes(sizes_or_M.cast<size_t>(),
+                                                                                  nbits.cast<size_t>());
+             } else {
+               if (!nbits.is_none()) throw_invalid("nbits goes with an int M, not with a list of codebook sizes");
+               codebook_sizes = sizes_or_M.cast<std::vector<size_t>>();
+             }
              if (codebook_sizes.empty()) throw_invalid("codebook_sizes must name at least one level");
              for (size_t k : codebook_sizes)
                if (k == 0) throw_invalid("every codebook size must be at least 1");
@@ -113,16 +117,19 @@ void bind_quant(py::module_& m) {
              p.size_max = opt_size(size_max);
              p.train_sample = train_sample;
              p.sample_warm_start = sample_warm_start;
-             auto r = std::make_unique<PyRQ>(std::make_shared<tessera::ResidualQuantizer>(d, codebook_sizes, p));
+             auto r = std::make_unique<PyRQ>(
+                 std::make_shared<tessera::ResidualQuantizer>(d, codebook_sizes, p, search_type_arg(search_type)));
              if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
                throw py::type_error("progress must be a callable or None");
              r->progress = progress;
              return r;
            }),
-           "d"_a, "codebook_sizes"_a, py::kw_only(), "balance"_a = false, "max_iter"_a = 100, "tol"_a = 1e-4,
+           "d"_a, "codebook_sizes"_a, "nbits"_a = py::none(), py::kw_only(), "search_type"_a = 0, "balance"_a = false, "max_iter"_a = 100, "tol"_a = 1e-4,
            "n_init"_a = 3, "init"_a = "auto", "seed"_a = 42, "size_min"_a = py::none(), "size_max"_a = py::none(),
            "train_sample"_a = 0, "sample_warm_start"_a = true, "progress"_a = py::none(),
-           "A residual quantizer for d-dimensional vectors with len(codebook_sizes) levels of K_m codes.\n"
+           "A residual quantizer for d-dimensional vectors with len(codebook_sizes) levels of K_m codes, or\n"
+           "(d, M, nbits) as faiss: M levels of 2^nbits codes (nbits in 1..16). search_type: faiss's int or name\n"
+           "(ST_decompress, ST_norm_float, ...): the norm packed codes carry; train() also learns its encoding.\n"
            "balance: train levels with size-constrained k-means (bounds size_min/size_max, default per level\n"
            "max(1, n//K - 1), n//K + 1). Level m trains with a seed derived from (seed, m). train_sample > 0:\n"
            "learn codebooks on that many sampled rows, then assign all rows. sample_warm_start: as in kmeans().")
@@ -186,77 +193,6 @@ void bind_quant(py::module_& m) {
           "residuals minimising squared error with code sizes in [size_min, size_max] (default per level\n"
           "max(1, n//K - 1), n//K + 1). x: n × d → codes: n × M int32. Per-level MSEs go to last_fit_report.")
       .def(
-          "decode",
-          [](PyRQ& r, const py::object& codes) {
-            r.require_trained("decode");
-            I32In c = check_codes(r, codes);
-            py::array_t<float> out({py::ssize_t(c.view.rows), py::ssize_t(r.q->dim())});
-            float* o = out.mutable_data();
-            read_locked(r, [&] {
-              r.q->decode(c.view.data, c.view.rows, o);
-            });
-            return out;
-          },
-          "codes"_a, "Reconstructions Σ_m C_m[codes[:, m]]: codes: n × M int32 → n × d float32.")
-      .def(
-          "pack_codes",
-          [](PyRQ& r, const py::object& codes) {
-            I32In c = check_codes(r, codes);
-            py::array_t<uint8_t> out({py::ssize_t(c.view.rows), py::ssize_t(r.q->code_size())});
-            uint8_t* o = out.mutable_data();
-            without_gil(nullptr, [&] { r.q->pack_codes(c.view.data, c.view.rows, o); });
-            return out;
-          },
-          "codes"_a,
-          "Bit-pack codes: n × M int32 → n × code_size uint8 (⌈log2 K_m⌉ bits per code, little-endian bit order).")
-      .def(
-          "unpack_codes",
-          [](PyRQ& r, const py::object& packed) {
-            py::array a = as_numeric_array(packed, "packed", "iu", 2, "n × code_size uint8");
-            if (a.dtype().itemsize() != 1) throw py::type_error("packed codes must be uint8");
-            a = numpy().attr("ascontiguousarray")(a, "dtype"_a = "uint8");
-            if (size_t(a.shape(1)) != r.q->code_size())
-              throw_invalid("packed codes have " + std::to_string(a.shape(1)) + " bytes per row, the model's code size is " +
-                            std::to_string(r.q->code_size()));
-            const size_t n = size_t(a.shape(0));
-            py::array_t<int32_t> out({py::ssize_t(n), py::ssize_t(r.q->num_codebooks())});
-            int32_t* o = out.mutable_data();
-            const auto* src = static_cast<const uint8_t*>(a.data());
-            without_gil(nullptr, [&] { r.q->unpack_codes(src, n, o); });
-            return out;
-          },
-          "packed"_a, "Unpack bit-packed codes: n × code_size uint8 → n × M int32.")
-      .def_property_readonly(
-          "codebooks",
-          [](PyRQ& r) {
-            r.require_trained("codebooks");
-            auto books = read_locked(r, [&] {
-              std::vector<tessera::FloatMatrix> v;
-              for (size_t m = 0; m < r.q->num_codebooks(); ++m) v.push_back(tessera::FloatMatrix::copy_of(r.q->codebook(m)));
-              return v;
-            });
-            py::list out;
-            for (auto& b : books) out.append(matrix_to_numpy(std::move(b)));
-            return out;
-          },
-          "Copies of the codebooks: a list of M arrays, C_m: K_m × d float32.")
-      .def(
-          "codebook",
-          [](PyRQ& r, size_t m) {
-            r.require_trained("codebook");
-            if (m >= r.q->num_codebooks())
-              throw py::index_error("codebook " + std::to_string(m) + " of " + std::to_string(r.q->num_codebooks()));
-            return matrix_to_numpy(read_locked(r, [&] { return tessera::FloatMatrix::copy_of(r.q->codebook(m)); }));
-          },
-          "m"_a, "A copy of codebook m: K_m × d float32.")
-      .def(
-          "set_codebooks",
-          [](PyRQ& r, const py::object& books) {
-            auto v = codebooks_from_list(r, books);
-            write_locked(r, nullptr, [&] { r.q->set_codebooks(std::move(v)); });
-          },
-          "codebooks"_a, "Replace every codebook (a list of M arrays K_m × d); marks the model trained.")
-      .def(
           "export_npz",
           [](PyRQ& r, const py::object& path) {
             r.require_trained("export_npz");
@@ -312,13 +248,6 @@ void bind_quant(py::module_& m) {
           "last_fit_report", [](PyRQ& r) { return r.last_fit_report; },
           "Per-level figures of the last fit()/train()/assign_balanced(): a list of dicts with level,\n"
           "codebook_size, mse_before, mse_after, seconds, iterations, warm_start_rows, size_min, size_max (None before).")
-      .def_property_readonly("dim", [](PyRQ& r) { return r.q->dim(); }, "Vector dimension d.")
-      .def_property_readonly(
-          "codebook_sizes", [](PyRQ& r) { return r.q->codebook_sizes(); }, "K_m for each level.")
-      .def_property_readonly(
-          "num_codebooks", [](PyRQ& r) { return r.q->num_codebooks(); }, "Number of levels M.")
-      .def_property_readonly("code_size", [](PyRQ& r) { return r.q->code_size(); }, "Bytes per packed code.")
-      .def_property_readonly("is_trained", [](PyRQ& r) { return r.q->is_trained(); }, "Whether codebooks are set.")
       .def_property(
           "progress", [](PyRQ& r) { return r.progress; },
           [](PyRQ& r, const py::object& fn) {
@@ -346,6 +275,7 @@ void bind_quant(py::module_& m) {
         return s + "], balance=" + (r.q->params().balance ? "True" : "False") +
                ", trained=" + (r.q->is_trained() ? "True" : "False") + ")";
       });
+  def_additive_base(rq);
 
   m.def(
       "load_quantizer", [](const py::object& path) { return load_rq(path_str(path)); }, "path"_a,

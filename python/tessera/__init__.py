@@ -28,6 +28,7 @@ Heavy work runs with the GIL released, so other Python threads keep running.
 Ctrl-C: long work (k-means, quantizer training, semantic IDs) looks at pending signals about every 20 ms
 and stops with ``KeyboardInterrupt`` (or whatever a SIGINT handler of yours raises), writing nothing.
 """
+import abc as _abc
 import os as _os
 
 # OpenMP workers that spin while they wait steal the cores BLAS and other processes need on small or
@@ -42,6 +43,16 @@ from ._tessera import (
     IOError,
     KMeansResult,
     ResidualQuantizer,
+    ST_decompress,
+    ST_LUT_nonorm,
+    ST_norm_from_LUT,
+    ST_norm_float,
+    ST_norm_qint8,
+    ST_norm_qint4,
+    ST_norm_cqint8,
+    ST_norm_cqint4,
+    ST_norm_lsq2x4,
+    ST_norm_rq2x4,
     SemanticIds,
     balanced_assign,
     balanced_assign_exact,
@@ -66,14 +77,48 @@ from ._tessera import (
     write_npz,
 )
 
+
+class AdditiveQuantizer(_abc.ABC):
+    """The additive quantizers (x ≈ Σ_m C_m[code_m]): ResidualQuantizer, and later LocalSearchQuantizer.
+
+    ``isinstance(q, tessera.AdditiveQuantizer)`` holds for each of them; the search-type constants are here
+    as on ``faiss.AdditiveQuantizer`` (``tessera.AdditiveQuantizer.ST_norm_float == 3``), and also on
+    each class and at module level.
+    """
+
+    ST_decompress = ST_decompress
+    ST_LUT_nonorm = ST_LUT_nonorm
+    ST_norm_from_LUT = ST_norm_from_LUT
+    ST_norm_float = ST_norm_float
+    ST_norm_qint8 = ST_norm_qint8
+    ST_norm_qint4 = ST_norm_qint4
+    ST_norm_cqint8 = ST_norm_cqint8
+    ST_norm_cqint4 = ST_norm_cqint4
+    ST_norm_lsq2x4 = ST_norm_lsq2x4
+    ST_norm_rq2x4 = ST_norm_rq2x4
+
+
+AdditiveQuantizer.register(ResidualQuantizer)
+
 __all__ = [
     "__version__",
+    "AdditiveQuantizer",
     "Error",
     "FormatError",
     "InvalidArgument",
     "IOError",
     "KMeansResult",
     "ResidualQuantizer",
+    "ST_decompress",
+    "ST_LUT_nonorm",
+    "ST_norm_from_LUT",
+    "ST_norm_float",
+    "ST_norm_qint8",
+    "ST_norm_qint4",
+    "ST_norm_cqint8",
+    "ST_norm_cqint4",
+    "ST_norm_lsq2x4",
+    "ST_norm_rq2x4",
     "SemanticIds",
     "balanced_assign",
     "balanced_assign_exact",

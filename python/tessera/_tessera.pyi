@@ -108,14 +108,28 @@ def balanced_assign_exact(cost: ArrayLike, size_min: int, size_max: int) -> Tupl
     """The exact min-cost-flow reference of balanced_assign (small problems) → (labels: n, total)."""
 
 # --- quantizer ----------------------------------------------------------------------------------
+# faiss's AdditiveQuantizer search types (also class attributes of every additive quantizer).
+ST_decompress: int  # 0
+ST_LUT_nonorm: int  # 1
+ST_norm_from_LUT: int  # 2
+ST_norm_float: int  # 3
+ST_norm_qint8: int  # 4
+ST_norm_qint4: int  # 5
+ST_norm_cqint8: int  # 6
+ST_norm_cqint4: int  # 7
+ST_norm_lsq2x4: int  # 8
+ST_norm_rq2x4: int  # 9
+
 class ResidualQuantizer:
     """Residual quantization (RQ-KMeans): x ≈ Σ_m C_m[i_m], C_m: K_m × d."""
 
     def __init__(
         self,
         d: int,
-        codebook_sizes: Sequence[int],
+        codebook_sizes: Union[Sequence[int], int],
+        nbits: Optional[int] = None,
         *,
+        search_type: Union[int, str] = 0,
         balance: bool = False,
         max_iter: int = 100,
         tol: float = 1e-4,
@@ -138,19 +152,68 @@ class ResidualQuantizer:
         self, x: ArrayLike, *, size_min: Optional[int] = None, size_max: Optional[int] = None
     ) -> npt.NDArray[np.int32]:
         """Size-constrained codes with the trained codebooks: x: n × d → n × M int32."""
+    # --- the additive-quantizer base (faiss's AdditiveQuantizer surface) ---
+    ST_decompress: int
+    ST_LUT_nonorm: int
+    ST_norm_from_LUT: int
+    ST_norm_float: int
+    ST_norm_qint8: int
+    ST_norm_qint4: int
+    ST_norm_cqint8: int
+    ST_norm_cqint4: int
+    ST_norm_lsq2x4: int
+    ST_norm_rq2x4: int
     def decode(self, codes: ArrayLike) -> npt.NDArray[np.float32]:
-        """codes: n × M → Σ_m C_m[codes[:, m]]: n × d float32."""
-    def pack_codes(self, codes: ArrayLike) -> npt.NDArray[np.uint8]:
-        """codes: n × M int32 → n × code_size uint8."""
+        """Packed uint8 n × code_size, or unpacked ints n × M → Σ_m C_m[code_m]: n × d float32."""
+    def compute_codes(self, x: ArrayLike) -> npt.NDArray[np.uint8]:
+        """Encode and pack with the search type's norm: x: n × d → n × code_size uint8 (faiss's layout)."""
+    def pack_codes(self, codes: ArrayLike, norms: Optional[ArrayLike] = None) -> npt.NDArray[np.uint8]:
+        """codes: n × M int32 (+ n squared norms; default: those of the reconstructions) → n × code_size uint8."""
     def unpack_codes(self, packed: ArrayLike) -> npt.NDArray[np.int32]:
-        """packed: n × code_size uint8 → n × M int32."""
+        """packed: n × code_size uint8 → n × M int32 (norm bits skipped)."""
+    def compute_LUT(self, xq: ArrayLike, alpha: float = 1.0) -> npt.NDArray[np.float32]:
+        """alpha · ⟨xq_i, every codeword⟩: n × total_codebook_size float32."""
+    def train_norm(self, norms: ArrayLike) -> None:
+        """Learn the norm encoding from squared norms of reconstructions."""
+    def encode_norm(self, norm: float) -> int: ...
+    def decode_norm(self, code: int) -> float: ...
+    def compute_codebook_tables(self) -> None:
+        """Codeword norms and codebook cross products (for ST_norm_from_LUT)."""
     @property
-    def codebooks(self) -> List[npt.NDArray[np.float32]]:
-        """Copies of C_m: K_m × d float32."""
+    def codebooks(self) -> npt.NDArray[np.float32]:
+        """Every codebook in one (total_codebook_size, d) float32 array, faiss's layout."""
     def codebook(self, m: int) -> npt.NDArray[np.float32]:
         """A copy of C_m: K_m × d float32."""
-    def set_codebooks(self, codebooks: Sequence[ArrayLike]) -> None:
-        """Replace every codebook (K_m × d each); marks the model trained."""
+    def set_codebooks(self, codebooks: Union[ArrayLike, Sequence[ArrayLike]]) -> None:
+        """One (total_codebook_size, d) array or a list of K_m × d arrays; marks the model trained."""
+    search_type: int
+    @property
+    def search_type_name(self) -> str: ...
+    @property
+    def d(self) -> int: ...
+    @property
+    def M(self) -> int: ...
+    @property
+    def nbits(self) -> List[int]: ...
+    @property
+    def codebook_offsets(self) -> List[int]: ...
+    @property
+    def total_codebook_size(self) -> int: ...
+    @property
+    def tot_bits(self) -> int:
+        """Σ nbits + norm_bits, as faiss."""
+    @property
+    def index_bits(self) -> int: ...
+    @property
+    def norm_bits(self) -> int: ...
+    @property
+    def norm_min(self) -> float: ...
+    @property
+    def norm_max(self) -> float: ...
+    @property
+    def norm_table(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def norm_tabs(self) -> npt.NDArray[np.float32]: ...
     def export_npz(self, path: PathLike) -> None:
         """Codebooks → .npz with keys codebook_0 .. codebook_{M-1}."""
     def import_npz(self, path: PathLike) -> None:
