@@ -9,6 +9,7 @@
 
 #include "bind_quant.h"
 #include "tessera/quant/additive_quantizer.h"
+#include "tessera/quant/local_search_quantizer.h"
 #include "tessera/quant/search_type.h"
 
 namespace tessera_py {
@@ -56,6 +57,10 @@ inline py::array_t<float> floats_arg(py::handle v, const char* name, size_t n = 
     throw_invalid(std::string(name) + " has " + std::to_string(f.shape(0)) + " values, expected " + std::to_string(n));
   return f;
 }
+
+/// The Python wrapper of a loaded LSQ model (bind_lsq.cpp), or nullptr when q is not one (q is untouched).
+std::unique_ptr<PyModel<tessera::LocalSearchQuantizer>> adopt_lsq(std::unique_ptr<tessera::Quantizer>& q,
+                                                                  const std::string& meta);
 
 template <class W>
 void def_additive_base(py::class_<W>& cls) {

@@ -66,18 +66,25 @@ std::vector<tessera::FloatMatrix> codebooks_from_list(const PyRQ& r, py::handle 
   return out;
 }
 
-std::unique_ptr<PyRQ> load_rq(const std::string& path) {
-  std::string meta;
-  std::unique_ptr<tessera::Quantizer> q;
-  {
-    py::gil_scoped_release release;
-    q = tessera::load_quantizer(path, &meta);
-  }
+std::unique_ptr<tessera::Quantizer> read_model(const std::string& path, std::string& meta) {
+  py::gil_scoped_release release;
+  return tessera::load_quantizer(path, &meta);
+}
+
+std::unique_ptr<PyRQ> adopt_rq(std::unique_ptr<tessera::Quantizer>& q, const std::string& meta) {
   auto* rq = dynamic_cast<tessera::ResidualQuantizer*>(q.get());
-  if (!rq) throw_error(g_format, path + ": not a residual-quantizer model");
+  if (!rq) return nullptr;
   q.release();
   auto out = std::make_unique<PyRQ>(std::shared_ptr<tessera::ResidualQuantizer>(rq));
   out->metadata = json_loads(meta.empty() ? "{}" : meta);
+  return out;
+}
+
+std::unique_ptr<PyRQ> load_rq(const std::string& path) {
+  std::string meta;
+  auto q = read_model(path, meta);
+  auto out = adopt_rq(q, meta);
+  if (!out) throw_error(g_format, path + ": a '" + q->type_name() + "' model, not a residual quantizer");
   return out;
 }
 
@@ -278,8 +285,16 @@ void bind_quant(py::module_& m) {
   def_additive_base(rq);
 
   m.def(
-      "load_quantizer", [](const py::object& path) { return load_rq(path_str(path)); }, "path"_a,
-      "Read a model file (.tsq); returns a ResidualQuantizer.");
+      "load_quantizer",
+      [](const py::object& path) -> py::object {
+        const std::string p = path_str(path);
+        std::string meta;
+        auto q = read_model(p, meta);
+        if (auto r = adopt_rq(q, meta)) return py::cast(std::move(r));
+        if (auto l = adopt_lsq(q, meta)) return py::cast(std::move(l));
+        throw_error(g_format, p + ": a '" + q->type_name() + "' model, which this module cannot wrap");
+      },
+      "path"_a, "Read a model file (.tsq); returns a ResidualQuantizer or a LocalSearchQuantizer.");
 
   m.def(
       "mean_squared_error",

@@ -42,6 +42,7 @@ from ._tessera import (
     InvalidArgument,
     IOError,
     KMeansResult,
+    LocalSearchQuantizer,
     ResidualQuantizer,
     ST_decompress,
     ST_LUT_nonorm,
@@ -79,7 +80,7 @@ from ._tessera import (
 
 
 class AdditiveQuantizer(_abc.ABC):
-    """The additive quantizers (x ≈ Σ_m C_m[code_m]): ResidualQuantizer, and later LocalSearchQuantizer.
+    """The additive quantizers (x ≈ Σ_m C_m[code_m]): ResidualQuantizer and LocalSearchQuantizer.
 
     ``isinstance(q, tessera.AdditiveQuantizer)`` holds for each of them; the search-type constants are here
     as on ``faiss.AdditiveQuantizer`` (``tessera.AdditiveQuantizer.ST_norm_float == 3``), and also on
@@ -99,6 +100,7 @@ class AdditiveQuantizer(_abc.ABC):
 
 
 AdditiveQuantizer.register(ResidualQuantizer)
+AdditiveQuantizer.register(LocalSearchQuantizer)
 
 __all__ = [
     "__version__",
@@ -108,6 +110,7 @@ __all__ = [
     "InvalidArgument",
     "IOError",
     "KMeansResult",
+    "LocalSearchQuantizer",
     "ResidualQuantizer",
     "ST_decompress",
     "ST_LUT_nonorm",
