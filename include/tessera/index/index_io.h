@@ -1,0 +1,31 @@
+// Index files: the model-file container of src/quant/serialization.cpp (same magic, version field, JSON header
+// and trailing CRC-32), holding an index instead of a bare codec:
+//   bytes 0..7   magic "TESSERA\x1a"
+//   u32          container version (2)
+//   u64          header length h
+//   h bytes      JSON header: {"type": "index_additive_flat", "index_version": 1, "metric": "l2" | "ip",
+//                "ntotal": n, "code_size": c, "codec_bytes": b, "metadata": {...}}
+//   b bytes      the codec's own model file (quantizer_bytes: magic, version, header, codebooks, norm
+//                tables, CRC), so a codec read back is exactly the saved one
+//   n × c bytes  the packed codes, in the codec's layout
+//   u32          CRC-32 (zlib) of every byte before it
+// load_quantizer refuses an index file (unknown model type) and read_index a bare model file, each saying
+// what the file holds. A truncated, corrupted or foreign file is a FormatError.
+#pragma once
+#include <string>
+
+#include "tessera/index/index_additive_quantizer.h"
+
+namespace tessera {
+
+/// The bytes write_index writes. metadata_json: a JSON object stored alongside.
+std::string index_bytes(const IndexAdditiveQuantizer& index, const std::string& metadata_json = "{}");
+/// Write the index to path atomically (a temporary file renamed over the target).
+void write_index(const IndexAdditiveQuantizer& index, const std::string& path, const std::string& metadata_json = "{}");
+
+/// Read an index file; the index owns the codec read with it. metadata_json (optional) receives the metadata.
+IndexAdditiveQuantizer read_index(const std::string& path, std::string* metadata_json = nullptr);
+/// The same from an in-memory image.
+IndexAdditiveQuantizer parse_index(const void* data, size_t size, std::string* metadata_json = nullptr);
+
+}  // namespace tessera

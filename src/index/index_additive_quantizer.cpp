@@ -1,0 +1,279 @@
+#include "tessera/index/index_additive_quantizer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "core/parallel.h"
+#include "tessera/core/error.h"
+#include "tessera/core/interrupt.h"
+#include "tessera/core/threading.h"
+
+namespace tessera {
+
+MetricType parse_metric(const std::string& name) {
+  if (name == "l2" || name == "L2" || name == "METRIC_L2") return MetricType::L2;
+  if (name == "ip" || name == "IP" || name == "inner_product" || name == "METRIC_INNER_PRODUCT")
+    return MetricType::inner_product;
+  TESSERA_THROW_ARG("unknown metric '" << name << "': expected 'l2' or 'ip' (inner product)");
+}
+
+MetricType metric_from_int(long value) {
+  TESSERA_CHECK_ARG(value == 0 || value == 1, "metric " << value << " is not supported: expected faiss's METRIC_L2 = 1 "
+                                                                    "or METRIC_INNER_PRODUCT = 0");
+  return value == 1 ? MetricType::L2 : MetricType::inner_product;
+}
+
+std::string metric_name(MetricType m) { return m == MetricType::L2 ? "l2" : "ip"; }
+
+namespace {
+
+// Code m of a packed code: nbits bits from bit position `bit`, least significant first (the codec's layout).
+inline uint32_t read_code(const uint8_t* code, size_t bit, size_t nbits) {
+  const uint8_t* p = code + (bit >> 3);
+  const size_t shift = bit & 7, nbytes = (shift + nbits + 7) >> 3;  // ≤ 4 bytes for nbits ≤ 24
+  uint64_t v = 0;
+  for (size_t b = 0; b < nbytes; ++b) v |= uint64_t(p[b]) << (8 * b);
+  return uint32_t((v >> shift) & ((uint64_t(1) << nbits) - 1));
+}
+
+// What the scan needs of the codec, flattened once per search.
+struct ScanLayout {
+  std::vector<size_t> offsets, nbits;
+  bool bytes = true;  // every code index is one byte: read them directly
+};
+
+// Σ_m LUT[offset_m + code_m], summed in float for m = 0..M−1 as the codec's compute_1_distance_LUT does, so
+// the index's distances equal the codec's bit for bit.
+inline float lut_sum(const ScanLayout& L, const uint8_t* code, const float* LUT) {
+  const size_t M = L.offsets.size();
+  float s = 0;
+  if (L.bytes) {
+    for (size_t m = 0; m < M; ++m) s += LUT[L.offsets[m] + code[m]];
+  } else {
+    size_t bit = 0;
+    for (size_t m = 0; m < M; ++m) {
+      s += LUT[L.offsets[m] + read_code(code, bit, L.nbits[m])];
+      bit += L.nbits[m];
+    }
+  }
+  return s;
+}
+
+// A bounded top-k of (distance, label): the heap's front is the worst kept entry. "Better" is the lower
+// distance (L2) or the higher one (inner product), then the lower label, so equal distances are resolved
+// the same way whatever order codes are scanned in.
+template <bool IP>
+struct Better {
+  bool operator()(const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) const {
+    if (a.first != b.first) return IP ? a.first > b.first : a.first < b.first;
+    return a.second < b.second;
+  }
+};
+
+// What one query's scan reads: the stored codes and, for L2, how each code's norm term is found.
+struct ScanInput {
+  const AdditiveQuantizer* aq;
+  ScanLayout layout;
+  SearchType st;
+  const uint8_t* codes;
+  size_t n, code_size;
+  const float* norms;  // cached norm terms (ST_decompress, ST_norm_from_LUT)
+};
+
+// heap ← the best `kept` (≤ n) codes for one lookup table, best first.
+// L2: qnorm + the codec's LUT distance; inner product: ΣLUT.
+template <bool IP>
+void scan(const ScanInput& S, const float* lut, float qnorm, size_t kept, std::vector<std::pair<float, int64_t>>& heap) {
+  const Better<IP> better;
+  heap.clear();
+  const uint8_t* code = S.codes;
+  for (size_t i = 0; i < S.n; ++i, code += S.code_size) {
+    const float s = lut_sum(S.layout, code, lut);
+    float dist;
+    if constexpr (IP) {
+      dist = s;
+    } else {
+      switch (S.st) {
+        case SearchType::ST_LUT_nonorm: dist = -s; break;
+        case SearchType::ST_decompress:
+        case SearchType::ST_norm_from_LUT: dist = S.norms[i] - 2 * s; break;
+        default: dist = S.aq->decode_norm_from_packed(code) - 2 * s;
+      }
+      dist += qnorm;
+    }
+    const std::pair<float, int64_t> cand(dist, int64_t(i));
+    if (heap.size() < kept) {
+      heap.push_back(cand);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (better(cand, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = cand;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+  std::sort_heap(heap.begin(), heap.end(), better);
+}
+
+}  // namespace
+
+IndexAdditiveQuantizer::IndexAdditiveQuantizer(std::shared_ptr<const AdditiveQuantizer> aq, MetricType metric)
+    : aq_(std::move(aq)), metric_(metric) {
+  TESSERA_CHECK_ARG(aq_, "IndexAdditiveQuantizer needs a quantizer (got none)");
+  TESSERA_CHECK_ARG(aq_->is_trained(), "IndexAdditiveQuantizer needs a trained quantizer: train it first");
+  TESSERA_CHECK_ARG(metric == MetricType::L2 || metric == MetricType::inner_product,
+                    "metric " << int(metric) << " is not supported: expected L2 or inner product");
+  code_size_ = aq_->code_size();
+  search_type_ = aq_->search_type();
+  TESSERA_CHECK_ARG(search_type_ != SearchType::ST_norm_from_LUT || metric_ != MetricType::L2 ||
+                        aq_->has_codebook_tables(),
+                    "L2 search with ST_norm_from_LUT needs the quantizer's codebook tables: call "
+                    "compute_codebook_tables() first");
+}
+
+void IndexAdditiveQuantizer::check_codec() const {
+  TESSERA_CHECK_ARG(aq_->is_trained() && aq_->code_size() == code_size_ && aq_->search_type() == search_type_,
+                    "the index's quantizer changed after the index was built (it stores "
+                        << code_size_ << "-byte codes of search type " << search_type_name(search_type_)
+                        << ", the quantizer now has " << aq_->code_size() << "-byte codes of "
+                        << search_type_name(aq_->search_type()) << "): build a new index");
+}
+
+void IndexAdditiveQuantizer::cache_norms(size_t from) {
+  if (metric_ != MetricType::L2) return;
+  if (search_type_ != SearchType::ST_decompress && search_type_ != SearchType::ST_norm_from_LUT) return;
+  // The codec's L2 distance against an all-zero table is its norm term: ‖x'‖² for both types.
+  const std::vector<float> zero(aq_->total_codebook_size(), 0.0f);
+  norms_.resize(ntotal_);
+  detail::ExceptionCatcher catcher;
+  const uint8_t* codes = codes_.data();
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
+  for (ptrdiff_t i = (ptrdiff_t)from; i < (ptrdiff_t)ntotal_; ++i)
+    catcher.run([&] { norms_[i] = aq_->compute_1_distance_LUT(codes + i * code_size_, zero.data(), false); });
+  catcher.rethrow();
+}
+
+void IndexAdditiveQuantizer::add(MatrixView<const float> x) {
+  check_codec();
+  TESSERA_CHECK_ARG(x.cols == dim(), "dimension mismatch: the vectors to add have " << x.cols
+                                                                                   << " columns, the index has " << dim());
+  check_finite(x, "the vectors to add");
+  // Encode into a separate buffer, in chunks (bounded temporaries, interrupt checks): an error or an
+  // interrupt leaves the index as it was.
+  std::vector<uint8_t> fresh(x.rows * code_size_);
+  constexpr size_t kChunk = size_t(1) << 16;
+  for (size_t i0 = 0; i0 < x.rows; i0 += kChunk) {
+    check_interrupt();
+    const size_t n = std::min(kChunk, x.rows - i0);
+    aq_->encode_packed(MatrixView<const float>(x.row(i0), n, x.cols, x.stride), fresh.data() + i0 * code_size_);
+  }
+  add_codes(x.rows, fresh.data());
+}
+
+void IndexAdditiveQuantizer::add_codes(size_t n, const uint8_t* codes) {
+  check_codec();
+  if (n == 0) return;
+  TESSERA_CHECK_ARG(codes, "add_codes: no code buffer for " << n << " codes");
+  // Code indices beyond K_m (possible when K_m is not a power of two) would read past the lookup tables.
+  const size_t M = aq_->num_codebooks();
+  for (size_t i = 0; i < n; ++i)
+    for (size_t m = 0, bit = 0; m < M; bit += aq_->nbits(m), ++m) {
+      const uint32_t c = read_code(codes + i * code_size_, bit, aq_->nbits(m));
+      TESSERA_CHECK_ARG(c < aq_->codebook_sizes()[m], "add_codes: code " << i << " has index " << c << " in codebook "
+                                                                         << m << ", which has "
+                                                                         << aq_->codebook_sizes()[m] << " codewords");
+    }
+  const size_t from = ntotal_;
+  codes_.insert(codes_.end(), codes, codes + n * code_size_);
+  ntotal_ += n;
+  try {
+    cache_norms(from);
+  } catch (...) {
+    codes_.resize(from * code_size_);
+    norms_.resize(std::min(norms_.size(), from));
+    ntotal_ = from;
+    throw;
+  }
+}
+
+void IndexAdditiveQuantizer::reset() {
+  codes_.clear();
+  codes_.shrink_to_fit();
+  norms_.clear();
+  norms_.shrink_to_fit();
+  ntotal_ = 0;
+}
+
+void IndexAdditiveQuantizer::reconstruct_n(size_t i0, size_t n, float* out) const {
+  check_codec();
+  TESSERA_CHECK_ARG(i0 <= ntotal_ && n <= ntotal_ - i0,
+                    "reconstruct_n: vectors [" << i0 << ", " << i0 + n << ") are not all stored (ntotal " << ntotal_
+                                               << ")");
+  if (n) aq_->decode_packed(codes_.data() + i0 * code_size_, n, out);
+}
+
+void IndexAdditiveQuantizer::search(MatrixView<const float> q, size_t k, float* distances, int64_t* labels) const {
+  check_codec();
+  TESSERA_CHECK_ARG(k >= 1, "search: k must be at least 1");
+  TESSERA_CHECK_ARG(q.cols == dim(), "dimension mismatch: the queries have " << q.cols << " columns, the index has "
+                                                                               << dim());
+  check_finite(q, "the queries");
+  const size_t nq = q.rows, d = dim(), total = aq_->total_codebook_size();
+  const bool ip = metric_ == MetricType::inner_product;
+  const float worst = ip ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
+  const size_t kept = std::min(k, ntotal_);
+
+  ScanInput S{aq_.get(), {}, search_type_, codes_.data(), ntotal_, code_size_, norms_.data()};
+  S.layout.offsets.assign(aq_->codebook_offsets().begin(), aq_->codebook_offsets().end() - 1);
+  for (size_t m = 0; m < aq_->num_codebooks(); ++m) {
+    S.layout.nbits.push_back(aq_->nbits(m));
+    S.layout.bytes = S.layout.bytes && aq_->nbits(m) == 8;
+  }
+
+  // Queries go in blocks: one GEMM gives the block's tables (at most 2^22 floats), and a block scans about
+  // 2^24 codes between interrupt checks. The block size does not depend on the thread count.
+  const size_t by_lut = std::max<size_t>(1, (size_t(1) << 22) / total);
+  const size_t by_work = std::max<size_t>(16, (size_t(1) << 24) / std::max<size_t>(1, ntotal_));
+  const size_t block = std::max<size_t>(1, std::min({by_lut, by_work, nq}));
+  std::vector<float> LUT(block * total), qbuf;
+  for (size_t b0 = 0; b0 < nq; b0 += block) {
+    check_interrupt();
+    const size_t nb = std::min(block, nq - b0);
+    const float* qb = q.row(b0);
+    if (!q.contiguous() && nb > 1) {  // compute_LUT wants dense rows
+      qbuf.resize(nb * d);
+      for (size_t i = 0; i < nb; ++i) std::memcpy(qbuf.data() + i * d, q.row(b0 + i), d * sizeof(float));
+      qb = qbuf.data();
+    }
+    if (ntotal_) aq_->compute_LUT(nb, qb, LUT.data());
+    detail::ExceptionCatcher catcher;
+#pragma omp parallel num_threads(::tessera::num_threads())
+    {
+      std::vector<std::pair<float, int64_t>> heap;
+      catcher.run([&] { heap.reserve(kept); });
+#pragma omp for schedule(dynamic, 1)
+      for (ptrdiff_t qi = 0; qi < (ptrdiff_t)nb; ++qi) {
+        catcher.run([&] {
+          const float* lut = LUT.data() + qi * total;
+          const float* qv = q.row(b0 + qi);
+          float qnorm = 0;  // ‖q‖², added last as faiss does
+          if (!ip)
+            for (size_t j = 0; j < d; ++j) qnorm += qv[j] * qv[j];
+          if (ip) scan<true>(S, lut, 0.0f, kept, heap);
+          else scan<false>(S, lut, qnorm, kept, heap);
+          float* dq = distances + (b0 + qi) * k;
+          int64_t* lq = labels + (b0 + qi) * k;
+          for (size_t j = 0; j < k; ++j) {
+            dq[j] = j < heap.size() ? heap[j].first : worst;
+            lq[j] = j < heap.size() ? heap[j].second : -1;
+          }
+        });
+      }
+    }
+    catcher.rethrow();
+  }
+}
+
+}  // namespace tessera
