@@ -347,6 +347,7 @@ template <class T>
 const char* descr_of() {
   if constexpr (std::is_same_v<T, float>) return "<f4";
   else if constexpr (std::is_same_v<T, int32_t>) return "<i4";
+  else if constexpr (std::is_same_v<T, uint8_t>) return "|u1";
   else return "<i8";
 }
 
@@ -417,9 +418,11 @@ CodeMatrix parse_npy_i32(const void* data, size_t size, const std::string& sourc
 std::string npy_bytes(MatrixView<const float> x) { return to_npy_bytes(x); }
 std::string npy_bytes(MatrixView<const int32_t> x) { return to_npy_bytes(x); }
 std::string npy_bytes(MatrixView<const int64_t> x) { return to_npy_bytes(x); }
+std::string npy_bytes(MatrixView<const uint8_t> x) { return to_npy_bytes(x); }
 
 void write_npy(const std::string& path, MatrixView<const float> x) { write_npy_impl(path, x); }
 void write_npy(const std::string& path, MatrixView<const int32_t> x) { write_npy_impl(path, x); }
 void write_npy(const std::string& path, MatrixView<const int64_t> x) { write_npy_impl(path, x); }
+void write_npy(const std::string& path, MatrixView<const uint8_t> x) { write_npy_impl(path, x); }
 
 }  // namespace tessera

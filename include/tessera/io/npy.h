@@ -1,5 +1,5 @@
 // NumPy .npy files (format versions 1.0, 2.0, 3.0). Reads 2-D C-order arrays of float16/32/64 as float32
-// and int32/int64 as int32; a little-endian float32 file is memory-mapped, not copied. Writes float32,
+// and int32/int64 as int32; a little-endian float32 file is memory-mapped, not copied. Writes float32, uint8,
 // int32 and int64 atomically. Fortran order, object dtypes, ndim != 2 and truncated data are FormatErrors.
 #pragma once
 #include <cstdint>
@@ -37,10 +37,12 @@ CodeMatrix parse_npy_i32(const void* data, size_t size, const std::string& sourc
 std::string npy_bytes(MatrixView<const float> x);
 std::string npy_bytes(MatrixView<const int32_t> x);
 std::string npy_bytes(MatrixView<const int64_t> x);
+std::string npy_bytes(MatrixView<const uint8_t> x);  ///< packed codes ('|u1')
 
 /// Atomic writes.
 void write_npy(const std::string& path, MatrixView<const float> x);
 void write_npy(const std::string& path, MatrixView<const int32_t> x);
 void write_npy(const std::string& path, MatrixView<const int64_t> x);
+void write_npy(const std::string& path, MatrixView<const uint8_t> x);
 
 }  // namespace tessera
