@@ -6,6 +6,7 @@
 #include "tessera/core/distances.h"
 #include "tessera/core/interrupt.h"
 #include "tessera/core/rng.h"
+#include "quant/rq_beam_search.h"
 
 namespace tessera {
 
@@ -26,13 +27,25 @@ void subtract_codewords(MatrixView<float> r, MatrixView<const float> c, const in
 
 }  // namespace
 
+namespace {
+
+void check_beam_size(int beam) {
+  TESSERA_CHECK_ARG(beam >= 1, "max_beam_size must be at least 1 (1: greedy encoding), got " << beam);
+}
+
+}  // namespace
+
 ResidualQuantizer::ResidualQuantizer(size_t d, std::vector<size_t> codebook_sizes, ResidualQuantizerParams params,
                                      SearchType search_type)
-    : AdditiveQuantizer(d, std::move(codebook_sizes), search_type), params_(std::move(params)) {}
+    : AdditiveQuantizer(d, std::move(codebook_sizes), search_type), params_(std::move(params)) {
+  check_beam_size(params_.max_beam_size);
+}
 
 ResidualQuantizer::ResidualQuantizer(size_t d, size_t M, size_t nbits, SearchType search_type,
                                      ResidualQuantizerParams params)
-    : AdditiveQuantizer(d, equal_codebook_sizes(M, nbits), search_type), params_(std::move(params)) {}
+    : AdditiveQuantizer(d, equal_codebook_sizes(M, nbits), search_type), params_(std::move(params)) {
+  check_beam_size(params_.max_beam_size);
+}
 
 SizeBounds ResidualQuantizer::level_bounds(size_t m, size_t n) const {
   SizeBounds b = default_size_bounds(n, codebook_sizes_.at(m));
@@ -122,8 +135,9 @@ std::vector<LevelReport> ResidualQuantizer::fit(MatrixView<const float> x, int32
       for (size_t m = 0; m < M; ++m) bounds[m] = level_bounds(m, n);
       assign_balanced(x, codes, bounds, &all);
     } else {
+      // Level by level, as the training rows were assigned (and as semantic IDs need): greedy, not the beam.
       const auto t0 = Clock::now();
-      encode(x, codes);
+      encode_greedy(x, codes);
       all.resize(M);
       FloatMatrix r = FloatMatrix::copy_of(x);
       std::vector<int32_t> col(n);
@@ -147,22 +161,16 @@ std::vector<LevelReport> ResidualQuantizer::fit(MatrixView<const float> x, int32
 }
 
 void ResidualQuantizer::encode(MatrixView<const float> x, int32_t* codes) const {
+  encode_beam(x, codes, params_.max_beam_size);
+}
+
+void ResidualQuantizer::encode_beam(MatrixView<const float> x, int32_t* codes, int beam_size) const {
+  check_beam_size(beam_size);
   check_trained("encode");
   check_input(x, "input");
-  const size_t n = x.rows, M = num_codebooks();
-  // Stream in blocks so memory stays O(block × d) whatever n is.
-  const size_t block = 65536;
-  std::vector<int32_t> col(std::min(block, n));
-  for (size_t b = 0; b < n; b += block) {
-    check_interrupt();
-    const size_t nb = std::min(block, n - b);
-    FloatMatrix r = FloatMatrix::copy_of(x.rows_slice(b, nb));
-    for (size_t m = 0; m < M; ++m) {
-      nearest_centroids(r.view(), codebook(m), col.data(), nullptr);
-      subtract_codewords(r.view(), codebook(m), col.data());
-      for (size_t i = 0; i < nb; ++i) codes[(b + i) * M + m] = col[i];
-    }
-  }
+  std::vector<MatrixView<const float>> books(num_codebooks());
+  for (size_t m = 0; m < books.size(); ++m) books[m] = codebook(m);
+  detail::rq_beam_encode(x, books, size_t(beam_size), codes);
 }
 
 void ResidualQuantizer::assign_balanced(MatrixView<const float> x, int32_t* codes,

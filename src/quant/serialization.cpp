@@ -15,7 +15,8 @@ namespace {
 
 constexpr char kMagic[8] = {'T', 'E', 'S', 'S', 'E', 'R', 'A', '\x1a'};
 // Version 2 adds the search type and norm encoder; a model with ST_decompress is still written as version 1
-// (byte for byte the old format), so older builds keep reading what they can use.
+// (the old format; older builds ignore header keys they do not know, such as "params"), so older builds keep
+// reading what they can use.
 constexpr uint32_t kVersion = 2;
 constexpr uint32_t kOldestVersion = 1;
 constexpr size_t kMaxHeader = size_t(1) << 24;
@@ -46,8 +47,20 @@ struct AdditiveType {
   nlohmann::json (*params)(const AdditiveQuantizer& q);  // nullptr: nothing beyond the codebooks
 };
 
-std::unique_ptr<AdditiveQuantizer> make_residual(size_t d, const std::vector<size_t>& sizes, const nlohmann::json&) {
-  return std::make_unique<ResidualQuantizer>(d, sizes);
+// The residual quantizer stores its encode() beam; files from before it existed load with the default.
+std::unique_ptr<AdditiveQuantizer> make_residual(size_t d, const std::vector<size_t>& sizes, const nlohmann::json& j) {
+  ResidualQuantizerParams p;
+  try {
+    p.max_beam_size = j.value("max_beam_size", p.max_beam_size);
+  } catch (const nlohmann::json::exception& e) {
+    TESSERA_THROW_FORMAT("model file has malformed residual-quantizer parameters: " << e.what());
+  }
+  TESSERA_CHECK_FORMAT(p.max_beam_size >= 1, "model file has max_beam_size " << p.max_beam_size << ", expected ≥ 1");
+  return std::make_unique<ResidualQuantizer>(d, sizes, p);
+}
+
+nlohmann::json residual_params(const AdditiveQuantizer& q) {
+  return {{"max_beam_size", dynamic_cast<const ResidualQuantizer&>(q).params().max_beam_size}};
 }
 
 // LSQ stores its parameters, so that a loaded model encodes as the saved one did.
@@ -91,7 +104,7 @@ nlohmann::json lsq_params(const AdditiveQuantizer& q) {
 }
 
 const AdditiveType kAdditiveTypes[] = {
-    {"residual", make_residual, nullptr},
+    {"residual", make_residual, residual_params},
     {"lsq", make_lsq, lsq_params},
 };
 

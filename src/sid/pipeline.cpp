@@ -150,6 +150,9 @@ SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p, co
   rp.train_sample = p.train_sample;
   rp.sample_warm_start = p.sample_warm_start;
   rp.progress = p.progress;
+  // Semantic IDs are greedy prefix codes (the first token is the item's nearest coarse cluster): the saved
+  // model says so, so that its encode() gives the same codes as `sid encode` (a beam would not).
+  rp.max_beam_size = 1;
   SemanticIds s;
   s.model = std::make_shared<ResidualQuantizer>(x.cols, p.codebook_sizes, rp);
   s.codes = CodeMatrix(x.rows, p.codebook_sizes.size());
@@ -172,7 +175,9 @@ SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, Matrix
   SemanticIds s;
   s.model = std::move(model);
   s.codes = CodeMatrix(x.rows, s.model->num_codebooks());
-  s.model->encode(x, s.codes.data());
+  // Greedy whatever the model's max_beam_size (files from before it existed load with the beam default):
+  // unbalanced levels give the training rows the codes `sid build` gave them.
+  s.model->encode_greedy(x, s.codes.data());
   s.dedup = dedup;
   s.format = format;
   s.metrics.balance = "none";

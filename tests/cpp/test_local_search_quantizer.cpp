@@ -243,7 +243,7 @@ TEST(LocalSearchQuantizer, JointEncodingBeatsGreedyResidualEncodingWithTheSameCo
   ResidualQuantizer rq(16, {16, 16, 16, 16}, rp);
   std::vector<int32_t> greedy(4000 * 4);
   rq.fit(x.view(), greedy.data());
-  rq.encode(x.view(), greedy.data());
+  rq.encode_greedy(x.view(), greedy.data());
   LocalSearchQuantizer q(16, 4, 4);
   std::vector<FloatMatrix> books;
   for (size_t m = 0; m < 4; ++m) books.push_back(FloatMatrix::copy_of(rq.codebook(m)));

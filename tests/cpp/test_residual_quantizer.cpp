@@ -55,7 +55,7 @@ TEST(ResidualQuantizer, GreedyEncodeTakesNearestCodewordPerLevel) {
   ResidualQuantizer q(6, {8, 8}, quick(false));
   q.train(x.view());
   std::vector<int32_t> codes(500 * 2);
-  q.encode(x.view(), codes.data());
+  q.encode_greedy(x.view(), codes.data());
   for (size_t i = 0; i < 500; ++i) {
     std::vector<float> r(x.row(i), x.row(i) + 6);
     for (size_t m = 0; m < 2; ++m) {

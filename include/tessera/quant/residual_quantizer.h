@@ -28,6 +28,11 @@ struct ResidualQuantizerParams {
   size_t train_sample = 0;
   /// Large inputs start each level's k-means on a sample (KMeansParams::sample_warm_start).
   bool sample_warm_start = true;
+  /// Beam width of encode() (faiss's max_beam_size, same default): at each level the max_beam_size best
+  /// partial encodings of a vector are extended by every codeword of the next level; 1 is greedy. At least 1.
+  /// Training and fit()'s codes stay level by level whatever it is (k-means or balanced assignment per level),
+  /// and semantic IDs are encoded greedily (encode_greedy), so a token prefix is always its coarse cluster.
+  int max_beam_size = 5;
   ProgressFn progress;
 };
 
@@ -62,8 +67,19 @@ class ResidualQuantizer : public AdditiveQuantizer {
   /// sample, because then all rows are assigned by assign_balanced().
   std::vector<LevelReport> fit(MatrixView<const float> x, int32_t* codes);
 
-  /// Greedy residual encoding: at each level the nearest codeword to the residual. codes: n × M.
+  /// Codes by beam search with params().max_beam_size (faiss's compute_codes). x: n × d, codes: n × M.
   void encode(MatrixView<const float> x, int32_t* codes) const override;
+
+  /// Beam-search encoding: at each level keep the beam_size partial encodings of each vector with the
+  /// smallest squared error ‖x − Σ codewords‖², extend each by every codeword of the next level, and at the
+  /// end take the best (ties: the lower index). A wider beam lowers the error on average (not for every
+  /// vector); beam_size ≥ Π_{m<M−1} K_m is exhaustive. beam_size 1 is encode_greedy(). Cost per vector:
+  /// beam_size × Σ_m K_m × d multiply-adds. x: n × d, codes: n × M; the same codes for any thread count.
+  void encode_beam(MatrixView<const float> x, int32_t* codes, int beam_size) const;
+
+  /// Greedy residual encoding: at each level the nearest codeword to the residual (ties: the lowest index),
+  /// the codes fit() gives its unbalanced training rows. x: n × d, codes: n × M.
+  void encode_greedy(MatrixView<const float> x, int32_t* codes) const { encode_beam(x, codes, 1); }
 
   /// Size-constrained encoding with the trained codebooks: at each level the assignment of all n
   /// residuals that minimises the squared error with code sizes within `bounds[m]` (default bounds for

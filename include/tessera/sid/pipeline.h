@@ -43,7 +43,7 @@ struct SemanticIds {
 SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p,
                                const std::vector<std::string>* labels = nullptr);
 
-/// IDs for x with a trained model (greedy residual codes), resolved with `dedup`.
+/// IDs for x with a trained model (greedy residual codes, whatever the model's max_beam_size), resolved with `dedup`.
 SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, MatrixView<const float> x, Dedup dedup,
                                 TokenFormat format, const std::vector<std::string>* labels = nullptr);
 
