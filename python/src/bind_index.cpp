@@ -1,0 +1,204 @@
+// IndexAdditiveQuantizer: the flat index over a ResidualQuantizer or LocalSearchQuantizer with faiss's names
+// (add, search → (distances, labels), ntotal, reset, METRIC_L2 / METRIC_INNER_PRODUCT), plus files
+// (save / read_index / write_index). The index shares the Python quantizer object's model and keeps it alive.
+#include <memory>
+#include <shared_mutex>
+#include <string>
+
+#include "bind_additive.h"
+#include "bind_quant.h"
+#include "tessera/index/index_additive_quantizer.h"
+#include "tessera/index/index_io.h"
+
+namespace tessera_py {
+
+namespace {
+
+using PyLSQ = PyModel<tessera::LocalSearchQuantizer>;
+
+/// The index, the Python quantizer it searches with, and the locks: the index's own (add/reset exclusive,
+/// search shared) and the quantizer wrapper's (shared while the codec is used), always taken in that order.
+struct PyIndex {
+  std::unique_ptr<tessera::IndexAdditiveQuantizer> index;
+  py::object quantizer;
+  std::shared_mutex* model_mu = nullptr;
+  std::shared_mutex mu;
+};
+
+struct Codec {
+  std::shared_ptr<tessera::AdditiveQuantizer> q;
+  std::shared_mutex* mu;
+};
+
+Codec codec_of(const py::object& quantizer) {
+  if (py::isinstance<PyRQ>(quantizer)) {
+    auto& r = quantizer.cast<PyRQ&>();
+    return {r.q, &r.mu};
+  }
+  if (py::isinstance<PyLSQ>(quantizer)) {
+    auto& r = quantizer.cast<PyLSQ&>();
+    return {r.q, &r.mu};
+  }
+  throw py::type_error("IndexAdditiveQuantizer needs a tessera.ResidualQuantizer or tessera.LocalSearchQuantizer, got " +
+                       py::str(py::type::of(quantizer)).cast<std::string>());
+}
+
+tessera::MetricType metric_arg(const py::object& v) {
+  if (py::isinstance<py::str>(v)) return tessera::parse_metric(v.cast<std::string>());
+  if (py::isinstance<py::bool_>(v) || !py::hasattr(v, "__index__"))
+    throw py::type_error("metric must be 'l2', 'ip' or faiss's METRIC_L2 (1) / METRIC_INNER_PRODUCT (0)");
+  return tessera::metric_from_int(py::int_(v.attr("__index__")()).cast<long>());
+}
+
+/// Run f() without the GIL, holding the index lock (exclusive or shared) and the model's shared lock.
+template <bool Exclusive, class F>
+auto locked(PyIndex& r, F&& f) -> decltype(f()) {
+  return without_gil(nullptr, [&]() -> decltype(f()) {
+    std::unique_lock<std::shared_mutex> ex(r.mu, std::defer_lock);
+    std::shared_lock<std::shared_mutex> sh(r.mu, std::defer_lock);
+    if constexpr (Exclusive) ex.lock();
+    else sh.lock();
+    std::shared_lock<std::shared_mutex> model(*r.model_mu);
+    return f();
+  });
+}
+
+/// The Python wrapper of a codec read from an index file (it is shared with nobody else yet).
+py::object wrap_codec(const std::shared_ptr<const tessera::AdditiveQuantizer>& aq) {
+  auto q = std::const_pointer_cast<tessera::AdditiveQuantizer>(aq);
+  if (auto rq = std::dynamic_pointer_cast<tessera::ResidualQuantizer>(q)) return py::cast(std::make_unique<PyRQ>(rq));
+  if (auto lsq = std::dynamic_pointer_cast<tessera::LocalSearchQuantizer>(q))
+    return py::cast(std::make_unique<PyLSQ>(lsq));
+  throw_error(g_format, "the index holds a '" + q->type_name() + "' quantizer, which this module cannot wrap");
+}
+
+std::unique_ptr<PyIndex> load(const py::object& path) {
+  const std::string p = path_str(path);
+  auto idx = without_gil(nullptr, [&] { return std::make_unique<tessera::IndexAdditiveQuantizer>(tessera::read_index(p)); });
+  auto out = std::make_unique<PyIndex>();
+  out->quantizer = wrap_codec(idx->quantizer_ptr());
+  out->model_mu = codec_of(out->quantizer).mu;
+  out->index = std::move(idx);
+  return out;
+}
+
+}  // namespace
+
+void bind_index(py::module_& m) {
+  m.attr("METRIC_INNER_PRODUCT") = py::int_(int(tessera::MetricType::inner_product));
+  m.attr("METRIC_L2") = py::int_(int(tessera::MetricType::L2));
+  py::class_<PyIndex> cls(m, "IndexAdditiveQuantizer",
+                          "Flat index over the codes of a trained additive quantizer (faiss's IndexAdditiveQuantizer):\n"
+                          "add() encodes and stores packed codes, search() scans them all with the quantizer's search\n"
+                          "type. The quantizer is shared, not copied: retraining it or changing its search type\n"
+                          "invalidates the stored codes (search then raises).");
+  cls.def(py::init([](const py::object& quantizer, const py::object& metric) {
+            Codec c = codec_of(quantizer);
+            const tessera::MetricType mt = metric_arg(metric);
+            auto out = std::make_unique<PyIndex>();
+            // The lock without the GIL: a training thread may need the GIL for its progress callback.
+            out->index = without_gil(nullptr, [&]() -> std::unique_ptr<tessera::IndexAdditiveQuantizer> {
+              std::shared_lock lock(*c.mu);
+              if (!c.q->is_trained()) return nullptr;
+              return std::make_unique<tessera::IndexAdditiveQuantizer>(c.q, mt);
+            });
+            if (!out->index)
+              throw_invalid("IndexAdditiveQuantizer needs a trained quantizer: call train() (or fit()) first");
+            out->quantizer = quantizer;
+            out->model_mu = c.mu;
+            return out;
+          }),
+          "quantizer"_a, "metric"_a = "l2",
+          "quantizer: a trained ResidualQuantizer or LocalSearchQuantizer. metric: 'l2' or 'ip', or faiss's\n"
+          "METRIC_L2 (1) / METRIC_INNER_PRODUCT (0).")
+      .def_property_readonly("ntotal", [](PyIndex& r) { return r.index->ntotal(); }, "Vectors stored.")
+      .def("__len__", [](PyIndex& r) { return r.index->ntotal(); })
+      .def_property_readonly("d", [](PyIndex& r) { return r.index->dim(); }, "Vector dimension.")
+      .def_property_readonly("code_size", [](PyIndex& r) { return r.index->code_size(); }, "Bytes per stored code.")
+      .def_property_readonly("is_trained", [](PyIndex&) { return true; }, "Always True: the quantizer is trained.")
+      .def_property_readonly(
+          "metric_type", [](PyIndex& r) { return int(r.index->metric_type()); },
+          "faiss's value: METRIC_L2 (1) or METRIC_INNER_PRODUCT (0).")
+      .def_property_readonly(
+          "metric", [](PyIndex& r) { return tessera::metric_name(r.index->metric_type()); }, "'l2' or 'ip'.")
+      .def_property_readonly("quantizer", [](PyIndex& r) { return r.quantizer; }, "The quantizer object searched with.")
+      .def_property_readonly("aq", [](PyIndex& r) { return r.quantizer; }, "The quantizer (faiss's name).")
+      .def(
+          "add",
+          [](PyIndex& r, const py::object& x) {
+            F32In in = check_dim(r.index->dim(), x, "x");
+            locked<true>(r, [&] { r.index->add(in.view); });
+          },
+          "x"_a, "Encode x (n × d) and store the codes; their labels continue from ntotal.")
+      .def(
+          "add_codes",
+          [](PyIndex& r, const py::object& codes) {
+            py::array a = packed_arg(codes, r.index->code_size());
+            const auto* p = static_cast<const uint8_t*>(a.data());
+            const size_t n = size_t(a.shape(0));
+            locked<true>(r, [&] { r.index->add_codes(n, p); });
+          },
+          "codes"_a, "Store packed codes (n × code_size uint8, as compute_codes returns them).")
+      .def(
+          "search",
+          [](PyIndex& r, const py::object& q, py::ssize_t k) {
+            if (k < 1) throw_invalid("k must be at least 1, got " + std::to_string(k));
+            F32In in = check_dim(r.index->dim(), q, "q");
+            const size_t nq = in.view.rows;
+            py::array_t<float> D({py::ssize_t(nq), k});
+            py::array_t<int64_t> I({py::ssize_t(nq), k});
+            float* d = D.mutable_data();
+            int64_t* i = I.mutable_data();
+            locked<false>(r, [&] { r.index->search(in.view, size_t(k), d, i); });
+            return py::make_tuple(D, I);
+          },
+          "q"_a, "k"_a,
+          "The k nearest stored vectors of each query: q: nq × d → (distances float32 nq × k, labels int64 nq × k).\n"
+          "L2: ascending squared distances through the search type (ST_norm_float: exactly ‖q − x'‖²);\n"
+          "inner product: descending ⟨q, x'⟩. Equal distances go to the lower label; past ntotal, label -1 and\n"
+          "distance +inf (L2) / -inf (inner product).")
+      .def("reset", [](PyIndex& r) { locked<true>(r, [&] { r.index->reset(); }); }, "Remove every stored code.")
+      .def_property_readonly(
+          "codes",
+          [](PyIndex& r) {
+            return matrix_to_numpy(locked<false>(r, [&] {
+              tessera::Matrix<uint8_t> c(r.index->ntotal(), r.index->code_size());
+              std::copy(r.index->codes().begin(), r.index->codes().end(), c.data());
+              return c;
+            }));
+          },
+          "A copy of the stored codes: ntotal × code_size uint8.")
+      .def(
+          "reconstruct_n",
+          [](PyIndex& r, size_t i0, size_t n) {
+            if (i0 > r.index->ntotal() || n > r.index->ntotal() - i0)
+              throw_invalid("reconstruct_n: vectors [" + std::to_string(i0) + ", " + std::to_string(i0 + n) +
+                            ") are not all stored (ntotal " + std::to_string(r.index->ntotal()) + ")");
+            py::array_t<float> out({py::ssize_t(n), py::ssize_t(r.index->dim())});
+            float* o = out.mutable_data();
+            locked<false>(r, [&] { r.index->reconstruct_n(i0, n, o); });
+            return out;
+          },
+          "i0"_a, "n"_a, "Decoded stored vectors [i0, i0 + n): n × d float32.")
+      .def(
+          "save",
+          [](PyIndex& r, const py::object& path, const py::object& metadata) {
+            const std::string p = path_str(path);
+            const std::string meta =
+                metadata.is_none() ? "{}" : py::module_::import("json").attr("dumps")(metadata).cast<std::string>();
+            locked<false>(r, [&] { tessera::write_index(*r.index, p, meta); });
+          },
+          "path"_a, "metadata"_a = py::none(),
+          "Write the index (quantizer, metric and codes) atomically; metadata: a JSON-serialisable dict.")
+      .def_static("load", &load, "path"_a, "Read an index file written by save().");
+
+  m.def("read_index", &load, "path"_a, "Read an index file written by IndexAdditiveQuantizer.save (faiss's name).");
+  m.def(
+      "write_index", [](PyIndex& r, const py::object& path) {
+        const std::string p = path_str(path);
+        locked<false>(r, [&] { tessera::write_index(*r.index, p); });
+      },
+      "index"_a, "path"_a, "index.save(path) (faiss's name).");
+}
+
+}  // namespace tessera_py
