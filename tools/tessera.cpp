@@ -6,6 +6,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "aq_commands.h"
 #include "progress_bar.h"
 #include "tessera/core/interrupt.h"
 #include "tessera/core/runtime.h"
@@ -159,6 +160,8 @@ int main(int argc, char** argv) {
   encode->add_option("--threads", enc_threads, "threads, at least 1 (default: all cores)")
       ->check(CLI::Range(1, 1 << 16));
 
+  tessera::cli::AqCommands aq(app);
+
   CLI11_PARSE(app, argc, argv);
   install_signal_handlers();
 
@@ -211,10 +214,12 @@ int main(int argc, char** argv) {
       const SemanticIds s = encode_semantic_ids(m.model, x.view(), d, m.format);
       write_semantic_ids(enc_out, s, keys.empty() ? nullptr : &keys, false);
       print_summary(s, enc_out);
+    } else {
+      aq.run();
     }
   } catch (const tessera::Interrupted&) {
     const int sig = g_signal ? int(g_signal) : SIGINT;
-    std::fprintf(stderr, "%stessera: stopped by %s; no output was written\n", quiet ? "" : "\n",
+    std::fprintf(stderr, "%stessera: stopped by %s; no output was written\n", quiet || aq.quiet() ? "" : "\n",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
     return 128 + sig;
   } catch (const tessera::Error& e) {
