@@ -58,7 +58,7 @@ void bind_lsq(py::module_& m) {
                       size_t encode_ils_iters, size_t train_ils_iters, size_t icm_iters, float p, float lambd,
                       size_t chunk_size, uint64_t random_seed, size_t nperts, bool update_codebooks_with_double,
                       const std::string& init, const std::string& annealing, bool final_refit,
-                      const py::object& progress) {
+                      bool encode_greedy_init, const py::object& progress) {
             tessera::LocalSearchQuantizerParams prm;
             prm.train_iters = train_iters;
             prm.encode_ils_iters = encode_ils_iters;
@@ -73,6 +73,7 @@ void bind_lsq(py::module_& m) {
             prm.init = tessera::parse_lsq_init(init);
             prm.annealing = tessera::parse_lsq_annealing(annealing);
             prm.final_refit = final_refit;
+            prm.encode_greedy_init = encode_greedy_init;
             if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
               throw py::type_error("progress must be a callable or None");
             auto r = std::make_unique<PyLSQ>(std::make_shared<tessera::LocalSearchQuantizer>(
@@ -85,7 +86,8 @@ void bind_lsq(py::module_& m) {
           "icm_iters"_a = defaults.icm_iters, "p"_a = defaults.p, "lambd"_a = defaults.lambd,
           "chunk_size"_a = defaults.chunk_size, "random_seed"_a = defaults.random_seed, "nperts"_a = defaults.nperts,
           "update_codebooks_with_double"_a = defaults.update_codebooks_with_double, "init"_a = "random",
-          "annealing"_a = "codebooks", "final_refit"_a = false, "progress"_a = py::none(),
+          "annealing"_a = "codebooks", "final_refit"_a = false,
+          "encode_greedy_init"_a = defaults.encode_greedy_init, "progress"_a = py::none(),
           "M codebooks of 2^nbits codewords (nbits in 1..16) for d-dimensional vectors. search_type: faiss's\n"
           "int or name (ST_decompress, ST_norm_float, ...). Beyond faiss: init='residual' starts training from\n"
           "a greedy residual quantizer's codes; annealing='data' is LSQ++'s SR-C (noise on the data instead of\n"
@@ -105,6 +107,8 @@ void bind_lsq(py::module_& m) {
             "Solve the codebook update in double (True).");
   def_param(cls, "final_refit", &tessera::LocalSearchQuantizerParams::final_refit,
             "Refit the codebooks to the final training codes (False).");
+  def_param(cls, "encode_greedy_init", &tessera::LocalSearchQuantizerParams::encode_greedy_init,
+            "encode()/compute_codes() start from greedy residual codes instead of random ones.");
   cls.def_property(
          "init", [](PyLSQ& r) { return tessera::lsq_init_name(r.q->params().init); },
          [](PyLSQ& r, const std::string& v) {

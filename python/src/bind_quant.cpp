@@ -99,7 +99,7 @@ void bind_quant(py::module_& m) {
   rq.def(py::init([](size_t d, const py::object& sizes_or_M, const py::object& nbits, const py::object& search_type,
                        bool balance, int max_iter, double tol, int n_init,
                        const std::string& init, uint64_t seed, const py::object& size_min, const py::object& size_max,
-                       size_t train_sample, bool sample_warm_start, const py::object& progress) {
+                       size_t train_sample, bool sample_warm_start, int max_beam_size, const py::object& progress) {
              if (d == 0) throw_invalid("d must be at least 1");
              std::vector<size_t> codebook_sizes;
              if (py::isinstance<py::int_>(sizes_or_M)) {  // faiss's (d, M, nbits)
@@ -124,6 +124,7 @@ void bind_quant(py::module_& m) {
              p.size_max = opt_size(size_max);
              p.train_sample = train_sample;
              p.sample_warm_start = sample_warm_start;
+             p.max_beam_size = max_beam_size;
              auto r = std::make_unique<PyRQ>(
                  std::make_shared<tessera::ResidualQuantizer>(d, codebook_sizes, p, search_type_arg(search_type)));
              if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
@@ -133,13 +134,15 @@ void bind_quant(py::module_& m) {
            }),
            "d"_a, "codebook_sizes"_a, "nbits"_a = py::none(), py::kw_only(), "search_type"_a = 0, "balance"_a = false, "max_iter"_a = 100, "tol"_a = 1e-4,
            "n_init"_a = 3, "init"_a = "auto", "seed"_a = 42, "size_min"_a = py::none(), "size_max"_a = py::none(),
-           "train_sample"_a = 0, "sample_warm_start"_a = true, "progress"_a = py::none(),
+           "train_sample"_a = 0, "sample_warm_start"_a = true, "max_beam_size"_a = 5, "progress"_a = py::none(),
            "A residual quantizer for d-dimensional vectors with len(codebook_sizes) levels of K_m codes, or\n"
            "(d, M, nbits) as faiss: M levels of 2^nbits codes (nbits in 1..16). search_type: faiss's int or name\n"
            "(ST_decompress, ST_norm_float, ...): the norm packed codes carry; train() also learns its encoding.\n"
            "balance: train levels with size-constrained k-means (bounds size_min/size_max, default per level\n"
            "max(1, n//K - 1), n//K + 1). Level m trains with a seed derived from (seed, m). train_sample > 0:\n"
-           "learn codebooks on that many sampled rows, then assign all rows. sample_warm_start: as in kmeans().")
+           "learn codebooks on that many sampled rows, then assign all rows. sample_warm_start: as in kmeans().\n"
+           "max_beam_size: partial encodings kept per level by encode()/compute_codes() (faiss's default 5;\n"
+           "1 = greedy). Training and semantic IDs always assign level by level.")
       .def(
           "fit",
           [](PyRQ& r, const py::object& x) {
@@ -172,7 +175,16 @@ void bind_quant(py::module_& m) {
             });
             return codes;
           },
-          "x"_a, "Greedy residual encoding (nearest codeword at every level): x: n × d → codes: n × M int32.")
+          "x"_a,
+          "Residual encoding with a beam of max_beam_size partial codes per vector (1: greedy, the nearest\n"
+          "codeword at every level): x: n × d → codes: n × M int32.")
+      .def_property(
+          "max_beam_size", [](PyRQ& r) { return r.q->params().max_beam_size; },
+          [](PyRQ& r, int b) {
+            if (b < 1) throw_invalid("max_beam_size must be at least 1, got " + std::to_string(b));
+            write_locked(r, nullptr, [&] { r.q->params().max_beam_size = b; });
+          },
+          "Partial encodings kept per level when encoding (faiss's max_beam_size, default 5; 1 = greedy).")
       .def(
           "assign_balanced",
           [](PyRQ& r, const py::object& x, const py::object& size_min, const py::object& size_max) {
@@ -272,7 +284,8 @@ void bind_quant(py::module_& m) {
                             "seed"_a = p.seed,
                             "size_min"_a = p.size_min ? py::cast(*p.size_min) : py::none(),
                             "size_max"_a = p.size_max ? py::cast(*p.size_max) : py::none(),
-                            "train_sample"_a = p.train_sample, "sample_warm_start"_a = p.sample_warm_start);
+                            "train_sample"_a = p.train_sample, "sample_warm_start"_a = p.sample_warm_start,
+                            "max_beam_size"_a = p.max_beam_size);
           },
           "Training parameters (a dict copy).")
       .def("__repr__", [](PyRQ& r) {

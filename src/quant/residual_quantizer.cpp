@@ -171,6 +171,35 @@ void ResidualQuantizer::encode_beam(MatrixView<const float> x, int32_t* codes, i
   std::vector<MatrixView<const float>> books(num_codebooks());
   for (size_t m = 0; m < books.size(); ++m) books[m] = codebook(m);
   detail::rq_beam_encode(x, books, size_t(beam_size), codes);
+  if (beam_size > 1) keep_greedy_where_better(x, codes);
+}
+
+// Codebooks trained level by level fit the greedy residuals, and a narrow beam can drop the greedy path
+// (siftsmall, 8 × 8 bits: beam 5 MSE 15,396 vs greedy 15,377, and faiss's beam does the same). Keeping,
+// per vector, the better of the beam's and the greedy codes makes a beam never worse than greedy, for
+// about a fifth more work at beam 5.
+void ResidualQuantizer::keep_greedy_where_better(MatrixView<const float> x, int32_t* codes) const {
+  const size_t n = x.rows, M = num_codebooks(), d = dim();
+  std::vector<int32_t> greedy(n * M);
+  encode_greedy(x, greedy.data());
+  constexpr size_t kBlock = 4096;
+  std::vector<float> a(std::min(n, kBlock) * d), b(a.size());
+  for (size_t r0 = 0; r0 < n; r0 += kBlock) {
+    const size_t nb = std::min(kBlock, n - r0);
+    decode_unpacked(nb, codes + r0 * M, a.data());
+    decode_unpacked(nb, greedy.data() + r0 * M, b.data());
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
+    for (ptrdiff_t i = 0; i < (ptrdiff_t)nb; ++i) {
+      const float* xi = x.row(r0 + i);
+      double ea = 0, eb = 0;
+      for (size_t j = 0; j < d; ++j) {
+        const double ta = double(xi[j]) - a[i * d + j], tb = double(xi[j]) - b[i * d + j];
+        ea += ta * ta;
+        eb += tb * tb;
+      }
+      if (eb < ea) std::copy(&greedy[(r0 + i) * M], &greedy[(r0 + i + 1) * M], codes + (r0 + i) * M);
+    }
+  }
 }
 
 void ResidualQuantizer::assign_balanced(MatrixView<const float> x, int32_t* codes,

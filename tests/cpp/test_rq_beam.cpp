@@ -142,6 +142,21 @@ TEST(ResidualBeam, MeanErrorFallsAsTheBeamWidens) {
   EXPECT_NEAR(q.reconstruction_error(x.view()), errs[2], 1e-4 * errs[2]);
 }
 
+TEST(ResidualBeam, NoVectorIsWorseThanGreedy) {
+  // Few points per codeword: codebooks that overfit greedy residuals, where a narrow beam loses the greedy
+  // path for some vectors; those vectors keep their greedy codes.
+  const auto x = gaussian_mixture(1200, 24, 300, 8, 0.8f);
+  ResidualQuantizer q(24, 6, 5, SearchType::ST_decompress, quick());
+  q.train(x.view());
+  const auto greedy = encode_with(q, x.view(), 1);
+  for (int beam : {2, 3, 5}) {
+    const auto codes = encode_with(q, x.view(), beam);
+    for (size_t i = 0; i < x.rows(); ++i)
+      ASSERT_LE(error_of(q, x.row(i), codes.data() + i * 6), error_of(q, x.row(i), greedy.data() + i * 6) * (1 + 1e-6))
+          << "beam " << beam << ", row " << i;
+  }
+}
+
 TEST(ResidualBeam, SameCodesForAnyThreadCount) {
   // More vectors than one group of blocks between interrupt checks.
   const auto x = gaussian_mixture(5000, 12, 40, 35);

@@ -73,10 +73,19 @@ def test_decode_encode_against_numpy(data, trained):
     rng = np.random.default_rng(1)
     rand_codes = np.stack([rng.integers(0, k, size=500) for k in q.codebook_sizes], axis=1).astype(np.int32)
     np.testing.assert_allclose(q.decode(rand_codes), numpy_decode(books, rand_codes), rtol=1e-5, atol=1e-4)
+    assert q.max_beam_size == 5  # faiss's default
+    beam = q.encode(data)
+    q.max_beam_size = 1  # greedy
     enc = q.encode(data)
     ref = numpy_greedy_encode(books, data)
     assert (enc == ref).all(axis=1).mean() > 0.995  # float32 vs float64 ties aside
     np.testing.assert_array_equal(q.encode(data[:100].astype(np.float64)), enc[:100])
+    # the beam keeps the greedy path among its candidates, so it is rarely worse on average
+    err = lambda c: ((data - numpy_decode(books, c)) ** 2).sum(1).mean()  # noqa: E731
+    assert err(beam) <= err(enc) * 1.01
+    q.max_beam_size = 5
+    with pytest.raises(tessera.InvalidArgument):
+        q.max_beam_size = 0
     # codebook(m) and codebooks agree; int64 codes are accepted.
     np.testing.assert_array_equal(q.codebook(2), books[2])
     np.testing.assert_array_equal(q.decode(rand_codes.astype(np.int64)), q.decode(rand_codes))

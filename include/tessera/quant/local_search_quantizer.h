@@ -41,6 +41,9 @@ struct LocalSearchQuantizerParams {
   bool update_codebooks_with_double = true;
   // Beyond faiss:
   LsqInit init = LsqInit::random;
+  /// Codes encode() starts its search from: random (faiss) or greedy residual codes (at each codebook in
+  /// turn, the codeword nearest to what the previous ones left).
+  bool encode_greedy_init = false;
   LsqAnnealing annealing = LsqAnnealing::codebooks;
   bool final_refit = false;      ///< one more codebook update after the last encoding of the training set
   ProgressFn progress;
@@ -88,6 +91,9 @@ class LocalSearchQuantizer : public AdditiveQuantizer {
   const std::vector<double>& training_errors() const { return train_errors_; }
 
  private:
+  /// Greedy residual codes of x with these codebooks (codes: n × M).
+  void greedy_codes(MatrixView<const float> x, int32_t* codes) const;
+
   size_t K_;
   LocalSearchQuantizerParams params_;
   std::vector<double> train_errors_;

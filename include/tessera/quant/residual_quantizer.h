@@ -72,9 +72,10 @@ class ResidualQuantizer : public AdditiveQuantizer {
 
   /// Beam-search encoding: at each level keep the beam_size partial encodings of each vector with the
   /// smallest squared error ‖x − Σ codewords‖², extend each by every codeword of the next level, and at the
-  /// end take the best (ties: the lower index). A wider beam lowers the error on average (not for every
-  /// vector); beam_size ≥ Π_{m<M−1} K_m is exhaustive. beam_size 1 is encode_greedy(). Cost per vector:
-  /// beam_size × Σ_m K_m × d multiply-adds. x: n × d, codes: n × M; the same codes for any thread count.
+  /// end take the best (ties: the lower index); then, per vector, the greedy codes where they are better
+  /// (a narrow beam can lose the greedy path; faiss's does), so a beam is never worse than greedy.
+  /// beam_size ≥ Π_{m<M−1} K_m is exhaustive. beam_size 1 is encode_greedy(). Cost per vector: about
+  /// (beam_size + 1) × Σ_m K_m × d multiply-adds. x: n × d, codes: n × M; the same codes for any thread count.
   void encode_beam(MatrixView<const float> x, int32_t* codes, int beam_size) const;
 
   /// Greedy residual encoding: at each level the nearest codeword to the residual (ties: the lowest index),
@@ -91,6 +92,9 @@ class ResidualQuantizer : public AdditiveQuantizer {
   SizeBounds level_bounds(size_t m, size_t n) const;
 
  private:
+  /// Per vector, the greedy codes where they reconstruct x better than codes (n × M, in place).
+  void keep_greedy_where_better(MatrixView<const float> x, int32_t* codes) const;
+
   ResidualQuantizerParams params_;
 };
 
