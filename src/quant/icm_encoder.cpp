@@ -113,7 +113,8 @@ IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K) {
     t.norms[r] = s;
   }
   // Block (m1, m2) = 2·C_m1·C_m2ᵀ, K × K, one GEMM each; then its int16 copy with its own scale (rounding
-  // error at most 2^-16 of the block's largest entry).
+  // error at most 2^-16 of the block's largest entry), stored by codeword: everything codeword (m1, k1)
+  // adds to the other positions' costs, M × K values, is one contiguous row.
   t.binaries.resize(MK * MK);
   t.qbinaries.resize(MK * MK);
   t.qscales.resize(M * M);
@@ -126,10 +127,12 @@ IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K) {
     for (size_t e = 0; e < K * K; ++e) amax = std::max(amax, std::fabs(blk[e]));
     const float scale = amax > 0 ? amax / 32767.0f : 1.0f, inv = 1.0f / scale;
     t.qscales[b] = scale;
-    int16_t* q = t.qbinaries.data() + size_t(b) * K * K;
-    for (size_t e = 0; e < K * K; ++e) {
-      const float v = std::clamp(blk[e] * inv, -32767.0f, 32767.0f);
-      q[e] = (int16_t)(v + (v >= 0 ? 0.5f : -0.5f));
+    for (size_t k1 = 0; k1 < K; ++k1) {
+      int16_t* q = t.qbinaries.data() + ((m1 * K + k1) * M + m2) * K;
+      for (size_t k2 = 0; k2 < K; ++k2) {
+        const float v = std::clamp(blk[k1 * K + k2] * inv, -32767.0f, 32767.0f);
+        q[k2] = (int16_t)(v + (v >= 0 ? 0.5f : -0.5f));
+      }
     }
   }
   return t;
@@ -209,21 +212,21 @@ namespace {
 // what encoding waits for); the difference of two int16 rows is exact before it is scaled.
 TESSERA_CLONE_PER_ISA void move_code(float* T, const IcmTables& t, size_t m, int32_t from, int32_t to) {
   const size_t M = t.M, K = t.K;
-  // All 2(M − 1) rows are known now: ask for every line at once, so that their cache misses overlap
-  // instead of being waited for one row at a time.
-  for (size_t m2 = 0; m2 < M; ++m2) {
-    if (m2 == m) continue;
-    const char* add = reinterpret_cast<const char*>(t.qbinaries.data() + ((m * M + m2) * K + (size_t)to) * K);
-    const char* sub = reinterpret_cast<const char*>(t.qbinaries.data() + ((m * M + m2) * K + (size_t)from) * K);
-    for (size_t b = 0; b < K * sizeof(int16_t); b += 64) __builtin_prefetch(add + b), __builtin_prefetch(sub + b);
+  // The two rows (everything codewords `to` and `from` of position m add to the others' costs) are
+  // contiguous: ask for all their lines at once, so that the cache misses overlap.
+  const int16_t* add = t.qbinaries.data() + (m * K + (size_t)to) * M * K;
+  const int16_t* sub = t.qbinaries.data() + (m * K + (size_t)from) * M * K;
+  for (size_t b = 0; b < M * K * sizeof(int16_t); b += 64) {
+    __builtin_prefetch(reinterpret_cast<const char*>(add) + b);
+    __builtin_prefetch(reinterpret_cast<const char*>(sub) + b);
   }
   for (size_t m2 = 0; m2 < M; ++m2) {
     if (m2 == m) continue;
-    const int16_t* add = t.qbinaries.data() + ((m * M + m2) * K + (size_t)to) * K;
-    const int16_t* sub = t.qbinaries.data() + ((m * M + m2) * K + (size_t)from) * K;
+    const int16_t* a = add + m2 * K;
+    const int16_t* s = sub + m2 * K;
     const float scale = t.qscales[m * M + m2];
     float* row = T + m2 * K;
-    for (size_t k = 0; k < K; ++k) row[k] += float(int32_t(add[k]) - int32_t(sub[k])) * scale;
+    for (size_t k = 0; k < K; ++k) row[k] += float(int32_t(a[k]) - int32_t(s[k])) * scale;
   }
 }
 
