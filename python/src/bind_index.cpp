@@ -1,6 +1,7 @@
 // IndexAdditiveQuantizer: the flat index over a ResidualQuantizer or LocalSearchQuantizer with faiss's names
 // (add, search → (distances, labels), ntotal, reset, METRIC_L2 / METRIC_INNER_PRODUCT), plus files
 // (save / read_index / write_index). The index shares the Python quantizer object's model and keeps it alive.
+#include <functional>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -22,22 +23,24 @@ struct PyIndex {
   std::unique_ptr<tessera::IndexAdditiveQuantizer> index;
   py::object quantizer;
   std::shared_mutex* model_mu = nullptr;
+  std::function<void()> check_reentry;  // the quantizer's: refuses use from its own training's callback
   std::shared_mutex mu;
 };
 
 struct Codec {
   std::shared_ptr<tessera::AdditiveQuantizer> q;
   std::shared_mutex* mu;
+  std::function<void()> check_reentry;
 };
 
 Codec codec_of(const py::object& quantizer) {
   if (py::isinstance<PyRQ>(quantizer)) {
-    auto& r = quantizer.cast<PyRQ&>();
-    return {r.q, &r.mu};
+    auto* r = &quantizer.cast<PyRQ&>();
+    return {r->q, &r->mu, [r] { r->check_reentry(); }};
   }
   if (py::isinstance<PyLSQ>(quantizer)) {
-    auto& r = quantizer.cast<PyLSQ&>();
-    return {r.q, &r.mu};
+    auto* r = &quantizer.cast<PyLSQ&>();
+    return {r->q, &r->mu, [r] { r->check_reentry(); }};
   }
   throw py::type_error("IndexAdditiveQuantizer needs a tessera.ResidualQuantizer or tessera.LocalSearchQuantizer, got " +
                        py::str(py::type::of(quantizer)).cast<std::string>());
@@ -53,6 +56,7 @@ tessera::MetricType metric_arg(const py::object& v) {
 /// Run f() without the GIL, holding the index lock (exclusive or shared) and the model's shared lock.
 template <bool Exclusive, class F>
 auto locked(PyIndex& r, F&& f) -> decltype(f()) {
+  r.check_reentry();
   return without_gil(nullptr, [&]() -> decltype(f()) {
     std::unique_lock<std::shared_mutex> ex(r.mu, std::defer_lock);
     std::shared_lock<std::shared_mutex> sh(r.mu, std::defer_lock);
@@ -77,7 +81,9 @@ std::unique_ptr<PyIndex> load(const py::object& path) {
   auto idx = without_gil(nullptr, [&] { return std::make_unique<tessera::IndexAdditiveQuantizer>(tessera::read_index(p)); });
   auto out = std::make_unique<PyIndex>();
   out->quantizer = wrap_codec(idx->quantizer_ptr());
-  out->model_mu = codec_of(out->quantizer).mu;
+  Codec c = codec_of(out->quantizer);
+  out->model_mu = c.mu;
+  out->check_reentry = std::move(c.check_reentry);
   out->index = std::move(idx);
   return out;
 }
@@ -94,6 +100,7 @@ void bind_index(py::module_& m) {
                           "invalidates the stored codes (search then raises).");
   cls.def(py::init([](const py::object& quantizer, const py::object& metric) {
             Codec c = codec_of(quantizer);
+            c.check_reentry();
             const tessera::MetricType mt = metric_arg(metric);
             auto out = std::make_unique<PyIndex>();
             // The lock without the GIL: a training thread may need the GIL for its progress callback.
@@ -106,6 +113,7 @@ void bind_index(py::module_& m) {
               throw_invalid("IndexAdditiveQuantizer needs a trained quantizer: call train() (or fit()) first");
             out->quantizer = quantizer;
             out->model_mu = c.mu;
+            out->check_reentry = std::move(c.check_reentry);
             return out;
           }),
           "quantizer"_a, "metric"_a = "l2",

@@ -177,3 +177,15 @@ def test_errors_and_model_lifetime(data):
     index.quantizer.search_type = "ST_decompress"
     with pytest.raises(tessera.InvalidArgument, match="changed"):
         index.search(q, 5)
+
+
+def test_refused_from_the_quantizers_own_training_callback(data):
+    x, _ = data
+    lsq = tessera.LocalSearchQuantizer(16, 2, 4, train_iters=2)
+
+    def progress(stage, done, total, value):
+        tessera.IndexAdditiveQuantizer(lsq)
+
+    lsq.progress = progress
+    with pytest.raises(RuntimeError, match="being modified"):
+        lsq.train(x)
