@@ -230,6 +230,19 @@ TESSERA_CLONE_PER_ISA void move_code(float* T, const IcmTables& t, size_t m, int
   }
 }
 
+// T_m' += B_{m,m'}(code, ·) for every m' ≠ m, from the int16 table.
+TESSERA_CLONE_PER_ISA void add_code(float* T, const IcmTables& t, size_t m, int32_t code) {
+  const size_t M = t.M, K = t.K;
+  const int16_t* add = t.qbinaries.data() + (m * K + (size_t)code) * M * K;
+  for (size_t m2 = 0; m2 < M; ++m2) {
+    if (m2 == m) continue;
+    const int16_t* a = add + m2 * K;
+    const float scale = t.qscales[m * M + m2];
+    float* row = T + m2 * K;
+    for (size_t k = 0; k < K; ++k) row[k] += float(a[k]) * scale;
+  }
+}
+
 int32_t argmin_row(const float* v, size_t K) {
   return K % kLanes == 0 ? argmin_vec(v, K) : (int32_t)(std::min_element(v, v + K) - v);
 }
@@ -249,15 +262,8 @@ struct VectorSearch {
 float ils_one_vector(const IcmTables& t, const float* x, const float* u, int32_t* best, const IlsParams& p,
                      size_t row, VectorSearch& w) {
   const size_t M = t.M, K = t.K, d = t.d;
-  const float* bin = t.binaries.data();
   std::copy(u, u + M * K, w.T_best.data());
-  for (size_t m = 0; m < M; ++m)
-    for (size_t m2 = 0; m2 < M; ++m2) {
-      if (m2 == m) continue;
-      const float* r = bin + ((m * M + m2) * K + (size_t)best[m]) * K;
-      float* tb = w.T_best.data() + m2 * K;
-      for (size_t k = 0; k < K; ++k) tb[k] += r[k];
-    }
+  for (size_t m = 0; m < M; ++m) add_code(w.T_best.data(), t, m, best[m]);
   float best_err = squared_error(x, t.books.data(), d, best, M, K, w.residual.data());
   for (size_t s = 0; s < p.ils_iters; ++s) {
     std::copy(best, best + M, w.cur.data());
