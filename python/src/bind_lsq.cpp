@@ -85,13 +85,16 @@ void bind_lsq(py::module_& m) {
           "encode_ils_iters"_a = defaults.encode_ils_iters, "train_ils_iters"_a = defaults.train_ils_iters,
           "icm_iters"_a = defaults.icm_iters, "p"_a = defaults.p, "lambd"_a = defaults.lambd,
           "chunk_size"_a = defaults.chunk_size, "random_seed"_a = defaults.random_seed, "nperts"_a = defaults.nperts,
-          "update_codebooks_with_double"_a = defaults.update_codebooks_with_double, "init"_a = "random",
+          "update_codebooks_with_double"_a = defaults.update_codebooks_with_double,
+          "init"_a = tessera::lsq_init_name(defaults.init),
           "annealing"_a = "codebooks", "final_refit"_a = false,
           "encode_greedy_init"_a = defaults.encode_greedy_init, "progress"_a = py::none(),
           "M codebooks of 2^nbits codewords (nbits in 1..16) for d-dimensional vectors. search_type: faiss's\n"
-          "int or name (ST_decompress, ST_norm_float, ...). Beyond faiss: init='residual' starts training from\n"
-          "a greedy residual quantizer's codes; annealing='data' is LSQ++'s SR-C (noise on the data instead of\n"
-          "the codebooks); final_refit=True refits the codebooks to the final training codes.");
+          "int or name (ST_decompress, ST_norm_float, ...). Beyond faiss, on by default because they lower the\n"
+          "error (init='random', encode_greedy_init=False is faiss's behaviour): init='residual' starts training\n"
+          "from a greedy residual quantizer's codes; encode_greedy_init=True starts encoding from greedy residual\n"
+          "codes. Off by default: annealing='data' is LSQ++'s SR-C (noise on the data instead of the codebooks);\n"
+          "final_refit=True refits the codebooks to the final training codes.");
   def_param(cls, "train_iters", &tessera::LocalSearchQuantizerParams::train_iters, "Training iterations (25).");
   def_param(cls, "encode_ils_iters", &tessera::LocalSearchQuantizerParams::encode_ils_iters,
             "ILS steps when encoding (16).");

@@ -249,8 +249,8 @@ class LocalSearchQuantizer:
         self, d: int, M: int, nbits: int, search_type: int | str = 0, *, train_iters: int = 25,
         encode_ils_iters: int = 16, train_ils_iters: int = 8, icm_iters: int = 4, p: float = 0.5,
         lambd: float = 1e-2, chunk_size: int = 10000, random_seed: int = 0x12345, nperts: int = 4,
-        update_codebooks_with_double: bool = True, init: str = "random", annealing: str = "codebooks",
-        final_refit: bool = False, progress: Callable[..., Any] | None = None,
+        update_codebooks_with_double: bool = True, init: str = "residual", annealing: str = "codebooks",
+        final_refit: bool = False, encode_greedy_init: bool = True, progress: Callable[..., Any] | None = None,
     ) -> None: ...
     train_iters: int
     encode_ils_iters: int
@@ -265,6 +265,7 @@ class LocalSearchQuantizer:
     init: str
     annealing: str
     final_refit: bool
+    encode_greedy_init: bool
     progress: Callable[..., Any] | None
     @property
     def K(self) -> int: ...

@@ -263,7 +263,7 @@ TEST(LocalSearchQuantizer, OptionsBeyondFaissTrainToComparableError) {
   double base = 0;
   for (int variant = 0; variant < 4; ++variant) {
     auto p = quick();
-    if (variant == 1) p.init = LsqInit::residual;
+    if (variant == 0) p.init = LsqInit::random, p.encode_greedy_init = false;  // faiss's behaviour
     if (variant == 2) p.annealing = LsqAnnealing::data;
     if (variant == 3) p.final_refit = true;
     LocalSearchQuantizer q(16, 4, 4, p);

@@ -39,11 +39,12 @@ struct LocalSearchQuantizerParams {
   size_t nperts = 4;             ///< codes perturbed per ILS step (positions drawn with replacement, so any
                                  ///< count is valid; faiss refuses nperts > M when encoding)
   bool update_codebooks_with_double = true;
-  // Beyond faiss:
-  LsqInit init = LsqInit::random;
-  /// Codes encode() starts its search from: random (faiss) or greedy residual codes (at each codebook in
-  /// turn, the codeword nearest to what the previous ones left).
-  bool encode_greedy_init = false;
+  // Beyond faiss. On by default where the benchmark shows lower error (bench/bench_aq.py, 8 × 8 bits:
+  // MSE −8% on siftsmall, −10% on bigann10k, recall@1 +6 points); random / false is faiss's behaviour.
+  LsqInit init = LsqInit::residual;
+  /// Codes encode() starts its search from: greedy residual codes (at each codebook in turn, the codeword
+  /// nearest to what the previous ones left) or random codes (faiss).
+  bool encode_greedy_init = true;
   LsqAnnealing annealing = LsqAnnealing::codebooks;
   bool final_refit = false;      ///< one more codebook update after the last encoding of the training set
   ProgressFn progress;
