@@ -81,7 +81,22 @@ struct ScanInput {
   const uint8_t* codes;
   size_t n, code_size;
   const float* norms;  // cached norm terms (ST_decompress, ST_norm_from_LUT)
+  // Stored norms without a call per code: a byte-aligned float32, or a table of every code of ≤ 8 bits
+  // (each entry the codec's own decode_norm, so the values are the same).
+  size_t norm_bit = 0, norm_nbits = 0;
+  bool norm_float_aligned = false;
+  std::vector<float> norm_table;
 };
+
+inline float stored_norm(const ScanInput& S, const uint8_t* code) {
+  if (S.norm_float_aligned) {
+    float v;
+    std::memcpy(&v, code + S.norm_bit / 8, sizeof v);
+    return v;
+  }
+  if (!S.norm_table.empty()) return S.norm_table[read_code(code, S.norm_bit, S.norm_nbits)];
+  return S.aq->decode_norm_from_packed(code);
+}
 
 // heap ← the best `kept` (≤ n) codes for one lookup table, best first.
 // L2: qnorm + the codec's LUT distance; inner product: ΣLUT.
@@ -100,7 +115,7 @@ void scan(const ScanInput& S, const float* lut, float qnorm, size_t kept, std::v
         case SearchType::ST_LUT_nonorm: dist = -s; break;
         case SearchType::ST_decompress:
         case SearchType::ST_norm_from_LUT: dist = S.norms[i] - 2 * s; break;
-        default: dist = S.aq->decode_norm_from_packed(code) - 2 * s;
+        default: dist = stored_norm(S, code) - 2 * s;
       }
       dist += qnorm;
     }
@@ -225,11 +240,26 @@ void IndexAdditiveQuantizer::search(MatrixView<const float> q, size_t k, float* 
   const float worst = ip ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
   const size_t kept = std::min(k, ntotal_);
 
-  ScanInput S{aq_.get(), {}, search_type_, codes_.data(), ntotal_, code_size_, norms_.data()};
+  ScanInput S;
+  S.aq = aq_.get();
+  S.st = search_type_;
+  S.codes = codes_.data();
+  S.n = ntotal_;
+  S.code_size = code_size_;
+  S.norms = norms_.data();
   S.layout.offsets.assign(aq_->codebook_offsets().begin(), aq_->codebook_offsets().end() - 1);
   for (size_t m = 0; m < aq_->num_codebooks(); ++m) {
     S.layout.nbits.push_back(aq_->nbits(m));
     S.layout.bytes = S.layout.bytes && aq_->nbits(m) == 8;
+  }
+  if (!ip && search_type_stores_norm(search_type_)) {
+    S.norm_bit = aq_->index_bits();
+    S.norm_nbits = aq_->norm_bits();
+    if (search_type_ == SearchType::ST_norm_float) {
+      S.norm_float_aligned = S.norm_bit % 8 == 0;
+    } else if (S.norm_nbits <= 8) {
+      for (uint64_t c = 0; c < (uint64_t(1) << S.norm_nbits); ++c) S.norm_table.push_back(aq_->decode_norm(c));
+    }
   }
 
   // Queries go in blocks: one GEMM gives the block's tables (at most 2^22 floats), and a block scans about

@@ -117,17 +117,21 @@ TEST_P(IndexSearchTypes, L2EqualsCodecDistancesAndExhaustiveSearch) {
   const SearchType st = GetParam();
   const auto x = tessera::testing::gaussian_mixture(1500, 12, 20, 3);
   const auto q = tessera::testing::gaussian_mixture(40, 12, 20, 4);
-  auto rq = trained_rq(x, 3, 4, st);
-  IndexAdditiveQuantizer index(rq, MetricType::L2);
-  index.add(x.view());
-  ASSERT_EQ(index.ntotal(), 1500u);
-  ASSERT_EQ(index.codes().size(), 1500u * rq->code_size());
-  const size_t k = 10;
-  const Result r = run_search(index, q, k);
-  expect_codec_distances(index, q, r, k);
-  // Exact L2 over the decoded vectors for the types whose norm is exact.
-  if (st == SearchType::ST_decompress || st == SearchType::ST_norm_float || st == SearchType::ST_norm_from_LUT)
-    expect_matches_exhaustive(r, exact_distances(*rq, index.codes(), 1500, q, false), q.rows(), 1500, k, false, 1e-4);
+  // 3 × 4 bits: codes and norms off byte boundaries; 2 × 8 bits: the byte-wise scan and byte-aligned norms.
+  for (auto [M, nbits] : {std::pair<size_t, size_t>{3, 4}, {2, 8}}) {
+    SCOPED_TRACE(::testing::Message() << M << " x " << nbits << " bits");
+    auto rq = trained_rq(x, M, nbits, st);
+    IndexAdditiveQuantizer index(rq, MetricType::L2);
+    index.add(x.view());
+    ASSERT_EQ(index.ntotal(), 1500u);
+    ASSERT_EQ(index.codes().size(), 1500u * rq->code_size());
+    const size_t k = 10;
+    const Result r = run_search(index, q, k);
+    expect_codec_distances(index, q, r, k);
+    // Exact L2 over the decoded vectors for the types whose norm is exact.
+    if (st == SearchType::ST_decompress || st == SearchType::ST_norm_float || st == SearchType::ST_norm_from_LUT)
+      expect_matches_exhaustive(r, exact_distances(*rq, index.codes(), 1500, q, false), q.rows(), 1500, k, false, 1e-4);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, IndexSearchTypes,
