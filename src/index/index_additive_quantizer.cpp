@@ -98,14 +98,16 @@ inline float stored_norm(const ScanInput& S, const uint8_t* code) {
   return S.aq->decode_norm_from_packed(code);
 }
 
-// heap ← the best `kept` (≤ n) codes for one lookup table, best first.
-// L2: qnorm + the codec's LUT distance; inner product: ΣLUT.
+using Heap = std::vector<std::pair<float, int64_t>>;
+
+// Offer codes [i0, i1) to heap, which keeps the best `kept` of everything offered (its front: the worst kept).
+// L2: qnorm + the codec's LUT distance; inner product: ΣLUT. The order (distance, then label) is total, so
+// the kept set does not depend on how codes were split between heaps.
 template <bool IP>
-void scan(const ScanInput& S, const float* lut, float qnorm, size_t kept, std::vector<std::pair<float, int64_t>>& heap) {
+void scan(const ScanInput& S, const float* lut, float qnorm, size_t i0, size_t i1, size_t kept, Heap& heap) {
   const Better<IP> better;
-  heap.clear();
-  const uint8_t* code = S.codes;
-  for (size_t i = 0; i < S.n; ++i, code += S.code_size) {
+  const uint8_t* code = S.codes + i0 * S.code_size;
+  for (size_t i = i0; i < i1; ++i, code += S.code_size) {
     const float s = lut_sum(S.layout, code, lut);
     float dist;
     if constexpr (IP) {
@@ -129,7 +131,16 @@ void scan(const ScanInput& S, const float* lut, float qnorm, size_t kept, std::v
       std::push_heap(heap.begin(), heap.end(), better);
     }
   }
-  std::sort_heap(heap.begin(), heap.end(), better);
+}
+
+// Write the best k of heap (sorted, best first; −1 / worst past its size) to dq, lq. heap is reordered.
+template <bool IP>
+void emit(Heap& heap, size_t k, float worst, float* dq, int64_t* lq) {
+  std::sort(heap.begin(), heap.end(), Better<IP>());
+  for (size_t j = 0; j < k; ++j) {
+    dq[j] = j < heap.size() ? heap[j].first : worst;
+    lq[j] = j < heap.size() ? heap[j].second : -1;
+  }
 }
 
 }  // namespace
@@ -267,6 +278,8 @@ void IndexAdditiveQuantizer::search(MatrixView<const float> q, size_t k, float* 
   const size_t by_lut = std::max<size_t>(1, (size_t(1) << 22) / total);
   const size_t by_work = std::max<size_t>(16, (size_t(1) << 24) / std::max<size_t>(1, ntotal_));
   const size_t block = std::max<size_t>(1, std::min({by_lut, by_work, nq}));
+  const int nthreads = ::tessera::num_threads();
+  constexpr size_t kSplitCodes = size_t(1) << 14;  // codes per share when threads split one query
   std::vector<float> LUT(block * total), qbuf;
   for (size_t b0 = 0; b0 < nq; b0 += block) {
     check_interrupt();
@@ -278,28 +291,58 @@ void IndexAdditiveQuantizer::search(MatrixView<const float> q, size_t k, float* 
       qb = qbuf.data();
     }
     if (ntotal_) aq_->compute_LUT(nb, qb, LUT.data());
+    auto query_norm = [&](size_t qi) {
+      float qnorm = 0;  // ‖q‖², added last as faiss does
+      if (!ip) {
+        const float* qv = q.row(b0 + qi);
+        for (size_t j = 0; j < d; ++j) qnorm += qv[j] * qv[j];
+      }
+      return qnorm;
+    };
     detail::ExceptionCatcher catcher;
-#pragma omp parallel num_threads(::tessera::num_threads())
-    {
-      std::vector<std::pair<float, int64_t>> heap;
-      catcher.run([&] { heap.reserve(kept); });
+    if (nb >= size_t(nthreads) || ntotal_ < kSplitCodes) {
+      // Threads take whole queries.
+#pragma omp parallel num_threads(nthreads)
+      {
+        Heap heap;
+        catcher.run([&] { heap.reserve(kept); });
 #pragma omp for schedule(dynamic, 1)
-      for (ptrdiff_t qi = 0; qi < (ptrdiff_t)nb; ++qi) {
-        catcher.run([&] {
-          const float* lut = LUT.data() + qi * total;
-          const float* qv = q.row(b0 + qi);
-          float qnorm = 0;  // ‖q‖², added last as faiss does
-          if (!ip)
-            for (size_t j = 0; j < d; ++j) qnorm += qv[j] * qv[j];
-          if (ip) scan<true>(S, lut, 0.0f, kept, heap);
-          else scan<false>(S, lut, qnorm, kept, heap);
-          float* dq = distances + (b0 + qi) * k;
-          int64_t* lq = labels + (b0 + qi) * k;
-          for (size_t j = 0; j < k; ++j) {
-            dq[j] = j < heap.size() ? heap[j].first : worst;
-            lq[j] = j < heap.size() ? heap[j].second : -1;
+        for (ptrdiff_t qi = 0; qi < (ptrdiff_t)nb; ++qi) {
+          catcher.run([&] {
+            const float* lut = LUT.data() + qi * total;
+            heap.clear();
+            if (ip) scan<true>(S, lut, 0.0f, 0, ntotal_, kept, heap);
+            else scan<false>(S, lut, query_norm(qi), 0, ntotal_, kept, heap);
+            if (ip) emit<true>(heap, k, worst, distances + (b0 + qi) * k, labels + (b0 + qi) * k);
+            else emit<false>(heap, k, worst, distances + (b0 + qi) * k, labels + (b0 + qi) * k);
+          });
+        }
+      }
+    } else {
+      // Fewer queries than threads: threads share each query's codes, each keeps its own top-k, and the
+      // union's top-k is the same whatever the split (the order is total).
+      for (size_t qi = 0; qi < nb; ++qi) {
+        const float* lut = LUT.data() + qi * total;
+        const float qnorm = query_norm(qi);
+        Heap merged;
+#pragma omp parallel num_threads(nthreads)
+        {
+          Heap heap;
+          catcher.run([&] { heap.reserve(kept); });
+#pragma omp for schedule(static)
+          for (ptrdiff_t c = 0; c < (ptrdiff_t)((ntotal_ + kSplitCodes - 1) / kSplitCodes); ++c) {
+            catcher.run([&] {
+              const size_t i0 = size_t(c) * kSplitCodes, i1 = std::min(ntotal_, i0 + kSplitCodes);
+              if (ip) scan<true>(S, lut, 0.0f, i0, i1, kept, heap);
+              else scan<false>(S, lut, qnorm, i0, i1, kept, heap);
+            });
           }
-        });
+#pragma omp critical(tessera_index_merge)
+          catcher.run([&] { merged.insert(merged.end(), heap.begin(), heap.end()); });
+        }
+        catcher.rethrow();
+        if (ip) emit<true>(merged, k, worst, distances + (b0 + qi) * k, labels + (b0 + qi) * k);
+        else emit<false>(merged, k, worst, distances + (b0 + qi) * k, labels + (b0 + qi) * k);
       }
     }
     catcher.rethrow();

@@ -265,6 +265,30 @@ TEST(IndexAdditive, ResultsDoNotDependOnThreadCount) {
   EXPECT_EQ(one.D, two.D);
 }
 
+TEST(IndexAdditive, QueriesFewerThanThreadsSplitTheCodes) {
+  // Fewer queries than threads: the threads share each query's codes; the results are those of one thread.
+  const auto x = tessera::testing::gaussian_mixture(50000, 8, 40, 20);
+  const auto q = tessera::testing::gaussian_mixture(3, 8, 40, 21);
+  auto rq = trained_rq(FloatMatrix::copy_of(MatrixView<const float>(x.data(), 4000, 8)), 2, 6,
+                       SearchType::ST_norm_qint8);
+  for (MetricType m : {MetricType::L2, MetricType::inner_product}) {
+    IndexAdditiveQuantizer index(rq, m);
+    index.add(x.view());
+    Result one, many;
+    {
+      ScopedThreads t(1);
+      one = run_search(index, q, 25);
+    }
+    {
+      ScopedThreads t(4);
+      many = run_search(index, q, 25);
+    }
+    EXPECT_EQ(one.I, many.I);
+    EXPECT_EQ(one.D, many.D);
+    expect_codec_distances(index, q, many, 25);
+  }
+}
+
 TEST(IndexAdditive, BadInput) {
   const auto x = tessera::testing::gaussian_mixture(200, 6, 5, 16);
   auto untrained = std::make_shared<ResidualQuantizer>(6, 2, 3);
