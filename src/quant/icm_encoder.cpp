@@ -216,9 +216,12 @@ TESSERA_CLONE_PER_ISA void move_code(float* T, const IcmTables& t, size_t m, int
   // contiguous: ask for all their lines at once, so that the cache misses overlap.
   const int16_t* add = t.qbinaries.data() + (m * K + (size_t)to) * M * K;
   const int16_t* sub = t.qbinaries.data() + (m * K + (size_t)from) * M * K;
-  for (size_t b = 0; b < M * K * sizeof(int16_t); b += 64) {
-    __builtin_prefetch(reinterpret_cast<const char*>(add) + b);
-    __builtin_prefetch(reinterpret_cast<const char*>(sub) + b);
+  for (size_t m2 = 0; m2 < M; ++m2) {
+    if (m2 == m) continue;  // position m's own block is never read
+    for (size_t b = 0; b < K * sizeof(int16_t); b += 64) {
+      __builtin_prefetch(reinterpret_cast<const char*>(add + m2 * K) + b);
+      __builtin_prefetch(reinterpret_cast<const char*>(sub + m2 * K) + b);
+    }
   }
   for (size_t m2 = 0; m2 < M; ++m2) {
     if (m2 == m) continue;
