@@ -16,6 +16,7 @@ constexpr char kMagic[8] = {'T', 'E', 'S', 'S', 'E', 'R', 'A', '\x1a'};
 constexpr uint32_t kContainerVersion = 2;  // the model-file container with a JSON header (serialization.cpp)
 constexpr int kIndexVersion = 1;           // the layout after the header, for this index type
 constexpr const char* kType = "index_additive_flat";
+constexpr const char* kFastScanType = "index_additive_fast_scan";
 constexpr size_t kMaxHeader = size_t(1) << 24;
 
 uint32_t crc32_of(const void* data, size_t size) {
@@ -37,16 +38,18 @@ void put(std::string& out, T v) {
 
 }  // namespace
 
-std::string index_bytes(const IndexAdditiveQuantizer& index, const std::string& metadata_json) {
-  const std::string codec = quantizer_bytes(index.quantizer());
-  TESSERA_CHECK_ARG(index.quantizer().code_size() == index.code_size(),
+namespace {
+
+// The container both index types share: header fields common to them, the codec's model file, the codes.
+std::string container_bytes(nlohmann::json header, const AdditiveQuantizer& aq, MetricType metric, size_t ntotal,
+                            size_t code_size, const std::vector<uint8_t>& codes, const std::string& metadata_json) {
+  const std::string codec = quantizer_bytes(aq);
+  TESSERA_CHECK_ARG(aq.code_size() == code_size,
                     "the index's quantizer changed after the index was built: its codes cannot be saved with it");
-  nlohmann::json header;
-  header["type"] = kType;
   header["index_version"] = kIndexVersion;
-  header["metric"] = metric_name(index.metric_type());
-  header["ntotal"] = index.ntotal();
-  header["code_size"] = index.code_size();
+  header["metric"] = metric_name(metric);
+  header["ntotal"] = ntotal;
+  header["code_size"] = code_size;
   header["codec_bytes"] = codec.size();
   try {
     header["metadata"] = nlohmann::json::parse(metadata_json.empty() ? "{}" : metadata_json);
@@ -55,31 +58,35 @@ std::string index_bytes(const IndexAdditiveQuantizer& index, const std::string& 
   }
   const std::string h = header.dump();
   std::string out(kMagic, sizeof kMagic);
-  out.reserve(out.size() + 12 + h.size() + codec.size() + index.codes().size() + 4);
+  out.reserve(out.size() + 12 + h.size() + codec.size() + codes.size() + 4);
   put<uint32_t>(out, kContainerVersion);
   put<uint64_t>(out, h.size());
   out += h;
   out += codec;
-  out.append(reinterpret_cast<const char*>(index.codes().data()), index.codes().size());
+  out.append(reinterpret_cast<const char*>(codes.data()), codes.size());
   put<uint32_t>(out, crc32_of(out.data(), out.size()));
   return out;
 }
 
-void write_index(const IndexAdditiveQuantizer& index, const std::string& path, const std::string& metadata_json) {
-  write_file_atomic(path, index_bytes(index, metadata_json));
-}
+struct Container {
+  nlohmann::json header;
+  std::shared_ptr<AdditiveQuantizer> aq;
+  MetricType metric = MetricType::L2;
+  size_t ntotal = 0;
+  const uint8_t* codes = nullptr;
+};
 
-IndexAdditiveQuantizer parse_index(const void* data, size_t size, std::string* metadata_json) {
-  const auto* p = static_cast<const char*>(data);
-  const size_t fixed = sizeof kMagic + 4 + 8;
+constexpr size_t kFixed = sizeof kMagic + 4 + 8;
+
+// Magic, sizes, checksum and JSON header of an index file (any type).
+nlohmann::json parse_header(const char* p, size_t size, uint32_t* version) {
   TESSERA_CHECK_FORMAT(size >= sizeof kMagic && std::memcmp(p, kMagic, sizeof kMagic) == 0,
                        "not a tessera index file (bad magic)");
-  TESSERA_CHECK_FORMAT(size >= fixed + 4, "truncated index file: " << size << " bytes");
-  uint32_t version;
+  TESSERA_CHECK_FORMAT(size >= kFixed + 4, "truncated index file: " << size << " bytes");
   uint64_t hlen;
-  std::memcpy(&version, p + 8, 4);
+  std::memcpy(version, p + 8, 4);
   std::memcpy(&hlen, p + 12, 8);
-  TESSERA_CHECK_FORMAT(hlen <= kMaxHeader && hlen <= size - fixed - 4,
+  TESSERA_CHECK_FORMAT(hlen <= kMaxHeader && hlen <= size - kFixed - 4,
                        "truncated index file: header of " << hlen << " bytes does not fit in " << size << " bytes");
   uint32_t stored_crc;
   std::memcpy(&stored_crc, p + size - 4, 4);
@@ -88,66 +95,157 @@ IndexAdditiveQuantizer parse_index(const void* data, size_t size, std::string* m
 #else
   (void)stored_crc;
 #endif
-  nlohmann::json header;
   try {
-    header = nlohmann::json::parse(p + fixed, p + fixed + hlen);
+    return nlohmann::json::parse(p + kFixed, p + kFixed + hlen);
   } catch (const nlohmann::json::exception& e) {
     TESSERA_THROW_FORMAT("index file header is not valid JSON: " << e.what());
   }
+}
+
+Container parse_container(const void* data, size_t size, const char* expected_type, std::string* metadata_json) {
+  const auto* p = static_cast<const char*>(data);
+  uint32_t version = 0;
+  Container c;
+  c.header = parse_header(p, size, &version);
+  uint64_t stored_hlen;
+  std::memcpy(&stored_hlen, p + 12, 8);
   std::string type, metric;
-  size_t ntotal = 0, code_size = 0, codec_bytes = 0;
+  size_t code_size = 0, codec_bytes = 0;
   int index_version = 0;
   try {
-    type = header.at("type").get<std::string>();
-    if (type != kType)
+    type = c.header.at("type").get<std::string>();
+    if (type != expected_type) {
+      if (type == kType || type == kFastScanType)
+        TESSERA_THROW_FORMAT("this is a" << (type == kType ? " flat" : " fast-scan") << " index file ('" << type
+                                         << "'), not a '" << expected_type << "' one");
       TESSERA_THROW_FORMAT("this is a model file of a '" << type << "' quantizer, not an index: load it as a model "
                                                          "(load_quantizer) and build an index from it");
+    }
     TESSERA_CHECK_FORMAT(version == kContainerVersion, "index file container version " << version
                                                                                          << " is not supported (expected "
                                                                                          << kContainerVersion << ")");
-    index_version = header.at("index_version").get<int>();
+    index_version = c.header.at("index_version").get<int>();
     TESSERA_CHECK_FORMAT(index_version == kIndexVersion, "index format version " << index_version
                                                                                  << " is not supported (this build reads "
                                                                                  << kIndexVersion << ")");
-    metric = header.at("metric").get<std::string>();
-    ntotal = header.at("ntotal").get<size_t>();
-    code_size = header.at("code_size").get<size_t>();
-    codec_bytes = header.at("codec_bytes").get<size_t>();
-    if (metadata_json) *metadata_json = header.value("metadata", nlohmann::json::object()).dump();
+    metric = c.header.at("metric").get<std::string>();
+    c.ntotal = c.header.at("ntotal").get<size_t>();
+    code_size = c.header.at("code_size").get<size_t>();
+    codec_bytes = c.header.at("codec_bytes").get<size_t>();
+    if (metadata_json) *metadata_json = c.header.value("metadata", nlohmann::json::object()).dump();
   } catch (const nlohmann::json::exception& e) {
     TESSERA_THROW_FORMAT("index file header is incomplete: " << e.what());
   }
-  MetricType m;
   try {
-    m = parse_metric(metric);
+    c.metric = parse_metric(metric);
   } catch (const InvalidArgument& e) {
     TESSERA_THROW_FORMAT("index file header: " << e.what());
   }
-  const size_t payload = size - fixed - hlen - 4;
-  TESSERA_CHECK_FORMAT(codec_bytes <= payload && code_size >= 1 && ntotal <= (payload - codec_bytes) / code_size &&
-                           payload == codec_bytes + ntotal * code_size,
+  const size_t payload = size - kFixed - stored_hlen - 4;
+  TESSERA_CHECK_FORMAT(codec_bytes <= payload && code_size >= 1 && c.ntotal <= (payload - codec_bytes) / code_size &&
+                           payload == codec_bytes + c.ntotal * code_size,
                        "index file payload is " << payload << " bytes, header promises a " << codec_bytes
-                                                << "-byte model and " << ntotal << " codes of " << code_size
+                                                << "-byte model and " << c.ntotal << " codes of " << code_size
                                                 << " bytes");
-  const char* at = p + fixed + hlen;
+  const char* at = p + kFixed + stored_hlen;
   std::unique_ptr<Quantizer> q;
   try {
     q = parse_quantizer(at, codec_bytes);
   } catch (const FormatError& e) {
     TESSERA_THROW_FORMAT("index file holds an invalid model: " << e.what());
   }
-  std::shared_ptr<AdditiveQuantizer> aq(dynamic_cast<AdditiveQuantizer*>(q.get()));
-  TESSERA_CHECK_FORMAT(aq, "index file holds a '" << q->type_name() << "' model, not an additive quantizer");
+  c.aq.reset(dynamic_cast<AdditiveQuantizer*>(q.get()));
+  TESSERA_CHECK_FORMAT(c.aq, "index file holds a '" << q->type_name() << "' model, not an additive quantizer");
   q.release();
-  TESSERA_CHECK_FORMAT(aq->code_size() == code_size, "index file stores " << code_size << "-byte codes but its model's "
-                                                                             "codes have " << aq->code_size()
-                                                                             << " bytes");
+  TESSERA_CHECK_FORMAT(c.aq->code_size() == code_size, "index file stores " << code_size << "-byte codes but its "
+                                                                               "model's codes have "
+                                                                            << c.aq->code_size() << " bytes");
+  c.codes = reinterpret_cast<const uint8_t*>(at + codec_bytes);
+  return c;
+}
+
+}  // namespace
+
+std::string index_bytes(const IndexAdditiveQuantizer& index, const std::string& metadata_json) {
+  nlohmann::json header;
+  header["type"] = kType;
+  return container_bytes(std::move(header), index.quantizer(), index.metric_type(), index.ntotal(), index.code_size(),
+                         index.codes(), metadata_json);
+}
+
+void write_index(const IndexAdditiveQuantizer& index, const std::string& path, const std::string& metadata_json) {
+  write_file_atomic(path, index_bytes(index, metadata_json));
+}
+
+IndexAdditiveQuantizer parse_index(const void* data, size_t size, std::string* metadata_json) {
+  Container c = parse_container(data, size, kType, metadata_json);
   try {
-    IndexAdditiveQuantizer index(std::move(aq), m);
-    index.add_codes(ntotal, reinterpret_cast<const uint8_t*>(at + codec_bytes));
+    IndexAdditiveQuantizer index(std::move(c.aq), c.metric);
+    index.add_codes(c.ntotal, c.codes);
     return index;
   } catch (const InvalidArgument& e) {
     TESSERA_THROW_FORMAT("index file holds invalid codes: " << e.what());
+  }
+}
+
+std::string index_bytes(const IndexAdditiveQuantizerFastScan& index, const std::string& metadata_json) {
+  nlohmann::json header;
+  header["type"] = kFastScanType;
+  header["bbs"] = index.bbs();
+  header["norm_scale"] = index.norm_scale();
+  header["rerank_factor"] = index.rerank_factor();
+  return container_bytes(std::move(header), index.quantizer(), index.metric_type(), index.ntotal(), index.code_size(),
+                         index.codes(), metadata_json);
+}
+
+void write_index(const IndexAdditiveQuantizerFastScan& index, const std::string& path,
+                 const std::string& metadata_json) {
+  write_file_atomic(path, index_bytes(index, metadata_json));
+}
+
+IndexAdditiveQuantizerFastScan parse_index_fast_scan(const void* data, size_t size, std::string* metadata_json) {
+  Container c = parse_container(data, size, kFastScanType, metadata_json);
+  size_t bbs = 0, rerank = 0;
+  int norm_scale = 0;
+  try {
+    bbs = c.header.at("bbs").get<size_t>();
+    norm_scale = c.header.at("norm_scale").get<int>();
+    rerank = c.header.at("rerank_factor").get<size_t>();
+  } catch (const nlohmann::json::exception& e) {
+    TESSERA_THROW_FORMAT("fast-scan index file header is incomplete: " << e.what());
+  }
+  try {
+    IndexAdditiveQuantizerFastScan index(std::move(c.aq), c.metric, bbs);
+    if (norm_scale != 0) index.set_norm_scale(norm_scale);  // 0: saved empty, estimated at the next add
+    index.set_rerank_factor(rerank);
+    index.add_codes(c.ntotal, c.codes);
+    return index;
+  } catch (const InvalidArgument& e) {
+    TESSERA_THROW_FORMAT("fast-scan index file is invalid: " << e.what());
+  }
+}
+
+IndexAdditiveQuantizerFastScan read_index_fast_scan(const std::string& path, std::string* metadata_json) {
+  const std::string bytes = read_file(path);
+  try {
+    return parse_index_fast_scan(bytes.data(), bytes.size(), metadata_json);
+  } catch (const FormatError& e) {
+    throw FormatError(path + ": " + e.what(), e.location());
+  }
+}
+
+std::string index_file_type(const std::string& path) {
+  const std::string bytes = read_file(path);
+  try {
+    uint32_t version = 0;
+    const nlohmann::json header = parse_header(bytes.data(), bytes.size(), &version);
+    try {
+      return header.at("type").get<std::string>();
+    } catch (const nlohmann::json::exception& e) {
+      TESSERA_THROW_FORMAT("index file header is incomplete: " << e.what());
+    }
+  } catch (const FormatError& e) {
+    throw FormatError(path + ": " + e.what(), e.location());
   }
 }
 

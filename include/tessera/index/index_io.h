@@ -9,12 +9,17 @@
 //                tables, CRC), so a codec read back is exactly the saved one
 //   n × c bytes  the packed codes, in the codec's layout
 //   u32          CRC-32 (zlib) of every byte before it
+// The fast-scan index (IndexAdditiveQuantizerFastScan) uses the same layout with the header type
+// "index_additive_fast_scan" and three more fields, "bbs", "norm_scale" and "rerank_factor"; its codes are
+// stored in the codec's layout too (the blocked layout is rebuilt on reading). Each reader refuses the
+// other's type, naming it; index_file_type tells them apart.
 // load_quantizer refuses an index file (unknown model type) and read_index a bare model file, each saying
 // what the file holds. A truncated, corrupted or foreign file is a FormatError.
 #pragma once
 #include <string>
 
 #include "tessera/index/index_additive_quantizer.h"
+#include "tessera/index/index_additive_quantizer_fast_scan.h"
 
 namespace tessera {
 
@@ -27,5 +32,17 @@ void write_index(const IndexAdditiveQuantizer& index, const std::string& path, c
 IndexAdditiveQuantizer read_index(const std::string& path, std::string* metadata_json = nullptr);
 /// The same from an in-memory image.
 IndexAdditiveQuantizer parse_index(const void* data, size_t size, std::string* metadata_json = nullptr);
+
+/// The same for the fast-scan index.
+std::string index_bytes(const IndexAdditiveQuantizerFastScan& index, const std::string& metadata_json = "{}");
+void write_index(const IndexAdditiveQuantizerFastScan& index, const std::string& path,
+                 const std::string& metadata_json = "{}");
+IndexAdditiveQuantizerFastScan read_index_fast_scan(const std::string& path, std::string* metadata_json = nullptr);
+IndexAdditiveQuantizerFastScan parse_index_fast_scan(const void* data, size_t size,
+                                                     std::string* metadata_json = nullptr);
+
+/// The header type of an index file ("index_additive_flat", "index_additive_fast_scan"; a model file's
+/// type otherwise). FormatError if the file is not a valid container.
+std::string index_file_type(const std::string& path);
 
 }  // namespace tessera

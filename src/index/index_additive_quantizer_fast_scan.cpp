@@ -1,0 +1,316 @@
+#include "tessera/index/index_additive_quantizer_fast_scan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "core/parallel.h"
+#include "index/fast_scan_kernel.h"
+#include "tessera/core/error.h"
+#include "tessera/core/interrupt.h"
+#include "tessera/core/threading.h"
+
+namespace tessera {
+
+namespace {
+
+constexpr size_t kKsub = 16;
+// uint16 sums hold 255 · (tables + 2 · (norm_scale − 1)) at most.
+constexpr size_t kMaxWeightedTables = 65535 / 255;
+
+// Nibble t of a packed code: code indices of 4 bits, then the 8-bit norm code (low nibble: c0, high: c1).
+inline uint8_t nibble(const uint8_t* code, size_t t) { return (code[t >> 1] >> ((t & 1) * 4)) & 15; }
+
+// Lower sum (resp. distance), then lower label: a total order, so the kept set is thread-count independent.
+template <class T, bool Greater>
+struct Better {
+  bool operator()(const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) const {
+    if (a.first != b.first) return Greater ? a.first > b.first : a.first < b.first;
+    return a.second < b.second;
+  }
+};
+
+}  // namespace
+
+IndexAdditiveQuantizerFastScan::IndexAdditiveQuantizerFastScan(std::shared_ptr<const AdditiveQuantizer> aq,
+                                                               MetricType metric, size_t bbs)
+    : aq_(std::move(aq)), metric_(metric), bbs_(bbs) {
+  TESSERA_CHECK_ARG(aq_, "IndexAdditiveQuantizerFastScan needs a quantizer (got none)");
+  TESSERA_CHECK_ARG(aq_->is_trained(), "IndexAdditiveQuantizerFastScan needs a trained quantizer: train it first");
+  TESSERA_CHECK_ARG(metric == MetricType::L2 || metric == MetricType::inner_product,
+                    "metric " << int(metric) << " is not supported: expected L2 or inner product");
+  TESSERA_CHECK_ARG(bbs >= 32 && bbs % 32 == 0, "bbs must be a positive multiple of 32, got " << bbs);
+  M_ = aq_->num_codebooks();
+  for (size_t m = 0; m < M_; ++m)
+    TESSERA_CHECK_ARG(aq_->codebook_sizes()[m] == kKsub,
+                      "fast-scan needs 4-bit codebooks (16 codewords each, nbits = 4): codebook "
+                          << m << " has " << aq_->codebook_sizes()[m] << " codewords");
+  search_type_ = aq_->search_type();
+  if (metric == MetricType::L2) {
+    TESSERA_CHECK_ARG(search_type_ == SearchType::ST_norm_lsq2x4 || search_type_ == SearchType::ST_norm_rq2x4,
+                      "fast-scan L2 search needs the norm as two 4-bit codes: search type ST_norm_lsq2x4 or "
+                      "ST_norm_rq2x4, the quantizer has "
+                          << search_type_name(search_type_));
+    TESSERA_CHECK_ARG(aq_->norm_encoder().is_trained() && aq_->norm_encoder().tabs().size() == 2 * kKsub,
+                      "fast-scan L2 search needs the quantizer's trained norm tables: train it (or train_norm) first");
+    nsq_ = M_ + 2;
+  } else {
+    TESSERA_CHECK_ARG(search_type_ == SearchType::ST_LUT_nonorm,
+                      "fast-scan inner-product search needs search type ST_LUT_nonorm (no stored norm), the "
+                      "quantizer has "
+                          << search_type_name(search_type_));
+    nsq_ = M_;
+    norm_scale_ = 1;
+  }
+  TESSERA_CHECK_ARG(nsq_ <= kMaxWeightedTables, "fast-scan sums " << nsq_ << " tables, at most " << kMaxWeightedTables
+                                                                  << " fit its 16-bit sums");
+  code_size_ = aq_->code_size();
+}
+
+void IndexAdditiveQuantizerFastScan::check_codec() const {
+  TESSERA_CHECK_ARG(aq_->is_trained() && aq_->code_size() == code_size_ && aq_->search_type() == search_type_,
+                    "the index's quantizer changed after the index was built (it stores "
+                        << code_size_ << "-byte codes of search type " << search_type_name(search_type_)
+                        << ", the quantizer now has " << aq_->code_size() << "-byte codes of "
+                        << search_type_name(aq_->search_type()) << "): build a new index");
+}
+
+void IndexAdditiveQuantizerFastScan::set_norm_scale(int s) {
+  TESSERA_CHECK_ARG(s >= 1, "norm_scale must be at least 1, got " << s);
+  TESSERA_CHECK_ARG(metric_ == MetricType::L2 || s == 1, "norm_scale is 1 for inner-product search, got " << s);
+  TESSERA_CHECK_ARG(M_ + 2 * size_t(s) <= kMaxWeightedTables,
+                    "norm_scale " << s << " would overflow the 16-bit sums of " << M_ << " codebooks (at most "
+                                  << (kMaxWeightedTables - M_) / 2 << ")");
+  norm_scale_ = s;
+}
+
+void IndexAdditiveQuantizerFastScan::float_tables(const float* lut, float* tables) const {
+  const float ns = float(norm_scale_);
+  if (metric_ == MetricType::inner_product) {
+    for (size_t j = 0; j < M_ * kKsub; ++j) tables[j] = -lut[j];
+    return;
+  }
+  for (size_t j = 0; j < M_ * kKsub; ++j) tables[j] = -2 * lut[j];
+  const std::vector<float>& tabs = aq_->norm_encoder().tabs();
+  for (size_t j = 0; j < 2 * kKsub; ++j) tables[M_ * kKsub + j] = tabs[j] / ns;
+}
+
+// The norm tables' span against the widest inner-product table's, per reconstruction taken as a query: the
+// shared uint8 scale follows the widest table, so norm tables much wider than the rest would squeeze them.
+void IndexAdditiveQuantizerFastScan::estimate_norm_scale(size_t n, const uint8_t* codes) {
+  const size_t nn = std::min<size_t>(n, 65536), d = dim(), total = M_ * kKsub;
+  const std::vector<float>& tabs = aq_->norm_encoder().tabs();
+  float norm_span = 0;
+  for (size_t h = 0; h < 2; ++h) {
+    const auto [lo, hi] = std::minmax_element(tabs.begin() + h * kKsub, tabs.begin() + (h + 1) * kKsub);
+    norm_span = std::max(norm_span, *hi - *lo);
+  }
+  double sum = 0;
+  constexpr size_t kChunk = 4096;
+  std::vector<float> x(kChunk * d), lut(kChunk * total);
+  for (size_t i0 = 0; i0 < nn; i0 += kChunk) {
+    const size_t nc = std::min(kChunk, nn - i0);
+    aq_->decode_packed(codes + i0 * code_size_, nc, x.data());
+    aq_->compute_LUT(nc, x.data(), lut.data(), -2.0f);
+    for (size_t i = 0; i < nc; ++i) {
+      float span = 0;
+      for (size_t m = 0; m < M_; ++m) {
+        const float* t = lut.data() + i * total + m * kKsub;
+        const auto [lo, hi] = std::minmax_element(t, t + kKsub);
+        span = std::max(span, *hi - *lo);
+      }
+      sum += span > 0 ? double(norm_span) / span : 1.0;
+    }
+  }
+  const double mean = nn ? sum / double(nn) : 1.0;
+  const long cap = long((kMaxWeightedTables - M_) / 2);
+  norm_scale_ = int(std::clamp<long>(std::lround(std::max(mean, 1.0)), 1, cap));
+}
+
+void IndexAdditiveQuantizerFastScan::add(MatrixView<const float> x) {
+  check_codec();
+  TESSERA_CHECK_ARG(x.cols == dim(), "dimension mismatch: the vectors to add have " << x.cols
+                                                                                   << " columns, the index has " << dim());
+  check_finite(x, "the vectors to add");
+  std::vector<uint8_t> fresh(x.rows * code_size_);
+  constexpr size_t kChunk = size_t(1) << 16;
+  for (size_t i0 = 0; i0 < x.rows; i0 += kChunk) {
+    check_interrupt();
+    const size_t n = std::min(kChunk, x.rows - i0);
+    aq_->encode_packed(MatrixView<const float>(x.row(i0), n, x.cols, x.stride), fresh.data() + i0 * code_size_);
+  }
+  add_codes(x.rows, fresh.data());
+}
+
+void IndexAdditiveQuantizerFastScan::add_codes(size_t n, const uint8_t* codes) {
+  check_codec();
+  if (n == 0) return;
+  TESSERA_CHECK_ARG(codes, "add_codes: no code buffer for " << n << " codes");
+  if (norm_scale_ == 0) estimate_norm_scale(n, codes);  // every 4-bit and 8-bit value is a valid code
+  const size_t from = ntotal_, to = ntotal_ + n, block_bytes = nsq_ * detail::kFastScanGroupBytes;
+  codes_.insert(codes_.end(), codes, codes + n * code_size_);
+  const size_t padded = (to + bbs_ - 1) / bbs_ * bbs_;
+  blocks_.resize(padded / detail::kFastScanBlock * block_bytes, 0);
+  for (size_t i = from; i < to; ++i) {
+    const uint8_t* code = codes_.data() + i * code_size_;
+    uint8_t* blk = blocks_.data() + (i / detail::kFastScanBlock) * block_bytes;
+    const size_t v = i % detail::kFastScanBlock, shift = v < 16 ? 0 : 4;
+    for (size_t t = 0; t < nsq_; ++t) blk[t * detail::kFastScanGroupBytes + (v & 15)] |= uint8_t(nibble(code, t) << shift);
+  }
+  ntotal_ = to;
+}
+
+void IndexAdditiveQuantizerFastScan::reset() {
+  codes_.clear();
+  codes_.shrink_to_fit();
+  blocks_.clear();
+  blocks_.shrink_to_fit();
+  ntotal_ = 0;
+  if (metric_ == MetricType::L2) norm_scale_ = 0;
+}
+
+namespace {
+
+// Quantise nsq × 16 float tables to uint8 with one scale for all and a per-table offset (its minimum); the
+// last nscaled tables count scale_weight times in the sums, so their offsets do too.
+void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8, float* scale,
+                     float* bias) {
+  float max_span = 0, b = 0;
+  std::vector<float> mins(nsq);
+  for (size_t t = 0; t < nsq; ++t) {
+    const auto [lo, hi] = std::minmax_element(tables + t * kKsub, tables + (t + 1) * kKsub);
+    mins[t] = *lo;
+    max_span = std::max(max_span, *hi - *lo);
+    b += t < nsq - nscaled ? *lo : weight * *lo;
+  }
+  const float a = max_span > 0 ? 255.0f / max_span : 1.0f;
+  for (size_t t = 0; t < nsq; ++t)
+    for (size_t j = 0; j < kKsub; ++j) {
+      const float v = std::nearbyint((tables[t * kKsub + j] - mins[t]) * a);
+      lut8[t * kKsub + j] = uint8_t(std::clamp(v, 0.0f, 255.0f));
+    }
+  *scale = a;
+  *bias = b;
+}
+
+}  // namespace
+
+void IndexAdditiveQuantizerFastScan::quantized_tables(const float* query, uint8_t* lut8, float* scale,
+                                                      float* bias) const {
+  check_codec();
+  TESSERA_CHECK_ARG(norm_scale_ >= 1, "quantized_tables: the norm scale is set at the first add (or set_norm_scale)");
+  std::vector<float> lut(M_ * kKsub), tables(nsq_ * kKsub);
+  aq_->compute_LUT(1, query, lut.data());
+  float_tables(lut.data(), tables.data());
+  quantize_tables(tables.data(), nsq_, nsq_ - M_, float(norm_scale_), lut8, scale, bias);
+}
+
+void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k, float* distances,
+                                            int64_t* labels) const {
+  check_codec();
+  TESSERA_CHECK_ARG(k >= 1, "search: k must be at least 1");
+  TESSERA_CHECK_ARG(q.cols == dim(), "dimension mismatch: the queries have " << q.cols << " columns, the index has "
+                                                                               << dim());
+  check_finite(q, "the queries");
+  const size_t nq = q.rows, d = dim(), total = M_ * kKsub;
+  const bool ip = metric_ == MetricType::inner_product;
+  const float worst = ip ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
+  const size_t kept = std::min(k, ntotal_);
+  const size_t ncand = rerank_factor_ ? std::min(ntotal_, std::max(k, rerank_factor_ * k)) : kept;
+  const size_t nscaled = nsq_ - M_, block_bytes = nsq_ * detail::kFastScanGroupBytes;
+  const size_t nblocks = blocks_.size() / std::max<size_t>(1, block_bytes);
+  const uint16_t ns16 = uint16_t(std::max(norm_scale_, 1));
+
+  const size_t qblock = std::max<size_t>(1, std::min<size_t>({(size_t(1) << 22) / total, 1024, nq}));
+  std::vector<float> LUT(qblock * total), qbuf;
+  for (size_t b0 = 0; b0 < nq; b0 += qblock) {
+    check_interrupt();
+    const size_t nb = std::min(qblock, nq - b0);
+    const float* qb = q.row(b0);
+    if (!q.contiguous() && nb > 1) {
+      qbuf.resize(nb * d);
+      for (size_t i = 0; i < nb; ++i) std::memcpy(qbuf.data() + i * d, q.row(b0 + i), d * sizeof(float));
+      qb = qbuf.data();
+    }
+    if (ntotal_) aq_->compute_LUT(nb, qb, LUT.data());
+    detail::ExceptionCatcher catcher;
+#pragma omp parallel num_threads(::tessera::num_threads())
+    {
+      constexpr size_t kChunkBlocks = 256;  // sums scanned between top-k updates (16 KiB of uint16)
+      std::vector<float> tables, exact;
+      std::vector<uint8_t> lut8;
+      std::vector<uint16_t> sums;
+      std::vector<std::pair<uint16_t, int64_t>> heap;
+      std::vector<std::pair<float, int64_t>> ranked;
+      catcher.run([&] {
+        tables.resize(nsq_ * kKsub);
+        lut8.resize(nsq_ * kKsub);
+        sums.resize(kChunkBlocks * detail::kFastScanBlock);
+        heap.reserve(ncand);
+        ranked.reserve(ncand);
+      });
+#pragma omp for schedule(dynamic, 1)
+      for (ptrdiff_t qi = 0; qi < (ptrdiff_t)nb; ++qi) {
+        catcher.run([&] {
+          const float* lut = LUT.data() + qi * total;
+          float* dq = distances + (b0 + qi) * k;
+          int64_t* lq = labels + (b0 + qi) * k;
+          float qnorm = 0;  // ‖q‖², added last as the flat index does
+          if (!ip) {
+            const float* qv = q.row(b0 + qi);
+            for (size_t j = 0; j < d; ++j) qnorm += qv[j] * qv[j];
+          }
+          float a = 1, bias = 0;
+          float_tables(lut, tables.data());
+          quantize_tables(tables.data(), nsq_, nscaled, float(ns16), lut8.data(), &a, &bias);
+          // Top ncand by (uint16 sum, label): the heap's front is the worst kept.
+          const Better<uint16_t, false> better;
+          heap.clear();
+          for (size_t c0 = 0; c0 < nblocks; c0 += kChunkBlocks) {
+            const size_t nc = std::min(kChunkBlocks, nblocks - c0);
+            detail::fast_scan_blocks(blocks_.data() + c0 * block_bytes, nc, nsq_, nscaled, ns16, lut8.data(),
+                                     sums.data());
+            const size_t base = c0 * detail::kFastScanBlock;
+            const size_t nv = std::min(nc * detail::kFastScanBlock, ntotal_ - base);
+            for (size_t v = 0; v < nv; ++v) {
+              const std::pair<uint16_t, int64_t> cand(sums[v], int64_t(base + v));
+              if (heap.size() < ncand) {
+                heap.push_back(cand);
+                std::push_heap(heap.begin(), heap.end(), better);
+              } else if (cand.first < heap.front().first) {  // equal sums: the earlier (lower) label stays
+                std::pop_heap(heap.begin(), heap.end(), better);
+                heap.back() = cand;
+                std::push_heap(heap.begin(), heap.end(), better);
+              }
+            }
+          }
+          ranked.clear();
+          if (rerank_factor_) {
+            for (const auto& [s, id] : heap) {
+              float dist = aq_->compute_1_distance_LUT(codes_.data() + size_t(id) * code_size_, lut, ip);
+              if (!ip) dist += qnorm;
+              ranked.emplace_back(dist, id);
+            }
+          } else {
+            std::sort(heap.begin(), heap.end(), better);
+            for (const auto& [s, id] : heap) {
+              const float est = float(s) / a + bias;
+              ranked.emplace_back(ip ? -est : est + qnorm, id);
+            }
+          }
+          if (ip) std::sort(ranked.begin(), ranked.end(), Better<float, true>());
+          else std::sort(ranked.begin(), ranked.end(), Better<float, false>());
+          for (size_t j = 0; j < k; ++j) {
+            dq[j] = j < kept ? ranked[j].first : worst;
+            lq[j] = j < kept ? ranked[j].second : -1;
+          }
+        });
+      }
+    }
+    catcher.rethrow();
+  }
+}
+
+}  // namespace tessera

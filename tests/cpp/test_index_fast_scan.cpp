@@ -1,0 +1,198 @@
+// The 4-bit fast-scan index: its kernel against the scalar reference (bit for bit, on every clone unit: the
+// test is in the Simd suite the valgrind/qemu runs select), its results against the flat index, files,
+// thread-count independence and errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+#include <set>
+
+#include "core/simd.h"
+#include "index/fast_scan_kernel.h"
+#include "test_helpers.h"
+#include "tessera/core/threading.h"
+#include "tessera/index/index_additive_quantizer.h"
+#include "tessera/index/index_additive_quantizer_fast_scan.h"
+#include "tessera/index/index_io.h"
+#include "tessera/quant/local_search_quantizer.h"
+#include "tessera/quant/residual_quantizer.h"
+
+using namespace tessera;
+
+namespace {
+
+struct Result {
+  std::vector<float> D;
+  std::vector<int64_t> I;
+};
+
+template <class Index>
+Result run_search(const Index& index, const FloatMatrix& q, size_t k) {
+  Result r{std::vector<float>(q.rows() * k), std::vector<int64_t>(q.rows() * k)};
+  index.search(q.view(), k, r.D.data(), r.I.data());
+  return r;
+}
+
+std::shared_ptr<ResidualQuantizer> trained_rq(const FloatMatrix& x, size_t M, size_t nbits, SearchType st) {
+  ResidualQuantizerParams p;
+  p.n_init = 1;
+  p.max_iter = 15;
+  auto rq = std::make_shared<ResidualQuantizer>(x.cols(), M, nbits, st, p);
+  rq->train(x.view());
+  return rq;
+}
+
+// |top-k(a) ∩ top-k(b)| / (nq·k).
+double recall(const Result& a, const Result& b, size_t nq, size_t k) {
+  size_t hit = 0;
+  for (size_t i = 0; i < nq; ++i) {
+    std::set<int64_t> ref(b.I.begin() + i * k, b.I.begin() + (i + 1) * k);
+    for (size_t j = 0; j < k; ++j) hit += ref.count(a.I[i * k + j]);
+  }
+  return double(hit) / double(nq * k);
+}
+
+}  // namespace
+
+TEST(Simd, FastScanKernelEqualsScalar) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (const auto& [nsq, nscaled, scale] : std::vector<std::tuple<size_t, size_t, uint16_t>>{
+           {1, 0, 1}, {8, 0, 1}, {10, 2, 3}, {18, 2, 7}, {257, 0, 1}, {300, 2, 1000}}) {
+    const size_t nblocks = 5;
+    std::vector<uint8_t> blocks(nblocks * nsq * 16), lut(nsq * 16);
+    for (auto& b : blocks) b = uint8_t(byte(rng));
+    for (auto& l : lut) l = uint8_t(byte(rng));
+    std::vector<uint16_t> simd(nblocks * 32), ref(nblocks * 32);
+    detail::fast_scan_blocks(blocks.data(), nblocks, nsq, nscaled, scale, lut.data(), simd.data());
+    detail::fast_scan_blocks_scalar(blocks.data(), nblocks, nsq, nscaled, scale, lut.data(), ref.data());
+    EXPECT_EQ(simd, ref) << "nsq " << nsq << " on " << detail::clone_unit();
+  }
+}
+
+TEST(IndexFastScan, BlocksHoldTheCodesAndSumsMatchTheTables) {
+  const auto x = tessera::testing::gaussian_mixture(100, 16, 8, 1);
+  auto rq = trained_rq(x, 4, 4, SearchType::ST_norm_rq2x4);
+  IndexAdditiveQuantizerFastScan index(rq, MetricType::L2, 64);
+  index.add(x);
+  EXPECT_EQ(index.nsq(), 6u);
+  EXPECT_GE(index.norm_scale(), 1);
+  EXPECT_EQ(index.blocks().size(), 128 / 32 * 6 * 16u);  // padded to bbs = 64
+  std::vector<uint8_t> lut8(6 * 16);
+  float a, bias;
+  index.quantized_tables(x.row(0), lut8.data(), &a, &bias);
+  std::vector<uint16_t> sums(128);
+  detail::fast_scan_blocks_scalar(index.blocks().data(), 4, 6, 2, uint16_t(index.norm_scale()), lut8.data(),
+                                  sums.data());
+  for (size_t i = 0; i < 100; ++i) {
+    const uint8_t* code = index.codes().data() + i * index.code_size();
+    unsigned s = 0;
+    for (size_t t = 0; t < 6; ++t) {
+      const unsigned c = (code[t / 2] >> (4 * (t % 2))) & 15;
+      s += lut8[t * 16 + c] * (t >= 4 ? unsigned(index.norm_scale()) : 1u);
+    }
+    ASSERT_EQ(sums[i], s) << i;
+  }
+}
+
+TEST(IndexFastScan, RecallAgainstTheFlatIndex) {
+  const auto x = tessera::testing::gaussian_mixture(5000, 32, 30, 2);
+  const auto q = tessera::testing::gaussian_mixture(100, 32, 30, 3);
+  const size_t k = 10;
+  for (const bool ip : {false, true}) {
+    auto rq = trained_rq(x, 8, 4, ip ? SearchType::ST_LUT_nonorm : SearchType::ST_norm_rq2x4);
+    const MetricType metric = ip ? MetricType::inner_product : MetricType::L2;
+    IndexAdditiveQuantizer flat(rq, metric);
+    flat.add(x.view());
+    IndexAdditiveQuantizerFastScan fs(rq, metric);
+    fs.add(x.view());
+    const Result ref = run_search(flat, q, k);
+    fs.set_rerank_factor(0);
+    const Result raw = run_search(fs, q, k);
+    fs.set_rerank_factor(4);
+    const Result rr = run_search(fs, q, k);
+    const double r_raw = recall(raw, ref, q.rows(), k), r_rr = recall(rr, ref, q.rows(), k);
+    std::printf("%s: recall@10 vs flat %.3f without re-ranking, %.3f with (norm_scale %d)\n", ip ? "ip" : "l2", r_raw,
+                r_rr, fs.norm_scale());
+    EXPECT_GE(r_raw, 0.9) << (ip ? "ip" : "l2");
+    EXPECT_GE(r_rr, 0.99) << (ip ? "ip" : "l2");
+    // Re-ranked distances are the flat index's own wherever the labels agree.
+    for (size_t i = 0; i < q.rows() * k; ++i)
+      if (rr.I[i] == ref.I[i]) ASSERT_EQ(rr.D[i], ref.D[i]) << i;
+    // The uint8 estimate is close to the exact distance.
+    for (size_t i = 0; i < q.rows() * k; ++i) {
+      const float exact = ref.D[i];
+      ASSERT_NEAR(raw.D[i], exact, 0.1f * std::max(1.0f, std::abs(exact)) + 2.0f) << i;
+    }
+  }
+}
+
+TEST(IndexFastScan, LsqAndThreadCountIndependence) {
+  const auto x = tessera::testing::gaussian_mixture(2000, 16, 20, 4);
+  const auto q = tessera::testing::gaussian_mixture(37, 16, 20, 5);
+  LocalSearchQuantizerParams p;
+  p.train_iters = 4;
+  auto lsq = std::make_shared<LocalSearchQuantizer>(16, 4, 4, p, SearchType::ST_norm_lsq2x4);
+  lsq->train(x.view());
+  IndexAdditiveQuantizerFastScan fs(lsq, MetricType::L2);
+  fs.add(x.view());
+  Result one, many;
+  {
+    ScopedThreads t(1);
+    one = run_search(fs, q, 7);
+  }
+  {
+    ScopedThreads t(4);
+    many = run_search(fs, q, 7);
+  }
+  EXPECT_EQ(one.I, many.I);
+  EXPECT_EQ(one.D, many.D);
+  // k beyond ntotal: −1 and +inf.
+  IndexAdditiveQuantizerFastScan small(lsq, MetricType::L2);
+  small.add(MatrixView<const float>(x.data(), 3, 16, 16));
+  const Result r = run_search(small, q, 5);
+  EXPECT_EQ(r.I[3], -1);
+  EXPECT_TRUE(std::isinf(r.D[4]));
+}
+
+TEST(IndexFastScan, FileRoundTrip) {
+  const auto x = tessera::testing::gaussian_mixture(500, 16, 10, 6);
+  const auto q = tessera::testing::gaussian_mixture(20, 16, 10, 7);
+  auto rq = trained_rq(x, 6, 4, SearchType::ST_norm_lsq2x4);
+  IndexAdditiveQuantizerFastScan fs(rq, MetricType::L2);
+  fs.add(x.view());
+  fs.set_rerank_factor(2);
+  const std::string path = (std::filesystem::temp_directory_path() / "tessera_fs_test.tsi").string();
+  write_index(fs, path);
+  EXPECT_EQ(index_file_type(path), "index_additive_fast_scan");
+  const IndexAdditiveQuantizerFastScan back = read_index_fast_scan(path);
+  EXPECT_EQ(back.codes(), fs.codes());
+  EXPECT_EQ(back.norm_scale(), fs.norm_scale());
+  EXPECT_EQ(back.rerank_factor(), 2u);
+  const Result a = run_search(fs, q, 5), b = run_search(back, q, 5);
+  EXPECT_EQ(a.I, b.I);
+  EXPECT_EQ(a.D, b.D);
+  EXPECT_THROW(read_index(path), FormatError);  // the flat reader names the fast-scan type
+  std::filesystem::remove(path);
+}
+
+TEST(IndexFastScan, Errors) {
+  const auto x = tessera::testing::gaussian_mixture(300, 8, 5, 8);
+  auto rq5 = trained_rq(x, 2, 5, SearchType::ST_norm_rq2x4);
+  EXPECT_THROW(IndexAdditiveQuantizerFastScan(rq5, MetricType::L2), InvalidArgument);
+  auto rq_float = trained_rq(x, 2, 4, SearchType::ST_norm_float);
+  EXPECT_THROW(IndexAdditiveQuantizerFastScan(rq_float, MetricType::L2), InvalidArgument);
+  EXPECT_THROW(IndexAdditiveQuantizerFastScan(rq_float, MetricType::inner_product), InvalidArgument);
+  auto rq_nonorm = trained_rq(x, 2, 4, SearchType::ST_LUT_nonorm);
+  EXPECT_THROW(IndexAdditiveQuantizerFastScan(rq_nonorm, MetricType::L2), InvalidArgument);
+  EXPECT_NO_THROW(IndexAdditiveQuantizerFastScan(rq_nonorm, MetricType::inner_product));
+  EXPECT_THROW(IndexAdditiveQuantizerFastScan(rq_nonorm, MetricType::inner_product, 48), InvalidArgument);
+  auto untrained = std::make_shared<ResidualQuantizer>(8, 2, 4, SearchType::ST_norm_rq2x4);
+  EXPECT_THROW(IndexAdditiveQuantizerFastScan(untrained, MetricType::L2), InvalidArgument);
+  try {
+    IndexAdditiveQuantizerFastScan bad(rq5, MetricType::L2);
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("nbits = 4"), std::string::npos) << e.what();
+  }
+}
