@@ -1,6 +1,7 @@
-// IndexAdditiveQuantizer: the flat index over a ResidualQuantizer or LocalSearchQuantizer with faiss's names
-// (add, search → (distances, labels), ntotal, reset, METRIC_L2 / METRIC_INNER_PRODUCT), plus files
-// (save / read_index / write_index). The index shares the Python quantizer object's model and keeps it alive.
+// IndexAdditiveQuantizer (the flat index) and IndexAdditiveQuantizerFastScan (its 4-bit fast-scan variant) over
+// a ResidualQuantizer or LocalSearchQuantizer with faiss's names (add, search → (distances, labels), ntotal,
+// reset, METRIC_L2 / METRIC_INNER_PRODUCT), plus files (save / read_index, which reads either type /
+// write_index). An index shares the Python quantizer object's model and keeps it alive.
 #include <functional>
 #include <memory>
 #include <shared_mutex>
@@ -9,6 +10,7 @@
 #include "bind_additive.h"
 #include "bind_quant.h"
 #include "tessera/index/index_additive_quantizer.h"
+#include "tessera/index/index_additive_quantizer_fast_scan.h"
 #include "tessera/index/index_io.h"
 
 namespace tessera_py {
@@ -19,13 +21,16 @@ using PyLSQ = PyModel<tessera::LocalSearchQuantizer>;
 
 /// The index, the Python quantizer it searches with, and the locks: the index's own (add/reset exclusive,
 /// search shared) and the quantizer wrapper's (shared while the codec is used), always taken in that order.
-struct PyIndex {
-  std::unique_ptr<tessera::IndexAdditiveQuantizer> index;
+template <class Index>
+struct PyIndexT {
+  std::unique_ptr<Index> index;
   py::object quantizer;
   std::shared_mutex* model_mu = nullptr;
   std::function<void()> check_reentry;  // the quantizer's: refuses use from its own training's callback
   std::shared_mutex mu;
 };
+using PyIndex = PyIndexT<tessera::IndexAdditiveQuantizer>;
+using PyFastScan = PyIndexT<tessera::IndexAdditiveQuantizerFastScan>;
 
 struct Codec {
   std::shared_ptr<tessera::AdditiveQuantizer> q;
@@ -54,8 +59,8 @@ tessera::MetricType metric_arg(const py::object& v) {
 }
 
 /// Run f() without the GIL, holding the index lock (exclusive or shared) and the model's shared lock.
-template <bool Exclusive, class F>
-auto locked(PyIndex& r, F&& f) -> decltype(f()) {
+template <bool Exclusive, class R, class F>
+auto locked(R& r, F&& f) -> decltype(f()) {
   r.check_reentry();
   return without_gil(nullptr, [&]() -> decltype(f()) {
     std::unique_lock<std::shared_mutex> ex(r.mu, std::defer_lock);
@@ -76,10 +81,11 @@ py::object wrap_codec(const std::shared_ptr<const tessera::AdditiveQuantizer>& a
   throw_error(g_format, "the index holds a '" + q->type_name() + "' quantizer, which this module cannot wrap");
 }
 
-std::unique_ptr<PyIndex> load(const py::object& path) {
+template <class Index, class Read>
+std::unique_ptr<PyIndexT<Index>> load_with(const py::object& path, Read read) {
   const std::string p = path_str(path);
-  auto idx = without_gil(nullptr, [&] { return std::make_unique<tessera::IndexAdditiveQuantizer>(tessera::read_index(p)); });
-  auto out = std::make_unique<PyIndex>();
+  auto idx = without_gil(nullptr, [&] { return std::make_unique<Index>(read(p)); });
+  auto out = std::make_unique<PyIndexT<Index>>();
   out->quantizer = wrap_codec(idx->quantizer_ptr());
   Codec c = codec_of(out->quantizer);
   out->model_mu = c.mu;
@@ -88,59 +94,67 @@ std::unique_ptr<PyIndex> load(const py::object& path) {
   return out;
 }
 
-}  // namespace
+std::unique_ptr<PyIndex> load(const py::object& path) {
+  return load_with<tessera::IndexAdditiveQuantizer>(path, [](const std::string& p) { return tessera::read_index(p); });
+}
 
-void bind_index(py::module_& m) {
-  m.attr("METRIC_INNER_PRODUCT") = py::int_(int(tessera::MetricType::inner_product));
-  m.attr("METRIC_L2") = py::int_(int(tessera::MetricType::L2));
-  py::class_<PyIndex> cls(m, "IndexAdditiveQuantizer",
-                          "Flat index over the codes of a trained additive quantizer (faiss's IndexAdditiveQuantizer):\n"
-                          "add() encodes and stores packed codes, search() scans them all with the quantizer's search\n"
-                          "type. The quantizer is shared, not copied: retraining it or changing its search type\n"
-                          "invalidates the stored codes (search then raises).");
-  cls.def(py::init([](const py::object& quantizer, const py::object& metric) {
-            Codec c = codec_of(quantizer);
-            c.check_reentry();
-            const tessera::MetricType mt = metric_arg(metric);
-            auto out = std::make_unique<PyIndex>();
-            // The lock without the GIL: a training thread may need the GIL for its progress callback.
-            out->index = without_gil(nullptr, [&]() -> std::unique_ptr<tessera::IndexAdditiveQuantizer> {
-              std::shared_lock lock(*c.mu);
-              if (!c.q->is_trained()) return nullptr;
-              return std::make_unique<tessera::IndexAdditiveQuantizer>(c.q, mt);
-            });
-            if (!out->index)
-              throw_invalid("IndexAdditiveQuantizer needs a trained quantizer: call train() (or fit()) first");
-            out->quantizer = quantizer;
-            out->model_mu = c.mu;
-            out->check_reentry = std::move(c.check_reentry);
-            return out;
-          }),
-          "quantizer"_a, "metric"_a = "l2",
-          "quantizer: a trained ResidualQuantizer or LocalSearchQuantizer. metric: 'l2' or 'ip', or faiss's\n"
-          "METRIC_L2 (1) / METRIC_INNER_PRODUCT (0).")
-      .def_property_readonly("ntotal", [](PyIndex& r) { return r.index->ntotal(); }, "Vectors stored.")
-      .def("__len__", [](PyIndex& r) { return r.index->ntotal(); })
-      .def_property_readonly("d", [](PyIndex& r) { return r.index->dim(); }, "Vector dimension.")
-      .def_property_readonly("code_size", [](PyIndex& r) { return r.index->code_size(); }, "Bytes per stored code.")
-      .def_property_readonly("is_trained", [](PyIndex&) { return true; }, "Always True: the quantizer is trained.")
+std::unique_ptr<PyFastScan> load_fast_scan(const py::object& path) {
+  return load_with<tessera::IndexAdditiveQuantizerFastScan>(
+      path, [](const std::string& p) { return tessera::read_index_fast_scan(p); });
+}
+
+/// Either index type, by the file's header.
+py::object load_any(const py::object& path) {
+  const std::string p = path_str(path);
+  const std::string type = without_gil(nullptr, [&] { return tessera::index_file_type(p); });
+  if (type == "index_additive_fast_scan") return py::cast(load_fast_scan(path));
+  return py::cast(load(path));  // the flat reader names anything else it finds
+}
+
+/// A new index over a trained quantizer (the model's lock taken without the GIL: a training thread may need
+/// the GIL for its progress callback).
+template <class Index, class Make>
+std::unique_ptr<PyIndexT<Index>> make_index(const py::object& quantizer, const char* name, Make make) {
+  Codec c = codec_of(quantizer);
+  c.check_reentry();
+  auto out = std::make_unique<PyIndexT<Index>>();
+  out->index = without_gil(nullptr, [&]() -> std::unique_ptr<Index> {
+    std::shared_lock lock(*c.mu);
+    if (!c.q->is_trained()) return nullptr;
+    return make(c.q);
+  });
+  if (!out->index) throw_invalid(std::string(name) + " needs a trained quantizer: call train() (or fit()) first");
+  out->quantizer = quantizer;
+  out->model_mu = c.mu;
+  out->check_reentry = std::move(c.check_reentry);
+  return out;
+}
+
+/// What both index types offer.
+template <class R>
+void def_common(py::class_<R>& cls) {
+  cls.def_property_readonly("ntotal", [](R& r) { return r.index->ntotal(); }, "Vectors stored.")
+      .def("__len__", [](R& r) { return r.index->ntotal(); })
+      .def_property_readonly("d", [](R& r) { return r.index->dim(); }, "Vector dimension.")
+      .def_property_readonly("code_size", [](R& r) { return r.index->code_size(); }, "Bytes per stored code.")
+      .def_property_readonly("is_trained", [](R&) { return true; }, "Always True: the quantizer is trained.")
       .def_property_readonly(
-          "metric_type", [](PyIndex& r) { return int(r.index->metric_type()); },
+          "metric_type", [](R& r) { return int(r.index->metric_type()); },
           "faiss's value: METRIC_L2 (1) or METRIC_INNER_PRODUCT (0).")
       .def_property_readonly(
-          "metric", [](PyIndex& r) { return tessera::metric_name(r.index->metric_type()); }, "'l2' or 'ip'.")
-      .def_property_readonly("quantizer", [](PyIndex& r) { return r.quantizer; }, "The quantizer object searched with.")
-      .def_property_readonly("aq", [](PyIndex& r) { return r.quantizer; }, "The quantizer (faiss's name).")
+          "metric", [](R& r) { return tessera::metric_name(r.index->metric_type()); }, "'l2' or 'ip'.")
+      .def_property_readonly("quantizer", [](R& r) { return r.quantizer; }, "The quantizer object searched with.")
+      .def_property_readonly("aq", [](R& r) { return r.quantizer; }, "The quantizer (faiss's name).")
       .def(
           "add",
-          [](PyIndex& r, const py::object& x) {
+          [](R& r, const py::object& x) {
             F32In in = check_dim(r.index->dim(), x, "x");
             locked<true>(r, [&] { r.index->add(in.view); });
           },
           "x"_a, "Encode x (n × d) and store the codes; their labels continue from ntotal.")
       .def(
           "add_codes",
-          [](PyIndex& r, const py::object& codes) {
+          [](R& r, const py::object& codes) {
             py::array a = packed_arg(codes, r.index->code_size());
             const auto* p = static_cast<const uint8_t*>(a.data());
             const size_t n = size_t(a.shape(0));
@@ -149,7 +163,7 @@ void bind_index(py::module_& m) {
           "codes"_a, "Store packed codes (n × code_size uint8, as compute_codes returns them).")
       .def(
           "search",
-          [](PyIndex& r, const py::object& q, py::ssize_t k) {
+          [](R& r, const py::object& q, py::ssize_t k) {
             if (k < 1) throw_invalid("k must be at least 1, got " + std::to_string(k));
             F32In in = check_dim(r.index->dim(), q, "q");
             const size_t nq = in.view.rows;
@@ -165,44 +179,102 @@ void bind_index(py::module_& m) {
           "L2: ascending squared distances through the search type (ST_norm_float: exactly ‖q − x'‖²);\n"
           "inner product: descending ⟨q, x'⟩. Equal distances go to the lower label; past ntotal, label -1 and\n"
           "distance +inf (L2) / -inf (inner product).")
-      .def("reset", [](PyIndex& r) { locked<true>(r, [&] { r.index->reset(); }); }, "Remove every stored code.")
+      .def("reset", [](R& r) { locked<true>(r, [&] { r.index->reset(); }); }, "Remove every stored code.")
       .def_property_readonly(
           "codes",
-          [](PyIndex& r) {
+          [](R& r) {
             return matrix_to_numpy(locked<false>(r, [&] {
               tessera::Matrix<uint8_t> c(r.index->ntotal(), r.index->code_size());
               std::copy(r.index->codes().begin(), r.index->codes().end(), c.data());
               return c;
             }));
           },
-          "A copy of the stored codes: ntotal × code_size uint8.")
-      .def(
-          "reconstruct_n",
-          [](PyIndex& r, size_t i0, size_t n) {
-            if (i0 > r.index->ntotal() || n > r.index->ntotal() - i0)
-              throw_invalid("reconstruct_n: vectors [" + std::to_string(i0) + ", " + std::to_string(i0 + n) +
-                            ") are not all stored (ntotal " + std::to_string(r.index->ntotal()) + ")");
-            py::array_t<float> out({py::ssize_t(n), py::ssize_t(r.index->dim())});
-            float* o = out.mutable_data();
-            locked<false>(r, [&] { r.index->reconstruct_n(i0, n, o); });
-            return out;
-          },
-          "i0"_a, "n"_a, "Decoded stored vectors [i0, i0 + n): n × d float32.")
+          "A copy of the stored codes in the quantizer's packed layout: ntotal × code_size uint8.")
       .def(
           "save",
-          [](PyIndex& r, const py::object& path, const py::object& metadata) {
+          [](R& r, const py::object& path, const py::object& metadata) {
             const std::string p = path_str(path);
             const std::string meta =
                 metadata.is_none() ? "{}" : py::module_::import("json").attr("dumps")(metadata).cast<std::string>();
             locked<false>(r, [&] { tessera::write_index(*r.index, p, meta); });
           },
           "path"_a, "metadata"_a = py::none(),
-          "Write the index (quantizer, metric and codes) atomically; metadata: a JSON-serialisable dict.")
+          "Write the index (quantizer, metric and codes) atomically; metadata: a JSON-serialisable dict.");
+}
+
+}  // namespace
+
+void bind_index(py::module_& m) {
+  m.attr("METRIC_INNER_PRODUCT") = py::int_(int(tessera::MetricType::inner_product));
+  m.attr("METRIC_L2") = py::int_(int(tessera::MetricType::L2));
+  py::class_<PyIndex> cls(m, "IndexAdditiveQuantizer",
+                          "Flat index over the codes of a trained additive quantizer (faiss's IndexAdditiveQuantizer):\n"
+                          "add() encodes and stores packed codes, search() scans them all with the quantizer's search\n"
+                          "type. The quantizer is shared, not copied: retraining it or changing its search type\n"
+                          "invalidates the stored codes (search then raises).");
+  cls.def(py::init([](const py::object& quantizer, const py::object& metric) {
+            const tessera::MetricType mt = metric_arg(metric);
+            return make_index<tessera::IndexAdditiveQuantizer>(quantizer, "IndexAdditiveQuantizer", [&](auto q) {
+              return std::make_unique<tessera::IndexAdditiveQuantizer>(q, mt);
+            });
+          }),
+          "quantizer"_a, "metric"_a = "l2",
+          "quantizer: a trained ResidualQuantizer or LocalSearchQuantizer. metric: 'l2' or 'ip', or faiss's\n"
+          "METRIC_L2 (1) / METRIC_INNER_PRODUCT (0).");
+  def_common(cls);
+  cls.def(
+         "reconstruct_n",
+         [](PyIndex& r, size_t i0, size_t n) {
+           if (i0 > r.index->ntotal() || n > r.index->ntotal() - i0)
+             throw_invalid("reconstruct_n: vectors [" + std::to_string(i0) + ", " + std::to_string(i0 + n) +
+                           ") are not all stored (ntotal " + std::to_string(r.index->ntotal()) + ")");
+           py::array_t<float> out({py::ssize_t(n), py::ssize_t(r.index->dim())});
+           float* o = out.mutable_data();
+           locked<false>(r, [&] { r.index->reconstruct_n(i0, n, o); });
+           return out;
+         },
+         "i0"_a, "n"_a, "Decoded stored vectors [i0, i0 + n): n × d float32.")
       .def_static("load", &load, "path"_a, "Read an index file written by save().");
 
-  m.def("read_index", &load, "path"_a, "Read an index file written by IndexAdditiveQuantizer.save (faiss's name).");
+  py::class_<PyFastScan> fs(
+      m, "IndexAdditiveQuantizerFastScan",
+      "4-bit fast-scan flat index (faiss's IndexAdditiveQuantizerFastScan): every codebook has 16 codewords;\n"
+      "codes are stored in blocks of 32 vectors and scanned with uint8 lookup tables, byte shuffles and\n"
+      "16-bit sums. L2 needs search type ST_norm_lsq2x4 / ST_norm_rq2x4, inner product ST_LUT_nonorm. The best\n"
+      "rerank_factor·k (default 4·k) are re-scored with float tables, so distances are the flat index's.");
+  fs.def(py::init([](const py::object& quantizer, const py::object& metric, size_t bbs) {
+           const tessera::MetricType mt = metric_arg(metric);
+           return make_index<tessera::IndexAdditiveQuantizerFastScan>(
+               quantizer, "IndexAdditiveQuantizerFastScan",
+               [&](auto q) { return std::make_unique<tessera::IndexAdditiveQuantizerFastScan>(q, mt, bbs); });
+         }),
+         "quantizer"_a, "metric"_a = "l2", "bbs"_a = 32,
+         "quantizer: a trained ResidualQuantizer or LocalSearchQuantizer with nbits = 4. metric: 'l2' or 'ip'\n"
+         "(or faiss's METRIC_L2 / METRIC_INNER_PRODUCT). bbs: vectors per stored block, a multiple of 32.");
+  def_common(fs);
+  fs.def_property_readonly("bbs", [](PyFastScan& r) { return r.index->bbs(); }, "Vectors per stored block.")
+      .def_property_readonly("nsq", [](PyFastScan& r) { return r.index->nsq(); },
+                             "Tables scanned per code: M (+ 2 for the norm with L2).")
+      .def_property_readonly(
+          "norm_scale", [](PyFastScan& r) { return r.index->norm_scale(); },
+          "L2: the factor the norm tables are divided by before uint8 quantisation (0 until the first add).")
+      .def_property(
+          "rerank_factor", [](PyFastScan& r) { return r.index->rerank_factor(); },
+          [](PyFastScan& r, size_t f) { locked<true>(r, [&] { r.index->set_rerank_factor(f); }); },
+          "Candidates re-scored with float tables: rerank_factor·k (0: the uint8 estimates as they are).")
+      .def_static("load", &load_fast_scan, "path"_a, "Read a fast-scan index file written by save().");
+
+  m.def("read_index", &load_any, "path"_a,
+        "Read an index file written by IndexAdditiveQuantizer.save or IndexAdditiveQuantizerFastScan.save\n"
+        "(faiss's name): the index type is the file's.");
   m.def(
       "write_index", [](PyIndex& r, const py::object& path) {
+        const std::string p = path_str(path);
+        locked<false>(r, [&] { tessera::write_index(*r.index, p); });
+      },
+      "index"_a, "path"_a, "index.save(path) (faiss's name).");
+  m.def(
+      "write_index", [](PyFastScan& r, const py::object& path) {
         const std::string p = path_str(path);
         locked<false>(r, [&] { tessera::write_index(*r.index, p); });
       },
