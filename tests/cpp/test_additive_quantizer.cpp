@@ -326,6 +326,7 @@ TEST(AdditiveQuantizer, NormNeededBeforeTraining) {
   EXPECT_EQ(q.code_size(), 1u);  // 2 + 2 bits of codes, 4 of norm
   EXPECT_THROW(q.pack_codes(1, codes, out.data()), InvalidArgument);
   q.set_search_type(SearchType::ST_norm_float);
+  out.resize(q.code_size());  // 4 code bits + 32 norm bits
   q.pack_codes(1, codes, out.data());
   q.set_search_type(SearchType::ST_LUT_nonorm);
   EXPECT_THROW(q.decode_norm_from_packed(out.data()), InvalidArgument);  // no norm stored
