@@ -197,8 +197,9 @@ TEST_F(AqCli, SigintStopsTrainingWithoutOutput) {
   posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   pid_t pid = -1;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
+  const int spawned = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);  // before any ASSERT can return
+  ASSERT_EQ(spawned, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   const auto sent = std::chrono::steady_clock::now();
   ASSERT_EQ(kill(pid, SIGINT), 0);
