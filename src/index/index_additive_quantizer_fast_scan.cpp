@@ -195,6 +195,51 @@ void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weig
   *bias = b;
 }
 
+using SumHeap = std::vector<std::pair<uint16_t, int64_t>>;
+
+typedef int16_t i16x8 __attribute__((vector_size(16)));
+
+// Whether any of 32 sums is below thr: signed 16-bit compares of the sums shifted by 2^15 (what SSE2 has),
+// so most blocks — none of whose sums beat the heap once it is full — cost a few vector instructions.
+inline bool any_below(const uint16_t* sums, uint16_t thr) {
+  const i16x8 bias = {INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN};
+  const i16x8 t = int16_t(thr ^ 0x8000u) - i16x8{};
+  i16x8 any = {};
+  for (size_t g = 0; g < 4; ++g) {
+    i16x8 a;
+    std::memcpy(&a, sums + 8 * g, sizeof a);
+    any |= (a ^ bias) < t;
+  }
+  uint64_t w[2];
+  std::memcpy(w, &any, sizeof w);
+  return (w[0] | w[1]) != 0;
+}
+
+// Offer sums[0, nv) (labels base + v) to heap, which keeps the best `kept` by (sum, label); threshold: the
+// worst kept sum once the heap is full (above every sum before). Equal sums lose (the earlier, lower label
+// stays), so only sums below the threshold are offered, and blocks of 32 without one are skipped at once.
+void offer(const uint16_t* sums, size_t nv, size_t base, size_t kept, int& threshold, SumHeap& heap) {
+  const Better<uint16_t, false> better;
+  for (size_t b0 = 0; b0 < nv; b0 += detail::kFastScanBlock) {
+    const size_t e = std::min(nv, b0 + detail::kFastScanBlock);
+    if (threshold <= 65535 && e - b0 == detail::kFastScanBlock && !any_below(sums + b0, uint16_t(threshold)))
+      continue;
+    for (size_t v = b0; v < e; ++v) {
+      if (int(sums[v]) >= threshold) continue;
+      const std::pair<uint16_t, int64_t> cand(sums[v], int64_t(base + v));
+      if (heap.size() < kept) {
+        heap.push_back(cand);
+        std::push_heap(heap.begin(), heap.end(), better);
+      } else {
+        std::pop_heap(heap.begin(), heap.end(), better);
+        heap.back() = cand;
+        std::push_heap(heap.begin(), heap.end(), better);
+      }
+      if (heap.size() == kept) threshold = heap.front().first;
+    }
+  }
+}
+
 }  // namespace
 
 void IndexAdditiveQuantizerFastScan::quantized_tables(const float* query, uint8_t* lut8, float* scale,
@@ -223,6 +268,11 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
   const size_t nblocks = blocks_.size() / std::max<size_t>(1, block_bytes);
   const uint16_t ns16 = uint16_t(std::max(norm_scale_, 1));
 
+  // L2: the decoded norm of every 8-bit norm code (nibbles M and M + 1 of a code, low first), as the flat
+  // index reads it.
+  std::vector<float> norm_table;
+  if (!ip)
+    for (uint64_t c = 0; c < 256; ++c) norm_table.push_back(aq_->decode_norm(c));
   const size_t qblock = std::max<size_t>(1, std::min<size_t>({(size_t(1) << 22) / total, 1024, nq}));
   std::vector<float> LUT(qblock * total), qbuf;
   for (size_t b0 = 0; b0 < nq; b0 += qblock) {
@@ -242,7 +292,7 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
       std::vector<float> tables, exact;
       std::vector<uint8_t> lut8;
       std::vector<uint16_t> sums;
-      std::vector<std::pair<uint16_t, int64_t>> heap;
+      SumHeap heap;
       std::vector<std::pair<float, int64_t>> ranked;
       catcher.run([&] {
         tables.resize(nsq_ * kKsub);
@@ -268,30 +318,23 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
           // Top ncand by (uint16 sum, label): the heap's front is the worst kept.
           const Better<uint16_t, false> better;
           heap.clear();
+          int threshold = 1 << 16;  // above every sum until the heap is full
           for (size_t c0 = 0; c0 < nblocks; c0 += kChunkBlocks) {
             const size_t nc = std::min(kChunkBlocks, nblocks - c0);
             detail::fast_scan_blocks(blocks_.data() + c0 * block_bytes, nc, nsq_, nscaled, ns16, lut8.data(),
                                      sums.data());
             const size_t base = c0 * detail::kFastScanBlock;
             const size_t nv = std::min(nc * detail::kFastScanBlock, ntotal_ - base);
-            for (size_t v = 0; v < nv; ++v) {
-              const std::pair<uint16_t, int64_t> cand(sums[v], int64_t(base + v));
-              if (heap.size() < ncand) {
-                heap.push_back(cand);
-                std::push_heap(heap.begin(), heap.end(), better);
-              } else if (cand.first < heap.front().first) {  // equal sums: the earlier (lower) label stays
-                std::pop_heap(heap.begin(), heap.end(), better);
-                heap.back() = cand;
-                std::push_heap(heap.begin(), heap.end(), better);
-              }
-            }
+            offer(sums.data(), nv, base, ncand, threshold, heap);
           }
           ranked.clear();
           if (rerank_factor_) {
+            // The flat index's arithmetic: Σ_m LUT in float for m = 0..M−1, then norm − 2Σ + ‖q‖² (L2).
             for (const auto& [s, id] : heap) {
-              float dist = aq_->compute_1_distance_LUT(codes_.data() + size_t(id) * code_size_, lut, ip);
-              if (!ip) dist += qnorm;
-              ranked.emplace_back(dist, id);
+              const uint8_t* code = codes_.data() + size_t(id) * code_size_;
+              float sum = 0;
+              for (size_t m = 0; m < M_; ++m) sum += lut[m * kKsub + nibble(code, m)];
+              ranked.emplace_back(ip ? sum : norm_table[nibble(code, M_) | (nibble(code, M_ + 1) << 4)] - 2 * sum + qnorm, id);
             }
           } else {
             std::sort(heap.begin(), heap.end(), better);
