@@ -38,16 +38,16 @@ constexpr size_t kLanes = 16;
 using v16 = float __attribute__((vector_size(4 * kLanes)));
 using i16 = int32_t __attribute__((vector_size(4 * kLanes)));
 
-inline v16 load(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+// By reference: a 64-byte vector returned by value crosses the ABI differently per clone (Clang refuses).
+inline void load(v16& v, const float* p) { std::memcpy(&v, p, sizeof v); }
 
 // acc[k] += row[k] for k < K (K a multiple of 16).
 TESSERA_CLONE_PER_ISA void add_row(float* acc, const float* row, size_t K) {
   for (size_t k = 0; k < K; k += kLanes) {
-    const v16 v = load(acc + k) + load(row + k);
+    v16 a, r;
+    load(a, acc + k);
+    load(r, row + k);
+    const v16 v = a + r;
     std::memcpy(acc + k, &v, sizeof v);
   }
 }
@@ -55,10 +55,12 @@ TESSERA_CLONE_PER_ISA void add_row(float* acc, const float* row, size_t K) {
 // argmin_k v[k], lowest k on ties (K a multiple of 16).
 TESSERA_CLONE_PER_ISA int32_t argmin_vec(const float* v, size_t K) {
   const i16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  v16 best_v = load(v);
+  v16 best_v;
+  load(best_v, v);
   i16 best_i = lane;
   for (size_t k = kLanes; k < K; k += kLanes) {
-    const v16 a = load(v + k);
+    v16 a;
+    load(a, v + k);
     const auto lt = a < best_v;  // strict: a later k never replaces an equal earlier one in a lane
     best_v = lt ? a : best_v;
     best_i = lt ? lane + (int32_t)k : best_i;
@@ -81,7 +83,8 @@ TESSERA_CLONE_PER_ISA float squared_error(const float* x, const float* books, si
   v16 acc = {};
   size_t j = 0;
   for (; j + kLanes <= d; j += kLanes) {
-    const v16 r = load(residual + j);
+    v16 r;
+    load(r, residual + j);
     acc += r * r;
   }
   float s = 0;
