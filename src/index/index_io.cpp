@@ -5,6 +5,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "io/checked_container.h"
 #include "tessera/io/atomic_file.h"
 #include "tessera/quant/serialization.h"
 
@@ -12,29 +13,15 @@ namespace tessera {
 
 namespace {
 
-constexpr char kMagic[8] = {'T', 'E', 'S', 'S', 'E', 'R', 'A', '\x1a'};
+using detail::crc32_of;
+using detail::put;
+
+constexpr const char (&kMagic)[8] = detail::kFileMagic;
 constexpr uint32_t kContainerVersion = 2;  // the model-file container with a JSON header (serialization.cpp)
 constexpr int kIndexVersion = 1;           // the layout after the header, for this index type
 constexpr const char* kType = "index_additive_flat";
 constexpr const char* kFastScanType = "index_additive_fast_scan";
 constexpr size_t kMaxHeader = size_t(1) << 24;
-
-uint32_t crc32_of(const void* data, size_t size) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  const auto* p = static_cast<const Bytef*>(data);
-  while (size) {
-    const uInt chunk = (uInt)std::min<size_t>(size, 1u << 30);
-    crc = crc32(crc, p, chunk);
-    p += chunk;
-    size -= chunk;
-  }
-  return (uint32_t)crc;
-}
-
-template <class T>
-void put(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);  // little-endian hosts only, as model files
-}
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "io/checked_container.h"
 #include "tessera/io/atomic_file.h"
 #include "tessera/quant/local_search_quantizer.h"
 #include "tessera/quant/residual_quantizer.h"
@@ -13,30 +14,16 @@ namespace tessera {
 
 namespace {
 
-constexpr char kMagic[8] = {'T', 'E', 'S', 'S', 'E', 'R', 'A', '\x1a'};
+using detail::crc32_of;
+using detail::put;
+
+constexpr const char (&kMagic)[8] = detail::kFileMagic;
 // Version 2 adds the search type and norm encoder; a model with ST_decompress is still written as version 1
 // (the old format; older builds ignore header keys they do not know, such as "params"), so older builds keep
 // reading what they can use.
 constexpr uint32_t kVersion = 2;
 constexpr uint32_t kOldestVersion = 1;
 constexpr size_t kMaxHeader = size_t(1) << 24;
-
-template <class T>
-void put(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);  // little-endian hosts only (x86-64, aarch64)
-}
-
-uint32_t crc32_of(const void* data, size_t size) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  const auto* p = static_cast<const Bytef*>(data);
-  while (size) {
-    const uInt chunk = (uInt)std::min<size_t>(size, 1u << 30);
-    crc = crc32(crc, p, chunk);
-    p += chunk;
-    size -= chunk;
-  }
-  return (uint32_t)crc;
-}
 
 // The codec types model files hold, by type name. A new additive codec adds one row: how to build an
 // untrained instance from the header (its "params" object holds what the codec chose to store) and how
