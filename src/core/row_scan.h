@@ -2,16 +2,20 @@
 // inner loops of the nearest-centroid search and of the balanced assignment, which read the whole
 // n × k matrix several times per call.
 //
-// GCC/Clang vector extensions of 16 float lanes: one AVX-512 register, two AVX2, four SSE2 (or NEON).
-// The callers that scan whole matrices are cloned per instruction set (target_clones), so these inline
-// kernels compile to the widest unit the CPU has while the shipped build needs no -march flag; every
-// lane width computes the same values in the same order, so results do not depend on the CPU.
+// GCC/Clang vector extensions of W float lanes, W = the width of one register of the unit the clones run
+// on: 16 (AVX-512), 8 (AVX2), 4 (SSE2 and anything else). The callers that scan whole matrices are cloned
+// per instruction set (target_clones); each kernel below is instantiated for every W and picks the one
+// matching the clone at run time (one predictable branch per row). Vectors wider than the unit's
+// registers are not an option: GCC lowers their comparisons and selects to scalar code (on AVX2 the 16-lane
+// argmin ran 3× slower than plain C). Every W computes the same values (each lane keeps the first minimum
+// of its columns, ties across lanes go to the lowest index), so results do not depend on the CPU.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 #include "core/simd.h"
 #if defined(__SSE2__)
@@ -20,24 +24,71 @@
 
 namespace tessera::detail {
 
-constexpr int kLanes = 16;
-using fv = float __attribute__((vector_size(4 * kLanes)));
-using iv = int32_t __attribute__((vector_size(4 * kLanes)));
+template <int W>
+struct Lanes;
+template <>
+struct Lanes<4> {
+  typedef float f __attribute__((vector_size(16)));
+  typedef int32_t i __attribute__((vector_size(16)));
+};
+template <>
+struct Lanes<8> {
+  typedef float f __attribute__((vector_size(32)));
+  typedef int32_t i __attribute__((vector_size(32)));
+};
+template <>
+struct Lanes<16> {
+  typedef float f __attribute__((vector_size(64)));
+  typedef int32_t i __attribute__((vector_size(64)));
+};
+
+/// Lanes of one register of the unit the clones run on (the resolvers' choice, see clone_unit()).
+inline const int kNativeLanes = [] {
+  const char* unit = clone_unit();
+  return unit[0] == 'a' ? (unit[3] == '5' ? 16 : 8) : 4;
+}();
 
 // Pointer in, pointer out (no vectors passed by value, so no ABI differences between the clones).
 #define TESSERA_ROW_SCAN_INLINE inline __attribute__((always_inline))
-TESSERA_ROW_SCAN_INLINE void loadv(fv& v, const float* p) { std::memcpy(&v, p, sizeof v); }
-TESSERA_ROW_SCAN_INLINE void loadv(iv& v, const int32_t* p) { std::memcpy(&v, p, sizeof v); }
-TESSERA_ROW_SCAN_INLINE void storev(float* p, const fv& v) { std::memcpy(p, &v, sizeof v); }
-TESSERA_ROW_SCAN_INLINE void storev(int32_t* p, const iv& v) { std::memcpy(p, &v, sizeof v); }
+template <class V>
+TESSERA_ROW_SCAN_INLINE void loadv(V& v, const void* p) { std::memcpy(&v, p, sizeof v); }
+template <class V>
+TESSERA_ROW_SCAN_INLINE void storev(void* p, const V& v) { std::memcpy(p, &v, sizeof v); }
+template <class V>
+TESSERA_ROW_SCAN_INLINE void min_lanes(V& out, const V& a, const V& b) { out = b < a ? b : a; }
+template <class V>
+TESSERA_ROW_SCAN_INLINE void iota_lanes(V& v) {
+  for (size_t l = 0; l < sizeof v / 4; ++l) v[l] = (int32_t)l;
+}
+// out[l] = v[l ^ S]: one butterfly step.
+template <int S, class V, size_t... L>
+TESSERA_ROW_SCAN_INLINE void exchange(V& out, const V& v, std::index_sequence<L...>) {
+  out = __builtin_shufflevector(v, v, (int(L) ^ S)...);
+}
+// Every lane of v set to the minimum over its lanes (butterfly: log2 W exchanges, no scalar code).
+template <int W, class V>
+TESSERA_ROW_SCAN_INLINE void all_min(V& v) {
+  constexpr auto lanes = std::make_index_sequence<W>{};
+  V t;
+  if constexpr (W >= 16) exchange<8>(t, v, lanes), min_lanes(v, v, t);
+  if constexpr (W >= 8) exchange<4>(t, v, lanes), min_lanes(v, v, t);
+  exchange<2>(t, v, lanes), min_lanes(v, v, t);
+  exchange<1>(t, v, lanes), min_lanes(v, v, t);
+}
 
-TESSERA_ROW_SCAN_INLINE bool any_lane(const iv& mask) {
-  // OR of the halves down to one SSE register, then one movemask.
-  using i8v = int32_t __attribute__((vector_size(32)));
-  using i4v = int32_t __attribute__((vector_size(16)));
-  const i8v h = __builtin_shufflevector(mask, mask, 0, 1, 2, 3, 4, 5, 6, 7) |
-                __builtin_shufflevector(mask, mask, 8, 9, 10, 11, 12, 13, 14, 15);
-  const i4v q = __builtin_shufflevector(h, h, 0, 1, 2, 3) | __builtin_shufflevector(h, h, 4, 5, 6, 7);
+template <int W>
+TESSERA_ROW_SCAN_INLINE bool any_lane(const typename Lanes<W>::i& mask) {
+  // OR of the halves down to one 4-lane register, then one movemask.
+  typename Lanes<4>::i q;
+  if constexpr (W == 16) {
+    const typename Lanes<8>::i h = __builtin_shufflevector(mask, mask, 0, 1, 2, 3, 4, 5, 6, 7) |
+                                   __builtin_shufflevector(mask, mask, 8, 9, 10, 11, 12, 13, 14, 15);
+    q = __builtin_shufflevector(h, h, 0, 1, 2, 3) | __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  } else if constexpr (W == 8) {
+    q = __builtin_shufflevector(mask, mask, 0, 1, 2, 3) | __builtin_shufflevector(mask, mask, 4, 5, 6, 7);
+  } else {
+    q = mask;
+  }
 #if defined(__SSE2__)
   return _mm_movemask_ps((__m128)q) != 0;
 #else
@@ -45,34 +96,42 @@ TESSERA_ROW_SCAN_INLINE bool any_lane(const iv& mask) {
 #endif
 }
 
-TESSERA_ROW_SCAN_INLINE fv min_lanes(const fv& a, const fv& b) { return b < a ? b : a; }
-TESSERA_ROW_SCAN_INLINE iv min_lanes(const iv& a, const iv& b) { return b < a ? b : a; }
+// Calls f(std::integral_constant<int, W>) with the native W.
+template <class F>
+TESSERA_ROW_SCAN_INLINE decltype(auto) with_native_lanes(F&& f) {
+  if (kNativeLanes == 16) return f(std::integral_constant<int, 16>{});
+  if (kNativeLanes == 8) return f(std::integral_constant<int, 8>{});
+  return f(std::integral_constant<int, 4>{});
+}
 
 struct Best {
   int32_t best;  ///< argmin of r[j] + offset[j], lowest index on ties
   float value;   ///< its value
 };
 
-/// Cheapest cluster for one row r (k costs) plus a per-cluster offset (k floats). Two independent
+/// Cheapest cluster for one row r (k costs) plus a per-cluster offset (k floats), W lanes. Two independent
 /// chains of comparisons (even and odd blocks of lanes), merged at the end with the lowest index
 /// winning ties: the same answer as a plain scan, at twice its instruction-level parallelism.
-TESSERA_ROW_SCAN_INLINE Best best_of(const float* r, const float* offset, size_t k) {
+template <int W>
+TESSERA_ROW_SCAN_INLINE Best best_of_lanes(const float* r, const float* offset, size_t k) {
+  using fv = typename Lanes<W>::f;
+  using iv = typename Lanes<W>::i;
   Best out{0, std::numeric_limits<float>::infinity()};
   size_t j = 0;
-  if (k >= 2 * (size_t)kLanes) {
+  if (k >= 2 * (size_t)W) {
     fv a, b, p;
     iv ia, ib, idx;
     loadv(a, r);
     loadv(p, offset);
     a += p;
-    loadv(b, r + kLanes);
-    loadv(p, offset + kLanes);
+    loadv(b, r + W);
+    loadv(p, offset + W);
     b += p;
-    for (int l = 0; l < kLanes; ++l) idx[l] = l;
+    iota_lanes(idx);
     ia = idx;
-    ib = idx + kLanes;
-    for (j = 2 * kLanes; j + 2 * kLanes <= k; j += 2 * kLanes) {
-      idx += 2 * kLanes;
+    ib = idx + W;
+    for (j = 2 * W; j + 2 * W <= k; j += 2 * W) {
+      idx += 2 * W;
       fv v, w;
       loadv(v, r + j);
       loadv(p, offset + j);
@@ -80,27 +139,25 @@ TESSERA_ROW_SCAN_INLINE Best best_of(const float* r, const float* offset, size_t
       iv lt = v < a;
       a = lt ? v : a;
       ia = lt ? idx : ia;
-      loadv(w, r + j + kLanes);
-      loadv(p, offset + j + kLanes);
+      loadv(w, r + j + W);
+      loadv(p, offset + j + W);
       w += p;
       lt = w < b;
       b = lt ? w : b;
-      ib = lt ? idx + kLanes : ib;
+      ib = lt ? idx + W : ib;
     }
-    // Across the lanes of both chains without leaving the registers: butterfly minima of the values, then
-    // of the indices of the lanes that hold the minimum (plain selects only: GCC scalarises the vector
-    // code when comparison masks are combined with & and |).
-    fv m = min_lanes(a, b);
-    m = min_lanes(m, __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
-    m = min_lanes(m, __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
-    m = min_lanes(m, __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
-    m = min_lanes(m, __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+    // Across the lanes of both chains without leaving the registers: the minimum value in every lane,
+    // then the lowest index among the lanes that hold it (plain selects only: GCC scalarises vector code
+    // when comparison masks are combined with & and |).
+    fv m;
+    min_lanes(m, a, b);
+    all_min<W>(m);
     const iv none = iv{} + std::numeric_limits<int32_t>::max();
-    iv c = min_lanes(a == m ? ia : none, b == m ? ib : none);
-    c = min_lanes(c, __builtin_shufflevector(c, c, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
-    c = min_lanes(c, __builtin_shufflevector(c, c, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
-    c = min_lanes(c, __builtin_shufflevector(c, c, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
-    c = min_lanes(c, __builtin_shufflevector(c, c, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+    iv c, cb;
+    c = a == m ? ia : none;
+    cb = b == m ? ib : none;
+    min_lanes(c, c, cb);
+    all_min<W>(c);
     out = {c[0], m[0]};
   }
   // The remaining columns come after every vector one: a strict < keeps the lowest index on ties.
@@ -111,27 +168,34 @@ TESSERA_ROW_SCAN_INLINE Best best_of(const float* r, const float* offset, size_t
   return out;
 }
 
+TESSERA_ROW_SCAN_INLINE Best best_of(const float* r, const float* offset, size_t k) {
+  return with_native_lanes([&](auto w) __attribute__((always_inline)) { return best_of_lanes<decltype(w)::value>(r, offset, k); });
+}
+
 struct BestTwo {
   int32_t best;  ///< argmin of r[j] + price[j], lowest index on ties
   float first;   ///< its value
   float second;  ///< the smallest value over the other clusters (+inf when k = 1)
 };
 
-/// Cheapest and second cheapest cluster for one row r (k costs) under prices (k floats).
-TESSERA_ROW_SCAN_INLINE BestTwo best_two(const float* r, const float* price, size_t k) {
+/// Cheapest and second cheapest cluster for one row r (k costs) under prices (k floats), W lanes.
+template <int W>
+TESSERA_ROW_SCAN_INLINE BestTwo best_two_lanes(const float* r, const float* price, size_t k) {
+  using fv = typename Lanes<W>::f;
+  using iv = typename Lanes<W>::i;
   constexpr float inf = std::numeric_limits<float>::infinity();
   size_t j = 0;
   BestTwo out{0, inf, inf};
-  if (k >= (size_t)kLanes) {
+  if (k >= (size_t)W) {
     fv b1, p, b2 = fv{} + inf;
     loadv(b1, r);
     loadv(p, price);
     b1 += p;
     iv idx, i1;
-    for (int l = 0; l < kLanes; ++l) idx[l] = l;
+    iota_lanes(idx);
     i1 = idx;
-    for (j = kLanes; j + kLanes <= k; j += kLanes) {
-      idx += kLanes;
+    for (j = W; j + W <= k; j += W) {
+      idx += W;
       fv v;
       loadv(v, r + j);
       loadv(p, price + j);
@@ -143,10 +207,10 @@ TESSERA_ROW_SCAN_INLINE BestTwo best_two(const float* r, const float* price, siz
     }
     // Lanes hold increasing indices, so the lowest index among equal lane minima is the answer.
     int lane = 0;
-    for (int l = 1; l < kLanes; ++l)
+    for (int l = 1; l < W; ++l)
       if (b1[l] < b1[lane] || (b1[l] == b1[lane] && i1[l] < i1[lane])) lane = l;
     out = {i1[lane], b1[lane], b2[lane]};
-    for (int l = 0; l < kLanes; ++l)
+    for (int l = 0; l < W; ++l)
       if (l != lane) out.second = b1[l] < out.second ? b1[l] : out.second;
   }
   for (; j < k; ++j) {
@@ -162,13 +226,21 @@ TESSERA_ROW_SCAN_INLINE BestTwo best_two(const float* r, const float* price, siz
   return out;
 }
 
+TESSERA_ROW_SCAN_INLINE BestTwo best_two(const float* r, const float* price, size_t k) {
+  return with_native_lanes([&](auto w) __attribute__((always_inline)) { return best_two_lanes<decltype(w)::value>(r, price, k); });
+}
+
 /// Cheapest moves out of cluster a: for every b, m[b] = min(m[b], r[b] − r[a]) with who[b] = item when
 /// strictly smaller (callers visit items in increasing index order, so ties keep the lowest index).
-TESSERA_ROW_SCAN_INLINE void lower_moves(const float* r, size_t a, size_t k, int32_t item, float* m, int32_t* who) {
+template <int W>
+TESSERA_ROW_SCAN_INLINE void lower_moves_lanes(const float* r, size_t a, size_t k, int32_t item, float* m,
+                                               int32_t* who) {
+  using fv = typename Lanes<W>::f;
+  using iv = typename Lanes<W>::i;
   const float base = r[a];
   size_t b = 0;
   const iv it = iv{} + item;
-  for (; b + kLanes <= k; b += kLanes) {
+  for (; b + W <= k; b += W) {
     fv v, old;
     iv w;
     loadv(v, r + b);
@@ -176,8 +248,10 @@ TESSERA_ROW_SCAN_INLINE void lower_moves(const float* r, size_t a, size_t k, int
     loadv(w, who + b);
     v -= base;
     const iv lt = v < old;
-    storev(m + b, lt ? v : old);
-    storev(who + b, lt ? it : w);
+    const fv lower = lt ? v : old;
+    const iv by = lt ? it : w;
+    storev(m + b, lower);
+    storev(who + b, by);
   }
   for (; b < k; ++b) {
     const float v = r[b] - base;
@@ -185,27 +259,41 @@ TESSERA_ROW_SCAN_INLINE void lower_moves(const float* r, size_t a, size_t k, int
   }
 }
 
+TESSERA_ROW_SCAN_INLINE void lower_moves(const float* r, size_t a, size_t k, int32_t item, float* m, int32_t* who) {
+  with_native_lanes([&](auto w) __attribute__((always_inline)) { lower_moves_lanes<decltype(w)::value>(r, a, k, item, m, who); });
+}
+
 /// Calls f(j, join) for every j with join = r[j] + price[j] − base < admit[j]. admit may change inside
-/// f (a lower threshold applies from the next block of 4 on, which only admits more than needed).
-template <class F>
-TESSERA_ROW_SCAN_INLINE void below_threshold(const float* r, const float* price, const float* admit, size_t k,
-                                             float base, F&& f) {
+/// f (a lower threshold applies from the next block of lanes on, which only admits more than needed).
+template <int W, class F>
+TESSERA_ROW_SCAN_INLINE void below_threshold_lanes(const float* r, const float* price, const float* admit, size_t k,
+                                                   float base, F& f) {
+  using fv = typename Lanes<W>::f;
+  using iv = typename Lanes<W>::i;
   size_t j = 0;
-  for (; j + kLanes <= k; j += kLanes) {
+  for (; j + W <= k; j += W) {
     fv join, p, lim;
     loadv(join, r + j);
     loadv(p, price + j);
     loadv(lim, admit + j);
     join = join + p - base;
     const iv hit = join < lim;
-    if (any_lane(hit))
-      for (int l = 0; l < kLanes; ++l)
+    if (any_lane<W>(hit))
+      for (int l = 0; l < W; ++l)
         if (hit[l]) f(j + l, join[l]);
   }
   for (; j < k; ++j) {
     const float join = r[j] + price[j] - base;
     if (join < admit[j]) f(j, join);
   }
+}
+
+template <class F>
+TESSERA_ROW_SCAN_INLINE void below_threshold(const float* r, const float* price, const float* admit, size_t k,
+                                             float base, F&& f) {
+  with_native_lanes([&](auto w) __attribute__((always_inline)) {
+    below_threshold_lanes<decltype(w)::value>(r, price, admit, k, base, f);
+  });
 }
 
 }  // namespace tessera::detail

@@ -85,19 +85,21 @@ void expect_matches_exhaustive(const Result& r, const std::vector<double>& exact
 }
 
 // The index's distances are the codec's compute_1_distance_LUT (+ ‖q‖² for L2) bit for bit, sorted with
-// equal distances by label.
+// equal distances by label. The tables are computed for all queries in one call, as the index does for
+// this few: BLAS may round a one-row product differently from a many-row one (OpenBLAS's Zen kernels do).
 void expect_codec_distances(const IndexAdditiveQuantizer& index, const FloatMatrix& q, const Result& r, size_t k) {
   const AdditiveQuantizer& aq = index.quantizer();
   const bool ip = index.metric_type() == MetricType::inner_product;
   const size_t n = index.ntotal(), total = aq.total_codebook_size();
-  std::vector<float> lut(total);
+  std::vector<float> luts(q.rows() * total);
+  aq.compute_LUT(q.rows(), q.data(), luts.data());
   for (size_t i = 0; i < q.rows(); ++i) {
-    aq.compute_LUT(1, q.row(i), lut.data());
+    const float* lut = luts.data() + i * total;
     float qn = 0;
     for (size_t t = 0; t < q.cols(); ++t) qn += q(i, t) * q(i, t);
     std::vector<std::pair<float, int64_t>> all(n);
     for (size_t j = 0; j < n; ++j) {
-      const float dist = aq.compute_1_distance_LUT(index.codes().data() + j * index.code_size(), lut.data(), ip);
+      const float dist = aq.compute_1_distance_LUT(index.codes().data() + j * index.code_size(), lut, ip);
       all[j] = {ip ? dist : dist + qn, int64_t(j)};
     }
     std::sort(all.begin(), all.end(), [&](const auto& a, const auto& b) {
