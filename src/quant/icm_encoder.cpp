@@ -36,10 +36,15 @@ constexpr size_t kBlockRows = 64;      // vectors per cache block
 constexpr size_t kChunkRows = 8192;     // rows between interrupt checks
 constexpr size_t kLanes = 16;
 using v16 = float __attribute__((vector_size(4 * kLanes)));
-using i16 = int32_t __attribute__((vector_size(4 * kLanes)));
+// 8 lanes (32 bytes): one register on AVX2, two on the baseline, half of one on AVX-512. Wider generic
+// vectors spill on AVX2 (the argmin's 16-lane select did: half of all encoding time).
+using v8 = float __attribute__((vector_size(32)));
+using i8 = int32_t __attribute__((vector_size(32)));
+using s8 = int16_t __attribute__((vector_size(16)));
 
 // By reference: a 64-byte vector returned by value crosses the ABI differently per clone (Clang refuses).
 inline void load(v16& v, const float* p) { std::memcpy(&v, p, sizeof v); }
+inline void load8(v8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
 
 // acc[k] += row[k] for k < K (K a multiple of 16).
 TESSERA_CLONE_PER_ISA void add_row(float* acc, const float* row, size_t K) {
@@ -52,24 +57,52 @@ TESSERA_CLONE_PER_ISA void add_row(float* acc, const float* row, size_t K) {
   }
 }
 
-// argmin_k v[k], lowest k on ties (K a multiple of 16).
-TESSERA_CLONE_PER_ISA int32_t argmin_vec(const float* v, size_t K) {
-  const i16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  v16 best_v;
-  load(best_v, v);
-  i16 best_i = lane;
-  for (size_t k = kLanes; k < K; k += kLanes) {
-    v16 a;
-    load(a, v + k);
-    const auto lt = a < best_v;  // strict: a later k never replaces an equal earlier one in a lane
-    best_v = lt ? a : best_v;
-    best_i = lt ? lane + (int32_t)k : best_i;
+// min_k v[k] (K a multiple of 8). Exact, so the order of the comparisons does not matter.
+TESSERA_CLONE_PER_ISA float min_vec(const float* v, size_t K) {
+  v8 m0, m1;
+  load8(m0, v);
+  m1 = m0;
+  size_t k = 8;
+  for (; k + 16 <= K; k += 16) {
+    v8 a, b;
+    load8(a, v + k);
+    load8(b, v + k + 8);
+    m0 = a < m0 ? a : m0;
+    m1 = b < m1 ? b : m1;
   }
-  float bv = best_v[0];
-  int32_t bi = best_i[0];
-  for (size_t l = 1; l < kLanes; ++l)
-    if (best_v[l] < bv || (best_v[l] == bv && best_i[l] < bi)) bv = best_v[l], bi = best_i[l];
-  return bi;
+  for (; k < K; k += 8) {
+    v8 a;
+    load8(a, v + k);
+    m0 = a < m0 ? a : m0;
+  }
+  m0 = m1 < m0 ? m1 : m0;
+  float mn = m0[0];
+  for (size_t l = 1; l < 8; ++l) mn = m0[l] < mn ? m0[l] : mn;
+  return mn;
+}
+
+// The lowest k with v[k] == mn (K a multiple of 8), or -1.
+TESSERA_CLONE_PER_ISA int32_t first_equal(const float* v, size_t K, float mn) {
+  v8 target;
+  for (size_t l = 0; l < 8; ++l) target[l] = mn;
+  for (size_t k = 0; k < K; k += 8) {
+    v8 a;
+    load8(a, v + k);
+    const i8 eq = a == target;
+    uint64_t w[4];
+    std::memcpy(w, &eq, sizeof w);
+    if ((w[0] | w[1]) | (w[2] | w[3]))
+      for (size_t j = 0; j < 8; ++j)
+        if (v[k + j] == mn) return int32_t(k + j);
+  }
+  return -1;
+}
+
+// argmin_k v[k], lowest k on ties: the minimum, then the first entry equal to it.
+int32_t argmin_vec(const float* v, size_t K) {
+  if (K % 8 != 0) return (int32_t)(std::min_element(v, v + K) - v);
+  const int32_t k = first_equal(v, K, min_vec(v, K));
+  return k >= 0 ? k : (int32_t)(std::min_element(v, v + K) - v);  // NaNs only
 }
 
 // Σ_j (x_j − Σ_m C_m[c_m]_j)².
