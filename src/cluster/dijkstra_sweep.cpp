@@ -1,5 +1,6 @@
 #include "cluster/dijkstra_sweep.h"
 
+#include "core/row_scan.h"
 #include "core/simd.h"
 
 #include <algorithm>
@@ -10,37 +11,50 @@ namespace tessera::detail {
 
 namespace {
 
-constexpr size_t W = 8;  // lanes per step: one AVX-512 register of doubles, two AVX2, four SSE2
-using d8 = double __attribute__((vector_size(8 * W)));
-using l8 = int64_t __attribute__((vector_size(8 * W)));
-using f8 = float __attribute__((vector_size(4 * W)));
-using i8 = int32_t __attribute__((vector_size(4 * W)));
+// W doubles per step: one register of the clone's unit (8 on AVX-512, 4 on AVX2, 2 on SSE2; wider vectors
+// than the registers compile to scalar comparisons, see row_scan.h). Every W gives the same result.
+template <int W>
+struct Sweep;
+template <>
+struct Sweep<2> {
+  typedef double d __attribute__((vector_size(16)));
+  typedef int64_t l __attribute__((vector_size(16)));
+  typedef float f __attribute__((vector_size(8)));
+  typedef int32_t i __attribute__((vector_size(8)));
+};
+template <>
+struct Sweep<4> {
+  typedef double d __attribute__((vector_size(32)));
+  typedef int64_t l __attribute__((vector_size(32)));
+  typedef float f __attribute__((vector_size(16)));
+  typedef int32_t i __attribute__((vector_size(16)));
+};
+template <>
+struct Sweep<8> {
+  typedef double d __attribute__((vector_size(64)));
+  typedef int64_t l __attribute__((vector_size(64)));
+  typedef float f __attribute__((vector_size(32)));
+  typedef int32_t i __attribute__((vector_size(32)));
+};
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Pointer in, pointer out (no vectors passed by value, so no ABI differences between the clones).
-template <class V, class T>
-inline __attribute__((always_inline)) void load(V& v, const T* p) {
-  std::memcpy(&v, p, sizeof v);
-}
-template <class V, class T>
-inline __attribute__((always_inline)) void store(T* p, const V& v) {
-  std::memcpy(p, &v, sizeof v);
-}
-
 // Lane-wise running minimum with its index; strict comparisons keep the first (lowest) index per lane.
+template <int W>
 struct LaneMin {
-  d8 value = d8{} + kInf;
-  l8 index = l8{} - 1;
-  __attribute__((always_inline)) void take(const d8& v, const l8& idx) {
-    const l8 lt = v < value;  // false for NaN: settled nodes never win
+  using d = typename Sweep<W>::d;
+  using l = typename Sweep<W>::l;
+  d value = d{} + kInf;
+  l index = l{} - 1;
+  __attribute__((always_inline)) void take(const d& v, const l& idx) {
+    const l lt = v < value;  // false for NaN: settled nodes never win
     value = lt ? v : value;
     index = lt ? idx : index;
   }
-  Nearest reduce() const {
+  __attribute__((always_inline)) Nearest reduce() const {
     Nearest out{kInf, -1};
-    for (size_t l = 0; l < W; ++l)
-      if (value[l] < out.key || (value[l] == out.key && value[l] < kInf && index[l] < out.index))
-        out = {value[l], (int32_t)index[l]};
+    for (int j = 0; j < W; ++j)
+      if (value[j] < out.key || (value[j] == out.key && value[j] < kInf && index[j] < out.index))
+        out = {value[j], (int32_t)index[j]};
     return out;
   }
 };
@@ -49,37 +63,36 @@ inline void take_scalar(Nearest& best, double v, size_t j) {
   if (v < best.key) best = {v, (int32_t)j};  // later indices win only when strictly smaller
 }
 
-constexpr l8 kFirstLanes = {0, 1, 2, 3, 4, 5, 6, 7};
-
-}  // namespace
-
-TESSERA_CLONE_PER_ISA Nearest relax_and_find_nearest(
-    const float* move, const double* price, double pu, double du, int32_t u, size_t k, double* key, int32_t* pred,
-    double* arc) {
-  LaneMin lanes;
+template <int W>
+inline __attribute__((always_inline)) Nearest relax_lanes(const float* move, const double* price, double pu,
+                                                           double du, int32_t u, size_t k, double* key,
+                                                           int32_t* pred, double* arc) {
+  using S = Sweep<W>;
+  LaneMin<W> lanes;
   size_t v = 0;
-  const d8 zero = {};
-  l8 idx = kFirstLanes;
+  const typename S::d zero = {};
+  typename S::l idx;
+  for (int j = 0; j < W; ++j) idx[j] = j;
   for (; v + W <= k; v += W, idx += int64_t(W)) {
-    f8 mf;
-    d8 p, old, a;
-    i8 who;
-    load(mf, move + v);
-    load(p, price + v);
-    load(old, key + v);
-    load(a, arc + v);
-    load(who, pred + v);
-    const d8 m = __builtin_convertvector(mf, d8);
-    d8 reduced = m + p - pu;
+    typename S::f mf;
+    typename S::d p, old, a;
+    typename S::i who;
+    loadv(mf, move + v);
+    loadv(p, price + v);
+    loadv(old, key + v);
+    loadv(a, arc + v);
+    loadv(who, pred + v);
+    const typename S::d m = __builtin_convertvector(mf, typename S::d);
+    typename S::d reduced = m + p - pu;
     reduced = reduced > zero ? reduced : zero;
-    const d8 nd = du + reduced;
-    const l8 lt = nd < old;  // false where old is NaN (settled)
-    const d8 now = lt ? nd : old;
-    store(key + v, now);
-    const d8 a2 = lt ? m : a;
-    store(arc + v, a2);
-    const i8 who2 = __builtin_convertvector(lt, i8) ? (i8{} + u) : who;
-    store(pred + v, who2);
+    const typename S::d nd = du + reduced;
+    const typename S::l lt = nd < old;  // false where old is NaN (settled)
+    const typename S::d now = lt ? nd : old;
+    storev(key + v, now);
+    const typename S::d a2 = lt ? m : a;
+    storev(arc + v, a2);
+    const typename S::i who2 = __builtin_convertvector(lt, typename S::i) ? (typename S::i{} + u) : who;
+    storev(pred + v, who2);
     lanes.take(now, idx);
   }
   Nearest best = lanes.reduce();
@@ -92,18 +105,37 @@ TESSERA_CLONE_PER_ISA Nearest relax_and_find_nearest(
   return best;
 }
 
-Nearest find_nearest(const double* key, size_t k) {
-  LaneMin lanes;
+template <int W>
+inline __attribute__((always_inline)) Nearest nearest_lanes(const double* key, size_t k) {
+  LaneMin<W> lanes;
   size_t v = 0;
-  d8 kv;
-  l8 idx = kFirstLanes;
+  typename Sweep<W>::d kv;
+  typename Sweep<W>::l idx;
+  for (int j = 0; j < W; ++j) idx[j] = j;
   for (; v + W <= k; v += W, idx += int64_t(W)) {
-    load(kv, key + v);
+    loadv(kv, key + v);
     lanes.take(kv, idx);
   }
   Nearest best = lanes.reduce();
   for (; v < k; ++v) take_scalar(best, key[v], v);
   return best;
+}
+
+}  // namespace
+
+// Per cluster v: the tentative distance through u, du + max(0, move[v] + price[v] − pu), replaces key[v]
+// when strictly smaller (recording u and the arc's cost); the smallest key is tracked in the same pass.
+TESSERA_CLONE_PER_ISA Nearest relax_and_find_nearest(
+    const float* move, const double* price, double pu, double du, int32_t u, size_t k, double* key, int32_t* pred,
+    double* arc) {
+  return with_native_lanes([&](auto w) __attribute__((always_inline)) {
+    return relax_lanes<decltype(w)::value / 2>(move, price, pu, du, u, k, key, pred, arc);
+  });
+}
+
+TESSERA_CLONE_PER_ISA Nearest find_nearest(const double* key, size_t k) {
+  return with_native_lanes(
+      [&](auto w) __attribute__((always_inline)) { return nearest_lanes<decltype(w)::value / 2>(key, k); });
 }
 
 }  // namespace tessera::detail
