@@ -1,8 +1,17 @@
 #include "index/fast_scan_kernel.h"
 
+#include <algorithm>
+#include <array>
+#include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "core/simd.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)  // GCC and Clang: intrinsics in functions with a target attribute
+#define TESSERA_FAST_SCAN_AVX2 1
+#include <immintrin.h>
+#endif
 
 namespace tessera::detail {
 
@@ -39,7 +48,7 @@ inline void accumulate(const uint8_t* blk, const uint8_t* lut, size_t t0, size_t
 // Per block and table: two byte shuffles (low and high nibbles) added into uint16 lanes. The scaled tables
 // (the norm's) go to their own accumulators, multiplied once per block.
 TESSERA_CLONE_PER_ISA
-void fast_scan_blocks(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+void fast_scan_blocks_portable(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
                       const uint8_t* lut, uint16_t* out) {
   const size_t nplain = nsq - nscaled;
   for (size_t b = 0; b < nblocks; ++b) {
@@ -66,8 +75,8 @@ void fast_scan_blocks(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t 
   }
 }
 #else
-void fast_scan_blocks(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
-                      const uint8_t* lut, uint16_t* out) {
+void fast_scan_blocks_portable(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+                               const uint8_t* lut, uint16_t* out) {
   fast_scan_blocks_scalar(blocks, nblocks, nsq, nscaled, scale, lut, out);
 }
 #endif
@@ -88,6 +97,273 @@ void fast_scan_blocks_scalar(const uint8_t* blocks, size_t nblocks, size_t nsq, 
       out[b * kFastScanBlock + v] = uint16_t(plain + uint16_t(scaled * scale));
     }
   }
+}
+
+namespace {
+
+// Append the keys of sums[0, nv) below the query's threshold (labels base + index).
+inline void keep_below(const uint16_t* sums, size_t nv, uint64_t base, FastScanQuery& q) {
+  for (size_t v = 0; v < nv; ++v)
+    if (sums[v] < q.threshold) q.keys[q.n++] = fast_scan_key(sums[v], base + v);
+}
+
+// Blocks that fit one query's buffer, and every query's (each block adds at most 32 keys).
+inline size_t q_room(const FastScanQuery& q, size_t cap) {
+  return q.n + kFastScanBlock <= cap ? (cap - q.n) / kFastScanBlock : 0;
+}
+
+// Blocks that fit every query's buffer (each block adds at most 32 keys).
+inline size_t room(const FastScanQuery* qs, size_t nq, size_t cap) {
+  size_t r = SIZE_MAX;
+  for (size_t i = 0; i < nq; ++i) r = std::min(r, q_room(qs[i], cap));
+  return r;
+}
+
+}  // namespace
+
+size_t fast_scan_collect_portable(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+                                  FastScanQuery* qs, size_t nq, uint64_t base, size_t cap) {
+  constexpr size_t kChunk = 8;
+  uint16_t sums[kChunk * kFastScanBlock];
+  size_t b = 0;
+  while (b < nblocks) {
+    const size_t nb = std::min({nblocks - b, kChunk, room(qs, nq, cap)});
+    if (nb == 0) break;
+    for (size_t i = 0; i < nq; ++i) {
+      if (qs[i].threshold == 0) continue;  // no sum is below 0
+      fast_scan_blocks_portable(blocks + b * nsq * kFastScanGroupBytes, nb, nsq, nscaled, scale, qs[i].lut, sums);
+      keep_below(sums, nb * kFastScanBlock, base + b * kFastScanBlock, qs[i]);
+    }
+    b += nb;
+  }
+  return b;
+}
+
+#if TESSERA_FAST_SCAN_AVX2
+namespace {
+
+#define TESSERA_AVX2_INLINE __attribute__((target("avx2"), always_inline)) inline
+
+// Per query, the sums of one block in four accumulators of uint16 lanes: a = Σ shuffled bytes read as uint16
+// (even byte + 256 · odd byte), b = Σ of them shifted right by 8 (odd byte), so that the even bytes' sum is
+// a − 256 · b, everything modulo 2^16 like the sums themselves. Index 0: vectors 0–15 (low nibbles), 1:
+// vectors 16–31 (high nibbles); per 128-bit lane, uint16 lane i holds vectors 2i (even) and 2i + 1 (odd),
+// the two 128-bit lanes being partial sums over different tables.
+struct Acc {
+  __m256i a0, b0, a1, b1;
+};
+
+TESSERA_AVX2_INLINE void acc_zero(Acc& s) {
+  s.a0 = s.b0 = s.a1 = s.b1 = _mm256_setzero_si256();
+}
+
+TESSERA_AVX2_INLINE void acc_add(Acc& s, __m256i table, __m256i lo, __m256i hi) {
+  const __m256i r0 = _mm256_shuffle_epi8(table, lo), r1 = _mm256_shuffle_epi8(table, hi);
+  s.a0 = _mm256_add_epi16(s.a0, r0);
+  s.b0 = _mm256_add_epi16(s.b0, _mm256_srli_epi16(r0, 8));
+  s.a1 = _mm256_add_epi16(s.a1, r1);
+  s.b1 = _mm256_add_epi16(s.b1, _mm256_srli_epi16(r1, 8));
+  // Keep the accumulators in registers, added in table order: without this, compilers reassociate the
+  // unrolled sums into trees whose partial sums spill to the stack.
+  __asm__("" : "+x"(s.a0), "+x"(s.b0), "+x"(s.a1), "+x"(s.b1));
+}
+
+// Tables [t0, t0 + 2·npairs) (+ one more if odd) of one block for QB queries: one 256-bit shuffle per
+// two tables (lane 0: table t, lane 1: table t + 1) and query, the code nibbles shared by the queries.
+// NPAIRS ≥ 0 fixes the count at compile time (the loop unrolls), −1 takes npairs and odd.
+template <int QB, int NPAIRS>
+TESSERA_AVX2_INLINE void acc_tables(const uint8_t* blk, const uint8_t* const* luts, size_t t0, size_t npairs,
+                                    bool odd, Acc* s) {
+  const __m256i low = _mm256_set1_epi8(15);
+  const size_t np = NPAIRS >= 0 ? size_t(NPAIRS) : npairs;
+#pragma GCC unroll 16
+  for (size_t p = 0; p < np; ++p) {
+    const size_t t = t0 + 2 * p;
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + t * kFastScanGroupBytes));
+    const __m256i lo = _mm256_and_si256(c, low), hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), low);
+    for (int q = 0; q < QB; ++q)
+      acc_add(s[q], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(luts[q] + t * 16)), lo, hi);
+  }
+  if (NPAIRS < 0 && odd) {  // the last table alone: lane 1 of codes and table zero adds nothing
+    const size_t t = t0 + 2 * np;
+    const __m256i c = _mm256_zextsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + t * kFastScanGroupBytes)));
+    const __m256i lo = _mm256_and_si256(c, low), hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), low);
+    for (int q = 0; q < QB; ++q)
+      acc_add(s[q], _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(luts[q] + t * 16))),
+              lo, hi);
+  }
+}
+
+// The even and odd sums, the two tables' lanes added: e (o) lane 0 holds vectors 0, 2, …, 14 (1, 3, …, 15),
+// lane 1 vectors 16, 18, …, 30 (17, …, 31).
+TESSERA_AVX2_INLINE void acc_even_odd(const Acc& s, __m256i& e, __m256i& o) {
+  const __m256i e0 = _mm256_sub_epi16(s.a0, _mm256_slli_epi16(s.b0, 8));
+  const __m256i e1 = _mm256_sub_epi16(s.a1, _mm256_slli_epi16(s.b1, 8));
+  e = _mm256_add_epi16(_mm256_permute2x128_si256(e0, e1, 0x20), _mm256_permute2x128_si256(e0, e1, 0x31));
+  o = _mm256_add_epi16(_mm256_permute2x128_si256(s.b0, s.b1, 0x20), _mm256_permute2x128_si256(s.b0, s.b1, 0x31));
+}
+
+// One block's 32 sums per query, in vector order: v[2q] = vectors 0–15, v[2q + 1] = vectors 16–31.
+// Template counts as in acc_tables: PLAIN pairs of plain tables then SCALED pairs of scaled ones (−1:
+// the run-time counts nplain, nscaled, odd ones allowed).
+template <int QB, int PLAIN, int SCALED>
+TESSERA_AVX2_INLINE void block_sums(const uint8_t* blk, const uint8_t* const* luts, size_t nplain, size_t nscaled,
+                                    __m256i scale, __m256i* v) {
+  Acc s[QB];
+  for (int q = 0; q < QB; ++q) acc_zero(s[q]);
+  acc_tables<QB, PLAIN>(blk, luts, 0, nplain / 2, nplain % 2, s);
+  __m256i e[QB], o[QB];
+  for (int q = 0; q < QB; ++q) acc_even_odd(s[q], e[q], o[q]);
+  if (SCALED != 0 && (SCALED > 0 || nscaled)) {
+    for (int q = 0; q < QB; ++q) acc_zero(s[q]);
+    acc_tables<QB, SCALED>(blk, luts, PLAIN >= 0 ? size_t(2 * PLAIN) : nplain, nscaled / 2, nscaled % 2, s);
+    for (int q = 0; q < QB; ++q) {
+      __m256i se, so;
+      acc_even_odd(s[q], se, so);
+      e[q] = _mm256_add_epi16(e[q], _mm256_mullo_epi16(se, scale));
+      o[q] = _mm256_add_epi16(o[q], _mm256_mullo_epi16(so, scale));
+    }
+  }
+  for (int q = 0; q < QB; ++q) {
+    const __m256i r0 = _mm256_unpacklo_epi16(e[q], o[q]);  // vectors 0–7 | 16–23
+    const __m256i r1 = _mm256_unpackhi_epi16(e[q], o[q]);  // vectors 8–15 | 24–31
+    v[2 * q] = _mm256_permute2x128_si256(r0, r1, 0x20);
+    v[2 * q + 1] = _mm256_permute2x128_si256(r0, r1, 0x31);
+  }
+}
+
+template <int PLAIN, int SCALED>
+__attribute__((target("avx2"))) void blocks_avx2(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled,
+                                                 uint16_t scale, const uint8_t* lut, uint16_t* out) {
+  const __m256i vscale = _mm256_set1_epi16(int16_t(scale));
+  const size_t block_bytes = nsq * kFastScanGroupBytes;
+  for (size_t b = 0; b < nblocks; ++b) {
+    __m256i v[2];
+    block_sums<1, PLAIN, SCALED>(blocks + b * block_bytes, &lut, nsq - nscaled, nscaled, vscale, v);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kFastScanBlock), v[0]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kFastScanBlock + 16), v[1]);
+  }
+}
+
+// Scan blocks for QB queries at once (the codes are loaded and split into nibbles once for all of them).
+template <int QB, int PLAIN, int SCALED>
+__attribute__((target("avx2"))) size_t collect_avx2(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled,
+                                                    uint16_t scale, FastScanQuery* qs, uint64_t base, size_t cap) {
+  const __m256i vscale = _mm256_set1_epi16(int16_t(scale));
+  const uint8_t* luts[QB];
+  __m256i below[QB];  // sum ≤ threshold − 1 (a threshold of 0 keeps nothing: its flag below)
+  bool none[QB];
+  for (int q = 0; q < QB; ++q) {
+    luts[q] = qs[q].lut;
+    none[q] = qs[q].threshold == 0;
+    below[q] = _mm256_set1_epi16(int16_t(uint16_t(std::min<uint32_t>(qs[q].threshold, 65536) - 1)));
+  }
+  const size_t block_bytes = nsq * kFastScanGroupBytes;
+  size_t b = 0;
+  for (size_t fit = room(qs, QB, cap); b < nblocks && fit; ++b) {
+    __m256i v[2 * QB];
+    block_sums<QB, PLAIN, SCALED>(blocks + b * block_bytes, luts, nsq - nscaled, nscaled, vscale, v);
+    bool added = false;
+    for (int q = 0; q < QB; ++q) {
+      const __m256i k0 = _mm256_cmpeq_epi16(_mm256_min_epu16(v[2 * q], below[q]), v[2 * q]);
+      const __m256i k1 = _mm256_cmpeq_epi16(_mm256_min_epu16(v[2 * q + 1], below[q]), v[2 * q + 1]);
+      const __m256i k = _mm256_or_si256(k0, k1);
+      if (_mm256_testz_si256(k, k) || none[q]) continue;
+      // One bit per vector: packs interleaves the lanes (0–7, 16–23 | 8–15, 24–31), the permute restores order.
+      uint32_t mask = uint32_t(_mm256_movemask_epi8(_mm256_permute4x64_epi64(_mm256_packs_epi16(k0, k1), 0xD8)));
+      alignas(32) uint16_t sums[kFastScanBlock];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sums), v[2 * q]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 16), v[2 * q + 1]);
+      const uint64_t label0 = base + b * kFastScanBlock;
+      FastScanQuery& fq = qs[q];
+      for (; mask; mask &= mask - 1) {
+        const unsigned j = unsigned(__builtin_ctz(mask));
+        fq.keys[fq.n++] = fast_scan_key(sums[j], label0 + j);
+      }
+      added = true;
+    }
+    if (added) fit = room(qs, QB, cap);
+  }
+  return b;
+}
+
+// The instantiations: plain tables in 1..16 pairs with 0 or 2 scaled tables (the L2 norm's), else the
+// run-time loop.
+constexpr int kMaxPairs = 16;
+
+template <int QB>
+using CollectFn = size_t (*)(const uint8_t*, size_t, size_t, size_t, uint16_t, FastScanQuery*, uint64_t, size_t);
+using BlocksFn = void (*)(const uint8_t*, size_t, size_t, size_t, uint16_t, const uint8_t*, uint16_t*);
+
+template <int QB, int... P>
+constexpr std::array<std::array<CollectFn<QB>, 2>, sizeof...(P)> collect_table(std::integer_sequence<int, P...>) {
+  return {{{{&collect_avx2<QB, P + 1, 0>, &collect_avx2<QB, P + 1, 1>}}...}};
+}
+
+template <int... P>
+constexpr std::array<std::array<BlocksFn, 2>, sizeof...(P)> blocks_table(std::integer_sequence<int, P...>) {
+  return {{{{&blocks_avx2<P + 1, 0>, &blocks_avx2<P + 1, 1>}}...}};
+}
+
+template <int QB>
+size_t collect_dispatch(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+                        FastScanQuery* qs, uint64_t base, size_t cap) {
+  static constexpr auto table = collect_table<QB>(std::make_integer_sequence<int, kMaxPairs>());
+  const size_t nplain = nsq - nscaled;
+  if (nplain % 2 == 0 && nplain >= 2 && nplain <= 2 * kMaxPairs && (nscaled == 0 || nscaled == 2))
+    return table[nplain / 2 - 1][nscaled / 2](blocks, nblocks, nsq, nscaled, scale, qs, base, cap);
+  return collect_avx2<QB, -1, -1>(blocks, nblocks, nsq, nscaled, scale, qs, base, cap);
+}
+
+}  // namespace
+
+void fast_scan_blocks_avx2(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+                           const uint8_t* lut, uint16_t* out) {
+  static constexpr auto table = blocks_table(std::make_integer_sequence<int, kMaxPairs>());
+  const size_t nplain = nsq - nscaled;
+  if (nplain % 2 == 0 && nplain >= 2 && nplain <= 2 * kMaxPairs && (nscaled == 0 || nscaled == 2))
+    table[nplain / 2 - 1][nscaled / 2](blocks, nblocks, nsq, nscaled, scale, lut, out);
+  else
+    blocks_avx2<-1, -1>(blocks, nblocks, nsq, nscaled, scale, lut, out);
+}
+
+size_t fast_scan_collect_avx2(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+                              FastScanQuery* qs, size_t nq, uint64_t base, size_t cap) {
+  static_assert(kFastScanMaxQueries == 3, "one instantiation per group size");
+  switch (nq) {
+    case 1: return collect_dispatch<1>(blocks, nblocks, nsq, nscaled, scale, qs, base, cap);
+    case 2: return collect_dispatch<2>(blocks, nblocks, nsq, nscaled, scale, qs, base, cap);
+    default: return collect_dispatch<3>(blocks, nblocks, nsq, nscaled, scale, qs, base, cap);
+  }
+}
+
+bool fast_scan_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#else
+bool fast_scan_has_avx2() { return false; }
+void fast_scan_blocks_avx2(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+                           const uint8_t* lut, uint16_t* out) {
+  fast_scan_blocks_portable(blocks, nblocks, nsq, nscaled, scale, lut, out);
+}
+size_t fast_scan_collect_avx2(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+                              FastScanQuery* qs, size_t nq, uint64_t base, size_t cap) {
+  return fast_scan_collect_portable(blocks, nblocks, nsq, nscaled, scale, qs, nq, base, cap);
+}
+#endif
+
+void fast_scan_blocks(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+                      const uint8_t* lut, uint16_t* out) {
+  if (fast_scan_has_avx2()) fast_scan_blocks_avx2(blocks, nblocks, nsq, nscaled, scale, lut, out);
+  else fast_scan_blocks_portable(blocks, nblocks, nsq, nscaled, scale, lut, out);
+}
+
+size_t fast_scan_collect(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
+                         FastScanQuery* qs, size_t nq, uint64_t base, size_t cap) {
+  return fast_scan_has_avx2() ? fast_scan_collect_avx2(blocks, nblocks, nsq, nscaled, scale, qs, nq, base, cap)
+                              : fast_scan_collect_portable(blocks, nblocks, nsq, nscaled, scale, qs, nq, base, cap);
 }
 
 }  // namespace tessera::detail

@@ -195,49 +195,15 @@ void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weig
   *bias = b;
 }
 
-using SumHeap = std::vector<std::pair<uint16_t, int64_t>>;
-
-typedef int16_t i16x8 __attribute__((vector_size(16)));
-
-// Whether any of 32 sums is below thr: signed 16-bit compares of the sums shifted by 2^15 (what SSE2 has),
-// so most blocks — none of whose sums beat the heap once it is full — cost a few vector instructions.
-inline bool any_below(const uint16_t* sums, uint16_t thr) {
-  const i16x8 bias = {INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN, INT16_MIN};
-  const i16x8 t = int16_t(thr ^ 0x8000u) - i16x8{};
-  i16x8 any = {};
-  for (size_t g = 0; g < 4; ++g) {
-    i16x8 a;
-    std::memcpy(&a, sums + 8 * g, sizeof a);
-    any |= (a ^ bias) < t;
-  }
-  uint64_t w[2];
-  std::memcpy(w, &any, sizeof w);
-  return (w[0] | w[1]) != 0;
-}
-
-// Offer sums[0, nv) (labels base + v) to heap, which keeps the best `kept` by (sum, label); threshold: the
-// worst kept sum once the heap is full (above every sum before). Equal sums lose (the earlier, lower label
-// stays), so only sums below the threshold are offered, and blocks of 32 without one are skipped at once.
-void offer(const uint16_t* sums, size_t nv, size_t base, size_t kept, int& threshold, SumHeap& heap) {
-  const Better<uint16_t, false> better;
-  for (size_t b0 = 0; b0 < nv; b0 += detail::kFastScanBlock) {
-    const size_t e = std::min(nv, b0 + detail::kFastScanBlock);
-    if (threshold <= 65535 && e - b0 == detail::kFastScanBlock && !any_below(sums + b0, uint16_t(threshold)))
-      continue;
-    for (size_t v = b0; v < e; ++v) {
-      if (int(sums[v]) >= threshold) continue;
-      const std::pair<uint16_t, int64_t> cand(sums[v], int64_t(base + v));
-      if (heap.size() < kept) {
-        heap.push_back(cand);
-        std::push_heap(heap.begin(), heap.end(), better);
-      } else {
-        std::pop_heap(heap.begin(), heap.end(), better);
-        heap.back() = cand;
-        std::push_heap(heap.begin(), heap.end(), better);
-      }
-      if (heap.size() == kept) threshold = heap.front().first;
-    }
-  }
+// The best ncand keys ((sum << 48) | label, see fast_scan_kernel.h) of keys[0, *n), labels below ntotal (the
+// rest are the last block's padding), moved to keys[0, *n) with *n ≤ ncand; returns the worst kept sum,
+// the new threshold (65536 while fewer than ncand are kept: every sum may still enter).
+uint32_t keep_best(uint64_t* keys, size_t* n, size_t ncand, size_t ntotal) {
+  *n = size_t(std::remove_if(keys, keys + *n, [ntotal](uint64_t key) { return detail::fast_scan_key_label(key) >= ntotal; }) - keys);
+  if (*n < ncand || ncand == 0) return 1u << 16;
+  std::nth_element(keys, keys + (ncand - 1), keys + *n);
+  *n = ncand;
+  return detail::fast_scan_key_sum(keys[ncand - 1]);
 }
 
 }  // namespace
@@ -285,69 +251,84 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
       qb = qbuf.data();
     }
     if (ntotal_) aq_->compute_LUT(nb, qb, LUT.data());
+    // Queries are scanned in groups of up to kFastScanMaxQueries (one pass over the codes serves the group),
+    // groups split between the threads; each query's result is the same in any group.
+    const size_t nthreads = std::max<size_t>(1, ::tessera::num_threads());
+    const size_t group = std::clamp<size_t>((nb + nthreads - 1) / nthreads, 1, detail::kFastScanMaxQueries);
+    const size_t ngroups = (nb + group - 1) / group;
     detail::ExceptionCatcher catcher;
 #pragma omp parallel num_threads(::tessera::num_threads())
     {
-      constexpr size_t kChunkBlocks = 256;  // sums scanned between top-k updates (16 KiB of uint16)
-      std::vector<float> tables, exact;
+      // Candidates below the threshold are collected (as keys) until a buffer is full, then cut to the best
+      // ncand, whose worst sum becomes the threshold: a reservoir, cheaper than a heap update per candidate.
+      const size_t cap = 2 * ncand + 2 * detail::kFastScanBlock;
+      std::vector<float> tables;
       std::vector<uint8_t> lut8;
-      std::vector<uint16_t> sums;
-      SumHeap heap;
+      std::vector<uint64_t> keys;
       std::vector<std::pair<float, int64_t>> ranked;
       catcher.run([&] {
         tables.resize(nsq_ * kKsub);
-        lut8.resize(nsq_ * kKsub);
-        sums.resize(kChunkBlocks * detail::kFastScanBlock);
-        heap.reserve(ncand);
+        lut8.resize(group * nsq_ * kKsub);
+        keys.resize(group * cap);
         ranked.reserve(ncand);
       });
 #pragma omp for schedule(dynamic, 1)
-      for (ptrdiff_t qi = 0; qi < (ptrdiff_t)nb; ++qi) {
+      for (ptrdiff_t g = 0; g < (ptrdiff_t)ngroups; ++g) {
         catcher.run([&] {
-          const float* lut = LUT.data() + qi * total;
-          float* dq = distances + (b0 + qi) * k;
-          int64_t* lq = labels + (b0 + qi) * k;
-          float qnorm = 0;  // ‖q‖², added last as the flat index does
-          if (!ip) {
-            const float* qv = q.row(b0 + qi);
-            for (size_t j = 0; j < d; ++j) qnorm += qv[j] * qv[j];
+          const size_t g0 = size_t(g) * group, ng = std::min(group, nb - g0);
+          detail::FastScanQuery fq[detail::kFastScanMaxQueries];
+          float scale[detail::kFastScanMaxQueries], bias[detail::kFastScanMaxQueries];
+          for (size_t i = 0; i < ng; ++i) {
+            float_tables(LUT.data() + (g0 + i) * total, tables.data());
+            quantize_tables(tables.data(), nsq_, nscaled, float(ns16), lut8.data() + i * nsq_ * kKsub, &scale[i],
+                            &bias[i]);
+            fq[i] = {lut8.data() + i * nsq_ * kKsub, 1u << 16, keys.data() + i * cap, 0};
           }
-          float a = 1, bias = 0;
-          float_tables(lut, tables.data());
-          quantize_tables(tables.data(), nsq_, nscaled, float(ns16), lut8.data(), &a, &bias);
-          // Top ncand by (uint16 sum, label): the heap's front is the worst kept.
-          const Better<uint16_t, false> better;
-          heap.clear();
-          int threshold = 1 << 16;  // above every sum until the heap is full
-          for (size_t c0 = 0; c0 < nblocks; c0 += kChunkBlocks) {
-            const size_t nc = std::min(kChunkBlocks, nblocks - c0);
-            detail::fast_scan_blocks(blocks_.data() + c0 * block_bytes, nc, nsq_, nscaled, ns16, lut8.data(),
-                                     sums.data());
-            const size_t base = c0 * detail::kFastScanBlock;
-            const size_t nv = std::min(nc * detail::kFastScanBlock, ntotal_ - base);
-            offer(sums.data(), nv, base, ncand, threshold, heap);
+          // The best ncand by (uint16 sum, label): labels rise along the scan, so a sum equal to the worst kept
+          // one loses, and only sums below it are collected.
+          for (size_t blk = 0; blk < nblocks;) {
+            blk += detail::fast_scan_collect(blocks_.data() + blk * block_bytes, nblocks - blk, nsq_, nscaled, ns16,
+                                             fq, ng, blk * detail::kFastScanBlock, cap);
+            for (size_t i = 0; i < ng; ++i)
+              if (fq[i].n + detail::kFastScanBlock > cap) fq[i].threshold = keep_best(fq[i].keys, &fq[i].n, ncand, ntotal_);
           }
-          ranked.clear();
-          if (rerank_factor_) {
-            // The flat index's arithmetic: Σ_m LUT in float for m = 0..M−1, then norm − 2Σ + ‖q‖² (L2).
-            for (const auto& [s, id] : heap) {
-              const uint8_t* code = codes_.data() + size_t(id) * code_size_;
-              float sum = 0;
-              for (size_t m = 0; m < M_; ++m) sum += lut[m * kKsub + nibble(code, m)];
-              ranked.emplace_back(ip ? sum : norm_table[nibble(code, M_) | (nibble(code, M_ + 1) << 4)] - 2 * sum + qnorm, id);
+          for (size_t i = 0; i < ng; ++i) {
+            const size_t qi = g0 + i;
+            const float* lut = LUT.data() + qi * total;
+            uint64_t* qkeys = fq[i].keys;
+            size_t n = fq[i].n;
+            keep_best(qkeys, &n, ncand, ntotal_);
+            float qnorm = 0;  // ‖q‖², added last as the flat index does
+            if (!ip) {
+              const float* qv = q.row(b0 + qi);
+              for (size_t j = 0; j < d; ++j) qnorm += qv[j] * qv[j];
             }
-          } else {
-            std::sort(heap.begin(), heap.end(), better);
-            for (const auto& [s, id] : heap) {
-              const float est = float(s) / a + bias;
-              ranked.emplace_back(ip ? -est : est + qnorm, id);
+            ranked.clear();
+            if (rerank_factor_) {
+              // The flat index's arithmetic: Σ_m LUT in float for m = 0..M−1, then norm − 2Σ + ‖q‖² (L2).
+              for (size_t j = 0; j < n; ++j) {
+                const int64_t id = int64_t(detail::fast_scan_key_label(qkeys[j]));
+                const uint8_t* code = codes_.data() + size_t(id) * code_size_;
+                float sum = 0;
+                for (size_t m = 0; m < M_; ++m) sum += lut[m * kKsub + nibble(code, m)];
+                ranked.emplace_back(ip ? sum : norm_table[nibble(code, M_) | (nibble(code, M_ + 1) << 4)] - 2 * sum + qnorm,
+                                    id);
+              }
+            } else {
+              std::sort(qkeys, qkeys + n);
+              for (size_t j = 0; j < n; ++j) {
+                const float est = float(detail::fast_scan_key_sum(qkeys[j])) / scale[i] + bias[i];
+                ranked.emplace_back(ip ? -est : est + qnorm, int64_t(detail::fast_scan_key_label(qkeys[j])));
+              }
             }
-          }
-          if (ip) std::sort(ranked.begin(), ranked.end(), Better<float, true>());
-          else std::sort(ranked.begin(), ranked.end(), Better<float, false>());
-          for (size_t j = 0; j < k; ++j) {
-            dq[j] = j < kept ? ranked[j].first : worst;
-            lq[j] = j < kept ? ranked[j].second : -1;
+            if (ip) std::sort(ranked.begin(), ranked.end(), Better<float, true>());
+            else std::sort(ranked.begin(), ranked.end(), Better<float, false>());
+            float* dq = distances + (b0 + qi) * k;
+            int64_t* lq = labels + (b0 + qi) * k;
+            for (size_t j = 0; j < k; ++j) {
+              dq[j] = j < kept ? ranked[j].first : worst;
+              lq[j] = j < kept ? ranked[j].second : -1;
+            }
           }
         });
       }

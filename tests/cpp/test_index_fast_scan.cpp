@@ -55,19 +55,91 @@ double recall(const Result& a, const Result& b, size_t nq, size_t k) {
 
 }  // namespace
 
+// Table counts: the templated AVX2 kernels (2..32 plain tables in pairs, 0 or 2 scaled), odd counts and
+// other scaled counts (the run-time loop), and more tables than the templates cover.
+const std::vector<std::tuple<size_t, size_t, uint16_t>> kKernelShapes = {
+    {1, 0, 1}, {2, 0, 1}, {3, 1, 5}, {8, 0, 1}, {10, 2, 3}, {11, 2, 4}, {17, 0, 1}, {18, 2, 7}, {34, 2, 2},
+    {36, 2, 1}, {9, 3, 2}, {257, 0, 1}, {300, 2, 1000}};
+
 TEST(Simd, FastScanKernelEqualsScalar) {
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> byte(0, 255);
-  for (const auto& [nsq, nscaled, scale] : std::vector<std::tuple<size_t, size_t, uint16_t>>{
-           {1, 0, 1}, {8, 0, 1}, {10, 2, 3}, {18, 2, 7}, {257, 0, 1}, {300, 2, 1000}}) {
+  for (const auto& [nsq, nscaled, scale] : kKernelShapes) {
     const size_t nblocks = 5;
     std::vector<uint8_t> blocks(nblocks * nsq * 16), lut(nsq * 16);
     for (auto& b : blocks) b = uint8_t(byte(rng));
     for (auto& l : lut) l = uint8_t(byte(rng));
-    std::vector<uint16_t> simd(nblocks * 32), ref(nblocks * 32);
-    detail::fast_scan_blocks(blocks.data(), nblocks, nsq, nscaled, scale, lut.data(), simd.data());
+    std::vector<uint16_t> ref(nblocks * 32), out(nblocks * 32);
     detail::fast_scan_blocks_scalar(blocks.data(), nblocks, nsq, nscaled, scale, lut.data(), ref.data());
-    EXPECT_EQ(simd, ref) << "nsq " << nsq << " on " << detail::clone_unit();
+    detail::fast_scan_blocks(blocks.data(), nblocks, nsq, nscaled, scale, lut.data(), out.data());
+    EXPECT_EQ(out, ref) << "nsq " << nsq << " dispatched";
+    detail::fast_scan_blocks_portable(blocks.data(), nblocks, nsq, nscaled, scale, lut.data(), out.data());
+    EXPECT_EQ(out, ref) << "nsq " << nsq << " portable, on " << detail::clone_unit();
+    if (detail::fast_scan_has_avx2()) {
+      std::fill(out.begin(), out.end(), 0);
+      detail::fast_scan_blocks_avx2(blocks.data(), nblocks, nsq, nscaled, scale, lut.data(), out.data());
+      EXPECT_EQ(out, ref) << "nsq " << nsq << " AVX2";
+    }
+  }
+}
+
+// Every collecting variant, for 1..4 queries at once: exactly the (sum, label) keys below each threshold, in
+// label order, whether the buffers fill (small cap: the scan stops and resumes) or not.
+TEST(Simd, FastScanCollectEqualsScalar) {
+  using Collect = size_t (*)(const uint8_t*, size_t, size_t, size_t, uint16_t, detail::FastScanQuery*, size_t,
+                             uint64_t, size_t);
+  std::vector<std::pair<const char*, Collect>> variants = {{"dispatched", &detail::fast_scan_collect},
+                                                           {"portable", &detail::fast_scan_collect_portable}};
+  if (detail::fast_scan_has_avx2()) variants.emplace_back("AVX2", &detail::fast_scan_collect_avx2);
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (const auto& [nsq, nscaled, scale] : kKernelShapes) {
+    const size_t nblocks = 7, nq = detail::kFastScanMaxQueries;
+    std::vector<uint8_t> blocks(nblocks * nsq * 16), luts(nq * nsq * 16);
+    for (auto& b : blocks) b = uint8_t(byte(rng));
+    for (auto& l : luts) l = uint8_t(byte(rng));
+    // Per query, the scalar sums and a threshold keeping about a quarter of them (query 3: none, 0).
+    std::vector<std::vector<uint16_t>> sums(nq, std::vector<uint16_t>(nblocks * 32));
+    std::vector<uint32_t> thresholds(nq);
+    for (size_t i = 0; i < nq; ++i) {
+      detail::fast_scan_blocks_scalar(blocks.data(), nblocks, nsq, nscaled, scale, luts.data() + i * nsq * 16,
+                                      sums[i].data());
+      std::vector<uint16_t> sorted = sums[i];
+      std::sort(sorted.begin(), sorted.end());
+      thresholds[i] = i == 3 ? 0 : i == 2 ? 65536 : sorted[sorted.size() / 4];
+    }
+    for (const auto& [name, collect] : variants)
+      for (size_t group = 1; group <= nq; ++group)
+        for (const size_t cap : {size_t(40), size_t(nblocks * 32)}) {
+          std::vector<std::vector<uint64_t>> got(nq);
+          for (size_t g0 = 0; g0 < nq; g0 += group) {
+            const size_t ng = std::min(group, nq - g0);
+            std::vector<std::vector<uint64_t>> buf(ng, std::vector<uint64_t>(cap));
+            detail::FastScanQuery qs[detail::kFastScanMaxQueries];
+            for (size_t i = 0; i < ng; ++i)
+              qs[i] = {luts.data() + (g0 + i) * nsq * 16, thresholds[g0 + i], buf[i].data(), 0};
+            for (size_t b = 0; b < nblocks;) {
+              const size_t done = collect(blocks.data() + b * nsq * 16, nblocks - b, nsq, nscaled, scale, qs, ng,
+                                          100 + b * 32, cap);
+              ASSERT_TRUE(done > 0 || std::any_of(qs, qs + ng, [&](const auto& q) { return q.n + 32 > cap; }));
+              b += done;
+              for (size_t i = 0; i < ng; ++i) {  // empty full buffers into the result
+                ASSERT_LE(qs[i].n, cap);
+                if (qs[i].n + 32 > cap || b == nblocks) {
+                  got[g0 + i].insert(got[g0 + i].end(), qs[i].keys, qs[i].keys + qs[i].n);
+                  qs[i].n = 0;
+                }
+              }
+            }
+          }
+          for (size_t i = 0; i < nq; ++i) {
+            std::vector<uint64_t> want;
+            for (size_t v = 0; v < nblocks * 32; ++v)
+              if (sums[i][v] < thresholds[i]) want.push_back(detail::fast_scan_key(sums[i][v], 100 + v));
+            EXPECT_EQ(got[i], want) << name << " nsq " << nsq << " query " << i << " of groups of " << group
+                                    << ", cap " << cap;
+          }
+        }
   }
 }
 
