@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
   build->add_option("--size-max", size_max, "largest cluster size (default N/K + 1)");
   build->add_option("--train-sample", train_sample, "train on N sampled rows, then assign every row");
   build->add_flag("--no-sample-warm-start", all_rows_lloyd,
-                  "every Lloyd iteration on all rows (default: from 64·K rows on, restarts run on a sample of "
+                  "every Lloyd iteration on all rows (default: from 32·K rows on, restarts run on a sample of "
                   "min(256·K, N/2) rows and the last quarter of the iterations on all rows)");
   std::string init_name = "auto";
   build->add_option("--init", init_name,

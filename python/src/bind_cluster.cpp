@@ -90,7 +90,7 @@ void bind_cluster(py::module_& m) {
       "init: 'auto' (plain k-means: k-means++ and progressive-dimension seeds race for 5 iterations, the\n"
       "lower objective goes on; balanced: k-means++), 'k-means++', 'random' or 'progressive'; n_init restarts\n"
       "(lowest objective wins); tol as scikit-learn;\n"
-      "max_train_points > 0 trains on a uniform sample of that many rows. sample_warm_start: from 64·k\n"
+      "max_train_points > 0 trains on a uniform sample of that many rows. sample_warm_start: from 32·k\n"
       "training rows on, the restarts run on a sample of min(256·k, n/2) rows and the last quarter of the\n"
       "iterations (at least 4) of the best one on all rows; False: every iteration on all rows. balanced=True, or size_min /\n"
       "size_max, constrain every cluster's size (missing bounds default to max(1, n//k - 1), n//k + 1 for the\n"

@@ -204,10 +204,10 @@ TEST(KMeans, SampleWarmStartOnlyWhereItPays) {
   p.k = 8;
   p.max_iter = 30;
   p.n_init = 1;
-  const auto small = gaussian_mixture(64 * 8 - 1, 4, 20, 3);  // one row short of 32 rows per centre in half
+  const auto small = gaussian_mixture(32 * 8 - 1, 4, 20, 3);  // one row short of 16 rows per centre in half
   EXPECT_EQ(kmeans(small.view(), p).warm_start_rows, 0u);
-  const auto medium = gaussian_mixture(64 * 8, 4, 20, 3);  // half the rows
-  EXPECT_EQ(kmeans(medium.view(), p).warm_start_rows, 32u * 8);
+  const auto medium = gaussian_mixture(32 * 8, 4, 20, 3);  // half the rows
+  EXPECT_EQ(kmeans(medium.view(), p).warm_start_rows, 16u * 8);
   const auto large = gaussian_mixture(1024 * 8, 4, 20, 3);  // 256 rows per centre at most
   EXPECT_EQ(kmeans(large.view(), p).warm_start_rows, 256u * 8);
   p.max_iter = 4;  // no iterations would be left for the sample
