@@ -174,36 +174,63 @@ void IndexAdditiveQuantizerFastScan::reset() {
 namespace {
 
 // Quantise nsq × 16 float tables to uint8 with one scale for all and a per-table offset (its minimum); the
-// last nscaled tables count scale_weight times in the sums, so their offsets do too.
+// last nscaled tables count scale_weight times in the sums, so their offsets do too. Rounding: to nearest,
+// ties to even (nearbyint's in the default mode), as x + 2^23 − 2^23 does for 0 ≤ x < 2^23 without a call.
 void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8, float* scale,
                      float* bias) {
   float max_span = 0, b = 0;
-  std::vector<float> mins(nsq);
   for (size_t t = 0; t < nsq; ++t) {
     const auto [lo, hi] = std::minmax_element(tables + t * kKsub, tables + (t + 1) * kKsub);
-    mins[t] = *lo;
     max_span = std::max(max_span, *hi - *lo);
     b += t < nsq - nscaled ? *lo : weight * *lo;
   }
   const float a = max_span > 0 ? 255.0f / max_span : 1.0f;
-  for (size_t t = 0; t < nsq; ++t)
+  for (size_t t = 0; t < nsq; ++t) {
+    const float* tab = tables + t * kKsub;
+    const float lo = *std::min_element(tab, tab + kKsub);
     for (size_t j = 0; j < kKsub; ++j) {
-      const float v = std::nearbyint((tables[t * kKsub + j] - mins[t]) * a);
+      const float v = ((tab[j] - lo) * a + 8388608.0f) - 8388608.0f;  // the sum, in [2^23, 2^23 + 256), is rounded
       lut8[t * kKsub + j] = uint8_t(std::clamp(v, 0.0f, 255.0f));
     }
+  }
   *scale = a;
   *bias = b;
 }
 
+// Move the k smallest of the distinct a[0, n) to a[0, k) (in no order), k ≤ n; tmp: n slots. Quickselect
+// whose partitions write every element to both ends of tmp and advance one end, without branches (the
+// comparisons are coin flips a branch predictor loses), then nth_element on the last few.
+void select_smallest(uint64_t* a, size_t n, size_t k, uint64_t* tmp) {
+  size_t lo = 0, hi = n;
+  while (hi - lo > 32 && lo < k && k < hi) {
+    const uint64_t x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi - 1];
+    const uint64_t pivot = std::max(std::min(x, y), std::min(std::max(x, y), z));  // the median of three
+    size_t le = 0, gt = hi - lo;
+    for (size_t i = lo; i < hi; ++i) {
+      const uint64_t v = a[i];
+      const bool small = v <= pivot;
+      tmp[le] = v;
+      tmp[gt - 1] = v;
+      le += small;
+      gt -= !small;
+    }
+    std::copy(tmp, tmp + (hi - lo), a + lo);
+    // [lo, lo + le) ≤ pivot < the rest; le ≥ 1 (the pivot) and le < hi − lo (the largest of three is above it).
+    if (lo + le <= k) lo += le;
+    else hi = lo + le;
+  }
+  if (lo < k && k < hi) std::nth_element(a + lo, a + k, a + hi);
+}
+
 // The best ncand keys ((sum << 48) | label, see fast_scan_kernel.h) of keys[0, *n), labels below ntotal (the
 // rest are the last block's padding), moved to keys[0, *n) with *n ≤ ncand; returns the worst kept sum,
-// the new threshold (65536 while fewer than ncand are kept: every sum may still enter).
-uint32_t keep_best(uint64_t* keys, size_t* n, size_t ncand, size_t ntotal) {
+// the new threshold (65536 while fewer than ncand are kept: every sum may still enter). tmp: *n slots.
+uint32_t keep_best(uint64_t* keys, size_t* n, size_t ncand, size_t ntotal, uint64_t* tmp) {
   *n = size_t(std::remove_if(keys, keys + *n, [ntotal](uint64_t key) { return detail::fast_scan_key_label(key) >= ntotal; }) - keys);
   if (*n < ncand || ncand == 0) return 1u << 16;
-  std::nth_element(keys, keys + (ncand - 1), keys + *n);
+  select_smallest(keys, *n, ncand, tmp);
   *n = ncand;
-  return detail::fast_scan_key_sum(keys[ncand - 1]);
+  return detail::fast_scan_key_sum(*std::max_element(keys, keys + ncand));
 }
 
 }  // namespace
@@ -264,12 +291,13 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
       const size_t cap = 2 * ncand + 2 * detail::kFastScanBlock;
       std::vector<float> tables;
       std::vector<uint8_t> lut8;
-      std::vector<uint64_t> keys;
+      std::vector<uint64_t> keys, tmp;
       std::vector<std::pair<float, int64_t>> ranked;
       catcher.run([&] {
         tables.resize(nsq_ * kKsub);
         lut8.resize(group * nsq_ * kKsub);
         keys.resize(group * cap);
+        tmp.resize(cap);
         ranked.reserve(ncand);
       });
 #pragma omp for schedule(dynamic, 1)
@@ -290,14 +318,14 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
             blk += detail::fast_scan_collect(blocks_.data() + blk * block_bytes, nblocks - blk, nsq_, nscaled, ns16,
                                              fq, ng, blk * detail::kFastScanBlock, cap);
             for (size_t i = 0; i < ng; ++i)
-              if (fq[i].n + detail::kFastScanBlock > cap) fq[i].threshold = keep_best(fq[i].keys, &fq[i].n, ncand, ntotal_);
+              if (fq[i].n + detail::kFastScanBlock > cap) fq[i].threshold = keep_best(fq[i].keys, &fq[i].n, ncand, ntotal_, tmp.data());
           }
           for (size_t i = 0; i < ng; ++i) {
             const size_t qi = g0 + i;
             const float* lut = LUT.data() + qi * total;
             uint64_t* qkeys = fq[i].keys;
             size_t n = fq[i].n;
-            keep_best(qkeys, &n, ncand, ntotal_);
+            keep_best(qkeys, &n, ncand, ntotal_, tmp.data());
             float qnorm = 0;  // ‖q‖², added last as the flat index does
             if (!ip) {
               const float* qv = q.row(b0 + qi);
@@ -305,14 +333,24 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
             }
             ranked.clear();
             if (rerank_factor_) {
-              // The flat index's arithmetic: Σ_m LUT in float for m = 0..M−1, then norm − 2Σ + ‖q‖² (L2).
-              for (size_t j = 0; j < n; ++j) {
-                const int64_t id = int64_t(detail::fast_scan_key_label(qkeys[j]));
-                const uint8_t* code = codes_.data() + size_t(id) * code_size_;
-                float sum = 0;
-                for (size_t m = 0; m < M_; ++m) sum += lut[m * kKsub + nibble(code, m)];
-                ranked.emplace_back(ip ? sum : norm_table[nibble(code, M_) | (nibble(code, M_ + 1) << 4)] - 2 * sum + qnorm,
-                                    id);
+              // The flat index's arithmetic: Σ_m LUT in float for m = 0..M−1, then norm − 2Σ + ‖q‖² (L2). Eight
+              // candidates at a time, so that their sums' chains of additions overlap.
+              for (size_t j = 0; j < n; ++j)
+                __builtin_prefetch(codes_.data() + size_t(detail::fast_scan_key_label(qkeys[j])) * code_size_);
+              constexpr size_t kR = 8;
+              for (size_t j0 = 0; j0 < n; j0 += kR) {
+                const size_t nr = std::min(kR, n - j0);
+                const uint8_t* code[kR];
+                float sum[kR];
+                for (size_t r = 0; r < kR; ++r) {
+                  code[r] = codes_.data() + size_t(detail::fast_scan_key_label(qkeys[j0 + std::min(r, nr - 1)])) * code_size_;
+                  sum[r] = 0;
+                }
+                for (size_t m = 0; m < M_; ++m)
+                  for (size_t r = 0; r < kR; ++r) sum[r] += lut[m * kKsub + nibble(code[r], m)];
+                for (size_t r = 0; r < nr; ++r)
+                  ranked.emplace_back(ip ? sum[r] : norm_table[nibble(code[r], M_) | (nibble(code[r], M_ + 1) << 4)] - 2 * sum[r] + qnorm,
+                                      int64_t(detail::fast_scan_key_label(qkeys[j0 + r])));
               }
             } else {
               std::sort(qkeys, qkeys + n);
