@@ -15,6 +15,7 @@
 #include "core/simd.h"
 #include "tessera/cluster/balanced_assignment.h"
 #include "tessera/cluster/kmeans.h"
+#include "tessera/quant/random_rotation.h"
 
 using namespace tessera;
 
@@ -104,6 +105,9 @@ TEST(Simd, SameResultsOnEveryUnit) {
   mix(h, a.data(), a.size());
   mix(h, &total, 1);
   mix(h, assigner.prices().data(), assigner.prices().size());
+  std::vector<float> rotated(x.size());
+  RandomRotation(x.cols(), RotationKind::hadamard, 5).apply(x.rows(), x.data(), rotated.data());
+  mix(h, rotated.data(), rotated.size());
   std::ostringstream hex;
   hex << std::hex << h;
   if (const char* path = std::getenv("TESSERA_FINGERPRINT_WRITE")) {
