@@ -32,21 +32,10 @@ size_t leading_power_of_two(size_t d) {
   return l;
 }
 
-// Standard normal draws by Box–Muller from the generator's raw 64-bit words (std::normal_distribution is
-// implementation-defined: the same seed would give other matrices with another standard library).
-double uniform_open(Rng& rng) { return (double(rng() >> 11) + 0.5) * 0x1.0p-53; }
-void fill_gaussian(std::vector<double>& v, Rng& rng) {
-  for (size_t i = 0; i < v.size(); i += 2) {
-    const double r = std::sqrt(-2.0 * std::log(uniform_open(rng))), a = 2.0 * M_PI * uniform_open(rng);
-    v[i] = r * std::cos(a);
-    if (i + 1 < v.size()) v[i + 1] = r * std::sin(a);
-  }
-}
-
 // Q of a Gaussian matrix's QR decomposition, columns multiplied by sign(R_jj): Haar-distributed.
 std::vector<float> haar_orthogonal(size_t d, Rng& rng) {
   std::vector<double> a(d * d), tau(d);
-  fill_gaussian(a, rng);  // column-major for LAPACK; a Gaussian matrix's transpose is one too
+  fill_standard_normal(a.data(), a.size(), rng);  // column-major for LAPACK; a Gaussian matrix's transpose is one too
   const int n = (int)d;
   int info = 0, lwork = -1;
   double query = 0;

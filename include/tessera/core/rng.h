@@ -2,6 +2,7 @@
 // shard gets its own independent stream from one user seed (results never depend on thread count).
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <random>
@@ -21,6 +22,18 @@ constexpr uint64_t mix64(uint64_t z) {
 
 /// The seed of sub-stream `stream` of `seed` (e.g. level l, restart r: derive_seed(derive_seed(s, l), r)).
 constexpr uint64_t derive_seed(uint64_t seed, uint64_t stream) { return mix64(mix64(seed) ^ mix64(stream + 1)); }
+
+/// n standard normal draws by Box–Muller from the generator's raw 64-bit words: the same numbers with every
+/// standard library (std::normal_distribution's algorithm is implementation-defined).
+template <class T>
+void fill_standard_normal(T* out, size_t n, Rng& rng) {
+  auto uniform_open = [&rng] { return (double(rng() >> 11) + 0.5) * 0x1.0p-53; };  // in (0, 1)
+  for (size_t i = 0; i < n; i += 2) {
+    const double r = std::sqrt(-2.0 * std::log(uniform_open())), a = 6.283185307179586 * uniform_open();
+    out[i] = T(r * std::cos(a));
+    if (i + 1 < n) out[i + 1] = T(r * std::sin(a));
+  }
+}
 
 /// `count` distinct rows of [0, n), uniformly at random, in increasing order.
 inline std::vector<size_t> sample_rows(size_t n, size_t count, uint64_t seed) {

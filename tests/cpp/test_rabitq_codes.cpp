@@ -1,0 +1,132 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "tessera/core/error.h"
+#include "tessera/quant/rabitq_codes.h"
+
+using namespace tessera;
+using namespace tessera::rabitq;
+
+namespace {
+
+std::vector<float> gaussian(size_t d, std::mt19937& rng, bool unit = false) {
+  std::normal_distribution<float> g;
+  std::vector<float> o(d);
+  double n = 0;
+  for (float& v : o) v = g(rng), n += double(v) * v;
+  if (unit)
+    for (float& v : o) v = float(v / std::sqrt(n));
+  return o;
+}
+
+// The cosine between o and the grid vector of codes (code − (2^B − 1)/2 per coordinate).
+double cosine(const std::vector<float>& o, const std::vector<uint16_t>& codes, int bits) {
+  const double c = ((1 << bits) - 1) / 2.0;
+  double ip = 0, xx = 0, oo = 0;
+  for (size_t i = 0; i < o.size(); ++i) {
+    const double x = codes[i] - c;
+    ip += x * o[i], xx += x * x, oo += double(o[i]) * o[i];
+  }
+  return oo > 0 ? ip / std::sqrt(xx * oo) : 0.0;
+}
+
+// The best cosine over every code of the grid, signs included.
+double brute_force(const std::vector<float>& o, int bits) {
+  const size_t d = o.size(), levels = size_t(1) << bits;
+  std::vector<uint16_t> u(d, 0);
+  double best = -2;
+  for (;;) {
+    best = std::max(best, cosine(o, u, bits));
+    size_t i = 0;
+    while (i < d && ++u[i] == levels) u[i++] = 0;
+    if (i == d) return best;
+  }
+}
+
+}  // namespace
+
+// Algorithm 1's sweep finds the best grid point: equal to exhaustive search over all 2^(B·d) codes.
+TEST(RabitqCodes, ExactSweepMatchesBruteForce) {
+  std::mt19937 rng(1);
+  for (int bits = 1; bits <= 5; ++bits)
+    for (size_t d = 1; d <= 4; ++d) {
+      if (bits * d > 16) continue;
+      for (int trial = 0; trial < 30; ++trial) {
+        std::vector<float> o = gaussian(d, rng);
+        if (trial % 5 == 0) o[trial % d] = 0.0f;                 // a zero coordinate
+        if (trial % 7 == 0 && d > 1) o[1] = -o[0];               // equal magnitudes (tied critical values)
+        std::vector<uint16_t> codes(d);
+        const double got = quantize_exact(d, o.data(), bits, codes.data());
+        EXPECT_NEAR(got, cosine(o, codes, bits), 1e-12) << "the returned cosine is the codes' own";
+        EXPECT_NEAR(got, brute_force(o, bits), 1e-9) << "bits " << bits << ", d " << d << ", trial " << trial;
+      }
+    }
+}
+
+// The code layout: top bit = sign (the 1-bit RaBitQ code), and the value minus (2^B − 1)/2 is ±(k + ½).
+TEST(RabitqCodes, TopBitIsTheSignAndOneBitIsTheSignCode) {
+  std::mt19937 rng(2);
+  const auto o = gaussian(100, rng);
+  std::vector<uint16_t> one(100), four(100);
+  quantize_exact(100, o.data(), 1, one.data());
+  quantize_exact(100, o.data(), 4, four.data());
+  for (size_t i = 0; i < 100; ++i) {
+    EXPECT_EQ(one[i], o[i] >= 0 ? 1 : 0);
+    EXPECT_EQ(four[i] >> 3, one[i]);
+    EXPECT_LT(four[i], 16);
+    EXPECT_EQ((four[i] - 7.5) > 0, o[i] >= 0);
+  }
+}
+
+// ⟨ō, o⟩ of random 128-d directions: about 0.80, 0.94, 0.98, 0.995 for B = 1..4 (the paper's figures).
+TEST(RabitqCodes, CosinePerBitMatchesThePaper) {
+  std::mt19937 rng(3);
+  const double expected[] = {0.800, 0.939, 0.9826, 0.9950};
+  const double tolerance[] = {0.01, 0.005, 0.002, 0.001};
+  for (int bits = 1; bits <= 4; ++bits) {
+    double sum = 0;
+    std::vector<uint16_t> codes(128);
+    for (int s = 0; s < 200; ++s) sum += quantize_exact(128, gaussian(128, rng).data(), bits, codes.data());
+    EXPECT_NEAR(sum / 200, expected[bits - 1], tolerance[bits - 1]) << "bits " << bits;
+  }
+}
+
+// A best t strictly inside the winning interval gives the same code by plain rounding; the constant factor
+// of the fast mode loses little.
+TEST(RabitqCodes, BestScaleReproducesTheCodeAndConstantScaleIsClose) {
+  std::mt19937 rng(4);
+  for (int bits = 2; bits <= 8; ++bits) {
+    const double t_const = constant_scale(128, bits);
+    EXPECT_GT(t_const, 0);
+    EXPECT_EQ(constant_scale(128, bits), t_const) << "cached and deterministic";
+    double loss = 0;
+    for (int s = 0; s < 50; ++s) {
+      const auto o = gaussian(128, rng, true);
+      std::vector<uint16_t> exact(128), again(128), fast(128);
+      double t = 0;
+      const double best = quantize_exact(128, o.data(), bits, exact.data(), &t);
+      quantize_with_scale(128, o.data(), bits, t, again.data());
+      EXPECT_EQ(again, exact) << "bits " << bits;
+      const double c = quantize_with_scale(128, o.data(), bits, t_const, fast.data());
+      EXPECT_LE(c, best + 1e-12);
+      loss += best - c;
+    }
+    EXPECT_LT(loss / 50, 2e-3) << "bits " << bits;
+  }
+}
+
+TEST(RabitqCodes, BadInputAndZeroVectors) {
+  std::vector<float> o(8, 0.0f);
+  std::vector<uint16_t> codes(8);
+  EXPECT_EQ(quantize_exact(8, o.data(), 4, codes.data()), 0.0);
+  for (uint16_t c : codes) EXPECT_EQ(c, 8) << "+½ for zero coordinates";
+  EXPECT_THROW(quantize_exact(8, o.data(), 0, codes.data()), InvalidArgument);
+  EXPECT_THROW(quantize_exact(8, o.data(), kMaxBits + 1, codes.data()), InvalidArgument);
+  o[3] = NAN;
+  EXPECT_THROW(quantize_exact(8, o.data(), 3, codes.data()), InvalidArgument);
+  EXPECT_THROW(quantize_with_scale(8, o.data(), 3, -1.0, codes.data()), InvalidArgument);
+  EXPECT_THROW(constant_scale(0, 3), InvalidArgument);
+}
