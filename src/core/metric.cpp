@@ -1,0 +1,22 @@
+#include "tessera/core/metric.h"
+
+#include "tessera/core/error.h"
+
+namespace tessera {
+
+MetricType parse_metric(const std::string& name) {
+  if (name == "l2" || name == "L2" || name == "METRIC_L2") return MetricType::L2;
+  if (name == "ip" || name == "IP" || name == "inner_product" || name == "METRIC_INNER_PRODUCT")
+    return MetricType::inner_product;
+  TESSERA_THROW_ARG("unknown metric '" << name << "': expected 'l2' or 'ip' (inner product)");
+}
+
+MetricType metric_from_int(long value) {
+  TESSERA_CHECK_ARG(value == 0 || value == 1, "metric " << value << " is not supported: expected faiss's METRIC_L2 = 1 "
+                                                                    "or METRIC_INNER_PRODUCT = 0");
+  return value == 1 ? MetricType::L2 : MetricType::inner_product;
+}
+
+std::string metric_name(MetricType m) { return m == MetricType::L2 ? "l2" : "ip"; }
+
+}  // namespace tessera
