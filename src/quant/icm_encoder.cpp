@@ -1,15 +1,16 @@
 // Why this encoder is fast (LSQ's time goes into encoding; docs/lsq.md has the measurements):
-//  - Incremental costs: for the vector being searched, T_m(k) = U_m(k) + Σ_{m'≠m} B_{m',m}(c_m', k) is kept
-//    for every position m and updated when a code moves (2(M − 1) rows of the cross-product table), so
-//    looking at a position is an argmin over K floats in L1 instead of a sum of M − 1 rows. Each ILS step
-//    restarts from the costs of the best codes, and a position is looked at again only after another
-//    one moved (otherwise its argmin cannot change): the ICM of LSQ with its order and its ties, up to
-//    float rounding of the maintained sums.
-//  - The moves read the table's rows in int16 (a scale per K × K block): the rows are scattered over a
-//    table far larger than L2 (8.4 MB instead of 16.8 MB at M = 8, K = 256), and all rows of a move are
-//    requested at once so that their cache misses overlap.
+//  - Lazily synced costs: for the vector being searched, T_m(k) = U_m(k) + Σ_{m'≠m} B_{m',m}(c_m', k) is kept
+//    for every position m, together with the codes c_m' each row reflects. When position m is looked at,
+//    its row is brought up to date by the codes that differ from those (one pass over the row for all of
+//    them, the argmin taken on the way); a move undone before the position is looked at (a rejected ILS
+//    step, a perturbation ICM reverts) costs nothing, and a row nothing changed keeps its argmin. This is
+//    the ICM of LSQ with its order and its ties, up to float rounding of the maintained sums.
+//  - The rows come from an int16 copy of the table (a scale per K × K block, stored by codeword): half the
+//    bytes of the float table, which is far larger than L2; all rows of a look are requested at once so
+//    that their cache misses overlap. One GEMM per pair of codebooks fills both transposed blocks.
 //  - Unary terms by one GEMM per block of vectors; acceptance by the exact squared error, as LSQ does.
 //  - Random draws are keyed on (seed, row): blocks run in parallel, results do not depend on threads.
+//  - Vector code in 8-lane (32-byte) vectors: one AVX2 register (16-lane generic vectors spill on AVX2).
 // icm_sweeps keeps the plain formulation (every position's sum afresh, float table) for the public
 // icm_encode_step and for the `exact` option.
 #include "quant/icm_encoder.h"
@@ -21,9 +22,11 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "core/blas.h"
 #include "core/simd.h"
+#include "tessera/core/error.h"
 #include "tessera/core/interrupt.h"
 #include "tessera/core/rng.h"
 #include "tessera/core/threading.h"
@@ -32,7 +35,7 @@ namespace tessera::detail {
 
 namespace {
 
-constexpr size_t kBlockRows = 64;      // vectors per cache block
+constexpr size_t kBlockRows = 256;     // vectors per unary GEMM (2 MB of unaries at M·K = 2048)
 constexpr size_t kChunkRows = 8192;     // rows between interrupt checks
 constexpr size_t kLanes = 16;
 using v16 = float __attribute__((vector_size(4 * kLanes)));
@@ -137,7 +140,7 @@ inline uint32_t below(uint32_t bits, size_t n) { return (uint32_t)(((uint64_t)bi
 
 }  // namespace
 
-IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K) {
+IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K, bool float_table) {
   IcmTables t;
   t.M = M, t.K = K, t.d = books.cols;
   t.books = FloatMatrix::copy_of(books);
@@ -148,26 +151,47 @@ IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K) {
     for (size_t j = 0; j < t.d; ++j) s += books(r, j) * books(r, j);
     t.norms[r] = s;
   }
-  // Block (m1, m2) = 2·C_m1·C_m2ᵀ, K × K, one GEMM each; then its int16 copy with its own scale (rounding
-  // error at most 2^-16 of the block's largest entry), stored by codeword: everything codeword (m1, k1)
-  // adds to the other positions' costs, M × K values, is one contiguous row.
-  t.binaries.resize(MK * MK);
-  t.qbinaries.resize(MK * MK);
-  t.qscales.resize(M * M);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(::tessera::num_threads())
-  for (ptrdiff_t b = 0; b < (ptrdiff_t)(M * M); ++b) {
-    const size_t m1 = size_t(b) / M, m2 = size_t(b) % M;
-    float* blk = t.binaries.data() + size_t(b) * K * K;
-    gemm_abt(K, K, t.d, 2.0f, t.books.row(m1 * K), t.d, t.books.row(m2 * K), t.d, 0.0f, blk, K);
-    float amax = 0;
-    for (size_t e = 0; e < K * K; ++e) amax = std::max(amax, std::fabs(blk[e]));
-    const float scale = amax > 0 ? amax / 32767.0f : 1.0f, inv = 1.0f / scale;
-    t.qscales[b] = scale;
-    for (size_t k1 = 0; k1 < K; ++k1) {
-      int16_t* q = t.qbinaries.data() + ((m1 * K + k1) * M + m2) * K;
-      for (size_t k2 = 0; k2 < K; ++k2) {
-        const float v = std::clamp(blk[k1 * K + k2] * inv, -32767.0f, 32767.0f);
-        q[k2] = (int16_t)(v + (v >= 0 ? 0.5f : -0.5f));
+  // Block (m1, m2) = 2·C_m1·C_m2ᵀ, K × K; then its int16 copy with its own scale (rounding error at most
+  // 2^-16 of the block's largest entry), stored by codeword: everything codeword (m1, k1) adds to the other
+  // positions' costs, M × K values, is one contiguous row. Block (m2, m1) is the transpose of (m1, m2): one
+  // GEMM per pair m1 < m2 fills both (the diagonal blocks are never read by the encoder). The float table
+  // (all M² blocks, one GEMM each) only for the plain formulation and compute_binary_terms.
+  if (float_table) t.binaries.resize(MK * MK);
+  t.qbinaries.assign(MK * MK, 0);
+  t.qscales.assign(M * M, 1.0f);
+  std::vector<std::pair<size_t, size_t>> pairs;
+  for (size_t m1 = 0; m1 < M; ++m1)
+    for (size_t m2 = m1 + 1; m2 < M; ++m2) pairs.emplace_back(m1, m2);
+#pragma omp parallel num_threads(::tessera::num_threads())
+  {
+    std::vector<float> own(float_table ? 0 : K * K);
+#pragma omp for schedule(dynamic, 1)
+    for (ptrdiff_t b = 0; b < (ptrdiff_t)pairs.size(); ++b) {
+      const auto [m1, m2] = pairs[size_t(b)];
+      float* blk = float_table ? t.binaries.data() + (m1 * M + m2) * K * K : own.data();
+      gemm_abt(K, K, t.d, 2.0f, t.books.row(m1 * K), t.d, t.books.row(m2 * K), t.d, 0.0f, blk, K);
+      float amax = 0;
+      for (size_t e = 0; e < K * K; ++e) amax = std::max(amax, std::fabs(blk[e]));
+      const float scale = amax > 0 ? amax / 32767.0f : 1.0f, inv = 1.0f / scale;
+      t.qscales[m1 * M + m2] = t.qscales[m2 * M + m1] = scale;
+      for (size_t k1 = 0; k1 < K; ++k1) {
+        int16_t* q = t.qbinaries.data() + ((m1 * K + k1) * M + m2) * K;
+        for (size_t k2 = 0; k2 < K; ++k2) {
+          const float v = std::clamp(blk[k1 * K + k2] * inv, -32767.0f, 32767.0f);
+          const int16_t e = (int16_t)(v + (v >= 0 ? 0.5f : -0.5f));
+          q[k2] = e;
+          t.qbinaries[((m2 * K + k2) * M + m1) * K + k1] = e;
+        }
+      }
+    }
+    if (float_table) {
+      // The rest of the float table: the transposed blocks and the diagonal ones.
+#pragma omp for schedule(dynamic, 1)
+      for (ptrdiff_t b = 0; b < (ptrdiff_t)(M * M); ++b) {
+        const size_t m1 = size_t(b) / M, m2 = size_t(b) % M;
+        if (m1 < m2) continue;
+        gemm_abt(K, K, t.d, 2.0f, t.books.row(m1 * K), t.d, t.books.row(m2 * K), t.d, 0.0f,
+                 t.binaries.data() + size_t(b) * K * K, K);
       }
     }
   }
@@ -243,88 +267,135 @@ void reconstruction_errors(const IcmTables& t, MatrixView<const float> x, const 
 
 namespace {
 
-// T_m' += B_{m,m'}(to, ·) − B_{m,m'}(from, ·) for every m' ≠ m: position m's code goes from → to. The rows
-// come from the int16 copy of the table (half the bytes of the float one, and these scattered rows are
-// what encoding waits for); the difference of two int16 rows is exact before it is scaled.
-TESSERA_CLONE_PER_ISA void move_code(float* T, const IcmTables& t, size_t m, int32_t from, int32_t to) {
-  const size_t M = t.M, K = t.K;
-  // The two rows (everything codewords `to` and `from` of position m add to the others' costs) are
-  // contiguous: ask for all their lines at once, so that the cache misses overlap.
-  const int16_t* add = t.qbinaries.data() + (m * K + (size_t)to) * M * K;
-  const int16_t* sub = t.qbinaries.data() + (m * K + (size_t)from) * M * K;
-  for (size_t m2 = 0; m2 < M; ++m2) {
-    if (m2 == m) continue;  // position m's own block is never read
-    for (size_t b = 0; b < K * sizeof(int16_t); b += 64) {
-      __builtin_prefetch(reinterpret_cast<const char*>(add + m2 * K) + b);
-      __builtin_prefetch(reinterpret_cast<const char*>(sub + m2 * K) + b);
-    }
-  }
-  for (size_t m2 = 0; m2 < M; ++m2) {
-    if (m2 == m) continue;
-    const int16_t* a = add + m2 * K;
-    const int16_t* s = sub + m2 * K;
-    const float scale = t.qscales[m * M + m2];
-    float* row = T + m2 * K;
-    for (size_t k = 0; k < K; ++k) row[k] += float(int32_t(a[k]) - int32_t(s[k])) * scale;
-  }
-}
-
-// T_m' += B_{m,m'}(code, ·) for every m' ≠ m, from the int16 table.
-TESSERA_CLONE_PER_ISA void add_code(float* T, const IcmTables& t, size_t m, int32_t code) {
-  const size_t M = t.M, K = t.K;
-  const int16_t* add = t.qbinaries.data() + (m * K + (size_t)code) * M * K;
-  for (size_t m2 = 0; m2 < M; ++m2) {
-    if (m2 == m) continue;
-    const int16_t* a = add + m2 * K;
-    const float scale = t.qscales[m * M + m2];
-    float* row = T + m2 * K;
-    for (size_t k = 0; k < K; ++k) row[k] += float(a[k]) * scale;
-  }
-}
-
-int32_t argmin_row(const float* v, size_t K) {
-  return K % kLanes == 0 ? argmin_vec(v, K) : (int32_t)(std::min_element(v, v + K) - v);
-}
-
-// Scratch for one vector's ILS: the costs T_m(k) = U_m(k) + Σ_{m'≠m} B_{m',m}(c_m', k) of the codes being
-// searched and of the best codes so far, kept up to date as codes move (each move: 2(M − 1) table rows)
-// rather than summed afresh for every position of every sweep (M − 1 rows each).
-struct VectorSearch {
-  std::vector<float> T, T_best, residual;
-  std::vector<int32_t> cur;
-  std::vector<size_t> seen;  // stamp of the last look at each position
-  VectorSearch(size_t M, size_t K, size_t d) : T(M * K), T_best(M * K), residual(d), cur(M), seen(M) {}
+// One source position's pending contribution to a cost row: + add − sub (sub may be null), in units of scale.
+struct Pending {
+  const int16_t* add;
+  const int16_t* sub;
+  float scale;
 };
 
+// row[k] += float(add_p[k] − sub_p[k]) · scale_p for p = 0..np−1 in turn (the difference of two int16
+// entries is exact before it is scaled); returns argmin_k row[k], lowest k on ties. One pass over the row
+// for all sources, the argmin tracked per lane on the way (strict <: a lane keeps its earliest minimum).
+TESSERA_CLONE_PER_ISA int32_t sync_row(float* row, const Pending* pend, size_t np, size_t K) {
+  v8 mn;
+  i8 at, lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  for (size_t l = 0; l < 8; ++l) mn[l] = std::numeric_limits<float>::infinity(), at[l] = -1;
+  // G chunks of 8 at a time: G independent chains of additions (one chain per chunk would wait on the
+  // latency of every add).
+  auto step = [&](size_t k, auto G) {
+    v8 v[G];
+    for (size_t g = 0; g < G; ++g) load8(v[g], row + k + 8 * g);
+    for (size_t p = 0; p < np; ++p) {
+      const float scale = pend[p].scale;
+      for (size_t g = 0; g < G; ++g) {
+        s8 a16;
+        std::memcpy(&a16, pend[p].add + k + 8 * g, sizeof a16);
+        i8 diff = __builtin_convertvector(a16, i8);
+        if (pend[p].sub) {
+          s8 b16;
+          std::memcpy(&b16, pend[p].sub + k + 8 * g, sizeof b16);
+          diff -= __builtin_convertvector(b16, i8);
+        }
+        v[g] += __builtin_convertvector(diff, v8) * scale;
+      }
+    }
+    for (size_t g = 0; g < G; ++g) {
+      std::memcpy(row + k + 8 * g, &v[g], sizeof v[g]);
+      const i8 lt = v[g] < mn;
+      mn = lt ? v[g] : mn;
+      at = lt ? lane : at;
+      lane += 8;
+    }
+  };
+  size_t k = 0;
+  for (; k + 32 <= K; k += 32) step(k, std::integral_constant<size_t, 4>{});
+  for (; k < K; k += 8) step(k, std::integral_constant<size_t, 1>{});
+  float best = mn[0];
+  int32_t arg = at[0];
+  for (size_t l = 1; l < 8; ++l)
+    if (at[l] >= 0 && (arg < 0 || mn[l] < best || (mn[l] == best && at[l] < arg))) best = mn[l], arg = at[l];
+  return arg;  // −1: all NaN
+}
+
+// The same for K not a multiple of 8 (K < 8 in practice): scalar, the same arithmetic.
+int32_t sync_row_scalar(float* row, const Pending* pend, size_t np, size_t K) {
+  float best = std::numeric_limits<float>::infinity();
+  int32_t arg = -1;
+  for (size_t k = 0; k < K; ++k) {
+    float v = row[k];
+    for (size_t p = 0; p < np; ++p)
+      v += float(int32_t(pend[p].add[k]) - (pend[p].sub ? int32_t(pend[p].sub[k]) : 0)) * pend[p].scale;
+    row[k] = v;
+    if (v < best) best = v, arg = int32_t(k);
+  }
+  return arg;
+}
+
+// Scratch for one vector's ILS. T_m(k) = U_m(k) + Σ_{m'≠m} B_{m',m}(s_{m,m'}, k), where s_{m,m'} (syn) is the
+// code of position m' that row m reflects: rows are brought up to date with the current codes lazily, when
+// their position is looked at, and only by the codes that differ then (a move undone before the position is
+// looked at, e.g. a rejected ILS step, costs nothing). arg caches the argmin of a row not changed since.
+struct VectorSearch {
+  std::vector<float> T, residual;
+  std::vector<int32_t> cur, syn, arg;
+  std::vector<uint8_t> fresh;
+  std::vector<Pending> pend;
+  VectorSearch(size_t M, size_t K, size_t d)
+      : T(M * K), residual(d), cur(M), syn(M * M), arg(M), fresh(M), pend(M) {}
+};
+
+// argmin_k T_m(k) for the current codes (lowest k on ties), after syncing row m.
+int32_t look(const IcmTables& t, VectorSearch& w, size_t m) {
+  const size_t M = t.M, K = t.K;
+  const int32_t* c = w.cur.data();
+  int32_t* syn = w.syn.data() + m * M;
+  const int16_t* q = t.qbinaries.data();
+  size_t np = 0;
+  for (size_t m2 = 0; m2 < M; ++m2) {
+    if (m2 == m || syn[m2] == c[m2]) continue;
+    // Rows of block (m2, m): everything codeword c of position m2 adds to position m's costs.
+    const int16_t* add = q + ((m2 * K + (size_t)c[m2]) * M + m) * K;
+    const int16_t* sub = syn[m2] >= 0 ? q + ((m2 * K + (size_t)syn[m2]) * M + m) * K : nullptr;
+    for (size_t b = 0; b < K * sizeof(int16_t); b += 64) {
+      __builtin_prefetch(reinterpret_cast<const char*>(add) + b);
+      if (sub) __builtin_prefetch(reinterpret_cast<const char*>(sub) + b);
+    }
+    w.pend[np++] = Pending{add, sub, t.qscales[m2 * M + m]};
+    syn[m2] = c[m2];
+  }
+  if (np == 0 && w.fresh[m]) return w.arg[m];
+  float* row = w.T.data() + m * K;
+  int32_t k = K % 8 == 0 ? sync_row(row, w.pend.data(), np, K) : sync_row_scalar(row, w.pend.data(), np, K);
+  if (k < 0) k = c[m];  // NaN costs: stay
+  w.arg[m] = k, w.fresh[m] = 1;
+  return k;
+}
+
 // ILS for vector x (its unaries u: M × K, codes best: M, in place) as ils_encode describes, with the
-// costs maintained incrementally. Returns the final squared error.
+// costs synced lazily. Returns the final squared error.
 float ils_one_vector(const IcmTables& t, const float* x, const float* u, int32_t* best, const IlsParams& p,
                      size_t row, VectorSearch& w) {
   const size_t M = t.M, K = t.K, d = t.d;
-  std::copy(u, u + M * K, w.T_best.data());
-  for (size_t m = 0; m < M; ++m) add_code(w.T_best.data(), t, m, best[m]);
+  std::copy(u, u + M * K, w.T.data());
+  std::fill(w.syn.begin(), w.syn.end(), -1);
+  std::fill(w.fresh.begin(), w.fresh.end(), 0);
   float best_err = squared_error(x, t.books.data(), d, best, M, K, w.residual.data());
+  int32_t* c = w.cur.data();
   for (size_t s = 0; s < p.ils_iters; ++s) {
-    std::copy(best, best + M, w.cur.data());
-    std::copy(w.T_best.begin(), w.T_best.end(), w.T.begin());
-    int32_t* c = w.cur.data();
+    std::copy(best, best + M, c);
     KeyedDraws g{derive_seed(derive_seed(p.seed, s), row)};
     for (size_t q = 0; q < p.nperts; ++q) {
       const uint64_t z = g.next();
-      const size_t m = below(uint32_t(z >> 32), M);
-      const int32_t k = (int32_t)below(uint32_t(z), K);
-      if (c[m] != k) move_code(w.T.data(), t, m, c[m], k), c[m] = k;
+      c[below(uint32_t(z >> 32), M)] = (int32_t)below(uint32_t(z), K);
     }
-    // ICM; a position is looked at again only after another one moved (else its argmin is unchanged).
-    size_t stamp = 1;
-    std::fill(w.seen.begin(), w.seen.end(), 0);
+    // ICM. A row is synced only when its position is looked at; a position none of whose others moved
+    // since its last look keeps its cached argmin.
     for (size_t sweep = 0; sweep < p.icm_iters; ++sweep) {
       bool moved = false;
       for (size_t m = 0; m < M; ++m) {
-        if (w.seen[m] == stamp) continue;
-        const int32_t k = argmin_row(w.T.data() + m * K, K);
-        if (k != c[m]) move_code(w.T.data(), t, m, c[m], k), c[m] = k, ++stamp, moved = true;
-        w.seen[m] = stamp;
+        const int32_t k = look(t, w, m);
+        if (k != c[m]) c[m] = k, moved = true;
       }
       if (!moved) break;
     }
@@ -332,7 +403,6 @@ float ils_one_vector(const IcmTables& t, const float* x, const float* u, int32_t
     if (err < best_err) {
       best_err = err;
       std::copy(c, c + M, best);
-      std::swap(w.T, w.T_best);
     }
   }
   return best_err;
@@ -342,6 +412,7 @@ float ils_one_vector(const IcmTables& t, const float* x, const float* u, int32_t
 
 void ils_encode(const IcmTables& t, MatrixView<const float> x, int32_t* codes, const IlsParams& p, float* errors) {
   const size_t n = x.rows, M = t.M, K = t.K, MK = M * K, d = t.d;
+  TESSERA_CHECK_ARG(!p.exact || t.binaries.size() == MK * MK, "the plain ICM needs the float table");
   for (size_t c0 = 0; c0 < n; c0 += kChunkRows) {
     check_interrupt();
     const size_t chunk = std::min(kChunkRows, n - c0);

@@ -15,13 +15,14 @@ struct IcmTables {
   size_t M = 0, K = 0, d = 0;
   FloatMatrix books;           ///< M·K × d, codeword (m, k) at row m·K + k
   std::vector<float> norms;    ///< M·K: ‖C_m[k]‖²
-  std::vector<float> binaries; ///< M × M × K × K: 2⟨C_m1[k1], C_m2[k2]⟩ at ((m1·M + m2)·K + k1)·K + k2
+  std::vector<float> binaries; ///< (optional) M × M × K × K: 2⟨C_m1[k1], C_m2[k2]⟩ at ((m1·M + m2)·K + k1)·K + k2
   std::vector<int16_t> qbinaries;  ///< the same as int16 × qscales[m1·M + m2], at ((m1·K + k1)·M + m2)·K + k2
   std::vector<float> qscales;      ///< M × M
 };
 
-/// Tables for flat codebooks (M·K × d). One GEMM for all cross products.
-IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K);
+/// Tables for flat codebooks (M·K × d): the int16 table always, the float one (binaries: what the plain
+/// formulation and compute_binary_terms read) if float_table.
+IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K, bool float_table = true);
 
 /// Where the unary terms U_m(k) = ‖C_m[k]‖² − 2⟨x_i, C_m[k]⟩ of vector i, codebook m lie:
 /// base + i·vector_stride + m·codebook_stride, K contiguous floats.

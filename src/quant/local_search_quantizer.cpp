@@ -5,6 +5,8 @@
 #include <random>
 #include <sstream>
 
+#include <cblas.h>
+
 #include "core/blas.h"
 #include "quant/icm_encoder.h"
 #include "tessera/core/distances.h"
@@ -15,11 +17,7 @@
 
 extern "C" {
 void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
-void dpotrs_(const char* uplo, const int* n, const int* nrhs, const double* a, const int* lda, double* b,
-             const int* ldb, int* info);
 void spotrf_(const char* uplo, const int* n, float* a, const int* lda, int* info);
-void spotrs_(const char* uplo, const int* n, const int* nrhs, const float* a, const int* lda, float* b,
-             const int* ldb, int* info);
 }
 
 namespace tessera {
@@ -55,19 +53,76 @@ std::vector<float> column_stddev(MatrixView<const float> x) {
   return s;
 }
 
-// Solve the SPD system A·X = B in place (A: n × n symmetric, B: n × nrhs column-major) by Cholesky.
+void potrf_tile(int n, double* a, int lda, int* info) { dpotrf_("L", &n, a, &lda, info); }
+void potrf_tile(int n, float* a, int lda, int* info) { spotrf_("L", &n, a, &lda, info); }
+void trsm_tile(CBLAS_SIDE side, CBLAS_TRANSPOSE tr, int m, int n, const double* a, int lda, double* b, int ldb) {
+  cblas_dtrsm(CblasColMajor, side, CblasLower, tr, CblasNonUnit, m, n, 1.0, a, lda, b, ldb);
+}
+void trsm_tile(CBLAS_SIDE side, CBLAS_TRANSPOSE tr, int m, int n, const float* a, int lda, float* b, int ldb) {
+  cblas_strsm(CblasColMajor, side, CblasLower, tr, CblasNonUnit, m, n, 1.0f, a, lda, b, ldb);
+}
+void syrk_tile(int n, int k, const double* a, int lda, double* c, int ldc) {
+  cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, n, k, -1.0, a, lda, 1.0, c, ldc);
+}
+void syrk_tile(int n, int k, const float* a, int lda, float* c, int ldc) {
+  cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, n, k, -1.0f, a, lda, 1.0f, c, ldc);
+}
+void gemm_tile(int m, int n, int k, const double* a, int lda, const double* b, int ldb, double* c, int ldc) {
+  cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, m, n, k, -1.0, a, lda, b, ldb, 1.0, c, ldc);
+}
+void gemm_tile(int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
+  cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, m, n, k, -1.0f, a, lda, b, ldb, 1.0f, c, ldc);
+}
+
+// Solve the SPD system A·X = B in place (A: n × n symmetric, lower triangle read; B: n × nrhs, column-major)
+// by a tiled right-looking Cholesky: at step k the diagonal tile is factored, the tiles below it solved, and
+// the trailing tiles updated, the tiles of a step in parallel (OpenBLAS itself runs single-threaded). Each
+// tile goes through the same single-threaded BLAS calls in the same order whatever the thread count, so the
+// result never depends on it. Then the two triangular solves, in fixed chunks of right-hand sides.
 template <class T>
 void cholesky_solve(std::vector<T>& a, std::vector<T>& b, size_t n, size_t nrhs, double lambd) {
   detail::prepare_blas();
-  const int ni = (int)n, nr = (int)nrhs;
+  constexpr size_t kTile = 256, kRhsChunk = 32;
+  const size_t nt = (n + kTile - 1) / kTile;
+  const int ld = (int)n;
+  T* A = a.data();
+  auto tile = [&](size_t i, size_t j) { return A + j * kTile * n + i * kTile; };  // rows of i, columns of j
+  auto len = [&](size_t i) { return (int)std::min(kTile, n - i * kTile); };
+  std::vector<std::pair<size_t, size_t>> trailing;
   int info = 0;
-  if constexpr (std::is_same_v<T, double>) dpotrf_("L", &ni, a.data(), &ni, &info);
-  else spotrf_("L", &ni, a.data(), &ni, &info);
+  for (size_t k = 0; k < nt && info == 0; ++k) {
+    potrf_tile(len(k), tile(k, k), ld, &info);
+    if (info != 0) {
+      info += int(k * kTile);
+      break;
+    }
+    trailing.clear();
+    for (size_t j = k + 1; j < nt; ++j)
+      for (size_t i = j; i < nt; ++i) trailing.emplace_back(i, j);
+#pragma omp parallel num_threads(::tessera::num_threads())
+    {
+#pragma omp for schedule(dynamic, 1)
+      for (ptrdiff_t i = ptrdiff_t(k + 1); i < (ptrdiff_t)nt; ++i)
+        trsm_tile(CblasRight, CblasTrans, len(size_t(i)), len(k), tile(k, k), ld, tile(size_t(i), k), ld);
+#pragma omp for schedule(dynamic, 1)
+      for (ptrdiff_t t = 0; t < (ptrdiff_t)trailing.size(); ++t) {
+        const auto [i, j] = trailing[size_t(t)];
+        if (i == j) syrk_tile(len(i), len(k), tile(i, k), ld, tile(i, i), ld);
+        else gemm_tile(len(i), len(j), len(k), tile(i, k), ld, tile(j, k), ld, tile(i, j), ld);
+      }
+    }
+  }
   TESSERA_CHECK_ARG(info == 0, "the codebook update's least-squares system is singular (LAPACK potrf info "
                                    << info << ", lambd = " << lambd << "): use lambd > 0");
-  if constexpr (std::is_same_v<T, double>) dpotrs_("L", &ni, &nr, a.data(), &ni, b.data(), &ni, &info);
-  else spotrs_("L", &ni, &nr, a.data(), &ni, b.data(), &ni, &info);
-  TESSERA_CHECK_ARG(info == 0, "the codebook update's solve failed (LAPACK potrs info " << info << ")");
+  const size_t chunks = (nrhs + kRhsChunk - 1) / kRhsChunk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(::tessera::num_threads())
+  for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; ++c) {
+    const size_t r0 = size_t(c) * kRhsChunk;
+    const int cols = (int)std::min(kRhsChunk, nrhs - r0);
+    T* rhs = b.data() + r0 * n;
+    trsm_tile(CblasLeft, CblasNoTrans, (int)n, cols, A, ld, rhs, ld);  // L·Y = B
+    trsm_tile(CblasLeft, CblasTrans, (int)n, cols, A, ld, rhs, ld);    // Lᵀ·X = Y
+  }
 }
 
 template <class T>
@@ -154,7 +209,7 @@ void LocalSearchQuantizer::icm_encode(int32_t* codes, MatrixView<const float> x,
   check_trained("icm_encode");
   check_input(x, "vectors to encode");
   check_codes(codes, x.rows, num_codebooks(), K_);
-  const detail::IcmTables t = detail::make_icm_tables(codebooks_flat(), num_codebooks(), K_);
+  const detail::IcmTables t = detail::make_icm_tables(codebooks_flat(), num_codebooks(), K_, false);
   detail::ils_encode(t, x, codes, detail::IlsParams{ils_iters, params_.icm_iters, params_.nperts, seed});
 }
 
