@@ -72,12 +72,22 @@ void RaBitQuantizer::train(MatrixView<const float> x) {
   std::vector<double> mean(d, 0.0);
   for (size_t i = 0; i < x.rows; ++i)
     for (size_t j = 0; j < d; ++j) mean[j] += x(i, j);
-  centroid_.assign(d, 0.0f);
-  for (size_t j = 0; j < d; ++j) centroid_[j] = float(mean[j] / double(x.rows));
-  rotation_ = RandomRotation(d, params_.rotation, params_.seed);
-  rotated_centroid_.resize(d);
+  std::vector<float> centroid(d);
+  for (size_t j = 0; j < d; ++j) centroid[j] = float(mean[j] / double(x.rows));
+  restore(RandomRotation(d, params_.rotation, params_.seed), std::move(centroid));
+}
+
+void RaBitQuantizer::restore(RandomRotation rotation, std::vector<float> centroid) {
+  TESSERA_CHECK_ARG(rotation.dim() == dim() && rotation.kind() == params_.rotation,
+                    "the stored rotation (" << rotation_kind_name(rotation.kind()) << ", d = " << rotation.dim()
+                                            << ") does not fit the codec (" << rotation_kind_name(params_.rotation)
+                                            << ", d = " << dim() << ")");
+  TESSERA_CHECK_ARG(centroid.size() == dim(), "the stored centroid has " << centroid.size() << " values, not " << dim());
+  rotation_ = std::move(rotation);
+  centroid_ = std::move(centroid);
+  rotated_centroid_.resize(dim());
   rotation_.apply(1, centroid_.data(), rotated_centroid_.data());
-  fast_scale_ = params_.fast_quantization && params_.bits > 1 ? rabitq::constant_scale(d, params_.bits) : 0.0;
+  fast_scale_ = params_.fast_quantization && params_.bits > 1 ? rabitq::constant_scale(dim(), params_.bits) : 0.0;
   trained_ = true;
 }
 

@@ -75,6 +75,10 @@ class RaBitQuantizer : public Quantizer {
   /// The estimate from a packed code: the full B-bit code, or its top bit only (msb_only).
   RabitqEstimate estimate(const Query& query, const uint8_t* code, bool msb_only = false) const;
 
+  /// A trained codec from stored parts (index files): the rotation (of this dimension and kind) and the
+  /// centroid (d floats).
+  void restore(RandomRotation rotation, std::vector<float> centroid);
+
   const RabitqParams& params() const { return params_; }
   const RandomRotation& rotation() const { return rotation_; }
   /// The trained centroid (d floats).
