@@ -276,11 +276,12 @@ __attribute__((target("avx2"))) size_t collect_avx2(const uint8_t* blocks, size_
       _mm256_store_si256(reinterpret_cast<__m256i*>(sums), v[2 * q]);
       _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 16), v[2 * q + 1]);
       const uint64_t label0 = base + b * kFastScanBlock;
-      FastScanQuery& fq = qs[q];
+      uint64_t* out = qs[q].keys + qs[q].n;  // a local pointer: stores through keys could alias n
       for (; mask; mask &= mask - 1) {
         const unsigned j = unsigned(__builtin_ctz(mask));
-        fq.keys[fq.n++] = fast_scan_key(sums[j], label0 + j);
+        *out++ = fast_scan_key(sums[j], label0 + j);
       }
+      qs[q].n = size_t(out - qs[q].keys);
       added = true;
     }
     if (added) fit = room(qs, QB, cap);

@@ -178,59 +178,113 @@ namespace {
 // ties to even (nearbyint's in the default mode), as x + 2^23 − 2^23 does for 0 ≤ x < 2^23 without a call.
 void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8, float* scale,
                      float* bias) {
+  static_assert(kKsub == 16);
+  // Per table its minimum and maximum, four lanes at a time (element-wise, which compilers vectorise).
+  const auto min_max = [](const float* tab, float& lo, float& hi) {
+    float l[4], h[4];
+    for (size_t i = 0; i < 4; ++i) l[i] = h[i] = tab[i];
+    for (size_t j = 4; j < kKsub; j += 4)
+      for (size_t i = 0; i < 4; ++i) {
+        l[i] = tab[j + i] < l[i] ? tab[j + i] : l[i];
+        h[i] = tab[j + i] > h[i] ? tab[j + i] : h[i];
+      }
+    lo = std::min(std::min(l[0], l[1]), std::min(l[2], l[3]));
+    hi = std::max(std::max(h[0], h[1]), std::max(h[2], h[3]));
+  };
   float max_span = 0, b = 0;
   for (size_t t = 0; t < nsq; ++t) {
-    const auto [lo, hi] = std::minmax_element(tables + t * kKsub, tables + (t + 1) * kKsub);
-    max_span = std::max(max_span, *hi - *lo);
-    b += t < nsq - nscaled ? *lo : weight * *lo;
+    float lo, hi;
+    min_max(tables + t * kKsub, lo, hi);
+    max_span = std::max(max_span, hi - lo);
+    b += t < nsq - nscaled ? lo : weight * lo;
   }
   const float a = max_span > 0 ? 255.0f / max_span : 1.0f;
   for (size_t t = 0; t < nsq; ++t) {
     const float* tab = tables + t * kKsub;
-    const float lo = *std::min_element(tab, tab + kKsub);
+    float lo, hi;
+    min_max(tab, lo, hi);
     for (size_t j = 0; j < kKsub; ++j) {
       const float v = ((tab[j] - lo) * a + 8388608.0f) - 8388608.0f;  // the sum, in [2^23, 2^23 + 256), is rounded
-      lut8[t * kKsub + j] = uint8_t(std::clamp(v, 0.0f, 255.0f));
+      lut8[t * kKsub + j] = uint8_t(int32_t(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v));
     }
   }
   *scale = a;
   *bias = b;
 }
 
-// Move the k smallest of the distinct a[0, n) to a[0, k) (in no order), k ≤ n; tmp: n slots. Quickselect
-// whose partitions write every element to both ends of tmp and advance one end, without branches (the
-// comparisons are coin flips a branch predictor loses), then nth_element on the last few.
+// Move the k smallest of the distinct a[0, n) to a[0, k) (in no order; a[k, n) is left undefined), k ≤ n;
+// tmp: n slots. Quickselect whose partitions write every element to both ends of the other buffer and advance
+// one end, without branches (the comparisons are coin flips a branch predictor loses), then nth_element on
+// the last few.
 void select_smallest(uint64_t* a, size_t n, size_t k, uint64_t* tmp) {
   size_t lo = 0, hi = n;
+  uint64_t *src = a, *dst = tmp;  // the live range [lo, hi) is in src; elements outside it are final in a
   while (hi - lo > 32 && lo < k && k < hi) {
-    const uint64_t x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi - 1];
+    const uint64_t x = src[lo], y = src[lo + (hi - lo) / 2], z = src[hi - 1];
     const uint64_t pivot = std::max(std::min(x, y), std::min(std::max(x, y), z));  // the median of three
-    size_t le = 0, gt = hi - lo;
+    size_t le = lo, gt = hi;
     for (size_t i = lo; i < hi; ++i) {
-      const uint64_t v = a[i];
+      const uint64_t v = src[i];
       const bool small = v <= pivot;
-      tmp[le] = v;
-      tmp[gt - 1] = v;
+      dst[le] = v;
+      dst[gt - 1] = v;
       le += small;
       gt -= !small;
     }
-    std::copy(tmp, tmp + (hi - lo), a + lo);
-    // [lo, lo + le) ≤ pivot < the rest; le ≥ 1 (the pivot) and le < hi − lo (the largest of three is above it).
-    if (lo + le <= k) lo += le;
-    else hi = lo + le;
+    // dst: [lo, le) ≤ pivot < [le, hi); le > lo (the pivot) and le < hi (the largest of three is above it).
+    if (le <= k) {
+      if (dst != a) std::copy(dst + lo, dst + le, a + lo);  // final: among the k smallest
+      lo = le;
+    } else {
+      hi = le;
+    }
+    std::swap(src, dst);
   }
+  if (src != a) std::copy(src + lo, src + hi, a + lo);
   if (lo < k && k < hi) std::nth_element(a + lo, a + k, a + hi);
 }
 
-// The best ncand keys ((sum << 48) | label, see fast_scan_kernel.h) of keys[0, *n), labels below ntotal (the
-// rest are the last block's padding), moved to keys[0, *n) with *n ≤ ncand; returns the worst kept sum,
-// the new threshold (65536 while fewer than ncand are kept: every sum may still enter). tmp: *n slots.
-uint32_t keep_best(uint64_t* keys, size_t* n, size_t ncand, size_t ntotal, uint64_t* tmp) {
+// Drop the keys of the last block's padding (labels ntotal and up) from keys[0, *n).
+void drop_padding(uint64_t* keys, size_t* n, size_t ntotal) {
   *n = size_t(std::remove_if(keys, keys + *n, [ntotal](uint64_t key) { return detail::fast_scan_key_label(key) >= ntotal; }) - keys);
+}
+
+// The best ncand keys ((sum << 48) | label, see fast_scan_kernel.h) of keys[0, *n), moved to keys[0, *n)
+// with *n = min(*n, ncand); returns the worst kept sum, the threshold (65536 while fewer than ncand are
+// kept: every sum may still enter). tmp: *n slots.
+uint32_t keep_best(uint64_t* keys, size_t* n, size_t ncand, uint64_t* tmp) {
   if (*n < ncand || ncand == 0) return 1u << 16;
   select_smallest(keys, *n, ncand, tmp);
   *n = ncand;
   return detail::fast_scan_key_sum(*std::max_element(keys, keys + ncand));
+}
+
+// Make room in a full buffer of keys, all with sums below threshold: a histogram of the sums in 256 bins
+// finds the lowest bin edge e with at least ncand sums below it, the keys below e stay, and e becomes the
+// threshold (a later sum ≥ e is beaten by ncand kept ones). Cheaper than an exact cut (keep_best), to which
+// it falls back when that leaves less than half of the free space. Returns the new threshold.
+uint32_t make_room(uint64_t* keys, size_t* n, size_t ncand, uint32_t threshold, size_t cap, uint64_t* tmp) {
+  if (*n < ncand || ncand == 0) return threshold;
+  uint64_t lowest = keys[0];
+  for (size_t i = 1; i < *n; ++i) lowest = std::min(lowest, keys[i]);
+  const uint32_t lo = detail::fast_scan_key_sum(lowest), span = threshold - lo;  // every sum in [lo, threshold)
+  unsigned shift = 0;
+  while ((span - 1) >> shift >= 256) ++shift;
+  uint32_t hist[256] = {};
+  for (size_t i = 0; i < *n; ++i) ++hist[(detail::fast_scan_key_sum(keys[i]) - lo) >> shift];
+  size_t bin = 0;
+  for (size_t below = hist[0]; below < ncand; below += hist[++bin]) {
+  }
+  const uint32_t edge = std::min(threshold, lo + uint32_t((bin + 1) << shift));
+  size_t m = 0;
+  for (size_t i = 0; i < *n; ++i) {
+    const uint64_t key = keys[i];
+    keys[m] = key;
+    m += detail::fast_scan_key_sum(key) < edge;
+  }
+  *n = m;
+  if (m > ncand + (cap - ncand) / 2) return keep_best(keys, n, ncand, tmp);
+  return edge;
 }
 
 }  // namespace
@@ -318,14 +372,18 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
             blk += detail::fast_scan_collect(blocks_.data() + blk * block_bytes, nblocks - blk, nsq_, nscaled, ns16,
                                              fq, ng, blk * detail::kFastScanBlock, cap);
             for (size_t i = 0; i < ng; ++i)
-              if (fq[i].n + detail::kFastScanBlock > cap) fq[i].threshold = keep_best(fq[i].keys, &fq[i].n, ncand, ntotal_, tmp.data());
+              if (fq[i].n + detail::kFastScanBlock > cap) {
+                if (blk * detail::kFastScanBlock > ntotal_) drop_padding(fq[i].keys, &fq[i].n, ntotal_);
+                fq[i].threshold = make_room(fq[i].keys, &fq[i].n, ncand, fq[i].threshold, cap, tmp.data());
+              }
           }
           for (size_t i = 0; i < ng; ++i) {
             const size_t qi = g0 + i;
             const float* lut = LUT.data() + qi * total;
             uint64_t* qkeys = fq[i].keys;
             size_t n = fq[i].n;
-            keep_best(qkeys, &n, ncand, ntotal_, tmp.data());
+            drop_padding(qkeys, &n, ntotal_);
+            keep_best(qkeys, &n, ncand, tmp.data());
             float qnorm = 0;  // ‖q‖², added last as the flat index does
             if (!ip) {
               const float* qv = q.row(b0 + qi);
@@ -359,8 +417,13 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
                 ranked.emplace_back(ip ? -est : est + qnorm, int64_t(detail::fast_scan_key_label(qkeys[j])));
               }
             }
-            if (ip) std::sort(ranked.begin(), ranked.end(), Better<float, true>());
-            else std::sort(ranked.begin(), ranked.end(), Better<float, false>());
+            // The first `kept` in order: the rest (re-ranking's extra candidates) need no order.
+            const auto by_distance = [&](auto better) {
+              if (ranked.size() > kept) std::nth_element(ranked.begin(), ranked.begin() + kept, ranked.end(), better);
+              std::sort(ranked.begin(), ranked.begin() + std::min(kept, ranked.size()), better);
+            };
+            if (ip) by_distance(Better<float, true>());
+            else by_distance(Better<float, false>());
             float* dq = distances + (b0 + qi) * k;
             int64_t* lq = labels + (b0 + qi) * k;
             for (size_t j = 0; j < k; ++j) {
