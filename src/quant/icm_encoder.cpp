@@ -19,6 +19,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -129,6 +130,15 @@ TESSERA_CLONE_PER_ISA float squared_error(const float* x, const float* books, si
   return s;
 }
 
+// Rows of the int16 table with K a multiple of 16 store each 16 entries interleaved, entry j of the 16 at
+// 2j (j < 8) or 2(j − 8) + 1, so that sync_row widens them with shifts; otherwise in order.
+inline bool quant_pairs(size_t K) { return K % 16 == 0; }
+inline size_t quant_pos(size_t k, size_t K) {
+  if (!quant_pairs(K)) return k;
+  const size_t j = k & 15;
+  return (k & ~size_t(15)) + (j < 8 ? 2 * j : 2 * (j - 8) + 1);
+}
+
 // A keyed stream of 64-bit draws.
 struct KeyedDraws {
   uint64_t state;
@@ -179,8 +189,8 @@ IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K, boo
         for (size_t k2 = 0; k2 < K; ++k2) {
           const float v = std::clamp(blk[k1 * K + k2] * inv, -32767.0f, 32767.0f);
           const int16_t e = (int16_t)(v + (v >= 0 ? 0.5f : -0.5f));
-          q[k2] = e;
-          t.qbinaries[((m2 * K + k2) * M + m1) * K + k1] = e;
+          q[quant_pos(k2, K)] = e;
+          t.qbinaries[((m2 * K + k2) * M + m1) * K + quant_pos(k1, K)] = e;
         }
       }
     }
@@ -281,36 +291,38 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(float* row, const Pending* pend, size_t n
   v8 mn;
   i8 at, lane = {0, 1, 2, 3, 4, 5, 6, 7};
   for (size_t l = 0; l < 8; ++l) mn[l] = std::numeric_limits<float>::infinity(), at[l] = -1;
-  // G chunks of 8 at a time: G independent chains of additions (one chain per chunk would wait on the
-  // latency of every add).
-  auto step = [&](size_t k, auto G) {
-    v8 v[G];
-    for (size_t g = 0; g < G; ++g) load8(v[g], row + k + 8 * g);
-    for (size_t p = 0; p < np; ++p) {
-      const float scale = pend[p].scale;
-      for (size_t g = 0; g < G; ++g) {
-        s8 a16;
-        std::memcpy(&a16, pend[p].add + k + 8 * g, sizeof a16);
-        i8 diff = __builtin_convertvector(a16, i8);
-        if (pend[p].sub) {
-          s8 b16;
-          std::memcpy(&b16, pend[p].sub + k + 8 * g, sizeof b16);
-          diff -= __builtin_convertvector(b16, i8);
-        }
-        v[g] += __builtin_convertvector(diff, v8) * scale;
-      }
-    }
-    for (size_t g = 0; g < G; ++g) {
-      std::memcpy(row + k + 8 * g, &v[g], sizeof v[g]);
-      const i8 lt = v[g] < mn;
-      mn = lt ? v[g] : mn;
-      at = lt ? lane : at;
-      lane += 8;
-    }
+  auto track = [&](const v8& v) {
+    const i8 lt = v < mn;
+    mn = lt ? v : mn;
+    at = lt ? lane : at;
+    lane += 8;
   };
-  size_t k = 0;
-  for (; k + 32 <= K; k += 32) step(k, std::integral_constant<size_t, 4>{});
-  for (; k < K; k += 8) step(k, std::integral_constant<size_t, 1>{});
+  // 16 entries at a time, stored interleaved (kQuantPairs): as 8 int32 lanes, the low halves are entries
+  // 0..7 and the high halves entries 8..15, widened by shifts (generic vectors' int16 → int32 conversion
+  // compiles to a pair of half-width conversions and an insert on AVX2). Two chains of additions.
+  for (size_t k = 0; k < K; k += 16) {
+    v8 v0, v1;
+    load8(v0, row + k);
+    load8(v1, row + k + 8);
+    for (size_t p = 0; p < np; ++p) {
+      i8 a;
+      std::memcpy(&a, pend[p].add + k, sizeof a);
+      i8 d0 = (a << 16) >> 16, d1 = a >> 16;
+      if (const int16_t* sub = pend[p].sub) {
+        i8 b;
+        std::memcpy(&b, sub + k, sizeof b);
+        d0 -= (b << 16) >> 16;
+        d1 -= b >> 16;
+      }
+      const float scale = pend[p].scale;
+      v0 += __builtin_convertvector(d0, v8) * scale;
+      v1 += __builtin_convertvector(d1, v8) * scale;
+    }
+    std::memcpy(row + k, &v0, sizeof v0);
+    std::memcpy(row + k + 8, &v1, sizeof v1);
+    track(v0);
+    track(v1);
+  }
   float best = mn[0];
   int32_t arg = at[0];
   for (size_t l = 1; l < 8; ++l)
@@ -345,67 +357,136 @@ struct VectorSearch {
       : T(M * K), residual(d), cur(M), syn(M * M), arg(M), fresh(M), pend(M) {}
 };
 
-// argmin_k T_m(k) for the current codes (lowest k on ties), after syncing row m.
-int32_t look(const IcmTables& t, VectorSearch& w, size_t m) {
+// One vector's ILS as a sequence of looks, so that several vectors' searches can be interleaved: the rows
+// a look needs are requested (prepare) one look of another vector ahead of their use (execute), and the
+// cache misses of one search overlap the work of the others. Each vector's sequence of looks, and so its
+// codes, is the same as if it ran alone.
+struct Search {
+  VectorSearch w;
+  const float* x = nullptr;
+  int32_t* best = nullptr;
+  float* error_out = nullptr;
+  size_t row = 0, s = 0, sweep = 0, m = 0, np = 0;
+  float best_err = 0;
+  bool in_step = false, moved = false;
+  Search(size_t M, size_t K, size_t d) : w(M, K, d) {}
+};
+
+void start_vector(const IcmTables& t, Search& v, const float* x, const float* u, int32_t* best, size_t row,
+                  float* error_out) {
   const size_t M = t.M, K = t.K;
-  const int32_t* c = w.cur.data();
-  int32_t* syn = w.syn.data() + m * M;
-  const int16_t* q = t.qbinaries.data();
-  size_t np = 0;
-  for (size_t m2 = 0; m2 < M; ++m2) {
-    if (m2 == m || syn[m2] == c[m2]) continue;
-    // Rows of block (m2, m): everything codeword c of position m2 adds to position m's costs.
-    const int16_t* add = q + ((m2 * K + (size_t)c[m2]) * M + m) * K;
-    const int16_t* sub = syn[m2] >= 0 ? q + ((m2 * K + (size_t)syn[m2]) * M + m) * K : nullptr;
-    for (size_t b = 0; b < K * sizeof(int16_t); b += 64) {
-      __builtin_prefetch(reinterpret_cast<const char*>(add) + b);
-      if (sub) __builtin_prefetch(reinterpret_cast<const char*>(sub) + b);
-    }
-    w.pend[np++] = Pending{add, sub, t.qscales[m2 * M + m]};
-    syn[m2] = c[m2];
-  }
-  if (np == 0 && w.fresh[m]) return w.arg[m];
-  float* row = w.T.data() + m * K;
-  int32_t k = K % 8 == 0 ? sync_row(row, w.pend.data(), np, K) : sync_row_scalar(row, w.pend.data(), np, K);
-  if (k < 0) k = c[m];  // NaN costs: stay
-  w.arg[m] = k, w.fresh[m] = 1;
-  return k;
+  v.x = x, v.best = best, v.row = row, v.error_out = error_out;
+  std::copy(u, u + M * K, v.w.T.data());
+  std::fill(v.w.syn.begin(), v.w.syn.end(), -1);
+  std::fill(v.w.fresh.begin(), v.w.fresh.end(), 0);
+  v.best_err = squared_error(x, t.books.data(), t.d, best, M, K, v.w.residual.data());
+  v.s = 0, v.in_step = false;
 }
 
-// ILS for vector x (its unaries u: M × K, codes best: M, in place) as ils_encode describes, with the
-// costs synced lazily. Returns the final squared error.
-float ils_one_vector(const IcmTables& t, const float* x, const float* u, int32_t* best, const IlsParams& p,
-                     size_t row, VectorSearch& w) {
-  const size_t M = t.M, K = t.K, d = t.d;
-  std::copy(u, u + M * K, w.T.data());
-  std::fill(w.syn.begin(), w.syn.end(), -1);
-  std::fill(w.fresh.begin(), w.fresh.end(), 0);
-  float best_err = squared_error(x, t.books.data(), d, best, M, K, w.residual.data());
-  int32_t* c = w.cur.data();
-  for (size_t s = 0; s < p.ils_iters; ++s) {
-    std::copy(best, best + M, c);
-    KeyedDraws g{derive_seed(derive_seed(p.seed, s), row)};
-    for (size_t q = 0; q < p.nperts; ++q) {
-      const uint64_t z = g.next();
-      c[below(uint32_t(z >> 32), M)] = (int32_t)below(uint32_t(z), K);
-    }
-    // ICM. A row is synced only when its position is looked at; a position none of whose others moved
-    // since its last look keeps its cached argmin.
-    for (size_t sweep = 0; sweep < p.icm_iters; ++sweep) {
-      bool moved = false;
-      for (size_t m = 0; m < M; ++m) {
-        const int32_t k = look(t, w, m);
-        if (k != c[m]) c[m] = k, moved = true;
+// Position v.m's look with the new argmin k: move, next position, end of sweep, end of ILS step.
+void advance(const IcmTables& t, const IlsParams& p, Search& v, int32_t k) {
+  int32_t* c = v.w.cur.data();
+  if (k != c[v.m]) c[v.m] = k, v.moved = true;
+  if (++v.m < t.M) return;
+  v.m = 0;
+  if (v.moved && ++v.sweep < p.icm_iters) {
+    v.moved = false;
+    return;
+  }
+  // End of the ICM of this ILS step: keep the codes if their exact squared error went down.
+  const float err = squared_error(v.x, t.books.data(), t.d, c, t.M, t.K, v.w.residual.data());
+  if (err < v.best_err) {
+    v.best_err = err;
+    std::copy(c, c + t.M, v.best);
+  }
+  ++v.s, v.in_step = false;
+}
+
+// Advance v to its next look that needs a row synced (its rows requested; true), or to its end (false).
+// Looks at rows nothing changed are answered from the cached argmin on the way.
+bool prepare(const IcmTables& t, const IlsParams& p, Search& v) {
+  const size_t M = t.M, K = t.K;
+  int32_t* c = v.w.cur.data();
+  const int16_t* q = t.qbinaries.data();
+  for (;;) {
+    if (!v.in_step) {
+      if (v.s == p.ils_iters) return false;
+      std::copy(v.best, v.best + M, c);
+      KeyedDraws g{derive_seed(derive_seed(p.seed, v.s), v.row)};
+      for (size_t i = 0; i < p.nperts; ++i) {
+        const uint64_t z = g.next();
+        c[below(uint32_t(z >> 32), M)] = (int32_t)below(uint32_t(z), K);
       }
-      if (!moved) break;
+      v.in_step = true, v.sweep = 0, v.m = 0, v.moved = false;
     }
-    const float err = squared_error(x, t.books.data(), d, c, M, K, w.residual.data());
-    if (err < best_err) {
-      best_err = err;
-      std::copy(c, c + M, best);
+    const size_t m = v.m;
+    int32_t* syn = v.w.syn.data() + m * M;
+    size_t np = 0;
+    for (size_t m2 = 0; m2 < M; ++m2) {
+      if (m2 == m || syn[m2] == c[m2]) continue;
+      // Rows of block (m2, m): everything codeword c of position m2 adds to position m's costs.
+      const int16_t* add = q + ((m2 * K + (size_t)c[m2]) * M + m) * K;
+      const int16_t* sub = syn[m2] >= 0 ? q + ((m2 * K + (size_t)syn[m2]) * M + m) * K : nullptr;
+      // The row to add is usually cold (a perturbation's or a move's new codeword); the one to take out
+      // was read at this row's last sync.
+      for (size_t b = 0; b < K * sizeof(int16_t); b += 64) __builtin_prefetch(reinterpret_cast<const char*>(add) + b);
+      v.w.pend[np++] = Pending{add, sub, t.qscales[m2 * M + m]};
+      syn[m2] = c[m2];
+    }
+    if (np > 0 || !v.w.fresh[m]) {
+      v.np = np;
+      return true;
+    }
+    advance(t, p, v, v.w.arg[m]);
+  }
+}
+
+// The prepared look of v: sync its row, take the argmin, advance.
+void execute(const IcmTables& t, const IlsParams& p, Search& v) {
+  const size_t K = t.K, m = v.m;
+  float* row = v.w.T.data() + m * K;
+  int32_t k = quant_pairs(K) ? sync_row(row, v.w.pend.data(), v.np, K) : sync_row_scalar(row, v.w.pend.data(), v.np, K);
+  if (k < 0) k = v.w.cur[m];  // NaN costs: stay
+  v.w.arg[m] = k, v.w.fresh[m] = 1;
+  advance(t, p, v, k);
+}
+
+constexpr size_t kInterleave = 2;  // vectors searched at once per thread
+
+// ILS of vectors [0, nb) of a block (x: their rows, u: their unaries, M·K each; best: their codes, in place;
+// errors: optional, their final squared errors), kInterleave at a time.
+void ils_block(const IcmTables& t, const IlsParams& p, MatrixView<const float> x, size_t first_row, size_t nb,
+               const float* u, int32_t* best, float* errors, std::vector<Search>& lanes) {
+  const size_t M = t.M, MK = t.M * t.K;
+  size_t next = 0;
+  std::array<bool, kInterleave> active{};
+  auto feed = [&](size_t l) {  // the lane's next vector that has a look to make
+    active[l] = false;
+    while (next < nb) {
+      const size_t i = next++;
+      Search& v = lanes[l];
+      start_vector(t, v, x.row(i), u + i * MK, best + i * M, first_row + i, errors ? errors + i : nullptr);
+      if (prepare(t, p, v)) {
+        active[l] = true;
+        return;
+      }
+      if (v.error_out) *v.error_out = v.best_err;
+    }
+  };
+  for (size_t l = 0; l < kInterleave; ++l) feed(l);
+  for (bool any = true; any;) {
+    any = false;
+    for (size_t l = 0; l < kInterleave; ++l) {
+      if (!active[l]) continue;
+      Search& v = lanes[l];
+      execute(t, p, v);
+      if (!prepare(t, p, v)) {
+        if (v.error_out) *v.error_out = v.best_err;
+        feed(l);
+      }
+      any = any || active[l];
     }
   }
-  return best_err;
 }
 
 }  // namespace
@@ -421,7 +502,7 @@ void ils_encode(const IcmTables& t, MatrixView<const float> x, int32_t* codes, c
     {
       std::vector<float> unaries(kBlockRows * MK), best_err(kBlockRows), err(kBlockRows), residual(d);
       std::vector<int32_t> cur(kBlockRows * M);
-      VectorSearch w(M, K, d);
+      std::vector<Search> lanes(kInterleave, Search(M, K, d));
 #pragma omp for schedule(dynamic, 1)
       for (ptrdiff_t b = 0; b < (ptrdiff_t)blocks; ++b) {
         const size_t r0 = c0 + size_t(b) * kBlockRows, nb = std::min(kBlockRows, n - r0);
@@ -431,10 +512,8 @@ void ils_encode(const IcmTables& t, MatrixView<const float> x, int32_t* codes, c
         for (size_t i = 0; i < nb; ++i)
           for (size_t k = 0; k < MK; ++k) unaries[i * MK + k] += t.norms[k];
         if (!p.exact) {
-          for (size_t i = 0; i < nb; ++i) {
-            const float e = ils_one_vector(t, x.row(r0 + i), unaries.data() + i * MK, best + i * M, p, r0 + i, w);
-            if (errors) errors[r0 + i] = e;
-          }
+          ils_block(t, p, MatrixView<const float>(x.row(r0), nb, d, x.stride), r0, nb, unaries.data(), best,
+                    errors ? errors + r0 : nullptr, lanes);
           continue;
         }
         const UnaryLayout u{unaries.data(), MK, K};

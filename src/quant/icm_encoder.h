@@ -16,7 +16,9 @@ struct IcmTables {
   FloatMatrix books;           ///< M·K × d, codeword (m, k) at row m·K + k
   std::vector<float> norms;    ///< M·K: ‖C_m[k]‖²
   std::vector<float> binaries; ///< (optional) M × M × K × K: 2⟨C_m1[k1], C_m2[k2]⟩ at ((m1·M + m2)·K + k1)·K + k2
-  std::vector<int16_t> qbinaries;  ///< the same as int16 × qscales[m1·M + m2], at ((m1·K + k1)·M + m2)·K + k2
+  /// The same as int16 × qscales[m1·M + m2], row ((m1·K + k1)·M + m2), K entries (when K is a multiple of
+  /// 16, each 16 interleaved: entry j at 2j for j < 8, at 2(j − 8) + 1 otherwise).
+  std::vector<int16_t> qbinaries;
   std::vector<float> qscales;      ///< M × M
 };
 
