@@ -31,22 +31,28 @@ constexpr size_t kTrainRowsPerList = 256;  // faiss's max_points_per_centroid
 constexpr int kCoarseIterations = 20;
 
 // Σ_j values[j]·q[j] in 16 interleaved partial sums added in a fixed order: the same bits on every vector unit.
+// The partial sums are held as two 8-lane vectors (one AVX2 register each): a 16-lane vector would live on the
+// stack on AVX2 and stall every iteration on store forwarding.
 TESSERA_CLONE_PER_ISA float dot_values(const uint16_t* values, const float* q, size_t d) {
-  typedef float f16 __attribute__((vector_size(64)));
-  typedef uint16_t u16 __attribute__((vector_size(32)));
-  f16 acc = {};
+  typedef float f8 __attribute__((vector_size(32)));
+  typedef uint16_t u8 __attribute__((vector_size(16)));
+  f8 lo = {}, hi = {};
   size_t j = 0;
   for (; j + 16 <= d; j += 16) {
-    u16 v;
-    f16 w;
-    std::memcpy(&v, values + j, sizeof v);
-    std::memcpy(&w, q + j, sizeof w);
-    acc += __builtin_convertvector(v, f16) * w;
+    u8 va, vb;
+    f8 wa, wb;
+    std::memcpy(&va, values + j, sizeof va);
+    std::memcpy(&vb, values + j + 8, sizeof vb);
+    std::memcpy(&wa, q + j, sizeof wa);
+    std::memcpy(&wb, q + j + 8, sizeof wb);
+    lo += __builtin_convertvector(va, f8) * wa;
+    hi += __builtin_convertvector(vb, f8) * wb;
   }
   float tail = 0;
   for (; j < d; ++j) tail += float(values[j]) * q[j];
   float s = 0;
-  for (int l = 0; l < 16; ++l) s += acc[l];
+  for (int l = 0; l < 8; ++l) s += lo[l];
+  for (int l = 0; l < 8; ++l) s += hi[l];
   return s + tail;
 }
 
