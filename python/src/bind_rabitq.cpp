@@ -1,0 +1,157 @@
+// Extended RaBitQ: tessera.IVFRaBitQ (an IVF index of RaBitQ codes; nlist = 1 is the flat case).
+#include <mutex>
+#include <shared_mutex>
+
+#include "bind_quant.h"
+#include "common.h"
+#include "tessera/index/index_ivf_rabitq.h"
+
+namespace tessera_py {
+
+namespace {
+
+using tessera::IndexIVFRaBitQ;
+
+// The index and a lock: add/train exclusive, search shared (the GIL is released around both).
+struct PyIVFRaBitQ {
+  std::unique_ptr<IndexIVFRaBitQ> index;
+  mutable std::shared_mutex lock;
+  template <bool Exclusive, class F>
+  auto locked(F&& f) const {
+    return without_gil(nullptr, [&] {
+      if constexpr (Exclusive) {
+        std::unique_lock guard(lock);
+        return f();
+      } else {
+        std::shared_lock guard(lock);
+        return f();
+      }
+    });
+  }
+};
+
+tessera::RabitqParams params_from(int bits, const std::string& metric, const std::string& rotation,
+                                  bool fast_quantization, double epsilon0, uint64_t seed) {
+  tessera::RabitqParams p;
+  p.bits = bits;
+  p.metric = tessera::parse_metric(metric);
+  p.rotation = tessera::parse_rotation_kind(rotation);
+  p.fast_quantization = fast_quantization;
+  p.epsilon0 = epsilon0;
+  p.seed = seed;
+  return p;
+}
+
+}  // namespace
+
+void bind_rabitq(py::module_& m) {
+  using R = PyIVFRaBitQ;
+  py::class_<R>(m, "IVFRaBitQ",
+                "An IVF index of Extended RaBitQ codes (Gao et al., SIGMOD 2025): coarse k-means lists, every vector\n"
+                "coded against its list's centroid with `bits` bits per coordinate (Algorithm 1, exact), queries\n"
+                "scanning the nprobe nearest lists with RaBitQ's unbiased distance estimates. nlist=1 is a flat\n"
+                "index. metric: 'l2' (squared distances, ascending) or 'ip' (inner products, descending).")
+      .def(py::init([](py::ssize_t d, py::ssize_t nlist, int bits, const std::string& metric,
+                       const std::string& rotation, bool fast_quantization, double epsilon0, uint64_t seed) {
+             if (d < 1) throw_invalid("d must be at least 1, got " + std::to_string(d));
+             if (nlist < 1) throw_invalid("nlist must be at least 1, got " + std::to_string(nlist));
+             auto r = std::make_unique<R>();
+             r->index = std::make_unique<IndexIVFRaBitQ>(
+                 size_t(d), size_t(nlist), params_from(bits, metric, rotation, fast_quantization, epsilon0, seed));
+             return r;
+           }),
+           "d"_a, "nlist"_a, "bits"_a = 4, "metric"_a = "l2", "rotation"_a = "hadamard", "fast_quantization"_a = false,
+           "epsilon0"_a = 1.9, "seed"_a = 0x12345,
+           "bits: 1..9 per coordinate. rotation: 'hadamard' (O(d log d), any d) or 'dense' (Haar, d² floats).\n"
+           "fast_quantization: a constant rescale factor instead of the exact code search. epsilon0: width of the\n"
+           "error bound (1.9: about 94% coverage). seed: draws the rotation.")
+      .def(
+          "train",
+          [](R& r, const py::object& x) {
+            F32In in = check_dim(r.index->dim(), x, "x");
+            r.locked<true>([&] { r.index->train(in.view); });
+          },
+          "x"_a, "Coarse k-means on x (n × d, n ≥ nlist; at most 256·nlist sampled rows) and the rotation.")
+      .def(
+          "set_centroids",
+          [](R& r, const py::object& c) {
+            F32In in = check_dim(r.index->dim(), c, "centroids");
+            r.locked<true>([&] { r.index->set_centroids(in.view); });
+          },
+          "centroids"_a, "Use these coarse centroids (nlist × d) instead of training: rows go to their nearest.")
+      .def(
+          "add",
+          [](R& r, const py::object& x) {
+            F32In in = check_dim(r.index->dim(), x, "x");
+            r.locked<true>([&] { r.index->add(in.view); });
+          },
+          "x"_a, "Code and store x (n × d); labels continue from ntotal.")
+      .def(
+          "search",
+          [](R& r, const py::object& q, py::ssize_t k, py::ssize_t nprobe, py::ssize_t rerank) {
+            if (k < 1) throw_invalid("k must be at least 1, got " + std::to_string(k));
+            if (nprobe < 1) throw_invalid("nprobe must be at least 1, got " + std::to_string(nprobe));
+            if (rerank != 0)
+              throw_invalid("rerank > 0 (re-ranking with the raw vectors) is not available yet: use rerank=0");
+            F32In in = check_dim(r.index->dim(), q, "q");
+            const size_t nq = in.view.rows;
+            py::array_t<float> D({py::ssize_t(nq), k});
+            py::array_t<int64_t> I({py::ssize_t(nq), k});
+            float* d = D.mutable_data();
+            int64_t* i = I.mutable_data();
+            r.locked<false>([&] { r.index->search(in.view, size_t(k), size_t(nprobe), d, i); });
+            return py::make_tuple(D, I);
+          },
+          "q"_a, "k"_a, "nprobe"_a = 1, "rerank"_a = 0,
+          "The k best stored vectors of each query (q: nq × d) over the nprobe nearest lists (more than nlist\n"
+          "is clamped) → (distances float32 nq × k, labels int64 nq × k): estimated squared L2 distances\n"
+          "ascending, or inner products descending; past the vectors found, label -1 and ±inf.")
+      .def(
+          "save", [](R& r, const py::object& path) {
+            const std::string p = path_str(path);
+            r.locked<false>([&] { r.index->save(p); });
+          },
+          "path"_a, "Write the index file (atomically).")
+      .def_static(
+          "load",
+          [](const py::object& path) {
+            const std::string p = path_str(path);
+            auto r = std::make_unique<R>();
+            r->index = without_gil(nullptr, [&] { return std::make_unique<IndexIVFRaBitQ>(IndexIVFRaBitQ::load(p)); });
+            return r;
+          },
+          "path"_a, "Read an index file written by save().")
+      .def_property_readonly("d", [](R& r) { return r.index->dim(); })
+      .def_property_readonly("nlist", [](R& r) { return r.index->nlist(); })
+      .def_property_readonly("ntotal", [](R& r) { return r.locked<false>([&] { return r.index->ntotal(); }); })
+      .def_property_readonly("bits", [](R& r) { return r.index->quantizer().params().bits; })
+      .def_property_readonly("metric", [](R& r) { return tessera::metric_name(r.index->metric_type()); })
+      .def_property_readonly("is_trained", [](R& r) { return r.locked<false>([&] { return r.index->is_trained(); }); })
+      .def_property_readonly(
+          "centroids",
+          [](R& r) {
+            tessera::FloatMatrix c = r.locked<false>([&] {
+              if (!r.index->is_trained()) throw_invalid("the index is not trained: no centroids yet");
+              return r.index->centroids();
+            });
+            return matrix_to_numpy(std::move(c));
+          },
+          "The coarse centroids (nlist × d float32, a copy).")
+      .def_property_readonly(
+          "list_sizes",
+          [](R& r) {
+            return r.locked<false>([&] {
+              std::vector<size_t> s(r.index->nlist());
+              for (size_t l = 0; l < s.size(); ++l) s[l] = r.index->list_size(l);
+              return s;
+            });
+          },
+          "Vectors per list.")
+      .def("__repr__", [](R& r) {
+        return "IVFRaBitQ(d=" + std::to_string(r.index->dim()) + ", nlist=" + std::to_string(r.index->nlist()) +
+               ", bits=" + std::to_string(r.index->quantizer().params().bits) + ", metric='" +
+               tessera::metric_name(r.index->metric_type()) + "', ntotal=" + std::to_string(r.index->ntotal()) + ")";
+      });
+}
+
+}  // namespace tessera_py
