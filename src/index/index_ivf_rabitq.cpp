@@ -17,6 +17,7 @@
 #include "tessera/core/interrupt.h"
 #include "tessera/core/threading.h"
 #include "tessera/io/atomic_file.h"
+#include "tessera/quant/rabitq_codes.h"
 
 namespace tessera {
 
@@ -172,52 +173,57 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
     cnorm[l] = s;
   }
   std::exception_ptr error;
+  // Blocks of queries, so that Ctrl-C is noticed between them (never inside a parallel region).
+  constexpr size_t kQueriesPerBlock = 64;
+  for (size_t b0 = 0; b0 < q.rows && !error; b0 += kQueriesPerBlock) {
+    check_interrupt();
+    const size_t b1 = std::min(q.rows, b0 + kQueriesPerBlock);
 #pragma omp parallel num_threads(::tessera::num_threads())
-  {
-    std::vector<std::pair<double, size_t>> order(nlist_);
+    {
+      std::vector<std::pair<double, size_t>> order(nlist_);
 #pragma omp for schedule(dynamic, 1)
-    for (ptrdiff_t qi = 0; qi < (ptrdiff_t)q.rows; ++qi) {
-      try {
-        if (qi % 64 == 0) check_interrupt();
-        const float* qv = q.row(size_t(qi));
-        RaBitQuantizer::Query query = codec_.prepare_query(qv);
-        double qn = 0;
-        for (size_t j = 0; j < d_; ++j) qn += double(qv[j]) * qv[j];
-        for (size_t l = 0; l < nlist_; ++l) {
-          double dot = 0;
-          for (size_t j = 0; j < d_; ++j) dot += double(qv[j]) * centroids_(l, j);
-          order[l] = {l2 ? qn - 2 * dot + cnorm[l] : -dot, l};
-        }
-        std::partial_sort(order.begin(), order.begin() + nprobe, order.end());
-        std::priority_queue<Ranked, std::vector<Ranked>, decltype(better)> heap(better);  // worst on top
-        for (size_t p = 0; p < nprobe; ++p) {
-          const size_t l = order[p].second;
-          const List& list = lists_[l];
-          if (list.ids.empty()) continue;
-          codec_.set_centroid(query, qv, centroids_.row(l));
-          const float term = query.centroid_term, shift = cb * query.sum;
-          for (size_t i = 0; i < list.ids.size(); ++i) {
-            const uint8_t* f = list.codes.data() + i * cs + factors;
-            float add, rescale;
-            std::memcpy(&add, f, 4);
-            std::memcpy(&rescale, f + 4, 4);
-            const float ip = dot_values(list.values.data() + i * d_, query.rotated.data(), d_) + shift;
-            float v = add + term + rescale * ip;
-            if (l2) v = std::max(0.0f, v);
-            const Ranked r{v, list.ids[i]};
-            if (heap.size() < k) heap.push(r);
-            else if (better(r, heap.top())) heap.pop(), heap.push(r);
+      for (ptrdiff_t qi = ptrdiff_t(b0); qi < ptrdiff_t(b1); ++qi) {
+        try {
+          const float* qv = q.row(size_t(qi));
+          RaBitQuantizer::Query query = codec_.prepare_query(qv);
+          double qn = 0;
+          for (size_t j = 0; j < d_; ++j) qn += double(qv[j]) * qv[j];
+          for (size_t l = 0; l < nlist_; ++l) {
+            double dot = 0;
+            for (size_t j = 0; j < d_; ++j) dot += double(qv[j]) * centroids_(l, j);
+            order[l] = {l2 ? qn - 2 * dot + cnorm[l] : -dot, l};
           }
-        }
-        float* D = distances + size_t(qi) * k;
-        int64_t* I = labels + size_t(qi) * k;
-        const size_t found = heap.size();
-        for (size_t t = found; t < k; ++t)
-          D[t] = l2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity(), I[t] = -1;
-        for (size_t t = found; t-- > 0;) D[t] = heap.top().value, I[t] = heap.top().label, heap.pop();
-      } catch (...) {
+          std::partial_sort(order.begin(), order.begin() + nprobe, order.end());
+          std::priority_queue<Ranked, std::vector<Ranked>, decltype(better)> heap(better);  // worst on top
+          for (size_t p = 0; p < nprobe; ++p) {
+            const size_t l = order[p].second;
+            const List& list = lists_[l];
+            if (list.ids.empty()) continue;
+            codec_.set_centroid(query, qv, centroids_.row(l));
+            const float term = query.centroid_term, shift = cb * query.sum;
+            for (size_t i = 0; i < list.ids.size(); ++i) {
+              const uint8_t* f = list.codes.data() + i * cs + factors;
+              float add, rescale;
+              std::memcpy(&add, f, 4);
+              std::memcpy(&rescale, f + 4, 4);
+              const float ip = dot_values(list.values.data() + i * d_, query.rotated.data(), d_) + shift;
+              float v = add + term + rescale * ip;
+              if (l2) v = std::max(0.0f, v);
+              const Ranked r{v, list.ids[i]};
+              if (heap.size() < k) heap.push(r);
+              else if (better(r, heap.top())) heap.pop(), heap.push(r);
+            }
+          }
+          float* D = distances + size_t(qi) * k;
+          int64_t* I = labels + size_t(qi) * k;
+          const size_t found = heap.size();
+          for (size_t t = found; t < k; ++t)
+            D[t] = l2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity(), I[t] = -1;
+          for (size_t t = found; t-- > 0;) D[t] = heap.top().value, I[t] = heap.top().label, heap.pop();
+        } catch (...) {
 #pragma omp critical
-        if (!error) error = std::current_exception();
+          if (!error) error = std::current_exception();
+        }
       }
     }
   }
@@ -315,23 +321,31 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
   TESSERA_CHECK_FORMAT(d >= 1 && d <= (size_t(1) << 20) && nlist >= 1 && nlist <= (size_t(1) << 24) &&
                            sizes.size() == nlist,
                        "IVF RaBitQ index header has implausible sizes (d " << d << ", nlist " << nlist << ")");
+  TESSERA_CHECK_FORMAT(params.bits >= 1 && params.bits <= rabitq::kMaxBits,
+                       "IVF RaBitQ index header: bits " << params.bits << " outside 1.." << rabitq::kMaxBits);
+  // Sizes against the payload before anything is allocated.
+  const size_t levels = params.bits > 1 ? 2 : 1;
+  const size_t expected_code = (d + 7) / 8 + (d * size_t(params.bits - 1) + 7) / 8 + 4 * (1 + 3 * levels);
+  TESSERA_CHECK_FORMAT(code_size == expected_code, "IVF RaBitQ index header: code size " << code_size
+                                                                                         << " does not fit d and bits");
+  const size_t nparams = params.rotation == RotationKind::dense ? d * d : 3 * d;
+  const size_t payload = size - kFixed - hlen - 4;
+  const size_t floats = nparams + d + nlist * d;
+  TESSERA_CHECK_FORMAT(floats <= payload / 4 && ntotal <= (payload - floats * 4) / (8 + code_size) &&
+                           payload == floats * 4 + ntotal * (8 + code_size),
+                       "IVF RaBitQ index payload is " << payload << " bytes, not what the header promises");
+  size_t sum = 0;
+  for (size_t s : sizes) {
+    TESSERA_CHECK_FORMAT(s <= ntotal, "IVF RaBitQ index header: a list of " << s << " vectors in an index of " << ntotal);
+    sum += s;
+  }
+  TESSERA_CHECK_FORMAT(sum == ntotal, "IVF RaBitQ index header: list sizes add up to " << sum << ", not " << ntotal);
   std::optional<IndexIVFRaBitQ> index;
   try {
     index.emplace(d, nlist, params);
   } catch (const InvalidArgument& e) {
     TESSERA_THROW_FORMAT("IVF RaBitQ index header: " << e.what());
   }
-  TESSERA_CHECK_FORMAT(code_size == index->codec_.code_size(), "IVF RaBitQ index header: code size " << code_size
-                                                                                                     << " does not fit d and bits");
-  size_t sum = 0;
-  for (size_t s : sizes) sum += s;
-  TESSERA_CHECK_FORMAT(sum == ntotal, "IVF RaBitQ index header: list sizes add up to " << sum << ", not " << ntotal);
-  const size_t nparams = params.rotation == RotationKind::dense ? d * d : 3 * d;
-  const size_t payload = size - kFixed - hlen - 4;
-  const size_t floats = nparams + d + nlist * d;
-  TESSERA_CHECK_FORMAT(ntotal <= payload / (8 + code_size) && payload == floats * 4 + ntotal * (8 + code_size),
-                       "IVF RaBitQ index payload is " << payload << " bytes, the header promises "
-                                                      << floats * 4 + ntotal * (8 + code_size));
   const char* at = p + kFixed + hlen;
   auto read_floats = [&at](size_t n) {
     std::vector<float> v(n);
