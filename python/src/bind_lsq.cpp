@@ -92,7 +92,8 @@ void bind_lsq(py::module_& m) {
           "M codebooks of 2^nbits codewords (nbits in 1..16) for d-dimensional vectors. search_type: faiss's\n"
           "int or name (ST_decompress, ST_norm_float, ...). Beyond faiss, on by default because they lower the\n"
           "error (init='random', encode_greedy_init=False is faiss's behaviour): init='residual' starts training\n"
-          "from a greedy residual quantizer's codes; encode_greedy_init=True starts encoding from greedy residual\n"
+          "from a greedy residual quantizer's codes (init='auto', the default: for codebooks of more than 4 bits;\n"
+          "random codes otherwise); encode_greedy_init=True starts encoding from greedy residual\n"
           "codes. Off by default: annealing='data' is LSQ++'s SR-C (noise on the data instead of the codebooks);\n"
           "final_refit=True refits the codebooks to the final training codes.");
   def_param(cls, "train_iters", &tessera::LocalSearchQuantizerParams::train_iters, "Training iterations (25).");

@@ -17,8 +17,9 @@ namespace tessera {
 
 /// How training starts.
 enum class LsqInit {
-  random,   ///< uniform random codes, as faiss
-  residual  ///< codes of a greedy residual quantizer trained first (k-means per level)
+  random,    ///< uniform random codes, as faiss
+  residual,  ///< codes of a greedy residual quantizer trained first (k-means per level)
+  automatic  ///< residual for codebooks of more than 4 bits, random for 4 bits or fewer (docs/lsq.md)
 };
 
 /// Stochastic relaxation in training (LSQ++ §3): noise that decays as (1 − (i+1)/train_iters)^p.
@@ -41,7 +42,7 @@ struct LocalSearchQuantizerParams {
   bool update_codebooks_with_double = true;
   // Beyond faiss. On by default where the benchmark shows lower error (bench/bench_aq.py, 8 × 8 bits:
   // MSE −8% on siftsmall, −10% on bigann10k, recall@1 +6 points); random / false is faiss's behaviour.
-  LsqInit init = LsqInit::residual;
+  LsqInit init = LsqInit::automatic;
   /// Codes encode() starts its search from: greedy residual codes (at each codebook in turn, the codeword
   /// nearest to what the previous ones left) or random codes (faiss).
   bool encode_greedy_init = true;
@@ -100,7 +101,7 @@ class LocalSearchQuantizer : public AdditiveQuantizer {
   std::vector<double> train_errors_;
 };
 
-/// "random" / "residual"; "codebooks" / "data".
+/// "random" / "residual" / "auto"; "codebooks" / "data".
 LsqInit parse_lsq_init(const std::string& name);
 std::string lsq_init_name(LsqInit init);
 LsqAnnealing parse_lsq_annealing(const std::string& name);
