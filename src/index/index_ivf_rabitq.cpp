@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/simd.h"
+#include "index/fast_scan_kernel.h"
 #include "io/checked_container.h"
 #include "tessera/cluster/kmeans.h"
 #include "tessera/core/distances.h"
@@ -124,6 +125,64 @@ void IndexIVFRaBitQ::append(List& list, const uint8_t* codes, size_t n, const in
   }
 }
 
+// Nibble t of vector i holds the top bits of dimensions 4t … 4t + 3 (bit b = dimension 4t + b).
+void IndexIVFRaBitQ::rebuild_blocks(List& list) const {
+  const size_t n = list.ids.size(), nsq = (d_ + 3) / 4, nblocks = (n + detail::kFastScanBlock - 1) / detail::kFastScanBlock;
+  const size_t cs = codec_.code_size();
+  list.blocks.assign(nblocks * nsq * detail::kFastScanGroupBytes, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* code = list.codes.data() + i * cs;
+    uint8_t* block = list.blocks.data() + (i / detail::kFastScanBlock) * nsq * detail::kFastScanGroupBytes;
+    const size_t v = i % detail::kFastScanBlock;
+    for (size_t t = 0; t < nsq; ++t) {
+      uint8_t nibble = 0;
+      for (size_t b = 0; b < 4 && 4 * t + b < d_; ++b) nibble |= uint8_t(((code[(4 * t + b) >> 3] >> ((4 * t + b) & 7)) & 1) << b);
+      block[t * detail::kFastScanGroupBytes + (v & 15)] |= uint8_t(v < 16 ? nibble : nibble << 4);
+    }
+  }
+}
+
+namespace {
+
+// The query's 4-bit tables for the top-bit scan: table t, entry j = Σ of q'_{4t+b} over the set bits b of j,
+// quantised to uint8 with one shared scale and per-table offsets: ⟨top bits, q'⟩ ≈ sum / scale + offset, off
+// by at most `rounding` (half a step per table).
+struct TopBitTables {
+  std::vector<uint8_t> lut;
+  float scale = 1, offset = 0, rounding = 0;
+};
+
+TopBitTables top_bit_tables(const float* q, size_t d) {
+  const size_t nsq = (d + 3) / 4;
+  std::vector<float> f(nsq * 16);
+  std::vector<float> lo(nsq);
+  float widest = 0;
+  for (size_t t = 0; t < nsq; ++t) {
+    float* e = f.data() + t * 16;
+    e[0] = 0;
+    for (unsigned j = 1; j < 16; ++j) {
+      const unsigned b = unsigned(__builtin_ctz(j));
+      e[j] = e[j & (j - 1)] + (4 * t + b < d ? q[4 * t + b] : 0.0f);
+    }
+    lo[t] = *std::min_element(e, e + 16);
+    widest = std::max(widest, *std::max_element(e, e + 16) - lo[t]);
+  }
+  TopBitTables out;
+  out.scale = widest > 0 ? 255.0f / widest : 1.0f;
+  out.lut.resize(nsq * 16);
+  double offset = 0;
+  for (size_t t = 0; t < nsq; ++t) {
+    offset += lo[t];
+    for (size_t j = 0; j < 16; ++j)
+      out.lut[t * 16 + j] = uint8_t(std::min(255.0f, std::nearbyint((f[t * 16 + j] - lo[t]) * out.scale)));
+  }
+  out.offset = float(offset);
+  out.rounding = float(0.5 * double(nsq) / out.scale) * 1.0001f;
+  return out;
+}
+
+}  // namespace
+
 void IndexIVFRaBitQ::add(MatrixView<const float> x) {
   TESSERA_CHECK_ARG(trained_, "the index is not trained: call train or set_centroids first");
   TESSERA_CHECK_ARG(x.cols == d_, "dimension mismatch: vectors have " << x.cols << " columns, the index " << d_);
@@ -146,12 +205,13 @@ void IndexIVFRaBitQ::add(MatrixView<const float> x) {
     std::vector<uint8_t> codes(rows.rows() * cs);
     codec_.encode_with_centroid(rows.view(), centroids_.row(l), codes.data());
     append(lists_[l], codes.data(), rows.rows(), ids.data());
+    rebuild_blocks(lists_[l]);
   }
   ntotal_ += x.rows;
 }
 
-void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, float* distances,
-                            int64_t* labels) const {
+void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, float* distances, int64_t* labels,
+                            bool single_stage) const {
   TESSERA_CHECK_ARG(trained_, "the index is not trained: call train or set_centroids first");
   TESSERA_CHECK_ARG(q.cols == d_, "dimension mismatch: queries have " << q.cols << " columns, the index " << d_);
   TESSERA_CHECK_ARG(k >= 1, "search: k must be at least 1");
@@ -161,7 +221,12 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
   const bool l2 = metric_type() == MetricType::L2;
   const int bits = codec_.params().bits;
   const float cb = -float((1 << bits) - 1) / 2.0f;
-  const size_t cs = codec_.code_size(), factors = (d_ + 7) / 8 + (d_ * size_t(bits - 1) + 7) / 8 + (bits > 1 ? 16 : 4);
+  const size_t cs = codec_.code_size(), nsq = (d_ + 3) / 4;
+  // Byte offsets in a packed code of the 1-bit factors (add, rescale, error) and of the full code's.
+  const size_t top_factors = (d_ + 7) / 8 + (d_ * size_t(bits - 1) + 7) / 8 + 4;
+  const size_t full_factors = top_factors + (bits > 1 ? 12 : 0);
+  // The uint16 sums of the top-bit scan hold 255 per table: beyond 257 tables (d > 1028) they could wrap.
+  const bool two_stage = !single_stage && nsq <= 257;
   auto better = [l2](const Ranked& a, const Ranked& b) {
     if (a.value != b.value) return l2 ? a.value < b.value : a.value > b.value;
     return a.label < b.label;
@@ -181,11 +246,13 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
 #pragma omp parallel num_threads(::tessera::num_threads())
     {
       std::vector<std::pair<double, size_t>> order(nlist_);
+      std::vector<uint16_t> sums;
 #pragma omp for schedule(dynamic, 1)
       for (ptrdiff_t qi = ptrdiff_t(b0); qi < ptrdiff_t(b1); ++qi) {
         try {
           const float* qv = q.row(size_t(qi));
           RaBitQuantizer::Query query = codec_.prepare_query(qv);
+          const TopBitTables tables = two_stage ? top_bit_tables(query.rotated.data(), d_) : TopBitTables{};
           double qn = 0;
           for (size_t j = 0; j < d_; ++j) qn += double(qv[j]) * qv[j];
           for (size_t l = 0; l < nlist_; ++l) {
@@ -195,23 +262,44 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
           }
           std::partial_sort(order.begin(), order.begin() + nprobe, order.end());
           std::priority_queue<Ranked, std::vector<Ranked>, decltype(better)> heap(better);  // worst on top
+          auto full_estimate = [&](const List& list, size_t i, float term, float shift) {
+            float add, rescale;
+            std::memcpy(&add, list.codes.data() + i * cs + full_factors, 4);
+            std::memcpy(&rescale, list.codes.data() + i * cs + full_factors + 4, 4);
+            const float ip = dot_values(list.values.data() + i * d_, query.rotated.data(), d_) + shift;
+            const float v = add + term + rescale * ip;
+            const Ranked r{l2 ? std::max(0.0f, v) : v, list.ids[i]};
+            if (heap.size() < k) heap.push(r);
+            else if (better(r, heap.top())) heap.pop(), heap.push(r);
+          };
           for (size_t p = 0; p < nprobe; ++p) {
             const size_t l = order[p].second;
             const List& list = lists_[l];
-            if (list.ids.empty()) continue;
+            const size_t n = list.ids.size();
+            if (n == 0) continue;
             codec_.set_centroid(query, qv, centroids_.row(l));
             const float term = query.centroid_term, shift = cb * query.sum;
-            for (size_t i = 0; i < list.ids.size(); ++i) {
-              const uint8_t* f = list.codes.data() + i * cs + factors;
-              float add, rescale;
+            if (!two_stage) {
+              for (size_t i = 0; i < n; ++i) full_estimate(list, i, term, shift);
+              continue;
+            }
+            // Stage 1: ⟨top bits, q'⟩ for the whole list by the fast-scan kernel; the 1-bit estimate and its
+            // bound decide which vectors the full code is read for.
+            const size_t nblocks = (n + detail::kFastScanBlock - 1) / detail::kFastScanBlock;
+            sums.resize(nblocks * detail::kFastScanBlock);
+            detail::fast_scan_blocks(list.blocks.data(), nblocks, nsq, 0, 1, tables.lut.data(), sums.data());
+            const float half_sum = 0.5f * query.sum;
+            for (size_t i = 0; i < n; ++i) {
+              const uint8_t* f = list.codes.data() + i * cs + top_factors;
+              float add, rescale, err;
               std::memcpy(&add, f, 4);
               std::memcpy(&rescale, f + 4, 4);
-              const float ip = dot_values(list.values.data() + i * d_, query.rotated.data(), d_) + shift;
-              float v = add + term + rescale * ip;
-              if (l2) v = std::max(0.0f, v);
-              const Ranked r{v, list.ids[i]};
-              if (heap.size() < k) heap.push(r);
-              else if (better(r, heap.top())) heap.pop(), heap.push(r);
+              std::memcpy(&err, f + 8, 4);
+              const float ip = float(sums[i]) / tables.scale + tables.offset - half_sum;
+              const float est = add + term + rescale * ip;
+              const float bound = err * query.distance_to_centroid + std::abs(rescale) * tables.rounding;
+              if (heap.size() == k && !(l2 ? est - bound < heap.top().value : est + bound > heap.top().value)) continue;
+              full_estimate(list, i, term, shift);
             }
           }
           float* D = distances + size_t(qi) * k;
@@ -371,6 +459,7 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
     for (int64_t id : ids)
       TESSERA_CHECK_FORMAT(id >= 0 && size_t(id) < ntotal, "IVF RaBitQ index: label " << id << " out of range");
     index->append(index->lists_[l], reinterpret_cast<const uint8_t*>(at), sizes[l], ids.data());
+    index->rebuild_blocks(index->lists_[l]);
     at += sizes[l] * code_size;
   }
   index->ntotal_ = ntotal;

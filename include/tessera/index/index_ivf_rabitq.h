@@ -16,9 +16,13 @@ namespace tessera {
 /// IVF over RaBitQuantizer codes (as faiss's IndexIVFRaBitQ and RaBitQ-Library's IvfIndex). nlist = 1 is the
 /// flat case (one list around the data's mean). train() clusters with tessera's k-means (at most 256·nlist
 /// sampled rows, as faiss), or set_centroids() takes a partition from elsewhere (to compare libraries on the
-/// same lists); add() sends each vector to its nearest centroid and codes its residual; search() rotates each
-/// query once, ranks the centroids, and scans the nprobe nearest lists with the full B-bit estimator
-/// (single stage). Results do not depend on the thread count.
+/// same lists); add() sends each vector to its nearest centroid and codes its residual. search() rotates each
+/// query once, ranks the centroids, and scans the nprobe nearest lists in two stages (RaBitQ's MSB split,
+/// Extended RaBitQ §4.2): the top bit of every code (the 1-bit RaBitQ code) is scanned in blocks of 32 with
+/// 4-bit lookup tables of the rotated query (the fast-scan kernel), and only vectors whose 1-bit bound
+/// (estimate ∓ error bound ∓ table rounding) can beat the k-th best full estimate so far get their full B-bit
+/// estimate. single_stage = true estimates every vector fully (for comparison). Results do not depend on the
+/// thread count.
 class IndexIVFRaBitQ {
  public:
   IndexIVFRaBitQ(size_t d, size_t nlist, RabitqParams params = {});
@@ -43,7 +47,8 @@ class IndexIVFRaBitQ {
   /// The k best of every query (q: nq × d) over the nprobe nearest lists (1 ≤ nprobe; more than nlist is
   /// clamped to nlist): distances (nq × k: estimated ‖x − q‖² for L2, ⟨x, q⟩ for inner product, best first)
   /// and labels (nq × k; −1 and ±inf past the vectors found).
-  void search(MatrixView<const float> q, size_t k, size_t nprobe, float* distances, int64_t* labels) const;
+  void search(MatrixView<const float> q, size_t k, size_t nprobe, float* distances, int64_t* labels,
+              bool single_stage = false) const;
 
   /// Index file: the model-file container (magic, version, JSON header, CRC-32) of type "index_ivf_rabitq".
   void save(const std::string& path) const;
@@ -57,7 +62,9 @@ class IndexIVFRaBitQ {
     std::vector<int64_t> ids;
     std::vector<uint8_t> codes;  // the codec's packed codes
     std::vector<uint16_t> values;  // the scan's copy: each code's B-bit integers, d per vector
+    std::vector<uint8_t> blocks;   // the top bits in fast-scan blocks of 32 (⌈d/4⌉ nibbles per vector)
   };
+  void rebuild_blocks(List& list) const;
   void check_can_add() const;
   void append(List& list, const uint8_t* codes, size_t n, const int64_t* ids);
 
