@@ -348,14 +348,62 @@ int32_t sync_row_scalar(float* row, const Pending* pend, size_t np, size_t K) {
 // code of position m' that row m reflects: rows are brought up to date with the current codes lazily, when
 // their position is looked at, and only by the codes that differ then (a move undone before the position is
 // looked at, e.g. a rejected ILS step, costs nothing). arg caches the argmin of a row not changed since.
+// The state of the rows at the best codes so far (T_best, syn_best, ...) is kept too: a rejected ILS step
+// goes back to it with a copy instead of syncing every row back through the step's moves.
 struct VectorSearch {
-  std::vector<float> T, residual;
-  std::vector<int32_t> cur, syn, arg;
-  std::vector<uint8_t> fresh;
+  std::vector<float> T, T_best, residual;
+  std::vector<int32_t> cur, syn, arg, syn_best, arg_best;
+  std::vector<uint8_t> fresh, fresh_best;
   std::vector<Pending> pend;
   VectorSearch(size_t M, size_t K, size_t d)
-      : T(M * K), residual(d), cur(M), syn(M * M), arg(M), fresh(M), pend(M) {}
+      : T(M * K), T_best(M * K), residual(d), cur(M), syn(M * M), arg(M), syn_best(M * M), arg_best(M),
+        fresh(M), fresh_best(M), pend(M) {}
+  void save() {
+    std::copy(T.begin(), T.end(), T_best.begin());
+    std::copy(syn.begin(), syn.end(), syn_best.begin());
+    std::copy(arg.begin(), arg.end(), arg_best.begin());
+    std::copy(fresh.begin(), fresh.end(), fresh_best.begin());
+  }
+  void restore() {
+    std::copy(T_best.begin(), T_best.end(), T.begin());
+    std::copy(syn_best.begin(), syn_best.end(), syn.begin());
+    std::copy(arg_best.begin(), arg_best.end(), arg.begin());
+    std::copy(fresh_best.begin(), fresh_best.end(), fresh.begin());
+  }
 };
+
+// Collect the sources of row m whose codes differ from the ones it reflects (and mark them synced);
+// returns their count.
+size_t gather(const IcmTables& t, VectorSearch& w, size_t m, bool prefetch) {
+  const size_t M = t.M, K = t.K;
+  const int32_t* c = w.cur.data();
+  int32_t* syn = w.syn.data() + m * M;
+  const int16_t* q = t.qbinaries.data();
+  size_t np = 0;
+  for (size_t m2 = 0; m2 < M; ++m2) {
+    if (m2 == m || syn[m2] == c[m2]) continue;
+    // Rows of block (m2, m): everything codeword c of position m2 adds to position m's costs.
+    const int16_t* add = q + ((m2 * K + (size_t)c[m2]) * M + m) * K;
+    const int16_t* sub = syn[m2] >= 0 ? q + ((m2 * K + (size_t)syn[m2]) * M + m) * K : nullptr;
+    // The row to add is usually cold (a perturbation's or a move's new codeword); the one to take out
+    // was read at this row's last sync.
+    if (prefetch)
+      for (size_t b = 0; b < K * sizeof(int16_t); b += 64) __builtin_prefetch(reinterpret_cast<const char*>(add) + b);
+    w.pend[np++] = Pending{add, sub, t.qscales[m2 * M + m]};
+    syn[m2] = c[m2];
+  }
+  return np;
+}
+
+// Sync row m now (np sources gathered) and cache its argmin.
+int32_t sync_now(const IcmTables& t, VectorSearch& w, size_t m, size_t np) {
+  const size_t K = t.K;
+  float* row = w.T.data() + m * K;
+  int32_t k = quant_pairs(K) ? sync_row(row, w.pend.data(), np, K) : sync_row_scalar(row, w.pend.data(), np, K);
+  if (k < 0) k = w.cur[m];  // NaN costs: stay
+  w.arg[m] = k, w.fresh[m] = 1;
+  return k;
+}
 
 // One vector's ILS as a sequence of looks, so that several vectors' searches can be interleaved: the rows
 // a look needs are requested (prepare) one look of another vector ahead of their use (execute), and the
@@ -368,7 +416,7 @@ struct Search {
   float* error_out = nullptr;
   size_t row = 0, s = 0, sweep = 0, m = 0, np = 0;
   float best_err = 0;
-  bool in_step = false, moved = false;
+  bool in_step = false, moved = false, rejected = false;
   Search(size_t M, size_t K, size_t d) : w(M, K, d) {}
 };
 
@@ -379,8 +427,11 @@ void start_vector(const IcmTables& t, Search& v, const float* x, const float* u,
   std::copy(u, u + M * K, v.w.T.data());
   std::fill(v.w.syn.begin(), v.w.syn.end(), -1);
   std::fill(v.w.fresh.begin(), v.w.fresh.end(), 0);
+  std::copy(best, best + M, v.w.cur.data());
+  for (size_t m = 0; m < M; ++m) sync_now(t, v.w, m, gather(t, v.w, m, false));
+  v.w.save();
   v.best_err = squared_error(x, t.books.data(), t.d, best, M, K, v.w.residual.data());
-  v.s = 0, v.in_step = false;
+  v.s = 0, v.in_step = false, v.rejected = false;
 }
 
 // Position v.m's look with the new argmin k: move, next position, end of sweep, end of ILS step.
@@ -395,9 +446,11 @@ void advance(const IcmTables& t, const IlsParams& p, Search& v, int32_t k) {
   }
   // End of the ICM of this ILS step: keep the codes if their exact squared error went down.
   const float err = squared_error(v.x, t.books.data(), t.d, c, t.M, t.K, v.w.residual.data());
-  if (err < v.best_err) {
+  v.rejected = !(err < v.best_err);
+  if (!v.rejected) {
     v.best_err = err;
     std::copy(c, c + t.M, v.best);
+    v.w.save();
   }
   ++v.s, v.in_step = false;
 }
@@ -407,10 +460,10 @@ void advance(const IcmTables& t, const IlsParams& p, Search& v, int32_t k) {
 bool prepare(const IcmTables& t, const IlsParams& p, Search& v) {
   const size_t M = t.M, K = t.K;
   int32_t* c = v.w.cur.data();
-  const int16_t* q = t.qbinaries.data();
   for (;;) {
     if (!v.in_step) {
       if (v.s == p.ils_iters) return false;
+      if (v.rejected) v.w.restore(), v.rejected = false;
       std::copy(v.best, v.best + M, c);
       KeyedDraws g{derive_seed(derive_seed(p.seed, v.s), v.row)};
       for (size_t i = 0; i < p.nperts; ++i) {
@@ -419,37 +472,17 @@ bool prepare(const IcmTables& t, const IlsParams& p, Search& v) {
       }
       v.in_step = true, v.sweep = 0, v.m = 0, v.moved = false;
     }
-    const size_t m = v.m;
-    int32_t* syn = v.w.syn.data() + m * M;
-    size_t np = 0;
-    for (size_t m2 = 0; m2 < M; ++m2) {
-      if (m2 == m || syn[m2] == c[m2]) continue;
-      // Rows of block (m2, m): everything codeword c of position m2 adds to position m's costs.
-      const int16_t* add = q + ((m2 * K + (size_t)c[m2]) * M + m) * K;
-      const int16_t* sub = syn[m2] >= 0 ? q + ((m2 * K + (size_t)syn[m2]) * M + m) * K : nullptr;
-      // The row to add is usually cold (a perturbation's or a move's new codeword); the one to take out
-      // was read at this row's last sync.
-      for (size_t b = 0; b < K * sizeof(int16_t); b += 64) __builtin_prefetch(reinterpret_cast<const char*>(add) + b);
-      v.w.pend[np++] = Pending{add, sub, t.qscales[m2 * M + m]};
-      syn[m2] = c[m2];
-    }
-    if (np > 0 || !v.w.fresh[m]) {
+    const size_t np = gather(t, v.w, v.m, true);
+    if (np > 0 || !v.w.fresh[v.m]) {
       v.np = np;
       return true;
     }
-    advance(t, p, v, v.w.arg[m]);
+    advance(t, p, v, v.w.arg[v.m]);
   }
 }
 
 // The prepared look of v: sync its row, take the argmin, advance.
-void execute(const IcmTables& t, const IlsParams& p, Search& v) {
-  const size_t K = t.K, m = v.m;
-  float* row = v.w.T.data() + m * K;
-  int32_t k = quant_pairs(K) ? sync_row(row, v.w.pend.data(), v.np, K) : sync_row_scalar(row, v.w.pend.data(), v.np, K);
-  if (k < 0) k = v.w.cur[m];  // NaN costs: stay
-  v.w.arg[m] = k, v.w.fresh[m] = 1;
-  advance(t, p, v, k);
-}
+void execute(const IcmTables& t, const IlsParams& p, Search& v) { advance(t, p, v, sync_now(t, v.w, v.m, v.np)); }
 
 constexpr size_t kInterleave = 2;  // vectors searched at once per thread
 
