@@ -56,9 +56,7 @@ TESSERA_CLONE_PER_ISA void blocked_distances(const float* data, const float* nor
     float* ob = out + size_t(b) * kBlock * k;
     for (size_t t0 = 0; t0 < k; t0 += kGroup) {
       const size_t g = std::min(kGroup, k - t0);
-      with_native_lanes([&](auto w) __attribute__((always_inline)) {
-        block_distances<decltype(w)::value>(xb, norms + size_t(b) * kBlock, d, lanes, c, c_norms, t0, g, k, ob);
-      });
+      TESSERA_NATIVE_LANES(block_distances, xb, norms + size_t(b) * kBlock, d, lanes, c, c_norms, t0, g, k, ob);
     }
   }
 }

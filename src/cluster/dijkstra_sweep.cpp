@@ -121,21 +121,38 @@ inline __attribute__((always_inline)) Nearest nearest_lanes(const double* key, s
   return best;
 }
 
-}  // namespace
+// The same two with W counted in floats (the unit's register width), W / 2 doubles.
+template <int W>
+inline __attribute__((always_inline)) Nearest relax_lanes_by_floats(const float* move, const double* price, double pu,
+                                                                     double du, int32_t u, size_t k, double* key,
+                                                                     int32_t* pred, double* arc) {
+  return relax_lanes<W / 2>(move, price, pu, du, u, k, key, pred, arc);
+}
+template <int W>
+inline __attribute__((always_inline)) Nearest nearest_lanes_by_floats(const double* key, size_t k) {
+  return nearest_lanes<W / 2>(key, k);
+}
 
 // Per cluster v: the tentative distance through u, du + max(0, move[v] + price[v] − pu), replaces key[v]
 // when strictly smaller (recording u and the arc's cost); the smallest key is tracked in the same pass.
-TESSERA_CLONE_PER_ISA Nearest relax_and_find_nearest(
-    const float* move, const double* price, double pu, double du, int32_t u, size_t k, double* key, int32_t* pred,
-    double* arc) {
-  return with_native_lanes([&](auto w) __attribute__((always_inline)) {
-    return relax_lanes<decltype(w)::value / 2>(move, price, pu, du, u, k, key, pred, arc);
-  });
+// The clones have internal linkage: Clang (14) does not clone a function whose header declaration lacks the
+// attribute, and compiled it for the first listed unit alone (AVX-512 instructions on every CPU).
+TESSERA_CLONE_PER_ISA Nearest relax_cloned(const float* move, const double* price, double pu, double du, int32_t u,
+                                           size_t k, double* key, int32_t* pred, double* arc) {
+  return TESSERA_NATIVE_LANES(relax_lanes_by_floats, move, price, pu, du, u, k, key, pred, arc);
 }
 
-TESSERA_CLONE_PER_ISA Nearest find_nearest(const double* key, size_t k) {
-  return with_native_lanes(
-      [&](auto w) __attribute__((always_inline)) { return nearest_lanes<decltype(w)::value / 2>(key, k); });
+TESSERA_CLONE_PER_ISA Nearest nearest_cloned(const double* key, size_t k) {
+  return TESSERA_NATIVE_LANES(nearest_lanes_by_floats, key, k);
 }
+
+}  // namespace
+
+Nearest relax_and_find_nearest(const float* move, const double* price, double pu, double du, int32_t u, size_t k,
+                               double* key, int32_t* pred, double* arc) {
+  return relax_cloned(move, price, pu, du, u, k, key, pred, arc);
+}
+
+Nearest find_nearest(const double* key, size_t k) { return nearest_cloned(key, k); }
 
 }  // namespace tessera::detail

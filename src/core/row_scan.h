@@ -96,13 +96,13 @@ TESSERA_ROW_SCAN_INLINE bool any_lane(const typename Lanes<W>::i& mask) {
 #endif
 }
 
-// Calls f(std::integral_constant<int, W>) with the native W.
-template <class F>
-TESSERA_ROW_SCAN_INLINE decltype(auto) with_native_lanes(F&& f) {
-  if (kNativeLanes == 16) return f(std::integral_constant<int, 16>{});
-  if (kNativeLanes == 8) return f(std::integral_constant<int, 8>{});
-  return f(std::integral_constant<int, 4>{});
-}
+// The W = kNativeLanes instance of a kernel template: KERNEL<16>(args…), KERNEL<8>(…) or KERNEL<4>(…). A
+// switch, not a generic lambda: Clang emits a lambda inside a target_clones function once, with one clone's
+// instruction set, and calls it from the others (an illegal instruction on a CPU without that set).
+#define TESSERA_NATIVE_LANES(KERNEL, ...)                                              \
+  (::tessera::detail::kNativeLanes == 16  ? KERNEL<16>(__VA_ARGS__)                    \
+   : ::tessera::detail::kNativeLanes == 8 ? KERNEL<8>(__VA_ARGS__)                     \
+                                          : KERNEL<4>(__VA_ARGS__))
 
 struct Best {
   int32_t best;  ///< argmin of r[j] + offset[j], lowest index on ties
@@ -169,7 +169,7 @@ TESSERA_ROW_SCAN_INLINE Best best_of_lanes(const float* r, const float* offset, 
 }
 
 TESSERA_ROW_SCAN_INLINE Best best_of(const float* r, const float* offset, size_t k) {
-  return with_native_lanes([&](auto w) __attribute__((always_inline)) { return best_of_lanes<decltype(w)::value>(r, offset, k); });
+  return TESSERA_NATIVE_LANES(best_of_lanes, r, offset, k);
 }
 
 struct BestTwo {
@@ -227,7 +227,7 @@ TESSERA_ROW_SCAN_INLINE BestTwo best_two_lanes(const float* r, const float* pric
 }
 
 TESSERA_ROW_SCAN_INLINE BestTwo best_two(const float* r, const float* price, size_t k) {
-  return with_native_lanes([&](auto w) __attribute__((always_inline)) { return best_two_lanes<decltype(w)::value>(r, price, k); });
+  return TESSERA_NATIVE_LANES(best_two_lanes, r, price, k);
 }
 
 /// Cheapest moves out of cluster a: for every b, m[b] = min(m[b], r[b] − r[a]) with who[b] = item when
@@ -260,7 +260,7 @@ TESSERA_ROW_SCAN_INLINE void lower_moves_lanes(const float* r, size_t a, size_t 
 }
 
 TESSERA_ROW_SCAN_INLINE void lower_moves(const float* r, size_t a, size_t k, int32_t item, float* m, int32_t* who) {
-  with_native_lanes([&](auto w) __attribute__((always_inline)) { lower_moves_lanes<decltype(w)::value>(r, a, k, item, m, who); });
+  TESSERA_NATIVE_LANES(lower_moves_lanes, r, a, k, item, m, who);
 }
 
 /// Calls f(j, join) for every j with join = r[j] + price[j] − base < admit[j]. admit may change inside
@@ -291,9 +291,7 @@ TESSERA_ROW_SCAN_INLINE void below_threshold_lanes(const float* r, const float* 
 template <class F>
 TESSERA_ROW_SCAN_INLINE void below_threshold(const float* r, const float* price, const float* admit, size_t k,
                                              float base, F&& f) {
-  with_native_lanes([&](auto w) __attribute__((always_inline)) {
-    below_threshold_lanes<decltype(w)::value>(r, price, admit, k, base, f);
-  });
+  TESSERA_NATIVE_LANES(below_threshold_lanes, r, price, admit, k, base, f);
 }
 
 }  // namespace tessera::detail
