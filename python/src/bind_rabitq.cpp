@@ -88,7 +88,7 @@ void bind_rabitq(py::module_& m) {
           "x"_a, "Code and store x (n × d); labels continue from ntotal.")
       .def(
           "search",
-          [](R& r, const py::object& q, py::ssize_t k, py::ssize_t nprobe, py::ssize_t rerank) {
+          [](R& r, const py::object& q, py::ssize_t k, py::ssize_t nprobe, py::ssize_t rerank, bool single_stage) {
             if (k < 1) throw_invalid("k must be at least 1, got " + std::to_string(k));
             if (nprobe < 1) throw_invalid("nprobe must be at least 1, got " + std::to_string(nprobe));
             if (rerank != 0)
@@ -99,13 +99,15 @@ void bind_rabitq(py::module_& m) {
             py::array_t<int64_t> I({py::ssize_t(nq), k});
             float* d = D.mutable_data();
             int64_t* i = I.mutable_data();
-            r.locked<false>([&] { r.index->search(in.view, size_t(k), size_t(nprobe), d, i); });
+            r.locked<false>([&] { r.index->search(in.view, size_t(k), size_t(nprobe), d, i, single_stage); });
             return py::make_tuple(D, I);
           },
-          "q"_a, "k"_a, "nprobe"_a = 1, "rerank"_a = 0,
+          "q"_a, "k"_a, "nprobe"_a = 1, "rerank"_a = 0, "single_stage"_a = false,
           "The k best stored vectors of each query (q: nq × d) over the nprobe nearest lists (more than nlist\n"
           "is clamped) → (distances float32 nq × k, labels int64 nq × k): estimated squared L2 distances\n"
-          "ascending, or inner products descending; past the vectors found, label -1 and ±inf.")
+          "ascending, or inner products descending; past the vectors found, label -1 and ±inf. Two stages by\n"
+          "default (1-bit fast scan, full codes only where the 1-bit bound can win); single_stage=True\n"
+          "estimates every vector of the probed lists with its full code.")
       .def(
           "save", [](R& r, const py::object& path) {
             const std::string p = path_str(path);

@@ -42,6 +42,8 @@ def test_recall_matches_rabitqlib_on_the_same_lists(sift):
             ref = rabitqlib.IvfIndex(128, len(x), 32, bits, "l2")
             ref.build(x, c, lists)
             _, labels = ix.search(q, 10, nprobe=16)
+            _, single = ix.search(q, 10, nprobe=16, single_stage=True)
+            assert np.mean(labels == single) > 0.97
             out = ref.search(q, 10, 16)
             ref_labels = np.asarray(out[0] if np.asarray(out[0]).dtype.kind in "iu" else out[1]).reshape(len(q), -1)
             ours.append(recall_at(labels, gt, 10))
