@@ -6,7 +6,9 @@
 
 Contenders (each in a subprocess of its own: importing faiss and tessera in one process crashes at exit,
 two OpenMP runtimes):
-  tessera       tessera.IVFRaBitQ(d, nlist, bits) (Hadamard rotation, exact code search), set_centroids + add
+  tessera       tessera.IVFRaBitQ(d, nlist, bits) (Hadamard rotation, exact code search), set_centroids + add,
+                search with the module's default (two stages: 1-bit fast scan, full codes for the survivors)
+  tessera-ss    the same with search(single_stage=True) (opt-in through --libs)
   rabitqlib     rabitqlib.IvfIndex(d, n, nlist, bits, "l2").build(x, centroids, list ids) (its defaults:
                 FastScan 1-bit first stage, high_accuracy=None)
   faiss-rbq     faiss.IndexPreTransform(RandomRotationMatrix, IndexIVFRaBitQ(nb_bits=bits)) (qb = 4, its default)
@@ -67,7 +69,7 @@ sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
 import machine  # noqa: E402
 
-LIBS = {"tessera": "tessera", "rabitqlib": "rabitqlib", "faiss-rbq": "faiss IVFRaBitQ",
+LIBS = {"tessera": "tessera", "tessera-ss": "tessera single stage", "rabitqlib": "rabitqlib", "faiss-rbq": "faiss IVFRaBitQ",
         "faiss-rbqfs": "faiss IVFRaBitQFastScan", "faiss-pqfs": "faiss IVFPQFastScan"}
 KMAX = 100
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -224,7 +226,7 @@ def search_worker(spec: dict):
     n, d = base.shape
     nlist = len(cent)
     extra = {}
-    if lib == "tessera":
+    if lib in ("tessera", "tessera-ss"):
         sys.path.insert(0, spec["pymodule"])
         import tessera
         tessera.set_num_threads(t)
@@ -239,8 +241,10 @@ def search_worker(spec: dict):
         extra["bytes_per_vec"] = (d + 7) // 8 + (d * (bits - 1) + 7) // 8 + 4 + 12 * (1 if bits == 1 else 2)
         extra["version"] = getattr(tessera, "__version__", "?")
 
+        kw = dict(single_stage=True) if lib == "tessera-ss" else {}
+
         def search(k, p):
-            return np.asarray(ix.search(q, k, nprobe=p)[1])
+            return np.asarray(ix.search(q, k, nprobe=p, **kw)[1])
     elif lib == "rabitqlib":
         import rabitqlib
         ix = rabitqlib.IvfIndex(d, n, nlist, bits, "l2")
@@ -413,9 +417,9 @@ def write_plots(rows: list, sets: list, out: Path, threads: list) -> list:
         print("note: matplotlib is not installed (pip install -r requirements/bench.txt): no plot")
         return []
     files = []
-    colors = {"tessera": "tab:red", "rabitqlib": "tab:blue", "faiss-rbq": "tab:green", "faiss-rbqfs": "tab:olive",
+    colors = {"tessera": "tab:red", "tessera-ss": "tab:orange", "rabitqlib": "tab:blue", "faiss-rbq": "tab:green", "faiss-rbqfs": "tab:olive",
               "faiss-pqfs": "tab:gray"}
-    markers = {"tessera": "o", "rabitqlib": "s", "faiss-rbq": "^", "faiss-rbqfs": "v", "faiss-pqfs": "x"}
+    markers = {"tessera": "o", "tessera-ss": "D", "rabitqlib": "s", "faiss-rbq": "^", "faiss-rbqfs": "v", "faiss-pqfs": "x"}
     dashes = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (8, 2)), (0, (3, 1, 1, 1, 1, 1))]
     for t in threads:
         fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 5.2), squeeze=False)
@@ -451,7 +455,9 @@ def main():
     ap.add_argument("--sets", default="siftsmall,bigann10k,fashion-mnist",
                     help="of siftsmall, bigann10k, fashion-mnist, gmm-1m (slow: opt-in)")
     ap.add_argument("--bits", default="1,2,4,6,8", help="bits per coordinate, of 1..8")
-    ap.add_argument("--libs", default=",".join(LIBS), help=f"of {','.join(LIBS)}")
+    ap.add_argument("--libs", default=",".join(l for l in LIBS if l != "tessera-ss"),
+                    help=f"of {','.join(LIBS)} (tessera-ss: search(single_stage=True), every probed vector "
+                         "estimated with its full code; needs a module that has it)")
     ap.add_argument("--nprobe", default="1,2,4,8,12,16,24,32,48,64,96,128,192,256",
                     help="nprobe sweep (values above nlist dropped; nlist itself always added when smaller)")
     ap.add_argument("--threads", default="1,2")
