@@ -300,7 +300,44 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(float* row, const Pending* pend, size_t n
   // 16 entries at a time, stored interleaved (kQuantPairs): as 8 int32 lanes, the low halves are entries
   // 0..7 and the high halves entries 8..15, widened by shifts (generic vectors' int16 → int32 conversion
   // compiles to a pair of half-width conversions and an insert on AVX2). Two chains of additions.
-  for (size_t k = 0; k < K; k += 16) {
+  // 32 entries per pass when K allows (half the per-source loop overhead), else 16.
+  size_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    v8 v0, v1, v2, v3;
+    load8(v0, row + k);
+    load8(v1, row + k + 8);
+    load8(v2, row + k + 16);
+    load8(v3, row + k + 24);
+    for (size_t p = 0; p < np; ++p) {
+      i8 a, a2;
+      std::memcpy(&a, pend[p].add + k, sizeof a);
+      std::memcpy(&a2, pend[p].add + k + 16, sizeof a2);
+      i8 d0 = (a << 16) >> 16, d1 = a >> 16, d2 = (a2 << 16) >> 16, d3 = a2 >> 16;
+      if (const int16_t* sub = pend[p].sub) {
+        i8 b, b2;
+        std::memcpy(&b, sub + k, sizeof b);
+        std::memcpy(&b2, sub + k + 16, sizeof b2);
+        d0 -= (b << 16) >> 16;
+        d1 -= b >> 16;
+        d2 -= (b2 << 16) >> 16;
+        d3 -= b2 >> 16;
+      }
+      const float scale = pend[p].scale;
+      v0 += __builtin_convertvector(d0, v8) * scale;
+      v1 += __builtin_convertvector(d1, v8) * scale;
+      v2 += __builtin_convertvector(d2, v8) * scale;
+      v3 += __builtin_convertvector(d3, v8) * scale;
+    }
+    std::memcpy(row + k, &v0, sizeof v0);
+    std::memcpy(row + k + 8, &v1, sizeof v1);
+    std::memcpy(row + k + 16, &v2, sizeof v2);
+    std::memcpy(row + k + 24, &v3, sizeof v3);
+    track(v0);
+    track(v1);
+    track(v2);
+    track(v3);
+  }
+  for (; k < K; k += 16) {
     v8 v0, v1;
     load8(v0, row + k);
     load8(v1, row + k + 8);
