@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -121,25 +120,7 @@ def run(spec: dict, args) -> dict:
     spec = dict(spec, out=str(work / f"{stem}.json"), cache=args.data_cache, pymodule=args.pymodule)
     if spec["lib"] == "faiss" and args.reuse_faiss and Path(spec["out"]).exists():
         return dict(json.loads(Path(spec["out"]).read_text()), ok=True, reused=True)
-    sp = work / f"{stem}.spec.json"
-    sp.write_text(json.dumps(spec))
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), OPENBLAS_NUM_THREADS=str(spec["threads"]),
-               OMP_WAIT_POLICY="PASSIVE")
-    if spec["lib"] == "faiss":
-        env.update(args.peer_env)
-    print(f"  .. {stem}", file=sys.stderr, flush=True)
-    try:
-        p = subprocess.run([sys.executable, __file__, "--worker", str(sp)], env=env, capture_output=True, text=True,
-                           timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return dict(ok=False, error=f"timeout after {args.timeout:.0f} s")
-    if p.returncode != 0 or not Path(spec["out"]).exists():
-        return dict(ok=False, error=(p.stderr or p.stdout).strip()[-300:])
-    return dict(json.loads(Path(spec["out"]).read_text()), ok=True)
-
-
-def ratio(a, b):
-    return f"{a / b:6.2f}" if a and b else "     —"
+    return machine.run_worker(__file__, spec, stem, work, args.peer_env if spec["lib"] == "faiss" else None, args.timeout)
 
 
 def main():
@@ -191,8 +172,8 @@ def main():
                             continue
                         tail = ""
                         if lib == "tessera" and f.get("ok"):
-                            tail = (f" | {ratio(f['train_s'], r['train_s'])} {ratio(f['encode_s'], r['encode_s'])} "
-                                    f"{ratio(r['mse'], f['mse'])}")
+                            tail = (f" | {machine.ratio(f['train_s'], r['train_s'])} {machine.ratio(f['encode_s'], r['encode_s'])} "
+                                    f"{machine.ratio(r['mse'], f['mse'])}")
                         print(f"{s:<10} {cfg:<5} {METHODS[method]:<10} {t:>3} {lib:<8} {r['train_s']:>8.2f} "
                               f"{r['encode_s']:>8.2f} {r['mse']:>10.1f} {r['R@1']:>5.2f} {r['R@10']:>5.2f} "
                               f"{r['R@100']:>5.2f}{tail}", flush=True)

@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -155,25 +154,7 @@ def run(spec: dict, args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     stem = f"fastscan-{spec['lib']}-{spec['set']}-{spec['M']}x4-{spec['method']}-t{spec['threads']}"
     spec = dict(spec, out=str(work / f"{stem}.json"), pymodule=args.pymodule, rerank=args.rerank)
-    sp = work / f"{stem}.spec.json"
-    sp.write_text(json.dumps(spec))
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), OPENBLAS_NUM_THREADS=str(spec["threads"]),
-               OMP_WAIT_POLICY="PASSIVE")
-    if spec["lib"] == "faiss":
-        env.update(args.peer_env)
-    print(f"  .. {stem}", file=sys.stderr, flush=True)
-    try:
-        p = subprocess.run([sys.executable, __file__, "--worker", str(sp)], env=env, capture_output=True, text=True,
-                           timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return dict(ok=False, error=f"timeout after {args.timeout:.0f} s")
-    if p.returncode != 0 or not Path(spec["out"]).exists():
-        return dict(ok=False, error=(p.stderr or p.stdout).strip()[-300:])
-    return dict(json.loads(Path(spec["out"]).read_text()), ok=True)
-
-
-def ratio(a, b):
-    return f"{a / b:6.2f}" if a and b else "     —"
+    return machine.run_worker(__file__, spec, stem, work, args.peer_env if spec["lib"] == "faiss" else None, args.timeout)
 
 
 def main():
@@ -223,8 +204,8 @@ def main():
                             continue
                         tail = ""
                         if lib == "tessera" and f.get("ok"):
-                            tail = (f" | {ratio(f['search10_ms'], r['search10_ms'])} "
-                                    f"{ratio(f['search100_ms'], r['search100_ms'])}")
+                            tail = (f" | {machine.ratio(f['search10_ms'], r['search10_ms'])} "
+                                    f"{machine.ratio(f['search100_ms'], r['search100_ms'])}")
                         print(f"{s:<14} {cfg:<5} {METHODS[method]:<4} {t:>3} {lib:<8} {r['nq']:>5} {r['train_s']:>7.1f} "
                               f"{r['search10_ms']:>8.2f} {r['search100_ms']:>8.2f} {r['R@1']:>5.3f} {r['R@10']:>5.3f} "
                               f"{r['R@100']:>5.3f}{tail}", flush=True)

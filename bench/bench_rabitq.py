@@ -56,7 +56,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -326,21 +325,7 @@ def run(spec: dict, stem: str, args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     spec = dict(spec, out=str(work / f"{stem}.json"), pymodule=args.pymodule, seed=args.seed,
                 min_reps=args.min_reps, budget=args.budget)
-    sp = work / f"{stem}.spec.json"
-    sp.write_text(json.dumps(spec))
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), OPENBLAS_NUM_THREADS=str(spec["threads"]),
-               OMP_WAIT_POLICY="PASSIVE")
-    if spec["lib"].startswith("faiss") or spec["lib"] == "rabitqlib":
-        env.update(args.peer_env)
-    print(f"  .. {stem}", file=sys.stderr, flush=True)
-    try:
-        p = subprocess.run([sys.executable, __file__, "--worker", str(sp)], env=env, capture_output=True, text=True,
-                           timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return dict(ok=False, error=f"timeout after {args.timeout:.0f} s")
-    if p.returncode != 0 or not Path(spec["out"]).exists():
-        return dict(ok=False, error=(p.stderr or p.stdout).strip()[-400:])
-    return dict(json.loads(Path(spec["out"]).read_text()), ok=True)
+    return machine.run_worker(__file__, spec, stem, work, args.peer_env if spec["lib"].startswith("faiss") or spec["lib"] == "rabitqlib" else None, args.timeout, tail=400)
 
 
 def partition(name: str, data: Path, nlist: int, args) -> Path:

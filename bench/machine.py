@@ -8,7 +8,11 @@ installed` runs them as a user gets them out of the box.
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 
 def tessera_blas(cli) -> str:
@@ -27,3 +31,31 @@ def peer_blas_env(cli, mode: str) -> dict:
     if mode != "fitted" or "selected by tessera" not in blas:
         return {}
     return {"OPENBLAS_CORETYPE": blas.split()[1]}
+
+
+def run_worker(script, spec: dict, stem: str, work: Path, peer_env: dict | None, timeout: float,
+               tail: int = 300) -> dict:
+    """Run `python script --worker SPEC` for one contender in a subprocess of its own (faiss and tessera must
+    not share a process: two OpenMP runtimes crash at exit), with spec["threads"] threads, OpenMP waiting
+    passively and, for peers, peer_env. The worker writes its result to spec["out"] (JSON). Returns that
+    result with ok=True, or dict(ok=False, error=...) on a timeout, a failure or no output."""
+    sp = work / f"{stem}.spec.json"
+    sp.write_text(json.dumps(spec))
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), OPENBLAS_NUM_THREADS=str(spec["threads"]),
+               OMP_WAIT_POLICY="PASSIVE")
+    if peer_env:
+        env.update(peer_env)
+    print(f"  .. {stem}", file=sys.stderr, flush=True)
+    try:
+        p = subprocess.run([sys.executable, str(script), "--worker", str(sp)], env=env, capture_output=True,
+                           text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(ok=False, error=f"timeout after {timeout:.0f} s")
+    if p.returncode != 0 or not Path(spec["out"]).exists():
+        return dict(ok=False, error=(p.stderr or p.stdout).strip()[-tail:])
+    return dict(json.loads(Path(spec["out"]).read_text()), ok=True)
+
+
+def ratio(a, b) -> str:
+    """a / b for a table (6 wide), or a dash when either is missing or zero."""
+    return f"{a / b:6.2f}" if a and b else "     —"
