@@ -276,7 +276,7 @@ def case_rq_vs_faiss(R, a, report):
     print("   faiss's k-means trains on a sample of max_points_per_centroid·K = 65,536 rows when given more "
           "(its default, kept);\n   'tessera balanced, train 65536' is tessera with the same training-set "
           "size (all rows are still assigned under the size bounds).\n   tessera's default sample warm start "
-          "(from 64·K rows on) runs the restarts on min(256·K, n/2) rows and the last quarter of the iterations "
+          "(from 32·K rows on) runs the restarts on min(256·K, n/2) rows and the last quarter of the iterations "
           "on all rows; scale_1m also shows it switched off.")
     print("   targets: tessera balanced time ≤ 2 × faiss RQ beam=1 time; tessera balanced MSE ≤ 1.10 × faiss "
           "RQ MSE")
