@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 JOBS ?= $(shell nproc)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := build-essential cmake pkg-config git clang libclang-rt-14-dev libomp-dev \
-  libopenblas-dev liblemon-dev libzip-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
+  libopenblas-dev liblemon-dev libzip-dev libhdf5-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
   dataset-fashion-mnist valgrind qemu-user
 CMAKE_ARGS := -DPython_EXECUTABLE=$(abspath $(PY))
 DEMO_DIR := demo-out

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "tessera/io/hdf5.h"
 #include "tessera/io/idx.h"
 #include "tessera/io/npy.h"
 #include "tessera/io/texmex.h"
@@ -18,6 +19,11 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 FloatMatrix read_vectors(const std::string& path) {
   std::string name = path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
   std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  // ann-benchmarks files: the "train" vectors, or another dataset named after a colon ("sift.hdf5:test").
+  if (is_hdf5_path(name)) {
+    const auto [file, dataset] = split_hdf5_path(path, "train");
+    return read_hdf5_f32(file, dataset);
+  }
   if (ends_with(name, ".npy")) return read_npy_f32(path);
   if (ends_with(name, ".fvecs")) return read_fvecs(path);
   if (ends_with(name, ".bvecs")) return read_bvecs(path);
@@ -32,7 +38,8 @@ FloatMatrix read_vectors(const std::string& path) {
       ends_with(name, ".idx.gz"))
     return read_idx(path);
   TESSERA_THROW_ARG(path << ": cannot tell the vector format from the file name: supported are .npy, .fvecs, "
-                         << ".bvecs, .ivecs and MNIST idx (*-ubyte, *-ubyte.gz, *.idx, *.idx.gz)");
+                         << ".bvecs, .ivecs, MNIST idx (*-ubyte, *-ubyte.gz, *.idx, *.idx.gz) and HDF5 "
+                         << "(.hdf5 / .h5, dataset 'train' or file.hdf5:NAME)");
 }
 
 }  // namespace tessera
