@@ -1,13 +1,11 @@
 #include "aq_commands.h"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "cli_common.h"
 #include "progress_bar.h"
 #include "tessera/core/error.h"
 #include "tessera/core/interrupt.h"
@@ -16,8 +14,6 @@
 #include "tessera/index/index_io.h"
 #include "tessera/io/atomic_file.h"
 #include "tessera/io/npy.h"
-#include "tessera/io/texmex.h"
-#include "tessera/io/vectors.h"
 #include "tessera/quant/local_search_quantizer.h"
 #include "tessera/quant/residual_quantizer.h"
 #include "tessera/quant/serialization.h"
@@ -26,22 +22,6 @@
 namespace tessera::cli {
 
 namespace {
-
-namespace fs = std::filesystem;
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// An output file must be writable before the work starts: not a directory, in a directory we can write.
-void check_output_file(const std::string& path) {
-  std::error_code ec;
-  TESSERA_CHECK_ARG(!fs::is_directory(path, ec), "output " << path << " is a directory, expected a file name");
-  const fs::path parent = fs::path(path).parent_path();
-  TESSERA_CHECK_ARG(parent.empty() || fs::is_directory(parent, ec),
-                    "output " << path << ": directory " << parent.string() << " does not exist");
-  check_output_dir(parent.empty() ? "." : parent.string());
-}
 
 std::shared_ptr<AdditiveQuantizer> load_model(const std::string& path, std::string* meta = nullptr) {
   std::unique_ptr<Quantizer> q = load_quantizer(path, meta);
@@ -52,21 +32,7 @@ std::shared_ptr<AdditiveQuantizer> load_model(const std::string& path, std::stri
 }
 
 FloatMatrix read_input(const std::string& path, const AdditiveQuantizer* model, const char* what) {
-  FloatMatrix x = read_vectors(path);
-  TESSERA_CHECK_ARG(x.rows() > 0, path << " holds no vectors");
-  if (model)
-    TESSERA_CHECK_ARG(x.cols() == model->dim(), "dimension mismatch: " << what << " " << path << " has " << x.cols()
-                                                                        << " columns, the model has " << model->dim());
-  check_finite(x.view(), path.c_str());
-  return x;
-}
-
-// Ground truth: nq × (≥ 1) neighbour ids, .ivecs or an integer .npy.
-CodeMatrix read_ground_truth(const std::string& path) {
-  const std::string ext = fs::path(path).extension().string();
-  if (ext == ".ivecs") return read_ivecs(path);
-  if (ext == ".npy") return read_npy_i32(path);
-  TESSERA_THROW_ARG("ground truth " << path << ": expected .ivecs or .npy (n_queries × k integer ids)");
+  return cli::read_input(path, what, model ? model->dim() : 0);
 }
 
 // A flat index over the model holding base's codes (add() encodes in blocks and notices Ctrl-C between them).
@@ -272,21 +238,9 @@ void AqCommands::Impl::run_search() {
   const SearchOut r = search_all(index, xq, k);
   const double search_s = seconds_since(t0);
   check_interrupt_now();
-  // Both arrays are complete in temporaries before either is renamed into place.
-  const bool existed = fs::exists(out);
-  try {
-    prepare_output_dir(out);
-    AtomicFile labels(out + "/labels.npy"), dists(out + "/distances.npy");
-    labels.write(npy_bytes(MatrixView<const int64_t>(r.I.data(), xq.rows(), k)));
-    dists.write(npy_bytes(MatrixView<const float>(r.D.data(), xq.rows(), k)));
+  write_search_results(out, r.I, r.D, xq.rows(), k, [&] {
     if (!save_index.empty()) write_index(index, save_index);
-    labels.commit();
-    dists.commit();
-  } catch (...) {
-    std::error_code ec;
-    if (!existed) fs::remove_all(out, ec);
-    throw;
-  }
+  });
   std::printf("%zu queries, k = %zu, %s over %zu vectors: encode %.2f s, search %.3f s -> %s/{labels,distances}.npy\n",
               xq.rows(), k, metric.c_str(), xb.rows(), add_s, search_s, out.c_str());
 }
@@ -297,13 +251,7 @@ void AqCommands::Impl::run_eval() {
   const auto q = load_model(model, &meta_text);
   const FloatMatrix xb = read_input(base, q.get(), "base");
   const FloatMatrix xq = read_input(queries, q.get(), "queries");
-  const CodeMatrix gt = read_ground_truth(gt_file);
-  TESSERA_CHECK_ARG(gt.rows() == xq.rows() && gt.cols() >= 1,
-                    "ground truth " << gt_file << " has " << gt.rows() << " rows, the queries " << xq.rows());
-  for (size_t i = 0; i < gt.rows(); ++i)
-    TESSERA_CHECK_ARG(gt(i, 0) >= 0 && size_t(gt(i, 0)) < xb.rows(),
-                      "ground truth " << gt_file << " row " << i << " names base vector " << gt(i, 0) << ", the base has "
-                                      << xb.rows());
+  const CodeMatrix gt = read_ground_truth(gt_file, xq.rows(), xb.rows());
   auto t0 = std::chrono::steady_clock::now();
   const IndexAdditiveQuantizer index = build_index(q, parse_metric(metric), xb);
   const double encode_s = seconds_since(t0);
@@ -348,14 +296,7 @@ void AqCommands::Impl::run_eval() {
   std::printf("\n");
   for (size_t R : {size_t(1), size_t(10), size_t(100)}) {
     if (R > k) break;
-    size_t hits = 0;
-    for (size_t i = 0; i < xq.rows(); ++i)
-      for (size_t t = 0; t < R; ++t)
-        if (r.I[i * k + t] == gt(i, 0)) {
-          ++hits;
-          break;
-        }
-    const double recall = double(hits) / double(xq.rows());
+    const double recall = first_neighbour_recall(r.I, k, gt, R);
     j["recall@" + std::to_string(R)] = recall;
     std::printf("  recall@%-3zu %.4f\n", R, recall);
   }

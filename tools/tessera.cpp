@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "aq_commands.h"
+#include "rabitq_commands.h"
 #include "progress_bar.h"
 #include "tessera/core/interrupt.h"
 #include "tessera/core/runtime.h"
@@ -161,6 +162,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 16));
 
   tessera::cli::AqCommands aq(app);
+  tessera::cli::RabitqCommands rabitq(app);
 
   CLI11_PARSE(app, argc, argv);
   install_signal_handlers();
@@ -214,8 +216,8 @@ int main(int argc, char** argv) {
       const SemanticIds s = encode_semantic_ids(m.model, x.view(), d, m.format);
       write_semantic_ids(enc_out, s, keys.empty() ? nullptr : &keys, false);
       print_summary(s, enc_out);
-    } else {
-      aq.run();
+    } else if (!aq.run()) {
+      rabitq.run();
     }
   } catch (const tessera::Interrupted&) {
     const int sig = g_signal ? int(g_signal) : SIGINT;

@@ -3,14 +3,11 @@
 
 #include <cstring>
 
+#include "hdf5_test_util.h"
 #include "io_test_util.h"
 #include "tessera/core/error.h"
 #include "tessera/io/hdf5.h"
 #include "tessera/io/vectors.h"
-
-#ifdef TESSERA_WITH_HDF5
-#include <hdf5.h>
-#endif
 
 using namespace tessera;
 using namespace tessera_test;
@@ -28,30 +25,10 @@ TEST(Hdf5Path, SplitsTheDatasetSuffix) {
 #ifdef TESSERA_WITH_HDF5
 namespace {
 
-template <class T>
-void write_dataset(hid_t file, const char* name, hid_t type, size_t rows, size_t cols, const std::vector<T>& values) {
-  const hsize_t dims[2] = {rows, cols};
-  const hid_t space = H5Screate_simple(2, dims, nullptr);
-  const hid_t ds = H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data());
-  H5Dclose(ds);
-  H5Sclose(space);
-}
-
-void write_string_attribute(hid_t file, const char* name, const char* value) {
-  const hid_t type = H5Tcopy(H5T_C_S1);
-  H5Tset_size(type, H5T_VARIABLE);  // as h5py writes a Python str
-  H5Tset_cset(type, H5T_CSET_UTF8);
-  const hid_t space = H5Screate(H5S_SCALAR);
-  const hid_t attr = H5Acreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(attr, type, &value);
-  H5Aclose(attr);
-  H5Sclose(space);
-  H5Tclose(type);
-}
-
 // An ann-benchmarks-shaped file: train 20 × 5 float32, test 3 × 5 float64, neighbors 3 × 4 int32.
 void write_ann_file(const std::string& path) {
+  using tessera_test::write_dataset;
+  using tessera_test::write_string_attribute;
   const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   std::vector<float> train(100);
   for (size_t i = 0; i < train.size(); ++i) train[i] = float(i) * 0.25f - 3.0f;
