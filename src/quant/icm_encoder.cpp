@@ -26,6 +26,7 @@
 #include <type_traits>
 
 #include "core/blas.h"
+#include "core/row_scan.h"
 #include "core/simd.h"
 #include "tessera/core/error.h"
 #include "tessera/core/interrupt.h"
@@ -166,6 +167,21 @@ IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K, boo
   // positions' costs, M × K values, is one contiguous row. Block (m2, m1) is the transpose of (m1, m2): one
   // GEMM per pair m1 < m2 fills both (the diagonal blocks are never read by the encoder). The float table
   // (all M² blocks, one GEMM each) only for the plain formulation and compute_binary_terms.
+  if (small_k(K)) {
+    // One GEMM for the whole table (MK × MK, 256 KB at M = 16); the float table is a reordering of it.
+    t.dense.resize(MK * MK);
+    gemm_abt(MK, MK, t.d, 2.0f, t.books.data(), t.d, t.books.data(), t.d, 0.0f, t.dense.data(), MK);
+    if (float_table) {
+      t.binaries.resize(MK * MK);
+      for (size_t m1 = 0; m1 < M; ++m1)
+        for (size_t k1 = 0; k1 < K; ++k1)
+          for (size_t m2 = 0; m2 < M; ++m2)
+            std::copy_n(t.dense.data() + (m1 * K + k1) * MK + m2 * K, K,
+                        t.binaries.data() + ((m1 * M + m2) * K + k1) * K);
+    }
+    for (size_t r = 0; r < MK; ++r) std::fill_n(t.dense.data() + r * MK + (r / K) * K, K, 0.0f);
+    return t;
+  }
   if (float_table) t.binaries.resize(MK * MK);
   t.qbinaries.assign(MK * MK, 0);
   t.qscales.assign(M * M, 1.0f);
@@ -559,6 +575,149 @@ void ils_block(const IcmTables& t, const IlsParams& p, MatrixView<const float> x
   }
 }
 
+// ---- K = 16: eager costs from the dense float table ----
+// With 16 codewords a position's costs are 16 floats (one to four registers) and everything a codeword adds
+// to the other positions' costs, M·K floats, is one row of the dense table (256 KB at M = 16: it stays in
+// L2). Updating all rows at every move (T += row(new) − row(old), the diagonal block being zero leaves the
+// moving position's own row alone) then costs less than deciding which rows to sync: no bookkeeping, the
+// argmin of a position is always up to date, and a step starts from the best codes' costs with one copy.
+// Kernels over W lanes (one register of the unit), K / W registers per row; every W computes the same values.
+
+// argmin_k row[k] over K floats, lowest k on ties; −1 if every entry is NaN.
+template <int W, int K>
+TESSERA_ROW_SCAN_INLINE int32_t small_argmin(const float* row) {
+  using fv = typename Lanes<W>::f;
+  using iv = typename Lanes<W>::i;
+  constexpr int R = K / W;
+  fv v[R], m;
+  for (int r = 0; r < R; ++r) loadv(v[r], row + r * W);
+  m = v[0];
+  for (int r = 1; r < R; ++r) min_lanes(m, m, v[r]);
+  all_min<W>(m);
+  const iv none = iv{} + K;
+  iv idx, c, cr;
+  iota_lanes(idx);
+  c = v[0] == m ? idx : none;
+  for (int r = 1; r < R; ++r) {
+    cr = v[r] == m ? idx + r * W : none;
+    min_lanes(c, c, cr);
+  }
+  all_min<W>(c);
+  return c[0] < K ? c[0] : -1;
+}
+
+// T[j] += add[j] − sub[j] for j < n (n a multiple of W).
+template <int W>
+TESSERA_ROW_SCAN_INLINE void small_move(float* T, const float* add, const float* sub, size_t n) {
+  using fv = typename Lanes<W>::f;
+  for (size_t j = 0; j < n; j += W) {
+    fv t, a, b;
+    loadv(t, T + j);
+    loadv(a, add + j);
+    loadv(b, sub + j);
+    t += a - b;
+    storev(T + j, t);
+  }
+}
+
+template <int W>
+TESSERA_ROW_SCAN_INLINE void small_copy(float* dst, const float* src, size_t n) {
+  using fv = typename Lanes<W>::f;
+  for (size_t j = 0; j < n; j += W) {
+    fv a;
+    loadv(a, src + j);
+    storev(dst + j, a);
+  }
+}
+
+// Σ_m (T_m(c_m) + U_m(c_m)) / 2 = E(c) − ‖x‖², from the maintained costs (float rounding aside).
+inline float small_energy(const float* T, const float* u, const int32_t* c, size_t M, size_t K) {
+  float e = 0;
+  for (size_t m = 0; m < M; ++m) e += T[m * K + (size_t)c[m]] + u[m * K + (size_t)c[m]];
+  return 0.5f * e;
+}
+
+// One vector's ILS (K = 16). T, Tb: M·K scratch each; residual: d.
+template <int W, int K>
+TESSERA_ROW_SCAN_INLINE void small_ils_lanes(const IcmTables& t, const IlsParams& p, const float* x, const float* u,
+                                             int32_t* best, size_t row, float* error_out, float* T, float* Tb,
+                                             int32_t* cur, float* residual) {
+  const size_t M = t.M, MK = M * K;
+  const float* F = t.dense.data();
+  // Costs at the best codes: U plus every position's codeword row.
+  small_copy<W>(Tb, u, MK);
+  for (size_t m = 0; m < M; ++m) {
+    const float* add = F + (m * K + (size_t)best[m]) * MK;
+    using fv = typename Lanes<W>::f;
+    for (size_t j = 0; j < MK; j += W) {
+      fv a, b;
+      loadv(a, Tb + j);
+      loadv(b, add + j);
+      a += b;
+      storev(Tb + j, a);
+    }
+  }
+  float best_err = squared_error(x, t.books.data(), t.d, best, M, K, residual);
+  float best_energy = small_energy(Tb, u, best, M, K);
+  float xx = 0;
+  for (size_t j = 0; j < t.d; ++j) xx += x[j] * x[j];
+  // The energy from the maintained costs only screens candidates: a step whose energy is above the best's by
+  // more than this margin is rejected without its exact error. The rounding of the sums stayed below
+  // 3e-7 · (‖x‖² + |E|) over a 16 × 4 training on siftsmall: the margin is 300 times that.
+  const float margin = 1e-4f * (xx + std::fabs(best_energy));
+  for (size_t s = 0; s < p.ils_iters; ++s) {
+    std::copy(best, best + M, cur);
+    small_copy<W>(T, Tb, MK);
+    KeyedDraws g{derive_seed(derive_seed(p.seed, s), row)};
+    for (size_t i = 0; i < p.nperts; ++i) {
+      const uint64_t z = g.next();
+      const size_t m = below(uint32_t(z >> 32), M);
+      const int32_t k = (int32_t)below(uint32_t(z), K);
+      if (k == cur[m]) continue;
+      small_move<W>(T, F + (m * K + (size_t)k) * MK, F + (m * K + (size_t)cur[m]) * MK, MK);
+      cur[m] = k;
+    }
+    for (size_t sweep = 0; sweep < p.icm_iters; ++sweep) {
+      bool moved = false;
+      for (size_t m = 0; m < M; ++m) {
+        const int32_t k = small_argmin<W, K>(T + m * K);
+        if (k < 0 || k == cur[m]) continue;
+        small_move<W>(T, F + (m * K + (size_t)k) * MK, F + (m * K + (size_t)cur[m]) * MK, MK);
+        cur[m] = k, moved = true;
+      }
+      if (!moved) break;
+    }
+    // Keep the codes if their exact squared error went down (the same codes cannot have).
+    if (std::equal(cur, cur + M, best)) continue;
+    const float energy = small_energy(T, u, cur, M, K);
+    if (energy > best_energy + margin) continue;
+    const float err = squared_error(x, t.books.data(), t.d, cur, M, K, residual);
+    if (err < best_err) {
+      best_err = err, best_energy = energy;
+      std::copy(cur, cur + M, best);
+      small_copy<W>(Tb, T, MK);
+    }
+  }
+  if (error_out) *error_out = best_err;
+}
+
+template <int W>
+TESSERA_ROW_SCAN_INLINE void small_ils16(const IcmTables& t, const IlsParams& p, const float* x, const float* u,
+                                         int32_t* best, size_t row, float* error_out, float* T, float* Tb,
+                                         int32_t* cur, float* residual) {
+  small_ils_lanes<W, 16>(t, p, x, u, best, row, error_out, T, Tb, cur, residual);
+}
+
+// The ILS of vectors [0, nb) of a block (as ils_block), K = 16.
+TESSERA_CLONE_PER_ISA void small_ils_block(const IcmTables& t, const IlsParams& p, MatrixView<const float> x,
+                                           size_t first_row, size_t nb, const float* u, int32_t* best,
+                                           float* errors, float* T, float* Tb, int32_t* cur, float* residual) {
+  const size_t MK = t.M * t.K;
+  for (size_t i = 0; i < nb; ++i)
+    TESSERA_NATIVE_LANES(small_ils16, t, p, x.row(i), u + i * MK, best + i * t.M, first_row + i,
+                         errors ? errors + i : nullptr, T, Tb, cur, residual);
+}
+
 }  // namespace
 
 void ils_encode(const IcmTables& t, MatrixView<const float> x, int32_t* codes, const IlsParams& p, float* errors) {
@@ -572,7 +731,8 @@ void ils_encode(const IcmTables& t, MatrixView<const float> x, int32_t* codes, c
     {
       std::vector<float> unaries(kBlockRows * MK), best_err(kBlockRows), err(kBlockRows), residual(d);
       std::vector<int32_t> cur(kBlockRows * M);
-      std::vector<Search> lanes(kInterleave, Search(M, K, d));
+      std::vector<Search> lanes(small_k(K) ? 0 : kInterleave, Search(M, K, d));
+      std::vector<float> T(small_k(K) ? MK : 0), Tb(T.size());
 #pragma omp for schedule(dynamic, 1)
       for (ptrdiff_t b = 0; b < (ptrdiff_t)blocks; ++b) {
         const size_t r0 = c0 + size_t(b) * kBlockRows, nb = std::min(kBlockRows, n - r0);
@@ -581,6 +741,11 @@ void ils_encode(const IcmTables& t, MatrixView<const float> x, int32_t* codes, c
         gemm_abt(nb, MK, d, -2.0f, x.row(r0), x.stride, t.books.data(), d, 0.0f, unaries.data(), MK);
         for (size_t i = 0; i < nb; ++i)
           for (size_t k = 0; k < MK; ++k) unaries[i * MK + k] += t.norms[k];
+        if (!p.exact && small_k(K)) {
+          small_ils_block(t, p, MatrixView<const float>(x.row(r0), nb, d, x.stride), r0, nb, unaries.data(), best,
+                          errors ? errors + r0 : nullptr, T.data(), Tb.data(), cur.data(), residual.data());
+          continue;
+        }
         if (!p.exact) {
           ils_block(t, p, MatrixView<const float>(x.row(r0), nb, d, x.stride), r0, nb, unaries.data(), best,
                     errors ? errors + r0 : nullptr, lanes);

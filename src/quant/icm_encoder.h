@@ -20,7 +20,13 @@ struct IcmTables {
   /// 16, each 16 interleaved: entry j at 2j for j < 8, at 2(j − 8) + 1 otherwise).
   std::vector<int16_t> qbinaries;
   std::vector<float> qscales;      ///< M × M
+  /// K = 16 (small_k): the whole table as floats, MK × MK, row m1·K + k1 holding 2⟨C_m1[k1], C_m2[k2]⟩ at
+  /// column m2·K + k2, with the diagonal blocks (m2 = m1) zero; qbinaries is not built then.
+  std::vector<float> dense;
 };
+
+/// Codebooks of this many codewords are encoded with costs updated eagerly from the dense float table.
+inline bool small_k(size_t K) { return K == 16; }
 
 /// Tables for flat codebooks (M·K × d): the int16 table always, the float one (binaries: what the plain
 /// formulation and compute_binary_terms read) if float_table.

@@ -207,6 +207,33 @@ TEST(LocalSearchQuantizer, IncrementalAndPlainIcmChooseTheSameCodes) {
   EXPECT_NEAR(e0 / e1, 1.0, 0.01);
 }
 
+TEST(LocalSearchQuantizer, EagerSmallCodebookAndPlainIcmChooseTheSameCodes) {
+  // With 16 codewords the encoder updates every position's costs at every move from the dense float table
+  // and screens candidates by their energy; the plain formulation sums the costs afresh.
+  Trained t(1500, 16, 5, 4);
+  const size_t M = 5, K = 16, n = t.x.rows();
+  FloatMatrix flat(M * K, 16);
+  for (size_t m = 0; m < M; ++m)
+    for (size_t k = 0; k < K; ++k)
+      for (size_t j = 0; j < 16; ++j) flat(m * K + k, j) = t.q.codebook(m)(k, j);
+  const auto tables = detail::make_icm_tables(flat.view(), M, K);
+  ASSERT_EQ(tables.dense.size(), M * K * M * K);
+  std::vector<std::vector<int32_t>> codes(2, random_codes(n, M, K, 3));
+  std::vector<std::vector<float>> errs(2, std::vector<float>(n));
+  for (int exact = 0; exact < 2; ++exact)
+    detail::ils_encode(tables, t.x.view(), codes[exact].data(), detail::IlsParams{8, 4, 4, 99, exact == 1},
+                       errs[exact].data());
+  size_t same = 0;
+  double e0 = 0, e1 = 0;
+  for (size_t i = 0; i < n; ++i) {
+    same += std::equal(codes[0].begin() + i * M, codes[0].begin() + (i + 1) * M, codes[1].begin() + i * M);
+    e0 += errs[0][i], e1 += errs[1][i];
+    EXPECT_NEAR(errs[0][i], exact_error(t.q, t.x.view(), i, &codes[0][i * M]), 1e-3 * (1 + errs[0][i]));
+  }
+  EXPECT_GE(same, n * 9 / 10);
+  EXPECT_NEAR(e0 / e1, 1.0, 0.01);
+}
+
 TEST(LocalSearchQuantizer, EncodingIsTheSameForAnyThreadCount) {
   Trained t(3000, 12, 4, 5);
   std::vector<int32_t> a(t.x.rows() * 4), b(a.size());
