@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "tessera/core/error.h"
 #include "tessera/quant/additive_quantizer.h"
 
 namespace tessera::detail {
@@ -147,6 +148,18 @@ inline ScanInput make_scan_input(const AdditiveQuantizer& aq, bool inner_product
     }
   }
   return S;
+}
+
+// Every code index of n packed codes must name a codeword (K_m need not be a power of two): an index past
+// K_m would read beyond the lookup tables. InvalidArgument naming the first bad code.
+inline void check_code_indices(const AdditiveQuantizer& aq, size_t n, const uint8_t* codes) {
+  const size_t M = aq.num_codebooks(), cs = aq.code_size();
+  for (size_t i = 0; i < n; ++i)
+    for (size_t m = 0, bit = 0; m < M; bit += aq.nbits(m), ++m) {
+      const uint32_t c = read_code(codes + i * cs, bit, aq.nbits(m));
+      TESSERA_CHECK_ARG(c < aq.codebook_sizes()[m], "code " << i << " has index " << c << " in codebook " << m
+                                                            << ", which has " << aq.codebook_sizes()[m] << " codewords");
+    }
 }
 
 }  // namespace tessera::detail

@@ -17,7 +17,6 @@ namespace tessera {
 using detail::Heap;
 using detail::ScanInput;
 using detail::emit;
-using detail::read_code;
 using detail::scan;
 
 IndexAdditiveQuantizer::IndexAdditiveQuantizer(std::shared_ptr<const AdditiveQuantizer> aq, MetricType metric)
@@ -77,15 +76,7 @@ void IndexAdditiveQuantizer::add_codes(size_t n, const uint8_t* codes) {
   check_codec();
   if (n == 0) return;
   TESSERA_CHECK_ARG(codes, "add_codes: no code buffer for " << n << " codes");
-  // Code indices beyond K_m (possible when K_m is not a power of two) would read past the lookup tables.
-  const size_t M = aq_->num_codebooks();
-  for (size_t i = 0; i < n; ++i)
-    for (size_t m = 0, bit = 0; m < M; bit += aq_->nbits(m), ++m) {
-      const uint32_t c = read_code(codes + i * code_size_, bit, aq_->nbits(m));
-      TESSERA_CHECK_ARG(c < aq_->codebook_sizes()[m], "add_codes: code " << i << " has index " << c << " in codebook "
-                                                                         << m << ", which has "
-                                                                         << aq_->codebook_sizes()[m] << " codewords");
-    }
+  detail::check_code_indices(*aq_, n, codes);
   const size_t from = ntotal_;
   codes_.insert(codes_.end(), codes, codes + n * code_size_);
   ntotal_ += n;

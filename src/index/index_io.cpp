@@ -21,6 +21,7 @@ constexpr uint32_t kContainerVersion = 2;  // the model-file container with a JS
 constexpr int kIndexVersion = 1;           // the layout after the header, for this index type
 constexpr const char* kType = "index_additive_flat";
 constexpr const char* kFastScanType = "index_additive_fast_scan";
+constexpr const char* kIvfType = "index_ivf_additive";
 constexpr size_t kMaxHeader = size_t(1) << 24;
 
 }  // namespace
@@ -28,8 +29,10 @@ constexpr size_t kMaxHeader = size_t(1) << 24;
 namespace {
 
 // The container both index types share: header fields common to them, the codec's model file, the codes.
+// `extra`: bytes of the index type's own after the codes (header field "extra_bytes" when not empty).
 std::string container_bytes(nlohmann::json header, const AdditiveQuantizer& aq, MetricType metric, size_t ntotal,
-                            size_t code_size, const std::vector<uint8_t>& codes, const std::string& metadata_json) {
+                            size_t code_size, const std::vector<uint8_t>& codes, const std::string& metadata_json,
+                            const std::string& extra = {}) {
   const std::string codec = quantizer_bytes(aq);
   TESSERA_CHECK_ARG(aq.code_size() == code_size,
                     "the index's quantizer changed after the index was built: its codes cannot be saved with it");
@@ -38,6 +41,7 @@ std::string container_bytes(nlohmann::json header, const AdditiveQuantizer& aq, 
   header["ntotal"] = ntotal;
   header["code_size"] = code_size;
   header["codec_bytes"] = codec.size();
+  if (!extra.empty()) header["extra_bytes"] = extra.size();
   try {
     header["metadata"] = nlohmann::json::parse(metadata_json.empty() ? "{}" : metadata_json);
   } catch (const nlohmann::json::exception& e) {
@@ -51,6 +55,7 @@ std::string container_bytes(nlohmann::json header, const AdditiveQuantizer& aq, 
   out += h;
   out += codec;
   out.append(reinterpret_cast<const char*>(codes.data()), codes.size());
+  out += extra;
   put<uint32_t>(out, crc32_of(out.data(), out.size()));
   return out;
 }
@@ -61,6 +66,8 @@ struct Container {
   MetricType metric = MetricType::L2;
   size_t ntotal = 0;
   const uint8_t* codes = nullptr;
+  const char* extra = nullptr;  // the type's own bytes after the codes
+  size_t extra_size = 0;
 };
 
 constexpr size_t kFixed = sizeof kMagic + 4 + 8;
@@ -97,14 +104,14 @@ Container parse_container(const void* data, size_t size, const char* expected_ty
   uint64_t stored_hlen;
   std::memcpy(&stored_hlen, p + 12, 8);
   std::string type, metric;
-  size_t code_size = 0, codec_bytes = 0;
+  size_t code_size = 0, codec_bytes = 0, extra_bytes = 0;
   int index_version = 0;
   try {
     type = c.header.at("type").get<std::string>();
     if (type != expected_type) {
-      if (type == kType || type == kFastScanType)
-        TESSERA_THROW_FORMAT("this is a" << (type == kType ? " flat" : " fast-scan") << " index file ('" << type
-                                         << "'), not a '" << expected_type << "' one");
+      if (type == kType || type == kFastScanType || type == kIvfType)
+        TESSERA_THROW_FORMAT("this is a" << (type == kType ? " flat" : type == kIvfType ? "n IVF" : " fast-scan")
+                                         << " index file ('" << type << "'), not a '" << expected_type << "' one");
       TESSERA_THROW_FORMAT("this is a model file of a '" << type << "' quantizer, not an index: load it as a model "
                                                          "(load_quantizer) and build an index from it");
     }
@@ -119,6 +126,7 @@ Container parse_container(const void* data, size_t size, const char* expected_ty
     c.ntotal = c.header.at("ntotal").get<size_t>();
     code_size = c.header.at("code_size").get<size_t>();
     codec_bytes = c.header.at("codec_bytes").get<size_t>();
+    extra_bytes = c.header.value("extra_bytes", size_t(0));
     if (metadata_json) *metadata_json = c.header.value("metadata", nlohmann::json::object()).dump();
   } catch (const nlohmann::json::exception& e) {
     TESSERA_THROW_FORMAT("index file header is incomplete: " << e.what());
@@ -129,11 +137,12 @@ Container parse_container(const void* data, size_t size, const char* expected_ty
     TESSERA_THROW_FORMAT("index file header: " << e.what());
   }
   const size_t payload = size - kFixed - stored_hlen - 4;
-  TESSERA_CHECK_FORMAT(codec_bytes <= payload && code_size >= 1 && c.ntotal <= (payload - codec_bytes) / code_size &&
-                           payload == codec_bytes + c.ntotal * code_size,
+  TESSERA_CHECK_FORMAT(codec_bytes <= payload && extra_bytes <= payload - codec_bytes && code_size >= 1 &&
+                           c.ntotal <= (payload - codec_bytes - extra_bytes) / code_size &&
+                           payload == codec_bytes + c.ntotal * code_size + extra_bytes,
                        "index file payload is " << payload << " bytes, header promises a " << codec_bytes
-                                                << "-byte model and " << c.ntotal << " codes of " << code_size
-                                                << " bytes");
+                                                << "-byte model, " << c.ntotal << " codes of " << code_size
+                                                << " bytes and " << extra_bytes << " more");
   const char* at = p + kFixed + stored_hlen;
   std::unique_ptr<Quantizer> q;
   try {
@@ -148,6 +157,8 @@ Container parse_container(const void* data, size_t size, const char* expected_ty
                                                                                "model's codes have "
                                                                             << c.aq->code_size() << " bytes");
   c.codes = reinterpret_cast<const uint8_t*>(at + codec_bytes);
+  c.extra = at + codec_bytes + c.ntotal * code_size;
+  c.extra_size = extra_bytes;
   return c;
 }
 
@@ -216,6 +227,77 @@ IndexAdditiveQuantizerFastScan read_index_fast_scan(const std::string& path, std
   const std::string bytes = read_file(path);
   try {
     return parse_index_fast_scan(bytes.data(), bytes.size(), metadata_json);
+  } catch (const FormatError& e) {
+    throw FormatError(path + ": " + e.what(), e.location());
+  }
+}
+
+// IVF: the codes list by list; after them the centroids (nlist × d float32), the list sizes (nlist × u64)
+// and the labels (ntotal × i64, list by list).
+std::string index_bytes(const IndexIVFAdditiveQuantizer& index, const std::string& metadata_json) {
+  TESSERA_CHECK_ARG(index.is_trained(), "an untrained IVF index cannot be saved: train it first");
+  nlohmann::json header;
+  header["type"] = kIvfType;
+  header["nlist"] = index.nlist();
+  std::vector<uint8_t> codes;
+  codes.reserve(index.ntotal() * index.code_size());
+  std::string extra(reinterpret_cast<const char*>(index.centroids().data()), index.centroids().size() * sizeof(float));
+  for (size_t l = 0; l < index.nlist(); ++l) {
+    codes.insert(codes.end(), index.list_codes(l).begin(), index.list_codes(l).end());
+    put<uint64_t>(extra, index.list_size(l));
+  }
+  for (size_t l = 0; l < index.nlist(); ++l)
+    extra.append(reinterpret_cast<const char*>(index.list_ids(l).data()), index.list_size(l) * sizeof(int64_t));
+  return container_bytes(std::move(header), index.quantizer(), index.metric_type(), index.ntotal(), index.code_size(),
+                         codes, metadata_json, extra);
+}
+
+void write_index(const IndexIVFAdditiveQuantizer& index, const std::string& path, const std::string& metadata_json) {
+  write_file_atomic(path, index_bytes(index, metadata_json));
+}
+
+IndexIVFAdditiveQuantizer parse_index_ivf(const void* data, size_t size, std::string* metadata_json) {
+  Container c = parse_container(data, size, kIvfType, metadata_json);
+  size_t nlist = 0;
+  try {
+    nlist = c.header.at("nlist").get<size_t>();
+  } catch (const nlohmann::json::exception& e) {
+    TESSERA_THROW_FORMAT("IVF index file header is incomplete: " << e.what());
+  }
+  const size_t d = c.aq->dim();
+  TESSERA_CHECK_FORMAT(nlist >= 1 && nlist <= c.extra_size / 8 &&
+                           c.extra_size == nlist * d * sizeof(float) + nlist * 8 + c.ntotal * 8,
+                       "IVF index file: " << c.extra_size << " bytes of lists do not fit nlist = " << nlist
+                                          << ", d = " << d << ", ntotal = " << c.ntotal);
+  FloatMatrix centroids(nlist, d);
+  std::memcpy(centroids.data(), c.extra, nlist * d * sizeof(float));
+  std::vector<uint64_t> sizes(nlist);
+  std::memcpy(sizes.data(), c.extra + nlist * d * sizeof(float), nlist * 8);
+  uint64_t sum = 0;
+  for (uint64_t s : sizes) {
+    TESSERA_CHECK_FORMAT(s <= c.ntotal - sum, "IVF index file: list sizes add up to more than ntotal = " << c.ntotal);
+    sum += s;
+  }
+  TESSERA_CHECK_FORMAT(sum == c.ntotal, "IVF index file: list sizes add up to " << sum << ", ntotal is " << c.ntotal);
+  std::vector<int64_t> ids(c.ntotal);
+  std::memcpy(ids.data(), c.extra + nlist * d * sizeof(float) + nlist * 8, c.ntotal * 8);
+  std::vector<int32_t> list_nos;
+  list_nos.reserve(c.ntotal);
+  for (size_t l = 0; l < nlist; ++l) list_nos.insert(list_nos.end(), sizes[l], int32_t(l));
+  try {
+    IndexIVFAdditiveQuantizer index(std::move(c.aq), nlist, c.metric);
+    index.set_centroids(centroids.view());
+    index.add_preassigned(ids.size(), c.codes, list_nos.data(), ids.data());
+    return index;
+  } catch (const InvalidArgument& e) {
+    TESSERA_THROW_FORMAT("IVF index file is invalid: " << e.what());
+  }
+}
+
+IndexIVFAdditiveQuantizer read_index_ivf(const std::string& path, std::string* metadata_json) {
+  const std::string bytes = read_file(path);
+  try {
+    return parse_index_ivf(bytes.data(), bytes.size(), metadata_json);
   } catch (const FormatError& e) {
     throw FormatError(path + ": " + e.what(), e.location());
   }

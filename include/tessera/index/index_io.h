@@ -20,6 +20,7 @@
 
 #include "tessera/index/index_additive_quantizer.h"
 #include "tessera/index/index_additive_quantizer_fast_scan.h"
+#include "tessera/index/index_ivf_additive_quantizer.h"
 
 namespace tessera {
 
@@ -41,7 +42,14 @@ IndexAdditiveQuantizerFastScan read_index_fast_scan(const std::string& path, std
 IndexAdditiveQuantizerFastScan parse_index_fast_scan(const void* data, size_t size,
                                                      std::string* metadata_json = nullptr);
 
-/// The header type of an index file ("index_additive_flat", "index_additive_fast_scan"; a model file's
+/// The same for the IVF index (header type "index_ivf_additive", field "nlist"; after the codes, list by list,
+/// come "extra_bytes": the centroids, nlist × float32 d; the list sizes, nlist × u64; the labels, ntotal × i64).
+std::string index_bytes(const IndexIVFAdditiveQuantizer& index, const std::string& metadata_json = "{}");
+void write_index(const IndexIVFAdditiveQuantizer& index, const std::string& path, const std::string& metadata_json = "{}");
+IndexIVFAdditiveQuantizer read_index_ivf(const std::string& path, std::string* metadata_json = nullptr);
+IndexIVFAdditiveQuantizer parse_index_ivf(const void* data, size_t size, std::string* metadata_json = nullptr);
+
+/// The header type of an index file ("index_additive_flat", "index_additive_fast_scan", "index_ivf_additive"; a model file's
 /// type otherwise). FormatError if the file is not a valid container.
 std::string index_file_type(const std::string& path);
 
