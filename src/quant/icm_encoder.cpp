@@ -303,7 +303,7 @@ struct Pending {
 // row[k] += float(add_p[k] − sub_p[k]) · scale_p for p = 0..np−1 in turn (the difference of two int16
 // entries is exact before it is scaled); returns argmin_k row[k], lowest k on ties. One pass over the row
 // for all sources, the argmin tracked per lane on the way (strict <: a lane keeps its earliest minimum).
-TESSERA_CLONE_PER_ISA int32_t sync_row(float* row, const Pending* pend, size_t np, size_t K) {
+TESSERA_CLONE_PER_ISA int32_t sync_row(const float* src, float* row, const Pending* pend, size_t np, size_t K) {
   v8 mn;
   i8 at, lane = {0, 1, 2, 3, 4, 5, 6, 7};
   for (size_t l = 0; l < 8; ++l) mn[l] = std::numeric_limits<float>::infinity(), at[l] = -1;
@@ -320,10 +320,10 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(float* row, const Pending* pend, size_t n
   size_t k = 0;
   for (; k + 32 <= K; k += 32) {
     v8 v0, v1, v2, v3;
-    load8(v0, row + k);
-    load8(v1, row + k + 8);
-    load8(v2, row + k + 16);
-    load8(v3, row + k + 24);
+    load8(v0, src + k);
+    load8(v1, src + k + 8);
+    load8(v2, src + k + 16);
+    load8(v3, src + k + 24);
     for (size_t p = 0; p < np; ++p) {
       i8 a, a2;
       std::memcpy(&a, pend[p].add + k, sizeof a);
@@ -355,8 +355,8 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(float* row, const Pending* pend, size_t n
   }
   for (; k < K; k += 16) {
     v8 v0, v1;
-    load8(v0, row + k);
-    load8(v1, row + k + 8);
+    load8(v0, src + k);
+    load8(v1, src + k + 8);
     for (size_t p = 0; p < np; ++p) {
       i8 a;
       std::memcpy(&a, pend[p].add + k, sizeof a);
@@ -384,11 +384,11 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(float* row, const Pending* pend, size_t n
 }
 
 // The same for K not a multiple of 8 (K < 8 in practice): scalar, the same arithmetic.
-int32_t sync_row_scalar(float* row, const Pending* pend, size_t np, size_t K) {
+int32_t sync_row_scalar(const float* src, float* row, const Pending* pend, size_t np, size_t K) {
   float best = std::numeric_limits<float>::infinity();
   int32_t arg = -1;
   for (size_t k = 0; k < K; ++k) {
-    float v = row[k];
+    float v = src[k];
     for (size_t p = 0; p < np; ++p)
       v += float(int32_t(pend[p].add[k]) - (pend[p].sub ? int32_t(pend[p].sub[k]) : 0)) * pend[p].scale;
     row[k] = v;
@@ -401,27 +401,31 @@ int32_t sync_row_scalar(float* row, const Pending* pend, size_t np, size_t K) {
 // code of position m' that row m reflects: rows are brought up to date with the current codes lazily, when
 // their position is looked at, and only by the codes that differ then (a move undone before the position is
 // looked at, e.g. a rejected ILS step, costs nothing). arg caches the argmin of a row not changed since.
-// The state of the rows at the best codes so far (T_best, syn_best, ...) is kept too: a rejected ILS step
-// goes back to it with a copy instead of syncing every row back through the step's moves.
+// The state of the rows at the best codes so far is kept too, without copying rows: every row has two
+// slots, and the first sync of a row in an ILS step reads the best state's slot and writes the other one.
+// A rejected step goes back by taking the best slots again (and copies of the small syn, arg, fresh); an
+// accepted one makes the working slots the best ones.
 struct VectorSearch {
-  std::vector<float> T, T_best, residual;
+  std::vector<float> T, residual;  // T: 2 slots of K floats per row
   std::vector<int32_t> cur, syn, arg, syn_best, arg_best;
-  std::vector<uint8_t> fresh, fresh_best;
+  std::vector<uint8_t> fresh, fresh_best, slot, slot_best;
   std::vector<Pending> pend;
-  VectorSearch(size_t M, size_t K, size_t d)
-      : T(M * K), T_best(M * K), residual(d), cur(M), syn(M * M), arg(M), syn_best(M * M), arg_best(M),
-        fresh(M), fresh_best(M), pend(M) {}
+  size_t K;
+  VectorSearch(size_t M, size_t K_, size_t d)
+      : T(2 * M * K_), residual(d), cur(M), syn(M * M), arg(M), syn_best(M * M), arg_best(M), fresh(M),
+        fresh_best(M), slot(M), slot_best(M), pend(M), K(K_) {}
+  float* row(size_t m, size_t s) { return T.data() + (2 * m + s) * K; }
   void save() {
-    std::copy(T.begin(), T.end(), T_best.begin());
     std::copy(syn.begin(), syn.end(), syn_best.begin());
     std::copy(arg.begin(), arg.end(), arg_best.begin());
     std::copy(fresh.begin(), fresh.end(), fresh_best.begin());
+    std::copy(slot.begin(), slot.end(), slot_best.begin());
   }
   void restore() {
-    std::copy(T_best.begin(), T_best.end(), T.begin());
     std::copy(syn_best.begin(), syn_best.end(), syn.begin());
     std::copy(arg_best.begin(), arg_best.end(), arg.begin());
     std::copy(fresh_best.begin(), fresh_best.end(), fresh.begin());
+    std::copy(slot_best.begin(), slot_best.end(), slot.begin());
   }
 };
 
@@ -449,10 +453,17 @@ size_t gather(const IcmTables& t, VectorSearch& w, size_t m, bool prefetch) {
 }
 
 // Sync row m now (np sources gathered) and cache its argmin.
-int32_t sync_now(const IcmTables& t, VectorSearch& w, size_t m, size_t np) {
+// src: the row's current state (null: its working slot); the result goes to its working slot, which is
+// the other slot than the best state's.
+int32_t sync_now(const IcmTables& t, VectorSearch& w, size_t m, size_t np, const float* src = nullptr) {
   const size_t K = t.K;
-  float* row = w.T.data() + m * K;
-  int32_t k = quant_pairs(K) ? sync_row(row, w.pend.data(), np, K) : sync_row_scalar(row, w.pend.data(), np, K);
+  if (!src) {
+    src = w.row(m, w.slot[m]);
+    if (w.slot[m] == w.slot_best[m]) w.slot[m] ^= 1;
+  }
+  float* row = w.row(m, w.slot[m]);
+  int32_t k = quant_pairs(K) ? sync_row(src, row, w.pend.data(), np, K)
+                             : sync_row_scalar(src, row, w.pend.data(), np, K);
   if (k < 0) k = w.cur[m];  // NaN costs: stay
   w.arg[m] = k, w.fresh[m] = 1;
   return k;
@@ -477,11 +488,12 @@ void start_vector(const IcmTables& t, Search& v, const float* x, const float* u,
                   float* error_out) {
   const size_t M = t.M, K = t.K;
   v.x = x, v.best = best, v.row = row, v.error_out = error_out;
-  std::copy(u, u + M * K, v.w.T.data());
   std::fill(v.w.syn.begin(), v.w.syn.end(), -1);
   std::fill(v.w.fresh.begin(), v.w.fresh.end(), 0);
+  std::fill(v.w.slot.begin(), v.w.slot.end(), 0);
+  std::fill(v.w.slot_best.begin(), v.w.slot_best.end(), 1);  // slot 0 is the working one
   std::copy(best, best + M, v.w.cur.data());
-  for (size_t m = 0; m < M; ++m) sync_now(t, v.w, m, gather(t, v.w, m, false));
+  for (size_t m = 0; m < M; ++m) sync_now(t, v.w, m, gather(t, v.w, m, false), u + m * K);
   v.w.save();
   v.best_err = squared_error(x, t.books.data(), t.d, best, M, K, v.w.residual.data());
   v.s = 0, v.in_step = false, v.rejected = false;
