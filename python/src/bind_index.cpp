@@ -12,6 +12,7 @@
 #include "tessera/index/index_additive_quantizer.h"
 #include "tessera/index/index_additive_quantizer_fast_scan.h"
 #include "tessera/index/index_io.h"
+#include "tessera/index/index_ivf_additive_quantizer.h"
 
 namespace tessera_py {
 
@@ -30,6 +31,11 @@ struct PyIndexT {
   std::shared_mutex mu;
 };
 using PyIndex = PyIndexT<tessera::IndexAdditiveQuantizer>;
+
+/// The IVF index keeps faiss's nprobe attribute (search's default) beside the common parts.
+struct PyIVF : PyIndexT<tessera::IndexIVFAdditiveQuantizer> {
+  size_t nprobe = 1;
+};
 using PyFastScan = PyIndexT<tessera::IndexAdditiveQuantizerFastScan>;
 
 struct Codec {
@@ -103,11 +109,26 @@ std::unique_ptr<PyFastScan> load_fast_scan(const py::object& path) {
       path, [](const std::string& p) { return tessera::read_index_fast_scan(p); });
 }
 
-/// Either index type, by the file's header.
+std::unique_ptr<PyIVF> load_ivf(const py::object& path) {
+  const std::string p = path_str(path);
+  auto idx = without_gil(nullptr, [&] {
+    return std::make_unique<tessera::IndexIVFAdditiveQuantizer>(tessera::read_index_ivf(p));
+  });
+  auto out = std::make_unique<PyIVF>();
+  out->quantizer = wrap_codec(idx->quantizer_ptr());
+  Codec c = codec_of(out->quantizer);
+  out->model_mu = c.mu;
+  out->check_reentry = std::move(c.check_reentry);
+  out->index = std::move(idx);
+  return out;
+}
+
+/// Any index type, by the file's header.
 py::object load_any(const py::object& path) {
   const std::string p = path_str(path);
   const std::string type = without_gil(nullptr, [&] { return tessera::index_file_type(p); });
   if (type == "index_additive_fast_scan") return py::cast(load_fast_scan(path));
+  if (type == "index_ivf_additive") return py::cast(load_ivf(path));
   return py::cast(load(path));  // the flat reader names anything else it finds
 }
 
@@ -264,6 +285,119 @@ void bind_index(py::module_& m) {
           "Candidates re-scored with float tables: rerank_factor·k (0: the uint8 estimates as they are).")
       .def_static("load", &load_fast_scan, "path"_a, "Read a fast-scan index file written by save().");
 
+
+  py::class_<PyIVF> ivf(
+      m, "IndexIVFAdditiveQuantizer",
+      "Inverted-file index over an additive quantizer (faiss's IndexIVFAdditiveQuantizer): coarse k-means lists,\n"
+      "each vector's residual from its list's centroid coded by the quantizer; search() scans the nprobe nearest\n"
+      "lists with one lookup table per query. train() trains the quantizer on the residuals when it is untrained.");
+  ivf.def(py::init([](const py::object& quantizer, size_t nlist, const py::object& metric) {
+            const tessera::MetricType mt = metric_arg(metric);
+            Codec c = codec_of(quantizer);
+            auto out = std::make_unique<PyIVF>();
+            out->index = std::make_unique<tessera::IndexIVFAdditiveQuantizer>(c.q, nlist, mt);
+            out->quantizer = quantizer;
+            out->model_mu = c.mu;
+            out->check_reentry = std::move(c.check_reentry);
+            return out;
+          }),
+          "quantizer"_a, "nlist"_a, "metric"_a = "l2",
+          "quantizer: a ResidualQuantizer or LocalSearchQuantizer (trained or not). nlist: coarse lists (1 = one\n"
+          "list around the data's mean). metric: 'l2' or 'ip', or faiss's METRIC_L2 / METRIC_INNER_PRODUCT.");
+  ivf.def_property_readonly("ntotal", [](PyIVF& r) { return r.index->ntotal(); }, "Vectors stored.")
+      .def("__len__", [](PyIVF& r) { return r.index->ntotal(); })
+      .def_property_readonly("d", [](PyIVF& r) { return r.index->dim(); }, "Vector dimension.")
+      .def_property_readonly("nlist", [](PyIVF& r) { return r.index->nlist(); }, "Coarse lists.")
+      .def_readwrite("nprobe", &PyIVF::nprobe, "Lists scanned per query when search() is not given nprobe (faiss's).")
+      .def_property_readonly("code_size", [](PyIVF& r) { return r.index->code_size(); }, "Bytes per stored code.")
+      .def_property_readonly("is_trained", [](PyIVF& r) { return r.index->is_trained(); },
+                             "Coarse centroids set and quantizer trained.")
+      .def_property_readonly("metric_type", [](PyIVF& r) { return int(r.index->metric_type()); },
+                             "faiss's value: METRIC_L2 (1) or METRIC_INNER_PRODUCT (0).")
+      .def_property_readonly("metric", [](PyIVF& r) { return tessera::metric_name(r.index->metric_type()); },
+                             "'l2' or 'ip'.")
+      .def_property_readonly("quantizer", [](PyIVF& r) { return r.quantizer; }, "The residual quantizer.")
+      .def_property_readonly("aq", [](PyIVF& r) { return r.quantizer; }, "The residual quantizer (faiss's name).")
+      .def_property_readonly(
+          "centroids", [](PyIVF& r) { return matrix_to_numpy(locked<false>(r, [&] { return r.index->centroids(); })); },
+          "The coarse centroids: nlist × d float32 (empty before training).")
+      .def(
+          "list_sizes",
+          [](PyIVF& r) {
+            return locked<false>(r, [&] {
+              std::vector<size_t> s(r.index->nlist());
+              for (size_t l = 0; l < s.size(); ++l) s[l] = r.index->list_size(l);
+              return s;
+            });
+          },
+          "Vectors per list.")
+      .def(
+          "train",
+          [](PyIVF& r, const py::object& x) {
+            F32In in = check_dim(r.index->dim(), x, "x");
+            r.check_reentry();
+            without_gil(nullptr, [&] {
+              std::unique_lock<std::shared_mutex> ex(r.mu);
+              std::unique_lock<std::shared_mutex> model(*r.model_mu);  // may train the shared quantizer
+              r.index->train(in.view);
+            });
+          },
+          "x"_a,
+          "Coarse k-means on x (at most 256·nlist sampled rows) and, if it is untrained, the quantizer on the\n"
+          "residuals of all of x (its norm encoding fitted to the norms of centroid + reconstruction).")
+      .def(
+          "set_centroids",
+          [](PyIVF& r, const py::object& c) {
+            F32In in = check_dim(r.index->dim(), c, "centroids");
+            locked<true>(r, [&] { r.index->set_centroids(in.view); });
+          },
+          "centroids"_a, "Fixed coarse centroids (nlist × d), e.g. from another library; trains nothing else.")
+      .def(
+          "add",
+          [](PyIVF& r, const py::object& x) {
+            F32In in = check_dim(r.index->dim(), x, "x");
+            locked<true>(r, [&] { r.index->add(in.view); });
+          },
+          "x"_a, "Each row to its nearest list, its residual coded; labels continue from ntotal.")
+      .def(
+          "search",
+          [](PyIVF& r, const py::object& q, py::ssize_t k, const py::object& nprobe_arg) {
+            if (k < 1) throw_invalid("k must be at least 1, got " + std::to_string(k));
+            const py::ssize_t nprobe = nprobe_arg.is_none() ? py::ssize_t(r.nprobe) : nprobe_arg.cast<py::ssize_t>();
+            if (nprobe < 1) throw_invalid("nprobe must be at least 1, got " + std::to_string(nprobe));
+            F32In in = check_dim(r.index->dim(), q, "q");
+            const size_t nq = in.view.rows;
+            py::array_t<float> D({py::ssize_t(nq), k});
+            py::array_t<int64_t> I({py::ssize_t(nq), k});
+            float* d = D.mutable_data();
+            int64_t* i = I.mutable_data();
+            locked<false>(r, [&] { r.index->search(in.view, size_t(k), size_t(nprobe), d, i); });
+            return py::make_tuple(D, I);
+          },
+          "q"_a, "k"_a, "nprobe"_a = py::none(),
+          "The k best stored vectors of each query over its nprobe nearest lists (default: the nprobe attribute;\n"
+          "more than nlist scans all): (distances float32 nq × k, labels int64 nq × k). L2: ascending squared\n"
+          "distances through the search type; inner product: descending. Past the vectors found: label -1.")
+      .def(
+          "reconstruct",
+          [](PyIVF& r, int64_t id) {
+            py::array_t<float> out(py::ssize_t(r.index->dim()));
+            float* o = out.mutable_data();
+            locked<false>(r, [&] { r.index->reconstruct(id, o); });
+            return out;
+          },
+          "key"_a, "The stored vector with this label, decoded (centroid + reconstruction): d float32.")
+      .def(
+          "save",
+          [](PyIVF& r, const py::object& path, const py::object& metadata) {
+            const std::string p = path_str(path);
+            const std::string meta =
+                metadata.is_none() ? "{}" : py::module_::import("json").attr("dumps")(metadata).cast<std::string>();
+            locked<false>(r, [&] { tessera::write_index(*r.index, p, meta); });
+          },
+          "path"_a, "metadata"_a = py::none(), "Write the index (quantizer, centroids, lists) atomically.")
+      .def_static("load", &load_ivf, "path"_a, "Read an IVF index file written by save().");
+
   m.def("read_index", &load_any, "path"_a,
         "Read an index file written by IndexAdditiveQuantizer.save or IndexAdditiveQuantizerFastScan.save\n"
         "(faiss's name): the index type is the file's.");
@@ -275,6 +409,12 @@ void bind_index(py::module_& m) {
       "index"_a, "path"_a, "index.save(path) (faiss's name).");
   m.def(
       "write_index", [](PyFastScan& r, const py::object& path) {
+        const std::string p = path_str(path);
+        locked<false>(r, [&] { tessera::write_index(*r.index, p); });
+      },
+      "index"_a, "path"_a, "index.save(path) (faiss's name).");
+  m.def(
+      "write_index", [](PyIVF& r, const py::object& path) {
         const std::string p = path_str(path);
         locked<false>(r, [&] { tessera::write_index(*r.index, p); });
       },

@@ -43,6 +43,7 @@ from ._tessera import (
     IOError,
     IndexAdditiveQuantizer,
     IndexAdditiveQuantizerFastScan,
+    IndexIVFAdditiveQuantizer,
     IVFRaBitQ,
     KMeansResult,
     LocalSearchQuantizer,
@@ -109,6 +110,19 @@ class AdditiveQuantizer(_abc.ABC):
 AdditiveQuantizer.register(ResidualQuantizer)
 AdditiveQuantizer.register(LocalSearchQuantizer)
 
+
+def IndexIVFResidualQuantizer(d, nlist, M, nbits, metric="l2", search_type=ST_decompress, **rq_params):
+    """An IVF index over a new residual quantizer (faiss's IndexIVFResidualQuantizer, without its coarse-quantizer
+    argument: the coarse lists are tessera's k-means). ``rq_params`` go to :class:`ResidualQuantizer`
+    (e.g. ``max_beam_size``). Call ``train(x)``, ``add(x)``, then ``search(q, k, nprobe)``."""
+    return IndexIVFAdditiveQuantizer(ResidualQuantizer(d, M, nbits, search_type=search_type, **rq_params), nlist, metric)
+
+
+def IndexIVFLocalSearchQuantizer(d, nlist, M, nbits, metric="l2", search_type=ST_decompress, **lsq_params):
+    """An IVF index over a new LSQ++ quantizer (faiss's IndexIVFLocalSearchQuantizer, without its coarse-quantizer
+    argument). ``lsq_params`` go to :class:`LocalSearchQuantizer` (e.g. ``train_iters``)."""
+    return IndexIVFAdditiveQuantizer(LocalSearchQuantizer(d, M, nbits, search_type, **lsq_params), nlist, metric)
+
 __all__ = [
     "__version__",
     "AdditiveQuantizer",
@@ -118,6 +132,9 @@ __all__ = [
     "IOError",
     "IndexAdditiveQuantizer",
     "IndexAdditiveQuantizerFastScan",
+    "IndexIVFAdditiveQuantizer",
+    "IndexIVFLocalSearchQuantizer",
+    "IndexIVFResidualQuantizer",
     "IVFRaBitQ",
     "KMeansResult",
     "LocalSearchQuantizer",
