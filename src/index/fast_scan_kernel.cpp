@@ -112,6 +112,13 @@ inline size_t q_room(const FastScanQuery& q, size_t cap) {
   return q.n + kFastScanBlock <= cap ? (cap - q.n) / kFastScanBlock : 0;
 }
 
+// Whether every query's buffer has room for one more block (32 keys).
+inline bool fits(const FastScanQuery* qs, size_t nq, size_t cap) {
+  bool ok = true;
+  for (size_t i = 0; i < nq; ++i) ok &= qs[i].n + kFastScanBlock <= cap;
+  return ok;
+}
+
 // Blocks that fit every query's buffer (each block adds at most 32 keys).
 inline size_t room(const FastScanQuery* qs, size_t nq, size_t cap) {
   size_t r = SIZE_MAX;
@@ -157,23 +164,39 @@ TESSERA_AVX2_INLINE void acc_zero(Acc& s) {
   s.a0 = s.b0 = s.a1 = s.b1 = _mm256_setzero_si256();
 }
 
+// Keep the accumulators in registers, added in table order: without this, compilers reassociate the
+// unrolled sums into trees whose partial sums spill to the stack.
+TESSERA_AVX2_INLINE void acc_pin(Acc& s) {
+  __asm__("" : "+x"(s.a0), "+x"(s.b0), "+x"(s.a1), "+x"(s.b1));
+}
+
+// The first pair of tables: the accumulators start from its entries (no zeroing and adding to zero).
+TESSERA_AVX2_INLINE void acc_set(Acc& s, __m256i table, __m256i lo, __m256i hi) {
+  const __m256i r0 = _mm256_shuffle_epi8(table, lo), r1 = _mm256_shuffle_epi8(table, hi);
+  s.a0 = r0;
+  s.b0 = _mm256_srli_epi16(r0, 8);
+  s.a1 = r1;
+  s.b1 = _mm256_srli_epi16(r1, 8);
+  acc_pin(s);
+}
+
 TESSERA_AVX2_INLINE void acc_add(Acc& s, __m256i table, __m256i lo, __m256i hi) {
   const __m256i r0 = _mm256_shuffle_epi8(table, lo), r1 = _mm256_shuffle_epi8(table, hi);
   s.a0 = _mm256_add_epi16(s.a0, r0);
   s.b0 = _mm256_add_epi16(s.b0, _mm256_srli_epi16(r0, 8));
   s.a1 = _mm256_add_epi16(s.a1, r1);
   s.b1 = _mm256_add_epi16(s.b1, _mm256_srli_epi16(r1, 8));
-  // Keep the accumulators in registers, added in table order: without this, compilers reassociate the
-  // unrolled sums into trees whose partial sums spill to the stack.
-  __asm__("" : "+x"(s.a0), "+x"(s.b0), "+x"(s.a1), "+x"(s.b1));
+  acc_pin(s);
 }
 
 // Tables [t0, t0 + 2·npairs) (+ one more if odd) of one block for QB queries: one 256-bit shuffle per
 // two tables (lane 0: table t, lane 1: table t + 1) and query, the code nibbles shared by the queries.
-// NPAIRS ≥ 0 fixes the count at compile time (the loop unrolls), −1 takes npairs and odd.
-template <int QB, int NPAIRS>
+// NPAIRS ≥ 0 fixes the count at compile time (the loop unrolls), −1 takes npairs and odd. FRESH (NPAIRS ≥ 1
+// only): the accumulators start from the first pair instead of being added to.
+template <int QB, int NPAIRS, bool FRESH = false>
 TESSERA_AVX2_INLINE void acc_tables(const uint8_t* blk, const uint8_t* const* luts, size_t t0, size_t npairs,
                                     bool odd, Acc* s) {
+  static_assert(!FRESH || NPAIRS >= 1, "a fresh start needs a first pair");
   const __m256i low = _mm256_set1_epi8(15);
   const size_t np = NPAIRS >= 0 ? size_t(NPAIRS) : npairs;
 #pragma GCC unroll 16
@@ -181,8 +204,11 @@ TESSERA_AVX2_INLINE void acc_tables(const uint8_t* blk, const uint8_t* const* lu
     const size_t t = t0 + 2 * p;
     const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + t * kFastScanGroupBytes));
     const __m256i lo = _mm256_and_si256(c, low), hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), low);
-    for (int q = 0; q < QB; ++q)
-      acc_add(s[q], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(luts[q] + t * 16)), lo, hi);
+    for (int q = 0; q < QB; ++q) {
+      const __m256i table = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(luts[q] + t * 16));
+      if (FRESH && p == 0) acc_set(s[q], table, lo, hi);
+      else acc_add(s[q], table, lo, hi);
+    }
   }
   if (NPAIRS < 0 && odd) {  // the last table alone: lane 1 of codes and table zero adds nothing
     const size_t t = t0 + 2 * np;
@@ -196,28 +222,36 @@ TESSERA_AVX2_INLINE void acc_tables(const uint8_t* blk, const uint8_t* const* lu
 }
 
 // The even and odd sums, the two tables' lanes added: e (o) lane 0 holds vectors 0, 2, …, 14 (1, 3, …, 15),
-// lane 1 vectors 16, 18, …, 30 (17, …, 31).
+// lane 1 vectors 16, 18, …, 30 (17, …, 31). The lanes of a and b are added first, then e = a − 256·b (the
+// same sums modulo 2^16 as subtracting per lane).
 TESSERA_AVX2_INLINE void acc_even_odd(const Acc& s, __m256i& e, __m256i& o) {
-  const __m256i e0 = _mm256_sub_epi16(s.a0, _mm256_slli_epi16(s.b0, 8));
-  const __m256i e1 = _mm256_sub_epi16(s.a1, _mm256_slli_epi16(s.b1, 8));
-  e = _mm256_add_epi16(_mm256_permute2x128_si256(e0, e1, 0x20), _mm256_permute2x128_si256(e0, e1, 0x31));
+  const __m256i a = _mm256_add_epi16(_mm256_permute2x128_si256(s.a0, s.a1, 0x20), _mm256_permute2x128_si256(s.a0, s.a1, 0x31));
   o = _mm256_add_epi16(_mm256_permute2x128_si256(s.b0, s.b1, 0x20), _mm256_permute2x128_si256(s.b0, s.b1, 0x31));
+  e = _mm256_sub_epi16(a, _mm256_slli_epi16(o, 8));
 }
 
-// One block's 32 sums per query, in vector order: v[2q] = vectors 0–15, v[2q + 1] = vectors 16–31.
-// Template counts as in acc_tables: PLAIN pairs of plain tables then SCALED pairs of scaled ones (−1:
-// the run-time counts nplain, nscaled, odd ones allowed).
+// One block's sums per query as even (e[q]) and odd (o[q]) vectors (acc_even_odd's lanes). Template counts as
+// in acc_tables: PLAIN pairs of plain tables then SCALED pairs of scaled ones (−1: the run-time counts nplain,
+// nscaled, odd ones allowed).
 template <int QB, int PLAIN, int SCALED>
-TESSERA_AVX2_INLINE void block_sums(const uint8_t* blk, const uint8_t* const* luts, size_t nplain, size_t nscaled,
-                                    __m256i scale, __m256i* v) {
+TESSERA_AVX2_INLINE void block_even_odd(const uint8_t* blk, const uint8_t* const* luts, size_t nplain, size_t nscaled,
+                                        __m256i scale, __m256i* e, __m256i* o) {
   Acc s[QB];
-  for (int q = 0; q < QB; ++q) acc_zero(s[q]);
-  acc_tables<QB, PLAIN>(blk, luts, 0, nplain / 2, nplain % 2, s);
-  __m256i e[QB], o[QB];
+  if constexpr (PLAIN >= 1) {
+    acc_tables<QB, PLAIN, true>(blk, luts, 0, nplain / 2, nplain % 2, s);
+  } else {
+    for (int q = 0; q < QB; ++q) acc_zero(s[q]);
+    acc_tables<QB, PLAIN>(blk, luts, 0, nplain / 2, nplain % 2, s);
+  }
   for (int q = 0; q < QB; ++q) acc_even_odd(s[q], e[q], o[q]);
   if (SCALED != 0 && (SCALED > 0 || nscaled)) {
-    for (int q = 0; q < QB; ++q) acc_zero(s[q]);
-    acc_tables<QB, SCALED>(blk, luts, PLAIN >= 0 ? size_t(2 * PLAIN) : nplain, nscaled / 2, nscaled % 2, s);
+    const size_t t0 = PLAIN >= 0 ? size_t(2 * PLAIN) : nplain;
+    if constexpr (SCALED >= 1) {
+      acc_tables<QB, SCALED, true>(blk, luts, t0, nscaled / 2, nscaled % 2, s);
+    } else {
+      for (int q = 0; q < QB; ++q) acc_zero(s[q]);
+      acc_tables<QB, SCALED>(blk, luts, t0, nscaled / 2, nscaled % 2, s);
+    }
     for (int q = 0; q < QB; ++q) {
       __m256i se, so;
       acc_even_odd(s[q], se, so);
@@ -225,12 +259,14 @@ TESSERA_AVX2_INLINE void block_sums(const uint8_t* blk, const uint8_t* const* lu
       o[q] = _mm256_add_epi16(o[q], _mm256_mullo_epi16(so, scale));
     }
   }
-  for (int q = 0; q < QB; ++q) {
-    const __m256i r0 = _mm256_unpacklo_epi16(e[q], o[q]);  // vectors 0–7 | 16–23
-    const __m256i r1 = _mm256_unpackhi_epi16(e[q], o[q]);  // vectors 8–15 | 24–31
-    v[2 * q] = _mm256_permute2x128_si256(r0, r1, 0x20);
-    v[2 * q + 1] = _mm256_permute2x128_si256(r0, r1, 0x31);
-  }
+}
+
+// Even and odd sums back in vector order: v0 = vectors 0–15, v1 = vectors 16–31.
+TESSERA_AVX2_INLINE void in_order(__m256i e, __m256i o, __m256i& v0, __m256i& v1) {
+  const __m256i r0 = _mm256_unpacklo_epi16(e, o);  // vectors 0–7 | 16–23
+  const __m256i r1 = _mm256_unpackhi_epi16(e, o);  // vectors 8–15 | 24–31
+  v0 = _mm256_permute2x128_si256(r0, r1, 0x20);
+  v1 = _mm256_permute2x128_si256(r0, r1, 0x31);
 }
 
 template <int PLAIN, int SCALED>
@@ -239,10 +275,11 @@ __attribute__((target("avx2"))) void blocks_avx2(const uint8_t* blocks, size_t n
   const __m256i vscale = _mm256_set1_epi16(int16_t(scale));
   const size_t block_bytes = nsq * kFastScanGroupBytes;
   for (size_t b = 0; b < nblocks; ++b) {
-    __m256i v[2];
-    block_sums<1, PLAIN, SCALED>(blocks + b * block_bytes, &lut, nsq - nscaled, nscaled, vscale, v);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kFastScanBlock), v[0]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kFastScanBlock + 16), v[1]);
+    __m256i e, o, v0, v1;
+    block_even_odd<1, PLAIN, SCALED>(blocks + b * block_bytes, &lut, nsq - nscaled, nscaled, vscale, &e, &o);
+    in_order(e, o, v0, v1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kFastScanBlock), v0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kFastScanBlock + 16), v1);
   }
 }
 
@@ -260,21 +297,26 @@ __attribute__((target("avx2"))) size_t collect_avx2(const uint8_t* blocks, size_
     below[q] = _mm256_set1_epi16(int16_t(uint16_t(std::min<uint32_t>(qs[q].threshold, 65536) - 1)));
   }
   const size_t block_bytes = nsq * kFastScanGroupBytes;
+  if (!fits(qs, QB, cap)) return 0;
   size_t b = 0;
-  for (size_t fit = room(qs, QB, cap); b < nblocks && fit; ++b) {
-    __m256i v[2 * QB];
-    block_sums<QB, PLAIN, SCALED>(blocks + b * block_bytes, luts, nsq - nscaled, nscaled, vscale, v);
+  while (b < nblocks) {
+    __m256i e[QB], o[QB];
+    block_even_odd<QB, PLAIN, SCALED>(blocks + b * block_bytes, luts, nsq - nscaled, nscaled, vscale, e, o);
     bool added = false;
     for (int q = 0; q < QB; ++q) {
-      const __m256i k0 = _mm256_cmpeq_epi16(_mm256_min_epu16(v[2 * q], below[q]), v[2 * q]);
-      const __m256i k1 = _mm256_cmpeq_epi16(_mm256_min_epu16(v[2 * q + 1], below[q]), v[2 * q + 1]);
-      const __m256i k = _mm256_or_si256(k0, k1);
+      // Any sum ≤ threshold − 1 (the order of the vectors does not matter yet).
+      const __m256i m = _mm256_min_epu16(e[q], o[q]);
+      const __m256i k = _mm256_cmpeq_epi16(_mm256_min_epu16(m, below[q]), m);
       if (_mm256_testz_si256(k, k) || none[q]) continue;
+      __m256i v0, v1;
+      in_order(e[q], o[q], v0, v1);
+      const __m256i k0 = _mm256_cmpeq_epi16(_mm256_min_epu16(v0, below[q]), v0);
+      const __m256i k1 = _mm256_cmpeq_epi16(_mm256_min_epu16(v1, below[q]), v1);
       // One bit per vector: packs interleaves the lanes (0–7, 16–23 | 8–15, 24–31), the permute restores order.
       uint32_t mask = uint32_t(_mm256_movemask_epi8(_mm256_permute4x64_epi64(_mm256_packs_epi16(k0, k1), 0xD8)));
       alignas(32) uint16_t sums[kFastScanBlock];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(sums), v[2 * q]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 16), v[2 * q + 1]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sums), v0);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 16), v1);
       const uint64_t label0 = base + b * kFastScanBlock;
       uint64_t* out = qs[q].keys + qs[q].n;  // a local pointer: stores through keys could alias n
       for (; mask; mask &= mask - 1) {
@@ -284,7 +326,8 @@ __attribute__((target("avx2"))) size_t collect_avx2(const uint8_t* blocks, size_
       qs[q].n = size_t(out - qs[q].keys);
       added = true;
     }
-    if (added) fit = room(qs, QB, cap);
+    ++b;
+    if (added && !fits(qs, QB, cap)) break;
   }
   return b;
 }

@@ -17,6 +17,7 @@ namespace tessera {
 namespace {
 
 constexpr size_t kKsub = 16;
+constexpr bool kLittleEndian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
 // uint16 sums hold 255 · (tables + 2 · (norm_scale − 1)) at most.
 constexpr size_t kMaxWeightedTables = 65535 / 255;
 
@@ -176,8 +177,9 @@ namespace {
 // Quantise nsq × 16 float tables to uint8 with one scale for all and a per-table offset (its minimum); the
 // last nscaled tables count scale_weight times in the sums, so their offsets do too. Rounding: to nearest,
 // ties to even (nearbyint's in the default mode), as x + 2^23 − 2^23 does for 0 ≤ x < 2^23 without a call.
+// *mag (optional): Σ over tables of weight · max |entry|, the size of the float sums (for rounding margins).
 void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8, float* scale,
-                     float* bias) {
+                     float* bias, float* mag = nullptr) {
   static_assert(kKsub == 16);
   // Per table its minimum and maximum, four lanes at a time (element-wise, which compilers vectorise).
   const auto min_max = [](const float* tab, float& lo, float& hi) {
@@ -191,12 +193,14 @@ void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weig
     lo = std::min(std::min(l[0], l[1]), std::min(l[2], l[3]));
     hi = std::max(std::max(h[0], h[1]), std::max(h[2], h[3]));
   };
-  float max_span = 0, b = 0;
+  float max_span = 0, b = 0, m = 0;
   for (size_t t = 0; t < nsq; ++t) {
     float lo, hi;
     min_max(tables + t * kKsub, lo, hi);
     max_span = std::max(max_span, hi - lo);
+    const float w = t < nsq - nscaled ? 1.0f : weight;
     b += t < nsq - nscaled ? lo : weight * lo;
+    m += w * std::max(std::abs(lo), std::abs(hi));
   }
   const float a = max_span > 0 ? 255.0f / max_span : 1.0f;
   for (size_t t = 0; t < nsq; ++t) {
@@ -210,38 +214,7 @@ void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weig
   }
   *scale = a;
   *bias = b;
-}
-
-// Move the k smallest of the distinct a[0, n) to a[0, k) (in no order; a[k, n) is left undefined), k ≤ n;
-// tmp: n slots. Quickselect whose partitions write every element to both ends of the other buffer and advance
-// one end, without branches (the comparisons are coin flips a branch predictor loses), then nth_element on
-// the last few.
-void select_smallest(uint64_t* a, size_t n, size_t k, uint64_t* tmp) {
-  size_t lo = 0, hi = n;
-  uint64_t *src = a, *dst = tmp;  // the live range [lo, hi) is in src; elements outside it are final in a
-  while (hi - lo > 32 && lo < k && k < hi) {
-    const uint64_t x = src[lo], y = src[lo + (hi - lo) / 2], z = src[hi - 1];
-    const uint64_t pivot = std::max(std::min(x, y), std::min(std::max(x, y), z));  // the median of three
-    size_t le = lo, gt = hi;
-    for (size_t i = lo; i < hi; ++i) {
-      const uint64_t v = src[i];
-      const bool small = v <= pivot;
-      dst[le] = v;
-      dst[gt - 1] = v;
-      le += small;
-      gt -= !small;
-    }
-    // dst: [lo, le) ≤ pivot < [le, hi); le > lo (the pivot) and le < hi (the largest of three is above it).
-    if (le <= k) {
-      if (dst != a) std::copy(dst + lo, dst + le, a + lo);  // final: among the k smallest
-      lo = le;
-    } else {
-      hi = le;
-    }
-    std::swap(src, dst);
-  }
-  if (src != a) std::copy(src + lo, src + hi, a + lo);
-  if (lo < k && k < hi) std::nth_element(a + lo, a + k, a + hi);
+  if (mag) *mag = m;
 }
 
 // Drop the keys of the last block's padding (labels ntotal and up) from keys[0, *n).
@@ -249,42 +222,114 @@ void drop_padding(uint64_t* keys, size_t* n, size_t ntotal) {
   *n = size_t(std::remove_if(keys, keys + *n, [ntotal](uint64_t key) { return detail::fast_scan_key_label(key) >= ntotal; }) - keys);
 }
 
-// The best ncand keys ((sum << 48) | label, see fast_scan_kernel.h) of keys[0, *n), moved to keys[0, *n)
-// with *n = min(*n, ncand); returns the worst kept sum, the threshold (65536 while fewer than ncand are
-// kept: every sum may still enter). tmp: *n slots.
-uint32_t keep_best(uint64_t* keys, size_t* n, size_t ncand, uint64_t* tmp) {
-  if (*n < ncand || ncand == 0) return 1u << 16;
-  select_smallest(keys, *n, ncand, tmp);
-  *n = ncand;
-  return detail::fast_scan_key_sum(*std::max_element(keys, keys + ncand));
-}
-
-// Make room in a full buffer of keys, all with sums below threshold: a histogram of the sums in 256 bins
-// finds the lowest bin edge e with at least ncand sums below it, the keys below e stay, and e becomes the
-// threshold (a later sum ≥ e is beaten by ncand kept ones). Cheaper than an exact cut (keep_best), to which
-// it falls back when that leaves less than half of the free space. Returns the new threshold.
-uint32_t make_room(uint64_t* keys, size_t* n, size_t ncand, uint32_t threshold, size_t cap, uint64_t* tmp) {
-  if (*n < ncand || ncand == 0) return threshold;
+// Cut the keys[0, *n) ((sum << 48) | label, see fast_scan_kernel.h; all with sums below threshold, in label
+// order) to the best ncand or a few more: a histogram of their sums in 256 bins finds the bin where the ncand-th
+// smallest falls. Loose (cap > 0): the keys below that bin's upper edge e stay and e is returned as the new
+// threshold (a later sum ≥ e is beaten by ncand kept ones), unless that keeps more than half of the free space
+// of a buffer of cap slots; otherwise (or cap = 0) exact: the keys of the bins below stay, with the best of
+// that bin's (the first ones if the bin is one sum, else by quickselect on them), and the worst kept sum is
+// returned (labels rise along the scan, so an equal later sum loses). Fewer than ncand keys (or ncand = 0):
+// nothing cut, threshold returned. tmp: *n slots.
+uint32_t cut_keys(uint64_t* keys, size_t* n_, size_t ncand, uint32_t threshold, size_t cap, uint64_t* tmp) {
+  const size_t n = *n_;
+  if (n <= ncand || ncand == 0) return threshold;
   uint64_t lowest = keys[0];
-  for (size_t i = 1; i < *n; ++i) lowest = std::min(lowest, keys[i]);
+  for (size_t i = 1; i < n; ++i) lowest = std::min(lowest, keys[i]);
   const uint32_t lo = detail::fast_scan_key_sum(lowest), span = threshold - lo;  // every sum in [lo, threshold)
   unsigned shift = 0;
   while ((span - 1) >> shift >= 256) ++shift;
-  uint32_t hist[256] = {};
-  for (size_t i = 0; i < *n; ++i) ++hist[(detail::fast_scan_key_sum(keys[i]) - lo) >> shift];
-  size_t bin = 0;
-  for (size_t below = hist[0]; below < ncand; below += hist[++bin]) {
+  // Four histograms, so that runs of equal bins do not wait on each other's increments.
+  uint32_t hist[4][256] = {};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (size_t j = 0; j < 4; ++j) ++hist[j][(detail::fast_scan_key_sum(keys[i + j]) - lo) >> shift];
+  for (; i < n; ++i) ++hist[0][(detail::fast_scan_key_sum(keys[i]) - lo) >> shift];
+  size_t bin = 0, below = 0;  // below: keys in the bins before `bin`
+  for (;; ++bin) {
+    const size_t h = size_t(hist[0][bin]) + hist[1][bin] + hist[2][bin] + hist[3][bin];
+    if (below + h >= ncand) break;
+    below += h;
   }
   const uint32_t edge = std::min(threshold, lo + uint32_t((bin + 1) << shift));
-  size_t m = 0;
-  for (size_t i = 0; i < *n; ++i) {
-    const uint64_t key = keys[i];
-    keys[m] = key;
-    m += detail::fast_scan_key_sum(key) < edge;
+  if (cap) {
+    size_t m = 0;
+    for (size_t j = 0; j < n; ++j) {
+      const uint64_t key = keys[j];
+      keys[m] = key;
+      m += detail::fast_scan_key_sum(key) < edge;
+    }
+    if (m <= ncand + (cap - ncand) / 2) {
+      *n_ = m;
+      return edge;
+    }
+    *n_ = m;
+    return cut_keys(keys, n_, ncand, threshold, 0, tmp);
   }
-  *n = m;
-  if (m > ncand + (cap - ncand) / 2) return keep_best(keys, n, ncand, tmp);
-  return edge;
+  const uint32_t bin_lo = lo + uint32_t(bin << shift);
+  size_t m = 0, nb = 0;
+  for (size_t j = 0; j < n; ++j) {
+    const uint64_t key = keys[j];
+    const uint32_t sum = detail::fast_scan_key_sum(key);
+    keys[m] = key;
+    tmp[nb] = key;
+    m += sum < bin_lo;
+    nb += sum - bin_lo < edge - bin_lo;  // unsigned: bin_lo ≤ sum < edge
+  }
+  const size_t need = ncand - m;  // 1..nb
+  if (edge - bin_lo > 1) {  // several sums: the best need by key, then in label order among equal sums
+    std::nth_element(tmp, tmp + need - 1, tmp + nb);
+    std::sort(tmp, tmp + need);
+  }
+  std::copy(tmp, tmp + need, keys + m);
+  *n_ = ncand;
+  return detail::fast_scan_key_sum(*std::max_element(tmp, tmp + need));
+}
+
+// A strided sample of the full blocks that gives each query a starting threshold: m of its sums are expected
+// below the final threshold (the ncand-th smallest sum of all; m = 4, or 2 when that would sample more than
+// 1/16 of the blocks), and the threshold starts just above the sample's rank-th smallest sum. The sums of all
+// below it then number about rank / m · ncand, fewer than ncand only when about rank of m expected sample
+// sums fall below the final threshold: rank is the smallest with P(Poisson(m) ≥ rank) ≤ kSampleMiss (m = 4:
+// rank 11, ≈ 2.75·ncand collected), and a query that misses is scanned again without it. Without the sample
+// the threshold tightens from nothing and lets ≈ ncand·(1 + ln(ntotal / ncand))·2 through, with as many
+// cuts. At most 1/8 of the blocks are sampled (else no sampling: few candidates or few codes).
+constexpr double kSampleMiss = 0.005;
+
+struct SamplePlan {
+  size_t nblocks = 0;  // sampled blocks (0: no sampling)
+  size_t rank = 0;
+  double expected = 0;  // rank / m: sums collected per candidate kept
+  // The j-th sampled block of the full ones: strided, centred in its stride.
+  size_t block(size_t j, size_t ntotal) const {
+    const size_t nfull = ntotal / detail::kFastScanBlock;
+    return (2 * j + 1) * nfull / (2 * nblocks);
+  }
+};
+
+SamplePlan sample_plan(size_t ntotal, size_t ncand) {
+  SamplePlan p;
+  const size_t nfull = ntotal / detail::kFastScanBlock;
+  if (ncand == 0 || nfull == 0) return p;
+  const auto blocks_for = [&](double m) {  // sampled blocks with m sums expected below the final threshold
+    return size_t(std::ceil(m * double(ntotal) / double(ncand) / double(detail::kFastScanBlock)));
+  };
+  size_t nb = blocks_for(4);
+  if (nb * 16 > nfull) nb = blocks_for(2);
+  if (nb * 8 > nfull) return p;
+  const double m = double(ncand) * double(nb * detail::kFastScanBlock) / double(ntotal);
+  // P(Poisson(m) ≥ rank) = 1 − Σ_{i < rank} e^−m m^i / i!
+  double term = std::exp(-m), cdf = term;
+  size_t rank = 1;
+  while (1.0 - cdf > kSampleMiss) {
+    term *= m / double(rank);
+    cdf += term;
+    ++rank;
+  }
+  if (rank >= nb * detail::kFastScanBlock) return p;
+  p.nblocks = nb;
+  p.rank = rank;
+  p.expected = double(rank) / m;
+  return p;
 }
 
 }  // namespace
@@ -311,15 +356,29 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
   const float worst = ip ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
   const size_t kept = std::min(k, ntotal_);
   const size_t ncand = rerank_factor_ ? std::min(ntotal_, std::max(k, rerank_factor_ * k)) : kept;
-  const size_t nscaled = nsq_ - M_, block_bytes = nsq_ * detail::kFastScanGroupBytes;
+  // The norm tables are summed apart and multiplied by the norm scale, unless it is 1: then they are plain.
+  const size_t nscaled = norm_scale_ > 1 ? nsq_ - M_ : 0, block_bytes = nsq_ * detail::kFastScanGroupBytes;
   const size_t nblocks = blocks_.size() / std::max<size_t>(1, block_bytes);
   const uint16_t ns16 = uint16_t(std::max(norm_scale_, 1));
 
   // L2: the decoded norm of every 8-bit norm code (nibbles M and M + 1 of a code, low first), as the flat
   // index reads it.
   std::vector<float> norm_table;
-  if (!ip)
-    for (uint64_t c = 0; c < 256; ++c) norm_table.push_back(aq_->decode_norm(c));
+  if (!ip && rerank_factor_) {
+    norm_table.resize(256);
+    for (uint64_t c = 0; c < 256; ++c) norm_table[c] = aq_->decode_norm(c);
+  }
+  // Many candidates (sample_plan): a strided sample of the blocks, whose sums give each query a starting
+  // threshold.
+  const SamplePlan plan = sample_plan(ntotal_, ncand);
+  std::vector<uint8_t> sample(plan.nblocks * block_bytes);
+  for (size_t j = 0; j < plan.nblocks; ++j)
+    std::memcpy(sample.data() + j * block_bytes, blocks_.data() + plan.block(j, ntotal_) * block_bytes, block_bytes);
+  // uint8 sums hold the distance (minus ‖q‖² for L2; negated for inner product) to within
+  // (M + 2·norm_scale)/2 units of 1/scale (each entry rounded to nearest): one more unit for the rounding of
+  // the tables' own arithmetic.
+  const double err_units = 0.5 * double(M_ + (nsq_ - M_) * size_t(ns16)) + 1.0;
+
   const size_t qblock = std::max<size_t>(1, std::min<size_t>({(size_t(1) << 22) / total, 1024, nq}));
   std::vector<float> LUT(qblock * total), qbuf;
   for (size_t b0 = 0; b0 < nq; b0 += qblock) {
@@ -342,48 +401,79 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
     {
       // Candidates below the threshold are collected (as keys) until a buffer is full, then cut to the best
       // ncand, whose worst sum becomes the threshold: a reservoir, cheaper than a heap update per candidate.
-      const size_t cap = 2 * ncand + 2 * detail::kFastScanBlock;
+      // A sampled starting threshold lets about plan.expected·ncand through: room for a quarter more.
+      const size_t cap = std::max<size_t>(2 * ncand, size_t(std::ceil(1.25 * plan.expected * double(ncand)))) +
+                         2 * detail::kFastScanBlock;
       std::vector<float> tables;
       std::vector<uint8_t> lut8;
       std::vector<uint64_t> keys, tmp;
+      std::vector<uint16_t> sample_sums;
+      std::vector<uint32_t> smallest;
       std::vector<std::pair<float, int64_t>> ranked;
       catcher.run([&] {
         tables.resize(nsq_ * kKsub);
         lut8.resize(group * nsq_ * kKsub);
         keys.resize(group * cap);
         tmp.resize(cap);
+        sample_sums.resize(plan.nblocks * detail::kFastScanBlock);
+        smallest.resize(plan.rank);
         ranked.reserve(ncand);
       });
+      // The best ncand by (uint16 sum, label) of the queries fq[0, nf): labels rise along the scan, so a sum
+      // equal to the worst kept one loses, and only sums below it are collected.
+      const auto scan = [&](detail::FastScanQuery* fq, size_t nf) {
+        for (size_t blk = 0; blk < nblocks;) {
+          blk += detail::fast_scan_collect(blocks_.data() + blk * block_bytes, nblocks - blk, nsq_, nscaled, ns16, fq,
+                                           nf, blk * detail::kFastScanBlock, cap);
+          for (size_t i = 0; i < nf; ++i)
+            if (fq[i].n + detail::kFastScanBlock > cap) {
+              if (blk * detail::kFastScanBlock > ntotal_) drop_padding(fq[i].keys, &fq[i].n, ntotal_);
+              fq[i].threshold = cut_keys(fq[i].keys, &fq[i].n, ncand, fq[i].threshold, cap, tmp.data());
+            }
+        }
+      };
 #pragma omp for schedule(dynamic, 1)
       for (ptrdiff_t g = 0; g < (ptrdiff_t)ngroups; ++g) {
         catcher.run([&] {
           const size_t g0 = size_t(g) * group, ng = std::min(group, nb - g0);
           detail::FastScanQuery fq[detail::kFastScanMaxQueries];
-          float scale[detail::kFastScanMaxQueries], bias[detail::kFastScanMaxQueries];
+          float scale[detail::kFastScanMaxQueries], bias[detail::kFastScanMaxQueries], mag[detail::kFastScanMaxQueries];
           for (size_t i = 0; i < ng; ++i) {
+            uint8_t* l8 = lut8.data() + i * nsq_ * kKsub;
             float_tables(LUT.data() + (g0 + i) * total, tables.data());
-            quantize_tables(tables.data(), nsq_, nscaled, float(ns16), lut8.data() + i * nsq_ * kKsub, &scale[i],
-                            &bias[i]);
-            fq[i] = {lut8.data() + i * nsq_ * kKsub, 1u << 16, keys.data() + i * cap, 0};
+            quantize_tables(tables.data(), nsq_, nscaled, float(ns16), l8, &scale[i], &bias[i], &mag[i]);
+            uint32_t start = 1u << 16;
+            if (plan.nblocks) {
+              // Start at the sample's rank-th smallest sum (+1: sums equal to it are collected): below it
+              // about rank / m · ncand sums of all, and at least ncand but for a rare miss, re-scanned.
+              detail::fast_scan_blocks(sample.data(), plan.nblocks, nsq_, nscaled, ns16, l8, sample_sums.data());
+              // The rank smallest sample sums, ascending, by insertion (most sums are above the rank-th).
+              uint32_t* best = smallest.data();
+              std::fill(best, best + plan.rank, 1u << 16);
+              for (const uint16_t v : sample_sums)
+                if (v < best[plan.rank - 1]) {
+                  size_t j = plan.rank - 1;
+                  for (; j > 0 && best[j - 1] > v; --j) best[j] = best[j - 1];
+                  best[j] = v;
+                }
+              start = best[plan.rank - 1] + 1;
+            }
+            fq[i] = {l8, start, keys.data() + i * cap, 0};
           }
-          // The best ncand by (uint16 sum, label): labels rise along the scan, so a sum equal to the worst kept
-          // one loses, and only sums below it are collected.
-          for (size_t blk = 0; blk < nblocks;) {
-            blk += detail::fast_scan_collect(blocks_.data() + blk * block_bytes, nblocks - blk, nsq_, nscaled, ns16,
-                                             fq, ng, blk * detail::kFastScanBlock, cap);
-            for (size_t i = 0; i < ng; ++i)
-              if (fq[i].n + detail::kFastScanBlock > cap) {
-                if (blk * detail::kFastScanBlock > ntotal_) drop_padding(fq[i].keys, &fq[i].n, ntotal_);
-                fq[i].threshold = make_room(fq[i].keys, &fq[i].n, ncand, fq[i].threshold, cap, tmp.data());
-              }
-          }
+          scan(fq, ng);
           for (size_t i = 0; i < ng; ++i) {
             const size_t qi = g0 + i;
             const float* lut = LUT.data() + qi * total;
             uint64_t* qkeys = fq[i].keys;
+            drop_padding(qkeys, &fq[i].n, ntotal_);
+            if (fq[i].n < ncand && plan.nblocks) {  // the sampled threshold was too low (no cut happened): again
+              fq[i].threshold = 1u << 16;
+              fq[i].n = 0;
+              scan(&fq[i], 1);
+              drop_padding(qkeys, &fq[i].n, ntotal_);
+            }
             size_t n = fq[i].n;
-            drop_padding(qkeys, &n, ntotal_);
-            keep_best(qkeys, &n, ncand, tmp.data());
+            cut_keys(qkeys, &n, ncand, fq[i].threshold, 0, tmp.data());
             float qnorm = 0;  // ‖q‖², added last as the flat index does
             if (!ip) {
               const float* qv = q.row(b0 + qi);
@@ -391,24 +481,27 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
             }
             ranked.clear();
             if (rerank_factor_) {
-              // The flat index's arithmetic: Σ_m LUT in float for m = 0..M−1, then norm − 2Σ + ‖q‖² (L2). Eight
-              // candidates at a time, so that their sums' chains of additions overlap.
-              for (size_t j = 0; j < n; ++j)
-                __builtin_prefetch(codes_.data() + size_t(detail::fast_scan_key_label(qkeys[j])) * code_size_);
-              constexpr size_t kR = 8;
-              for (size_t j0 = 0; j0 < n; j0 += kR) {
-                const size_t nr = std::min(kR, n - j0);
-                const uint8_t* code[kR];
-                float sum[kR];
-                for (size_t r = 0; r < kR; ++r) {
-                  code[r] = codes_.data() + size_t(detail::fast_scan_key_label(qkeys[j0 + std::min(r, nr - 1)])) * code_size_;
-                  sum[r] = 0;
+              // The flat index's arithmetic: Σ_m LUT in float for m = 0..M−1, then norm − 2Σ + ‖q‖² (L2). First
+              // the best `kept` keys; of the others only those whose uint8 sum, less its rounding error, could
+              // still beat the worst of those (the k-th distance can only fall): the others cannot enter the
+              // top k, so the result is that of re-scoring all ncand.
+              const size_t first = std::min(kept, n);
+              if (n > first) std::nth_element(qkeys, qkeys + first, qkeys + n);
+              rescore(qkeys, first, lut, qnorm, norm_table.data(), ranked);
+              if (n > first) {
+                float worst_kept = ranked[0].first;  // in smaller-is-better orientation
+                for (size_t j = 1; j < first; ++j)
+                  worst_kept = ip ? std::min(worst_kept, ranked[j].first) : std::max(worst_kept, ranked[j].first);
+                const double dk = ip ? -double(worst_kept) : double(worst_kept) - double(qnorm);
+                const double margin = 1e-5 * (std::abs(dk) + double(qnorm) + std::abs(double(bias[i])) + double(mag[i]));
+                const double lim = (dk - double(bias[i]) + margin) * double(scale[i]) + err_units;
+                size_t m = first;
+                for (size_t j = first; j < n; ++j) {
+                  const uint64_t key = qkeys[j];
+                  qkeys[m] = key;
+                  m += double(detail::fast_scan_key_sum(key)) <= lim;
                 }
-                for (size_t m = 0; m < M_; ++m)
-                  for (size_t r = 0; r < kR; ++r) sum[r] += lut[m * kKsub + nibble(code[r], m)];
-                for (size_t r = 0; r < nr; ++r)
-                  ranked.emplace_back(ip ? sum[r] : norm_table[nibble(code[r], M_) | (nibble(code[r], M_ + 1) << 4)] - 2 * sum[r] + qnorm,
-                                      int64_t(detail::fast_scan_key_label(qkeys[j0 + r])));
+                rescore(qkeys + first, m - first, lut, qnorm, norm_table.data(), ranked);
               }
             } else {
               std::sort(qkeys, qkeys + n);
@@ -435,6 +528,52 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
       }
     }
     catcher.rethrow();
+  }
+}
+
+// Append the exact distances of the candidates keys[0, n) to ranked: the flat index's arithmetic, Σ_m LUT in
+// float for m = 0..M−1, then (L2) norm − 2Σ + ‖q‖². Eight candidates at a time, so that their sums' chains of
+// additions overlap; their codes prefetched first.
+#if defined(__GNUC__) && !defined(__clang__)
+// Scalar adds: GCC's SLP vectoriser would pack the eight sums into vectors at the cost of inserting each
+// looked-up entry (twice the instructions).
+__attribute__((optimize("no-tree-slp-vectorize")))
+#endif
+void IndexAdditiveQuantizerFastScan::rescore(const uint64_t* keys, size_t n, const float* lut, float qnorm,
+                                             const float* norm_table,
+                                             std::vector<std::pair<float, int64_t>>& ranked) const {
+  const bool ip = metric_ == MetricType::inner_product;
+  for (size_t j = 0; j < n; ++j)
+    __builtin_prefetch(codes_.data() + size_t(detail::fast_scan_key_label(keys[j])) * code_size_);
+  constexpr size_t kR = 8;
+  for (size_t j0 = 0; j0 < n; j0 += kR) {
+    const size_t nr = std::min(kR, n - j0);
+    const uint8_t* code[kR];
+    float sum[kR];
+    for (size_t r = 0; r < kR; ++r) {
+      code[r] = codes_.data() + size_t(detail::fast_scan_key_label(keys[j0 + std::min(r, nr - 1)])) * code_size_;
+      sum[r] = 0;
+    }
+    if (kLittleEndian && M_ % 8 == 0) {  // eight nibbles per 32-bit word read (the same sums, in the same order)
+      for (size_t w = 0; w < M_ / 8; ++w) {
+        uint32_t word[kR];
+        for (size_t r = 0; r < kR; ++r) std::memcpy(&word[r], code[r] + 4 * w, 4);
+        const float* lw = lut + w * 8 * kKsub;
+#pragma GCC unroll 8
+        for (size_t s = 0; s < 8; ++s)
+#pragma GCC unroll 8
+          for (size_t r = 0; r < kR; ++r) {
+            sum[r] += lw[s * kKsub + (word[r] & 15)];
+            word[r] >>= 4;
+          }
+      }
+    } else {
+      for (size_t m = 0; m < M_; ++m)
+        for (size_t r = 0; r < kR; ++r) sum[r] += lut[m * kKsub + nibble(code[r], m)];
+    }
+    for (size_t r = 0; r < nr; ++r)
+      ranked.emplace_back(ip ? sum[r] : norm_table[nibble(code[r], M_) | (nibble(code[r], M_ + 1) << 4)] - 2 * sum[r] + qnorm,
+                          int64_t(detail::fast_scan_key_label(keys[j0 + r])));
   }
 }
 

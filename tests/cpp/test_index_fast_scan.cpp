@@ -143,6 +143,90 @@ TEST(Simd, FastScanCollectEqualsScalar) {
   }
 }
 
+namespace {
+
+// What search returns, computed the long way: every sum by the scalar kernel, the best ncand by (sum, label),
+// their distances in the flat index's arithmetic, the best k by (distance, label).
+Result reference_search(const IndexAdditiveQuantizerFastScan& index, const FloatMatrix& q, size_t k) {
+  const AdditiveQuantizer& aq = index.quantizer();
+  const size_t M = aq.num_codebooks(), nsq = index.nsq(), n = index.ntotal(), d = index.dim();
+  const bool ip = index.metric_type() == MetricType::inner_product;
+  const size_t ncand = std::min(n, std::max(k, index.rerank_factor() * k));
+  const size_t nblocks = index.blocks().size() / (nsq * 16);
+  Result r{std::vector<float>(q.rows() * k), std::vector<int64_t>(q.rows() * k)};
+  std::vector<uint8_t> lut8(nsq * 16);
+  std::vector<float> luts(q.rows() * M * 16);  // one call for all, as search makes it (the same BLAS rounding)
+  aq.compute_LUT(q.rows(), q.data(), luts.data());
+  std::vector<uint16_t> sums(nblocks * 32);
+  for (size_t i = 0; i < q.rows(); ++i) {
+    const float* lut = luts.data() + i * M * 16;
+    float a, bias;
+    index.quantized_tables(q.row(i), lut8.data(), &a, &bias);
+    detail::fast_scan_blocks_scalar(index.blocks().data(), nblocks, nsq, nsq - M, uint16_t(index.norm_scale()),
+                                    lut8.data(), sums.data());
+    std::vector<uint64_t> keys;
+    for (size_t v = 0; v < n; ++v) keys.push_back(detail::fast_scan_key(sums[v], v));
+    std::sort(keys.begin(), keys.end());
+    keys.resize(ncand);
+    float qnorm = 0;
+    for (size_t j = 0; j < d; ++j) qnorm += q.row(i)[j] * q.row(i)[j];
+    std::vector<std::pair<float, int64_t>> ranked;
+    for (const uint64_t key : keys) {
+      const int64_t label = int64_t(detail::fast_scan_key_label(key));
+      const uint8_t* code = index.codes().data() + size_t(label) * index.code_size();
+      float s = 0;
+      for (size_t m = 0; m < M; ++m) s += lut[m * 16 + ((code[m / 2] >> (4 * (m % 2))) & 15)];
+      ranked.emplace_back(ip ? -s : aq.decode_norm(code[M / 2]) - 2 * s + qnorm, label);
+    }
+    std::sort(ranked.begin(), ranked.end());
+    for (size_t j = 0; j < k; ++j) {
+      r.D[i * k + j] = j < ranked.size() ? (ip ? -ranked[j].first : ranked[j].first) : (ip ? -INFINITY : INFINITY);
+      r.I[i * k + j] = j < ranked.size() ? ranked[j].second : -1;
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+// The candidates (a sampled starting threshold when many are kept, the reservoir's cuts, re-scoring only those
+// that can still enter the top k) change nothing: the result is the best ncand by uint8 sum re-scored, for k
+// with and without a sampled threshold, L2 and inner product, 1 and 2 threads — and when the sample misleads:
+// the sampled blocks full of near copies of the query, too few elsewhere (the query is scanned again).
+TEST(IndexFastScan, SearchEqualsTheReference) {
+  const auto x = tessera::testing::gaussian_mixture(6000, 16, 40, 21);
+  const auto q = tessera::testing::gaussian_mixture(11, 16, 40, 22);
+  for (const bool ip : {false, true}) {
+    auto rq = trained_rq(x, 4, 4, ip ? SearchType::ST_LUT_nonorm : SearchType::ST_norm_rq2x4);
+    const MetricType metric = ip ? MetricType::inner_product : MetricType::L2;
+    IndexAdditiveQuantizerFastScan fs(rq, metric);
+    fs.add(x.view());
+    for (const size_t k : {size_t(1), size_t(10), size_t(60), size_t(100), size_t(300)})
+      for (const int threads : {1, 2}) {
+        ScopedThreads t(threads);
+        const Result got = run_search(fs, q, k), want = reference_search(fs, q, k);
+        EXPECT_EQ(got.I, want.I) << (ip ? "ip" : "l2") << " k " << k << " threads " << threads;
+        EXPECT_EQ(got.D, want.D) << (ip ? "ip" : "l2") << " k " << k << " threads " << threads;
+      }
+  }
+  // The misleading sample: k = 100 keeps 400 candidates of 6000, sampling ⌈4·6000/400 / 32⌉ = 2 of the 187
+  // full blocks, at (2j + 1)·187 / 4; those hold copies of the query, the rest vectors far from it.
+  auto rq = trained_rq(x, 4, 4, SearchType::ST_norm_rq2x4);
+  FloatMatrix y(6000, 16);
+  for (size_t i = 0; i < 6000; ++i)
+    for (size_t j = 0; j < 16; ++j) y.row(i)[j] = x.row(i)[j] + 40.0f;
+  for (size_t jb = 0; jb < 2; ++jb) {
+    const size_t b = (2 * jb + 1) * 187 / 4;
+    for (size_t v = 0; v < 32; ++v) std::copy(q.row(0), q.row(0) + 16, y.row(b * 32 + v));
+  }
+  IndexAdditiveQuantizerFastScan fs(rq, MetricType::L2);
+  fs.add(y.view());
+  const FloatMatrix q0 = FloatMatrix::copy_of(MatrixView<const float>(q.data(), 1, 16));
+  const Result got = run_search(fs, q0, 100), want = reference_search(fs, q0, 100);
+  EXPECT_EQ(got.I, want.I);
+  EXPECT_EQ(got.D, want.D);
+}
+
 TEST(IndexFastScan, BlocksHoldTheCodesAndSumsMatchTheTables) {
   const auto x = tessera::testing::gaussian_mixture(100, 16, 8, 1);
   auto rq = trained_rq(x, 4, 4, SearchType::ST_norm_rq2x4);

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "tessera/core/matrix.h"
@@ -75,6 +76,8 @@ class IndexAdditiveQuantizerFastScan {
   void check_codec() const;
   void estimate_norm_scale(size_t n, const uint8_t* codes);
   void float_tables(const float* lut, float* tables) const;  // lut: total (alpha 1) → nsq × 16, smaller better
+  void rescore(const uint64_t* keys, size_t n, const float* lut, float qnorm, const float* norm_table,
+               std::vector<std::pair<float, int64_t>>& ranked) const;
 
   std::shared_ptr<const AdditiveQuantizer> aq_;
   MetricType metric_;
