@@ -476,13 +476,28 @@ int32_t sync_now(const IcmTables& t, VectorSearch& w, size_t m, size_t np, const
 struct Search {
   VectorSearch w;
   const float* x = nullptr;
+  const float* u = nullptr;
   int32_t* best = nullptr;
   float* error_out = nullptr;
   size_t row = 0, s = 0, sweep = 0, m = 0, np = 0;
-  float best_err = 0;
+  float best_err = 0, best_energy = 0, margin = 0;
   bool in_step = false, moved = false, rejected = false;
   Search(size_t M, size_t K, size_t d) : w(M, K, d) {}
 };
+
+// E(c) − ‖x‖² from the unary terms and the int16 table: Σ_m U_m(c_m) + Σ_{m<m'} B_{m,m'}(c_m, c_m'), each
+// table entry within half a unit (qscales / 2) of the float value.
+float table_energy(const IcmTables& t, const float* u, const int32_t* c) {
+  const size_t M = t.M, K = t.K;
+  const int16_t* q = t.qbinaries.data();
+  float e = 0;
+  for (size_t m = 0; m < M; ++m) e += u[m * K + (size_t)c[m]];
+  for (size_t m = 0; m < M; ++m) {
+    const int16_t* r = q + (m * K + (size_t)c[m]) * M * K;
+    for (size_t m2 = m + 1; m2 < M; ++m2) e += t.qscales[m * M + m2] * float(r[m2 * K + quant_pos((size_t)c[m2], K)]);
+  }
+  return e;
+}
 
 void start_vector(const IcmTables& t, Search& v, const float* x, const float* u, int32_t* best, size_t row,
                   float* error_out) {
@@ -496,6 +511,15 @@ void start_vector(const IcmTables& t, Search& v, const float* x, const float* u,
   for (size_t m = 0; m < M; ++m) sync_now(t, v.w, m, gather(t, v.w, m, false), u + m * K);
   v.w.save();
   v.best_err = squared_error(x, t.books.data(), t.d, best, M, K, v.w.residual.data());
+  v.u = u;
+  v.best_energy = table_energy(t, u, best);
+  // Two energies from the table differ from the exact ones by at most Σ_{m<m'} qscales / 2 each, plus the
+  // float rounding of the sums (far below 1e-5 · (‖x‖² + |E|)).
+  float slack = 0, xx = 0;
+  for (size_t m = 0; m < M; ++m)
+    for (size_t m2 = m + 1; m2 < M; ++m2) slack += 0.5f * t.qscales[m * M + m2];
+  for (size_t j = 0; j < t.d; ++j) xx += x[j] * x[j];
+  v.margin = 2 * slack + 1e-5f * (xx + std::fabs(v.best_energy));
   v.s = 0, v.in_step = false, v.rejected = false;
 }
 
@@ -509,11 +533,19 @@ void advance(const IcmTables& t, const IlsParams& p, Search& v, int32_t k) {
     v.moved = false;
     return;
   }
-  // End of the ICM of this ILS step: keep the codes if their exact squared error went down.
-  const float err = squared_error(v.x, t.books.data(), t.d, c, t.M, t.K, v.w.residual.data());
-  v.rejected = !(err < v.best_err);
+  // End of the ICM of this ILS step: keep the codes if their exact squared error went down. The same codes
+  // cannot have; codes whose energy from the table is above the best's by more than the table's rounding
+  // allows cannot either, and are rejected without their exact error.
+  v.rejected = true;
+  if (!std::equal(c, c + t.M, v.best)) {
+    const float energy = table_energy(t, v.u, c);
+    if (energy <= v.best_energy + v.margin) {
+      const float err = squared_error(v.x, t.books.data(), t.d, c, t.M, t.K, v.w.residual.data());
+      v.rejected = !(err < v.best_err);
+      if (!v.rejected) v.best_err = err, v.best_energy = energy;
+    }
+  }
   if (!v.rejected) {
-    v.best_err = err;
     std::copy(c, c + t.M, v.best);
     v.w.save();
   }
