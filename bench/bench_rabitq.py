@@ -9,6 +9,9 @@ two OpenMP runtimes):
   tessera       tessera.IVFRaBitQ(d, nlist, bits) (Hadamard rotation, exact code search), set_centroids + add,
                 search with the module's default (two stages: 1-bit fast scan, full codes for the survivors)
   tessera-ss    the same with search(single_stage=True) (opt-in through --libs)
+  tessera-rrR   the same index searched with rerank=R (stage 3: the max(R, k) best by estimate get exact distances
+                from the raw vectors the index keeps), one contender per R of --rerank (default none; e.g.
+                --rerank 50,100). The other contenders never re-rank: compare its recall with care
   rabitqlib     rabitqlib.IvfIndex(d, n, nlist, bits, "l2").build(x, centroids, list ids) (its defaults:
                 FastScan 1-bit first stage, high_accuracy=None)
   faiss-rbq     faiss.IndexPreTransform(RandomRotationMatrix, IndexIVFRaBitQ(nb_bits=bits)) (qb = 4, its default)
@@ -216,6 +219,11 @@ def prep_worker(spec: dict):
     return dict(train_s=time.perf_counter() - t0)
 
 
+def rerank_of(lib: str) -> int:
+    """R of a 'tessera-rrR' contender, else 0."""
+    return int(lib[len("tessera-rr"):]) if lib.startswith("tessera-rr") else 0
+
+
 def search_worker(spec: dict):
     lib, t, bits = spec["lib"], spec["threads"], spec["bits"]
     z = np.load(spec["data"])
@@ -225,7 +233,7 @@ def search_worker(spec: dict):
     n, d = base.shape
     nlist = len(cent)
     extra = {}
-    if lib in ("tessera", "tessera-ss"):
+    if lib in ("tessera", "tessera-ss") or rerank_of(lib):
         sys.path.insert(0, spec["pymodule"])
         import tessera
         tessera.set_num_threads(t)
@@ -236,11 +244,12 @@ def search_worker(spec: dict):
         build_s = time.perf_counter() - t0
         sizes = np.asarray(ix.list_sizes)
         extra["list_size_mismatch"] = int(np.abs(sizes - np.bincount(assign, minlength=nlist)).sum() // 2)
-        # the packed layout of docs/rabitq.md: top bits, other bits, ‖r‖, 3 floats per code level
+        # the packed layout of docs/rabitq.md: top bits, other bits, ‖r‖, 3 floats per code level (the raw
+        # vectors the index keeps for re-ranking, 4·d bytes, not counted)
         extra["bytes_per_vec"] = (d + 7) // 8 + (d * (bits - 1) + 7) // 8 + 4 + 12 * (1 if bits == 1 else 2)
         extra["version"] = getattr(tessera, "__version__", "?")
 
-        kw = dict(single_stage=True) if lib == "tessera-ss" else {}
+        kw = dict(single_stage=True) if lib == "tessera-ss" else dict(rerank=rerank_of(lib)) if rerank_of(lib) else {}
 
         def search(k, p):
             return np.asarray(ix.search(q, k, nprobe=p, **kw)[1])
@@ -402,9 +411,9 @@ def write_plots(rows: list, sets: list, out: Path, threads: list) -> list:
         print("note: matplotlib is not installed (pip install -r requirements/bench.txt): no plot")
         return []
     files = []
-    colors = {"tessera": "tab:red", "tessera-ss": "tab:orange", "rabitqlib": "tab:blue", "faiss-rbq": "tab:green", "faiss-rbqfs": "tab:olive",
+    colors = {**{l: "tab:pink" for l in {r["lib"] for r in rows} if rerank_of(l)}, "tessera": "tab:red", "tessera-ss": "tab:orange", "rabitqlib": "tab:blue", "faiss-rbq": "tab:green", "faiss-rbqfs": "tab:olive",
               "faiss-pqfs": "tab:gray"}
-    markers = {"tessera": "o", "tessera-ss": "D", "rabitqlib": "s", "faiss-rbq": "^", "faiss-rbqfs": "v", "faiss-pqfs": "x"}
+    markers = {**{l: "P" for l in {r["lib"] for r in rows} if rerank_of(l)}, "tessera": "o", "tessera-ss": "D", "rabitqlib": "s", "faiss-rbq": "^", "faiss-rbqfs": "v", "faiss-pqfs": "x"}
     dashes = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (8, 2)), (0, (3, 1, 1, 1, 1, 1))]
     for t in threads:
         fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 5.2), squeeze=False)
@@ -443,6 +452,9 @@ def main():
     ap.add_argument("--libs", default=",".join(l for l in LIBS if l != "tessera-ss"),
                     help=f"of {','.join(LIBS)} (tessera-ss: search(single_stage=True), every probed vector "
                          "estimated with its full code; needs a module that has it)")
+    ap.add_argument("--rerank", default="",
+                    help="R values (comma-separated, > 0): each adds the contender tessera-rrR, tessera's index "
+                         "searched with rerank=R (exact distances for the R best estimates)")
     ap.add_argument("--nprobe", default="1,2,4,8,12,16,24,32,48,64,96,128,192,256",
                     help="nprobe sweep (values above nlist dropped; nlist itself always added when smaller)")
     ap.add_argument("--threads", default="1,2")
@@ -474,6 +486,11 @@ def main():
     a.thread_list = [int(v) for v in a.threads.split(",")]
     bits_list = [int(v) for v in a.bits.split(",")]
     libs = a.libs.split(",")
+    for r in (int(v) for v in a.rerank.split(",") if v.strip()):
+        if r <= 0:
+            raise SystemExit("--rerank values must be > 0")
+        LIBS[f"tessera-rr{r}"] = f"tessera, rerank={r}"
+        libs.insert(libs.index("tessera") + 1 if "tessera" in libs else 0, f"tessera-rr{r}")
     for lib in libs:
         if lib not in LIBS:
             raise SystemExit(f"unknown contender {lib}; known: {', '.join(LIBS)}")
@@ -558,7 +575,7 @@ def print_block(s, bits, t, nlist, nprobes, block):
 
 def print_summary(rows, sets, bits_list, threads, targets):
     libs = [l for l in LIBS if any(r["lib"] == l for r in rows)]
-    print("\nhighest recall@10 of the sweep (no re-ranking anywhere)")
+    print("\nhighest recall@10 of the sweep (no re-ranking, except the tessera-rrR contenders)")
     hdr = f"{'set':<14} {'bits':>4} {'thr':>3} | " + " ".join(f"{l:>11}" for l in libs)
     print(hdr + "\n" + "-" * len(hdr))
     for s in sets:
@@ -571,8 +588,10 @@ def print_summary(rows, sets, bits_list, threads, targets):
     for target in targets:
         print(f"\nQPS at recall@10 = {target:.2f} (interpolated along the nprobe curve; '>' = already above at the "
               "smallest nprobe, a lower bound; '—' = not reached)")
+        rr = [l for l in libs if rerank_of(l)]
         hdr = (f"{'set':<14} {'bits':>4} {'thr':>3} | " + " ".join(f"{l:>11}" for l in libs)
-               + f" | {'t/rabitq':>8} {'t/f-rbq':>8} {'t/f-rbqfs':>9} {'t/f-pqfs':>8}")
+               + f" | {'t/rabitq':>8} {'t/f-rbq':>8} {'t/f-rbqfs':>9} {'t/f-pqfs':>8}"
+               + "".join(f" {'rr' + str(rerank_of(l)) + '/rabitq':>13}" for l in rr))
         print(hdr + "\n" + "-" * len(hdr))
         for s in sets:
             for b in bits_list:
@@ -584,10 +603,13 @@ def print_summary(rows, sets, bits_list, threads, targets):
                     te = q.get("tessera", (None, None))[0]
                     rat = [ratio(te, q.get(l, (None, None))[0]) for l in ("rabitqlib", "faiss-rbq", "faiss-rbqfs",
                                                                           "faiss-pqfs")]
+                    rrat = [ratio(q.get(l, (None, None))[0], q.get("rabitqlib", (None, None))[0]) for l in rr]
                     print(f"{s:<14} {b:>4} {t:>3} | " + " ".join(f"{fmt_qps(*q.get(l, (None, None))):>11}" for l in libs)
-                          + f" | {rat[0]:>8} {rat[1]:>8} {rat[2]:>9} {rat[3]:>8}")
+                          + f" | {rat[0]:>8} {rat[1]:>8} {rat[2]:>9} {rat[3]:>8}"
+                          + "".join(f" {v:>13}" for v in rrat))
     print("ratios: tessera QPS / peer QPS at the same recall@10 (> 1: tessera faster); computed only where both "
-          "reach the target (a '>' value enters as its lower bound).")
+          "reach the target (a '>' value enters as its lower bound); rrR/rabitq: tessera with rerank=R (exact "
+          "distances from raw vectors, which rabitqlib does not use) / rabitqlib.")
 
 
 if __name__ == "__main__":

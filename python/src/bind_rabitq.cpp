@@ -52,19 +52,22 @@ void bind_rabitq(py::module_& m) {
                 "scanning the nprobe nearest lists with RaBitQ's unbiased distance estimates. nlist=1 is a flat\n"
                 "index. metric: 'l2' (squared distances, ascending) or 'ip' (inner products, descending).")
       .def(py::init([](py::ssize_t d, py::ssize_t nlist, int bits, const std::string& metric,
-                       const std::string& rotation, bool fast_quantization, double epsilon0, uint64_t seed) {
+                       const std::string& rotation, bool fast_quantization, double epsilon0, uint64_t seed,
+                       bool keep_vectors) {
              if (d < 1) throw_invalid("d must be at least 1, got " + std::to_string(d));
              if (nlist < 1) throw_invalid("nlist must be at least 1, got " + std::to_string(nlist));
              auto r = std::make_unique<R>();
              r->index = std::make_unique<IndexIVFRaBitQ>(
-                 size_t(d), size_t(nlist), params_from(bits, metric, rotation, fast_quantization, epsilon0, seed));
+                 size_t(d), size_t(nlist), params_from(bits, metric, rotation, fast_quantization, epsilon0, seed),
+                 keep_vectors);
              return r;
            }),
            "d"_a, "nlist"_a, "bits"_a = 4, "metric"_a = "l2", "rotation"_a = "hadamard", "fast_quantization"_a = false,
-           "epsilon0"_a = 1.9, "seed"_a = 0x12345,
+           "epsilon0"_a = 1.9, "seed"_a = 0x12345, "keep_vectors"_a = true,
            "bits: 1..9 per coordinate. rotation: 'hadamard' (O(d log d), any d) or 'dense' (Haar, d² floats).\n"
            "fast_quantization: a constant rescale factor instead of the exact code search. epsilon0: width of the\n"
-           "error bound (1.9: about 94% coverage). seed: draws the rotation.")
+           "error bound (1.9: about 94% coverage). seed: draws the rotation. keep_vectors: also store the raw\n"
+           "float32 vectors (4·d bytes each, saved with the index), which search(rerank=R) needs.")
       .def(
           "train",
           [](R& r, const py::object& x) {
@@ -91,15 +94,17 @@ void bind_rabitq(py::module_& m) {
           [](R& r, const py::object& q, py::ssize_t k, py::ssize_t nprobe, py::ssize_t rerank, bool single_stage) {
             if (k < 1) throw_invalid("k must be at least 1, got " + std::to_string(k));
             if (nprobe < 1) throw_invalid("nprobe must be at least 1, got " + std::to_string(nprobe));
-            if (rerank != 0)
-              throw_invalid("rerank > 0 (re-ranking with the raw vectors) is not available yet: use rerank=0");
+            if (rerank < 0) throw_invalid("rerank must be at least 0, got " + std::to_string(rerank));
+            if (rerank > 0 && !r.index->keeps_vectors())
+              throw_invalid("rerank > 0 needs the raw vectors: this index was built with keep_vectors=False");
             F32In in = check_dim(r.index->dim(), q, "q");
             const size_t nq = in.view.rows;
             py::array_t<float> D({py::ssize_t(nq), k});
             py::array_t<int64_t> I({py::ssize_t(nq), k});
             float* d = D.mutable_data();
             int64_t* i = I.mutable_data();
-            r.locked<false>([&] { r.index->search(in.view, size_t(k), size_t(nprobe), d, i, single_stage); });
+            r.locked<false>(
+                [&] { r.index->search(in.view, size_t(k), size_t(nprobe), d, i, single_stage, size_t(rerank)); });
             return py::make_tuple(D, I);
           },
           "q"_a, "k"_a, "nprobe"_a = 1, "rerank"_a = 0, "single_stage"_a = false,
@@ -107,7 +112,9 @@ void bind_rabitq(py::module_& m) {
           "is clamped) → (distances float32 nq × k, labels int64 nq × k): estimated squared L2 distances\n"
           "ascending, or inner products descending; past the vectors found, label -1 and ±inf. Two stages by\n"
           "default (1-bit fast scan, full codes only where the 1-bit bound can win); single_stage=True\n"
-          "estimates every vector of the probed lists with its full code.")
+          "estimates every vector of the probed lists with its full code. rerank=R > 0 (needs keep_vectors):\n"
+          "the max(R, k) best by estimate get exact distances from the raw vectors, and the k best of those\n"
+          "are returned with their exact distances (a third stage).")
       .def(
           "save", [](R& r, const py::object& path) {
             const std::string p = path_str(path);
@@ -128,6 +135,8 @@ void bind_rabitq(py::module_& m) {
       .def_property_readonly("ntotal", [](R& r) { return r.locked<false>([&] { return r.index->ntotal(); }); })
       .def_property_readonly("bits", [](R& r) { return r.index->quantizer().params().bits; })
       .def_property_readonly("metric", [](R& r) { return tessera::metric_name(r.index->metric_type()); })
+      .def_property_readonly("keep_vectors", [](R& r) { return r.index->keeps_vectors(); },
+                             "Whether the raw vectors are stored (search(rerank=R) needs them).")
       .def_property_readonly("is_trained", [](R& r) { return r.locked<false>([&] { return r.index->is_trained(); }); })
       .def_property_readonly(
           "centroids",

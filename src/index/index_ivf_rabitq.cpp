@@ -10,7 +10,8 @@
 #include <utility>
 
 #include "core/simd.h"
-#include "index/fast_scan_kernel.h"
+#include "core/blas.h"
+#include "index/rabitq_scan_kernel.h"
 #include "io/checked_container.h"
 #include "tessera/cluster/kmeans.h"
 #include "tessera/core/distances.h"
@@ -26,53 +27,76 @@ namespace {
 
 constexpr const char* kType = "index_ivf_rabitq";
 constexpr uint32_t kContainerVersion = 2;
-constexpr int kIndexVersion = 1;
+// Index format 2 adds "keep_vectors" and, when true, the raw vectors after the lists; format 1 files (no
+// vectors) are still read.
+constexpr int kIndexVersion = 2;
 constexpr size_t kMaxHeader = size_t(1) << 24;
 constexpr size_t kFixed = sizeof detail::kFileMagic + 4 + 8;
 constexpr size_t kTrainRowsPerList = 256;  // faiss's max_points_per_centroid
 constexpr int kCoarseIterations = 20;
 
-// Σ_j values[j]·q[j] in 16 interleaved partial sums added in a fixed order: the same bits on every vector unit.
-// The partial sums are held as two 8-lane vectors (one AVX2 register each): a 16-lane vector would live on the
-// stack on AVX2 and stall every iteration on store forwarding.
-TESSERA_CLONE_PER_ISA float dot_values(const uint16_t* values, const float* q, size_t d) {
-  typedef float f8 __attribute__((vector_size(32)));
-  typedef uint16_t u8 __attribute__((vector_size(16)));
-  f8 lo = {}, hi = {};
-  size_t j = 0;
-  for (; j + 16 <= d; j += 16) {
-    u8 va, vb;
-    f8 wa, wb;
-    std::memcpy(&va, values + j, sizeof va);
-    std::memcpy(&vb, values + j + 8, sizeof vb);
-    std::memcpy(&wa, q + j, sizeof wa);
-    std::memcpy(&wb, q + j + 8, sizeof wb);
-    lo += __builtin_convertvector(va, f8) * wa;
-    hi += __builtin_convertvector(vb, f8) * wb;
-  }
-  float tail = 0;
-  for (; j < d; ++j) tail += float(values[j]) * q[j];
-  float s = 0;
-  for (int l = 0; l < 8; ++l) s += lo[l];
-  for (int l = 0; l < 8; ++l) s += hi[l];
-  return s + tail;
-}
+constexpr size_t kBlock = 32;  // vectors per fast-scan block
+constexpr size_t kGroup = 16;  // bytes per table in a block
+constexpr size_t kQueriesPerGemm = 32;  // queries ranked against the centroids by one GEMM
 
-// Better result first: smaller L2 distance or larger inner product, then lower label (a total order).
-struct Ranked {
-  float value;
+// A candidate: key = the estimate (L2) or its negation (inner product), so that smaller is better for both;
+// ties go to the lower label (a total order).
+struct Entry {
+  float key;
   int64_t label;
+  bool operator<(const Entry& o) const { return key != o.key ? key < o.key : label < o.label; }
+};
+
+// The cap best entries so far (a max-heap: the worst on top).
+class TopK {
+ public:
+  void reset(size_t cap) { cap_ = cap, h_.clear(), h_.reserve(cap); }
+  bool full() const { return h_.size() == cap_; }
+  float worst() const { return h_.front().key; }
+  // The stage-1 threshold: keys at or above it cannot enter.
+  float threshold() const { return full() ? worst() : std::numeric_limits<float>::infinity(); }
+  void push(const Entry& e) {
+    if (h_.size() < cap_) {
+      h_.push_back(e);
+      std::push_heap(h_.begin(), h_.end());
+    } else if (e < h_.front()) {
+      // Replace the top and sift it down.
+      const size_t n = h_.size();
+      size_t i = 0;
+      for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && h_[c] < h_[c + 1]) ++c;
+        if (!(e < h_[c])) break;
+        h_[i] = h_[c];
+        i = c;
+      }
+      h_[i] = e;
+    }
+  }
+  std::vector<Entry>& entries() { return h_; }
+
+ private:
+  std::vector<Entry> h_;
+  size_t cap_ = 0;
 };
 
 }  // namespace
 
-IndexIVFRaBitQ::IndexIVFRaBitQ(size_t d, size_t nlist, RabitqParams params)
-    : d_(d), nlist_(nlist), codec_(d, params), lists_(nlist) {
+IndexIVFRaBitQ::IndexIVFRaBitQ(size_t d, size_t nlist, RabitqParams params, bool keep_vectors)
+    : d_(d), nlist_(nlist), codec_(d, params), keep_vectors_(keep_vectors), lists_(nlist) {
   TESSERA_CHECK_ARG(nlist >= 1, "nlist must be at least 1");
+  width_ = detail::rabitq_code_width(codec_.params().bits);
+  packed_bytes_ = detail::rabitq_packed_bytes(d_, width_);
 }
 
 void IndexIVFRaBitQ::check_can_add() const {
   TESSERA_CHECK_ARG(ntotal_ == 0, "the index already holds " << ntotal_ << " vectors: its lists cannot change now");
+}
+
+void IndexIVFRaBitQ::set_centroid_norms() {
+  centroid_norms_.resize(nlist_);
+  for (size_t l = 0; l < nlist_; ++l) centroid_norms_[l] = detail::rabitq_dot(centroids_.row(l), centroids_.row(l), d_);
 }
 
 void IndexIVFRaBitQ::train(MatrixView<const float> x) {
@@ -92,6 +116,7 @@ void IndexIVFRaBitQ::train(MatrixView<const float> x) {
     p.max_train_points = kTrainRowsPerList * nlist_ < x.rows ? kTrainRowsPerList * nlist_ : 0;
     centroids_ = kmeans(x, p).centroids;
   }
+  set_centroid_norms();
   trained_ = true;
 }
 
@@ -104,80 +129,97 @@ void IndexIVFRaBitQ::set_centroids(MatrixView<const float> c) {
   codec_.train(c);  // the rotation; the codec's own centroid is not used by the lists
   centroids_ = FloatMatrix(nlist_, d_);
   for (size_t l = 0; l < nlist_; ++l) std::copy(c.row(l), c.row(l) + d_, centroids_.row(l));
+  set_centroid_norms();
   trained_ = true;
 }
 
+// Packed codec codes → the scan's layouts. The B-bit integer of coordinate j is u = (top bit ≪ (B − 1)) | ex.
 void IndexIVFRaBitQ::append(List& list, const uint8_t* codes, size_t n, const int64_t* ids) {
   const size_t cs = codec_.code_size(), bits = size_t(codec_.params().bits), sign_bytes = (d_ + 7) / 8;
-  list.codes.insert(list.codes.end(), codes, codes + n * cs);
+  const size_t ex_bytes = (d_ * (bits - 1) + 7) / 8, nsq = (d_ + 3) / 4, ntables = (nsq + 1) / 2 * 2;
+  const size_t old = list.ids.size(), total = old + n, nblocks = (total + kBlock - 1) / kBlock;
   list.ids.insert(list.ids.end(), ids, ids + n);
-  // The scan's copy: each coordinate's B-bit integer, top bit (sign plane) above the ex bits.
+  list.blocks.resize(nblocks * ntables * kGroup, 0);
+  list.block_factors.resize(nblocks * 3 * kBlock, 0.0f);
+  list.packed.resize(total * packed_bytes_, 0);
+  list.factors.resize(total * 4);
+  std::vector<uint16_t> u(d_);
   for (size_t i = 0; i < n; ++i) {
     const uint8_t* code = codes + i * cs;
+    const size_t v = old + i;
     for (size_t j = 0; j < d_; ++j) {
       uint32_t ex = 0;
       for (size_t b = 0; b + 1 < bits; ++b) {
         const size_t bit = j * (bits - 1) + b;
         ex |= uint32_t((code[sign_bytes + (bit >> 3)] >> (bit & 7)) & 1) << b;
       }
-      list.values.push_back(uint16_t((((code[j >> 3] >> (j & 7)) & 1u) << (bits - 1)) | ex));
+      u[j] = uint16_t((((code[j >> 3] >> (j & 7)) & 1u) << (bits - 1)) | ex);
     }
+    detail::rabitq_pack_code(u.data(), d_, width_, list.packed.data() + v * packed_bytes_);
+    // Nibble t of vector v holds the top bits of dimensions 4t … 4t + 3 (bit b = dimension 4t + b).
+    uint8_t* block = list.blocks.data() + (v / kBlock) * ntables * kGroup;
+    for (size_t t = 0; t < nsq; ++t) {
+      uint8_t nibble = 0;
+      for (size_t b = 0; b < 4 && 4 * t + b < d_; ++b) nibble |= uint8_t((u[4 * t + b] >> (bits - 1)) << b);
+      block[t * kGroup + (v % kBlock & 15)] |= uint8_t(v % kBlock < 16 ? nibble : nibble << 4);
+    }
+    // Factors: ‖r‖, then (add, rescale, error) of the 1-bit code and, for B > 1, of the full code.
+    float f[7];
+    std::memcpy(f, code + sign_bytes + ex_bytes, (bits > 1 ? 7 : 4) * sizeof(float));
+    float* bf = list.block_factors.data() + (v / kBlock) * 3 * kBlock + v % kBlock;
+    bf[0] = f[1], bf[kBlock] = f[2], bf[2 * kBlock] = f[3];
+    const float* full = f + (bits > 1 ? 4 : 1);
+    float* vf = list.factors.data() + v * 4;
+    vf[0] = full[0], vf[1] = full[1], vf[2] = f[0], vf[3] = full[2];
   }
 }
 
-// Nibble t of vector i holds the top bits of dimensions 4t … 4t + 3 (bit b = dimension 4t + b).
-void IndexIVFRaBitQ::rebuild_blocks(List& list) const {
-  const size_t n = list.ids.size(), nsq = (d_ + 3) / 4, nblocks = (n + detail::kFastScanBlock - 1) / detail::kFastScanBlock;
-  const size_t cs = codec_.code_size();
-  list.blocks.assign(nblocks * nsq * detail::kFastScanGroupBytes, 0);
-  for (size_t i = 0; i < n; ++i) {
-    const uint8_t* code = list.codes.data() + i * cs;
-    uint8_t* block = list.blocks.data() + (i / detail::kFastScanBlock) * nsq * detail::kFastScanGroupBytes;
-    const size_t v = i % detail::kFastScanBlock;
-    for (size_t t = 0; t < nsq; ++t) {
-      uint8_t nibble = 0;
-      for (size_t b = 0; b < 4 && 4 * t + b < d_; ++b) nibble |= uint8_t(((code[(4 * t + b) >> 3] >> ((4 * t + b) & 7)) & 1) << b);
-      block[t * detail::kFastScanGroupBytes + (v & 15)] |= uint8_t(v < 16 ? nibble : nibble << 4);
+void IndexIVFRaBitQ::code_of(const List& list, size_t v, uint8_t* code) const {
+  const size_t cs = codec_.code_size(), bits = size_t(codec_.params().bits), sign_bytes = (d_ + 7) / 8;
+  const size_t ex_bytes = (d_ * (bits - 1) + 7) / 8;
+  std::memset(code, 0, cs);
+  const uint8_t* packed = list.packed.data() + v * packed_bytes_;
+  for (size_t j = 0; j < d_; ++j) {
+    const uint32_t u = detail::rabitq_unpack_value(packed, j, width_);
+    code[j >> 3] |= uint8_t((u >> (bits - 1)) << (j & 7));
+    for (size_t b = 0; b + 1 < bits; ++b) {
+      const size_t bit = j * (bits - 1) + b;
+      code[sign_bytes + (bit >> 3)] |= uint8_t(((u >> b) & 1) << (bit & 7));
     }
   }
+  const float* bf = list.block_factors.data() + (v / kBlock) * 3 * kBlock + v % kBlock;
+  const float* vf = list.factors.data() + v * 4;
+  const float f[7] = {vf[2], bf[0], bf[kBlock], bf[2 * kBlock], vf[0], vf[1], vf[3]};
+  std::memcpy(code + sign_bytes + ex_bytes, f, (bits > 1 ? 7 : 4) * sizeof(float));
 }
 
 namespace {
 
 // The query's 4-bit tables for the top-bit scan: table t, entry j = Σ of q'_{4t+b} over the set bits b of j,
 // quantised to uint8 with one shared scale and per-table offsets: ⟨top bits, q'⟩ ≈ sum / scale + offset, off
-// by at most `rounding` (half a step per table).
+// by at most `rounding` (half a step per table). lo: scratch of nsq floats (each table's smallest sum).
 struct TopBitTables {
-  std::vector<uint8_t> lut;
   float scale = 1, offset = 0, rounding = 0;
 };
 
-TopBitTables top_bit_tables(const float* q, size_t d) {
+TopBitTables top_bit_tables(const float* q, size_t d, float* lo, uint8_t* lut) {
   const size_t nsq = (d + 3) / 4;
-  std::vector<float> f(nsq * 16);
-  std::vector<float> lo(nsq);
   float widest = 0;
+  double offset = 0;
   for (size_t t = 0; t < nsq; ++t) {
-    float* e = f.data() + t * 16;
-    e[0] = 0;
-    for (unsigned j = 1; j < 16; ++j) {
-      const unsigned b = unsigned(__builtin_ctz(j));
-      e[j] = e[j & (j - 1)] + (4 * t + b < d ? q[4 * t + b] : 0.0f);
-    }
-    lo[t] = *std::min_element(e, e + 16);
-    widest = std::max(widest, *std::max_element(e, e + 16) - lo[t]);
+    float c[4];
+    for (size_t b = 0; b < 4; ++b) c[b] = 4 * t + b < d ? q[4 * t + b] : 0.0f;
+    // The smallest entry is the sum of the negative coordinates, the largest that of the positive ones.
+    lo[t] = ((std::min(c[0], 0.0f) + std::min(c[1], 0.0f)) + std::min(c[2], 0.0f)) + std::min(c[3], 0.0f);
+    const float hi = ((std::max(c[0], 0.0f) + std::max(c[1], 0.0f)) + std::max(c[2], 0.0f)) + std::max(c[3], 0.0f);
+    offset += lo[t];
+    widest = std::max(widest, hi - lo[t]);
   }
   TopBitTables out;
   out.scale = widest > 0 ? 255.0f / widest : 1.0f;
-  out.lut.resize(nsq * 16);
-  double offset = 0;
-  for (size_t t = 0; t < nsq; ++t) {
-    offset += lo[t];
-    for (size_t j = 0; j < 16; ++j)
-      out.lut[t * 16 + j] = uint8_t(std::min(255.0f, std::nearbyint((f[t * 16 + j] - lo[t]) * out.scale)));
-  }
+  detail::rabitq_top_bit_lut(q, d, out.scale, lo, lut);
   out.offset = float(offset);
-  out.rounding = float(0.5 * double(nsq) / out.scale) * 1.0001f;
+  out.rounding = float(0.5 * double(nsq) / out.scale) * 1.001f;
   return out;
 }
 
@@ -205,109 +247,146 @@ void IndexIVFRaBitQ::add(MatrixView<const float> x) {
     std::vector<uint8_t> codes(rows.rows() * cs);
     codec_.encode_with_centroid(rows.view(), centroids_.row(l), codes.data());
     append(lists_[l], codes.data(), rows.rows(), ids.data());
-    rebuild_blocks(lists_[l]);
+  }
+  if (keep_vectors_) {
+    vectors_.resize((ntotal_ + x.rows) * d_);
+    for (size_t i = 0; i < x.rows; ++i) std::copy(x.row(i), x.row(i) + d_, vectors_.data() + (ntotal_ + i) * d_);
   }
   ntotal_ += x.rows;
 }
 
 void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, float* distances, int64_t* labels,
-                            bool single_stage) const {
+                            bool single_stage, size_t rerank) const {
   TESSERA_CHECK_ARG(trained_, "the index is not trained: call train or set_centroids first");
   TESSERA_CHECK_ARG(q.cols == d_, "dimension mismatch: queries have " << q.cols << " columns, the index " << d_);
   TESSERA_CHECK_ARG(k >= 1, "search: k must be at least 1");
   TESSERA_CHECK_ARG(nprobe >= 1, "search: nprobe must be at least 1");
-  check_finite(q, "queries");
+  TESSERA_CHECK_ARG(rerank == 0 || keep_vectors_,
+                    "search: rerank > 0 needs the raw vectors, and this index was built without them "
+                    "(keep_vectors = false)");
   nprobe = std::min(nprobe, nlist_);
   const bool l2 = metric_type() == MetricType::L2;
   const int bits = codec_.params().bits;
   const float cb = -float((1 << bits) - 1) / 2.0f;
-  const size_t cs = codec_.code_size(), nsq = (d_ + 3) / 4;
-  // Byte offsets in a packed code of the 1-bit factors (add, rescale, error) and of the full code's.
-  const size_t top_factors = (d_ + 7) / 8 + (d_ * size_t(bits - 1) + 7) / 8 + 4;
-  const size_t full_factors = top_factors + (bits > 1 ? 12 : 0);
+  const size_t nsq = (d_ + 3) / 4, npairs = (nsq + 1) / 2, dpad = detail::rabitq_padded_dim(d_);
+  // Candidates kept: k, or the max(R, k) to re-rank (no more than there are vectors).
+  const size_t cap = rerank == 0 ? k : std::max<size_t>(1, std::min(std::max(rerank, k), ntotal_));
   // The uint16 sums of the top-bit scan hold 255 per table: beyond 257 tables (d > 1028) they could wrap.
   const bool two_stage = !single_stage && nsq <= 257;
-  auto better = [l2](const Ranked& a, const Ranked& b) {
-    if (a.value != b.value) return l2 ? a.value < b.value : a.value > b.value;
-    return a.label < b.label;
-  };
-  std::vector<double> cnorm(nlist_);
-  for (size_t l = 0; l < nlist_; ++l) {
-    double s = 0;
-    for (size_t j = 0; j < d_; ++j) s += double(centroids_(l, j)) * centroids_(l, j);
-    cnorm[l] = s;
-  }
+  const bool hadamard = codec_.rotation().kind() == RotationKind::hadamard;
+  const detail::RabitqCodeDot code_dot = detail::rabitq_code_dot_kernel(width_);
+  constexpr float kInf = std::numeric_limits<float>::infinity();
   std::exception_ptr error;
-  // Blocks of queries, so that Ctrl-C is noticed between them (never inside a parallel region).
+  // Blocks of queries, so that Ctrl-C is noticed between them (never inside a parallel region); inside, chunks
+  // of kQueriesPerGemm queries (fixed, whatever the thread count) are ranked against the centroids by a GEMM.
   constexpr size_t kQueriesPerBlock = 64;
   for (size_t b0 = 0; b0 < q.rows && !error; b0 += kQueriesPerBlock) {
     check_interrupt();
     const size_t b1 = std::min(q.rows, b0 + kQueriesPerBlock);
+    const size_t nchunks = (b1 - b0 + kQueriesPerGemm - 1) / kQueriesPerGemm;
 #pragma omp parallel num_threads(::tessera::num_threads())
     {
-      std::vector<std::pair<double, size_t>> order(nlist_);
+      std::vector<float> dots(kQueriesPerGemm * nlist_), rotated(dpad, 0.0f), scratch(nsq * 16), keys(kBlock);
+      std::vector<uint8_t> lut(npairs * 32, 0);  // an odd table count is padded with a zero table
       std::vector<uint16_t> sums;
+      std::vector<std::pair<float, uint32_t>> probes;
+      TopK top;
 #pragma omp for schedule(dynamic, 1)
-      for (ptrdiff_t qi = ptrdiff_t(b0); qi < ptrdiff_t(b1); ++qi) {
+      for (ptrdiff_t c = 0; c < ptrdiff_t(nchunks); ++c) {
         try {
-          const float* qv = q.row(size_t(qi));
-          RaBitQuantizer::Query query = codec_.prepare_query(qv);
-          const TopBitTables tables = two_stage ? top_bit_tables(query.rotated.data(), d_) : TopBitTables{};
-          double qn = 0;
-          for (size_t j = 0; j < d_; ++j) qn += double(qv[j]) * qv[j];
-          for (size_t l = 0; l < nlist_; ++l) {
-            double dot = 0;
-            for (size_t j = 0; j < d_; ++j) dot += double(qv[j]) * centroids_(l, j);
-            order[l] = {l2 ? qn - 2 * dot + cnorm[l] : -dot, l};
-          }
-          std::partial_sort(order.begin(), order.begin() + nprobe, order.end());
-          std::priority_queue<Ranked, std::vector<Ranked>, decltype(better)> heap(better);  // worst on top
-          auto full_estimate = [&](const List& list, size_t i, float term, float shift) {
-            float add, rescale;
-            std::memcpy(&add, list.codes.data() + i * cs + full_factors, 4);
-            std::memcpy(&rescale, list.codes.data() + i * cs + full_factors + 4, 4);
-            const float ip = dot_values(list.values.data() + i * d_, query.rotated.data(), d_) + shift;
-            const float v = add + term + rescale * ip;
-            const Ranked r{l2 ? std::max(0.0f, v) : v, list.ids[i]};
-            if (heap.size() < k) heap.push(r);
-            else if (better(r, heap.top())) heap.pop(), heap.push(r);
-          };
-          for (size_t p = 0; p < nprobe; ++p) {
-            const size_t l = order[p].second;
-            const List& list = lists_[l];
-            const size_t n = list.ids.size();
-            if (n == 0) continue;
-            codec_.set_centroid(query, qv, centroids_.row(l));
-            const float term = query.centroid_term, shift = cb * query.sum;
-            if (!two_stage) {
-              for (size_t i = 0; i < n; ++i) full_estimate(list, i, term, shift);
-              continue;
+          const size_t q0 = b0 + size_t(c) * kQueriesPerGemm, m = std::min(kQueriesPerGemm, b1 - q0);
+          if (nlist_ > 1)
+            detail::gemm_abt(m, nlist_, d_, 1.0f, q.row(q0), q.stride, centroids_.data(), d_, 0.0f, dots.data(), nlist_);
+          for (size_t qi = q0; qi < q0 + m; ++qi) {
+            const float* qv = q.row(qi);
+            // The nprobe nearest centroids, nearest first (ties: lower list); ‖q‖² is left out of the L2 key.
+            probes.clear();
+            if (nlist_ == 1) {
+              probes.emplace_back(0.0f, 0);
+            } else {
+              float* key = dots.data() + (qi - q0) * nlist_;  // the products become the keys in place
+              if (l2)
+                for (size_t l = 0; l < nlist_; ++l) key[l] = centroid_norms_[l] - 2.0f * key[l];
+              else
+                for (size_t l = 0; l < nlist_; ++l) key[l] = -key[l];
+              // A max-heap of the nprobe best (key, list); lists come in increasing order, so once the heap
+              // is full only a strictly smaller key can enter.
+              for (size_t l = 0; l < nprobe; ++l) probes.emplace_back(key[l], uint32_t(l));
+              std::make_heap(probes.begin(), probes.end());
+              float worst = probes.front().first;
+              for (size_t l = nprobe; l < nlist_; ++l) {
+                if (!(key[l] < worst)) continue;
+                std::pop_heap(probes.begin(), probes.end());
+                probes.back() = {key[l], uint32_t(l)};
+                std::push_heap(probes.begin(), probes.end());
+                worst = probes.front().first;
+              }
+              std::sort_heap(probes.begin(), probes.end());
             }
-            // Stage 1: ⟨top bits, q'⟩ for the whole list by the fast-scan kernel; the 1-bit estimate and its
-            // bound decide which vectors the full code is read for.
-            const size_t nblocks = (n + detail::kFastScanBlock - 1) / detail::kFastScanBlock;
-            sums.resize(nblocks * detail::kFastScanBlock);
-            detail::fast_scan_blocks(list.blocks.data(), nblocks, nsq, 0, 1, tables.lut.data(), sums.data());
-            const float half_sum = 0.5f * query.sum;
-            for (size_t i = 0; i < n; ++i) {
-              const uint8_t* f = list.codes.data() + i * cs + top_factors;
-              float add, rescale, err;
-              std::memcpy(&add, f, 4);
-              std::memcpy(&rescale, f + 4, 4);
-              std::memcpy(&err, f + 8, 4);
-              const float ip = float(sums[i]) / tables.scale + tables.offset - half_sum;
-              const float est = add + term + rescale * ip;
-              const float bound = err * query.distance_to_centroid + std::abs(rescale) * tables.rounding;
-              if (heap.size() == k && !(l2 ? est - bound < heap.top().value : est + bound > heap.top().value)) continue;
-              full_estimate(list, i, term, shift);
+            // The query side: q' = Pq (zero-padded to dpad), Σq', the top-bit tables.
+            if (hadamard) detail::rabitq_rotate_hadamard(codec_.rotation().parameters().data(), d_, qv, rotated.data());
+            else codec_.rotation().apply(1, qv, rotated.data());
+            const float qsum = detail::rabitq_sum(rotated.data(), d_);
+            // A non-finite coordinate makes Σq' non-finite (the rotation mixes every coordinate into others).
+            if (!std::isfinite(qsum)) {
+              check_finite(q.rows_slice(qi, 1), "queries");
+              TESSERA_THROW_ARG("query " << qi << " overflows in the rotation: its values are too large");
             }
+            const float shift = cb * qsum;
+            TopBitTables tables;
+            if (two_stage) tables = top_bit_tables(rotated.data(), d_, scratch.data(), lut.data());
+            const float inv_scale = 1.0f / tables.scale, offset = tables.offset - 0.5f * qsum;
+            top.reset(cap);
+            for (const auto& probe : probes) {
+              const size_t l = probe.second;
+              const List& list = lists_[l];
+              const size_t n = list.ids.size();
+              if (n == 0) continue;
+              const float* cv = centroids_.row(l);
+              const float dist2 = detail::rabitq_l2sqr(qv, cv, d_);
+              const float term = l2 ? dist2 : detail::rabitq_dot(qv, cv, d_), dist = std::sqrt(dist2);
+              auto full_estimate = [&](size_t i) {
+                const float* f = list.factors.data() + 4 * i;
+                const float ip = code_dot(list.packed.data() + i * packed_bytes_, rotated.data(), dpad);
+                const float v = f[0] + term + f[1] * (ip + shift);
+                top.push({l2 ? std::max(0.0f, v) : -v, list.ids[i]});
+              };
+              if (!two_stage) {
+                for (size_t i = 0; i < n; ++i) full_estimate(i);
+                continue;
+              }
+              // Stage 1: ⟨top bits, q'⟩ for the whole list by the fast-scan kernel; the 1-bit estimate and its
+              // bound decide which vectors the full code is read for (stage 2).
+              const size_t nblocks = (n + kBlock - 1) / kBlock;
+              sums.resize(nblocks * kBlock);
+              detail::rabitq_fast_scan(list.blocks.data(), nblocks, npairs, lut.data(), sums.data());
+              for (size_t b = 0; b < nblocks; ++b) {
+                uint32_t mask = detail::rabitq_block_keys(sums.data() + b * kBlock,
+                                                          list.block_factors.data() + b * 3 * kBlock, inv_scale,
+                                                          offset, term, dist, tables.rounding, l2, top.threshold(),
+                                                          n - b * kBlock, keys.data());
+                while (mask) {
+                  const unsigned v = unsigned(__builtin_ctz(mask));
+                  mask &= mask - 1;
+                  if (keys[v] < top.threshold()) full_estimate(b * kBlock + v);
+                }
+              }
+            }
+            // Stage 3 (rerank): exact distances of the candidates from the raw vectors.
+            std::vector<Entry>& found = top.entries();
+            if (rerank > 0) {
+              for (Entry& e : found) {
+                const float* x = vectors_.data() + size_t(e.label) * d_;
+                e.key = l2 ? detail::rabitq_l2sqr(x, qv, d_) : -detail::rabitq_dot(x, qv, d_);
+              }
+            }
+            std::sort(found.begin(), found.end());
+            float* D = distances + qi * k;
+            int64_t* I = labels + qi * k;
+            const size_t got = std::min(k, found.size());
+            for (size_t t = 0; t < got; ++t) D[t] = l2 ? found[t].key : -found[t].key, I[t] = found[t].label;
+            for (size_t t = got; t < k; ++t) D[t] = l2 ? kInf : -kInf, I[t] = -1;
           }
-          float* D = distances + size_t(qi) * k;
-          int64_t* I = labels + size_t(qi) * k;
-          const size_t found = heap.size();
-          for (size_t t = found; t < k; ++t)
-            D[t] = l2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity(), I[t] = -1;
-          for (size_t t = found; t-- > 0;) D[t] = heap.top().value, I[t] = heap.top().label, heap.pop();
         } catch (...) {
 #pragma omp critical
           if (!error) error = std::current_exception();
@@ -335,6 +414,7 @@ std::string IndexIVFRaBitQ::bytes() const {
   h["seed"] = p.seed;
   h["ntotal"] = ntotal_;
   h["code_size"] = codec_.code_size();
+  h["keep_vectors"] = keep_vectors_;
   std::vector<size_t> sizes(nlist_);
   for (size_t l = 0; l < nlist_; ++l) sizes[l] = lists_[l].ids.size();
   h["list_sizes"] = sizes;
@@ -347,10 +427,15 @@ std::string IndexIVFRaBitQ::bytes() const {
   floats(codec_.rotation().parameters().data(), codec_.rotation().parameters().size());
   floats(codec_.centroid().data(), d_);
   floats(centroids_.data(), nlist_ * d_);
+  std::vector<uint8_t> code(codec_.code_size());
   for (const List& list : lists_) {
     out.append(reinterpret_cast<const char*>(list.ids.data()), list.ids.size() * sizeof(int64_t));
-    out.append(reinterpret_cast<const char*>(list.codes.data()), list.codes.size());
+    for (size_t i = 0; i < list.ids.size(); ++i) {
+      code_of(list, i, code.data());
+      out.append(reinterpret_cast<const char*>(code.data()), code.size());
+    }
   }
+  if (keep_vectors_) floats(vectors_.data(), ntotal_ * d_);
   detail::put<uint32_t>(out, detail::crc32_of(out.data(), out.size()));
   return out;
 }
@@ -382,14 +467,17 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
   (void)stored_crc;
 #endif
   size_t d = 0, nlist = 0, ntotal = 0, code_size = 0;
+  bool keep_vectors = false;
   std::vector<size_t> sizes;
   RabitqParams params;
   try {
     const auto h = nlohmann::json::parse(p + kFixed, p + kFixed + hlen);
     const std::string type = h.at("type").get<std::string>();
     TESSERA_CHECK_FORMAT(type == kType, "this is a '" << type << "' file, not an IVF RaBitQ index ('" << kType << "')");
-    TESSERA_CHECK_FORMAT(version == kContainerVersion && h.at("index_version").get<int>() == kIndexVersion,
+    const int index_version = h.at("index_version").get<int>();
+    TESSERA_CHECK_FORMAT(version == kContainerVersion && index_version >= 1 && index_version <= kIndexVersion,
                          "IVF RaBitQ index format version " << h.at("index_version") << " is not supported");
+    if (index_version >= 2) keep_vectors = h.at("keep_vectors").get<bool>();
     d = h.at("dim").get<size_t>();
     nlist = h.at("nlist").get<size_t>();
     params.bits = h.at("bits").get<int>();
@@ -419,8 +507,9 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
   const size_t nparams = params.rotation == RotationKind::dense ? d * d : 3 * d;
   const size_t payload = size - kFixed - hlen - 4;
   const size_t floats = nparams + d + nlist * d;
-  TESSERA_CHECK_FORMAT(floats <= payload / 4 && ntotal <= (payload - floats * 4) / (8 + code_size) &&
-                           payload == floats * 4 + ntotal * (8 + code_size),
+  const size_t per_vector = 8 + code_size + (keep_vectors ? 4 * d : 0);
+  TESSERA_CHECK_FORMAT(floats <= payload / 4 && ntotal <= (payload - floats * 4) / per_vector &&
+                           payload == floats * 4 + ntotal * per_vector,
                        "IVF RaBitQ index payload is " << payload << " bytes, not what the header promises");
   size_t sum = 0;
   for (size_t s : sizes) {
@@ -430,7 +519,7 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
   TESSERA_CHECK_FORMAT(sum == ntotal, "IVF RaBitQ index header: list sizes add up to " << sum << ", not " << ntotal);
   std::optional<IndexIVFRaBitQ> index;
   try {
-    index.emplace(d, nlist, params);
+    index.emplace(d, nlist, params, keep_vectors);
   } catch (const InvalidArgument& e) {
     TESSERA_THROW_FORMAT("IVF RaBitQ index header: " << e.what());
   }
@@ -451,6 +540,7 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
   }
   index->centroids_ = FloatMatrix(nlist, d);
   std::copy(centroids.begin(), centroids.end(), index->centroids_.data());
+  index->set_centroid_norms();
   index->trained_ = true;
   for (size_t l = 0; l < nlist; ++l) {
     std::vector<int64_t> ids(sizes[l]);
@@ -459,8 +549,12 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
     for (int64_t id : ids)
       TESSERA_CHECK_FORMAT(id >= 0 && size_t(id) < ntotal, "IVF RaBitQ index: label " << id << " out of range");
     index->append(index->lists_[l], reinterpret_cast<const uint8_t*>(at), sizes[l], ids.data());
-    index->rebuild_blocks(index->lists_[l]);
     at += sizes[l] * code_size;
+  }
+  if (keep_vectors) {
+    index->vectors_ = read_floats(ntotal * d);
+    for (float v : index->vectors_)
+      TESSERA_CHECK_FORMAT(std::isfinite(v), "IVF RaBitQ index: a stored vector is not finite");
   }
   index->ntotal_ = ntotal;
   return std::move(*index);

@@ -8,11 +8,13 @@
 #include <set>
 #include <vector>
 
+#include "index/rabitq_scan_kernel.h"
 #include "test_helpers.h"
 #include "tessera/core/error.h"
 #include "tessera/core/threading.h"
 #include "tessera/index/index_ivf_rabitq.h"
 #include "tessera/io/texmex.h"
+#include "tessera/quant/random_rotation.h"
 
 using namespace tessera;
 
@@ -31,9 +33,10 @@ struct Result {
   std::vector<int64_t> I;
 };
 
-Result run(const IndexIVFRaBitQ& index, const FloatMatrix& q, size_t k, size_t nprobe, bool single_stage = false) {
+Result run(const IndexIVFRaBitQ& index, const FloatMatrix& q, size_t k, size_t nprobe, bool single_stage = false,
+           size_t rerank = 0) {
   Result r{std::vector<float>(q.rows() * k), std::vector<int64_t>(q.rows() * k)};
-  index.search(q.view(), k, nprobe, r.D.data(), r.I.data(), single_stage);
+  index.search(q.view(), k, nprobe, r.D.data(), r.I.data(), single_stage, rerank);
   return r;
 }
 
@@ -228,4 +231,151 @@ TEST(IndexIVFRaBitQ, BadInputIsRefused) {
   FloatMatrix bad = gaussian(1, d, 9);
   bad(0, 3) = INFINITY;
   EXPECT_THROW(index.search(bad.view(), 1, 1, D.data(), I.data()), InvalidArgument);
+}
+
+// The scan's kernels: every SIMD path returns the scalar reference's bits.
+TEST(IndexIVFRaBitQ, KernelsEqualTheirScalarReferences) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uni(-3.0f, 3.0f);
+  for (size_t d : {size_t(1), size_t(7), size_t(32), size_t(100), size_t(128), size_t(784)}) {
+    const size_t dpad = detail::rabitq_padded_dim(d);
+    std::vector<float> q(dpad, 0.0f), b(d);
+    for (size_t j = 0; j < d; ++j) q[j] = uni(rng), b[j] = uni(rng);
+    for (int width : {2, 4, 8, 16}) {
+      std::vector<uint16_t> u(d);
+      for (auto& v : u) v = uint16_t(rng() & ((1u << width) - 1));
+      std::vector<uint8_t> packed(detail::rabitq_packed_bytes(d, width));
+      detail::rabitq_pack_code(u.data(), d, width, packed.data());
+      for (size_t j = 0; j < d; ++j) ASSERT_EQ(detail::rabitq_unpack_value(packed.data(), j, width), u[j]);
+      for (size_t j = d; j < dpad; ++j) ASSERT_EQ(detail::rabitq_unpack_value(packed.data(), j, width), 0);
+      const float ref = detail::rabitq_code_dot_scalar(packed.data(), width, q.data(), dpad);
+      EXPECT_EQ(detail::rabitq_code_dot(packed.data(), width, q.data(), dpad), ref) << "d " << d << " width " << width;
+      EXPECT_EQ(detail::rabitq_code_dot_kernel(width)(packed.data(), q.data(), dpad), ref);
+      double exact = 0;
+      for (size_t j = 0; j < d; ++j) exact += double(u[j]) * q[j];
+      EXPECT_NEAR(ref, exact, 1e-4 * (1 + std::abs(exact)));
+    }
+    EXPECT_EQ(detail::rabitq_dot(q.data(), b.data(), d), detail::rabitq_dot_scalar(q.data(), b.data(), d));
+    EXPECT_EQ(detail::rabitq_l2sqr(q.data(), b.data(), d), detail::rabitq_l2sqr_scalar(q.data(), b.data(), d));
+    // The top-bit tables.
+    const size_t nsq = (d + 3) / 4;
+    std::vector<float> lo(nsq);
+    for (size_t t = 0; t < nsq; ++t) {
+      lo[t] = 0;
+      for (size_t c = 4 * t; c < std::min(d, 4 * t + 4); ++c) lo[t] += std::min(q[c], 0.0f);
+    }
+    std::vector<uint8_t> lut(nsq * 16), lut_ref(nsq * 16);
+    detail::rabitq_top_bit_lut(q.data(), d, 20.0f, lo.data(), lut.data());
+    detail::rabitq_top_bit_lut(q.data(), d, 20.0f, lo.data(), lut_ref.data(), false);
+    EXPECT_EQ(lut, lut_ref) << "d " << d;
+    // The Hadamard rotation of a query, against the codec's.
+    if (d >= 2) {
+      RandomRotation rot(d, RotationKind::hadamard, 5);
+      std::vector<float> want(d), got(d), scalar(d);
+      rot.apply(1, b.data(), want.data());
+      detail::rabitq_rotate_hadamard(rot.parameters().data(), d, b.data(), got.data());
+      detail::rabitq_rotate_hadamard(rot.parameters().data(), d, b.data(), scalar.data(), false);
+      EXPECT_EQ(got, want) << "d " << d;
+      EXPECT_EQ(scalar, want) << "d " << d;
+    }
+  }
+  // Stage-1 keys of a block.
+  std::vector<uint16_t> sums(32);
+  std::vector<float> f(96), key(32), key_ref(32);
+  for (auto& v : sums) v = uint16_t(rng() % 9000);
+  for (auto& v : f) v = uni(rng);
+  for (bool l2 : {true, false})
+    for (size_t n : {size_t(32), size_t(5)}) {
+      const uint32_t m = detail::rabitq_block_keys(sums.data(), f.data(), 0.01f, -40.0f, 3.0f, 2.0f, 0.5f, l2, 1.0f, n,
+                                                   key.data());
+      const uint32_t r = detail::rabitq_block_keys_scalar(sums.data(), f.data(), 0.01f, -40.0f, 3.0f, 2.0f, 0.5f, l2,
+                                                          1.0f, n, key_ref.data());
+      EXPECT_EQ(m, r);
+      EXPECT_EQ(key, key_ref);
+    }
+}
+
+// Stage 3: re-ranking every vector with the raw vectors is brute force; re-ranking a few raises recall; an index
+// without vectors refuses it; the vectors survive a file round trip.
+TEST(IndexIVFRaBitQ, RerankWithRawVectors) {
+  const size_t d = 48, n = 1500, k = 10;
+  const FloatMatrix x = gaussian(n, d, 21), q = gaussian(12, d, 22);
+  for (MetricType metric : {MetricType::L2, MetricType::inner_product}) {
+    RabitqParams p;
+    p.bits = 2;
+    p.metric = metric;
+    IndexIVFRaBitQ index(d, 8, p);
+    ASSERT_TRUE(index.keeps_vectors());
+    index.train(x.view());
+    index.add(MatrixView<const float>(x.data(), 700, d));  // two adds: labels continue
+    index.add(MatrixView<const float>(x.row(700), n - 700, d));
+    const Result all = run(index, q, k, 8, false, n);
+    for (size_t a = 0; a < q.rows(); ++a) {
+      std::vector<std::pair<double, int64_t>> exact(n);
+      for (size_t i = 0; i < n; ++i) {
+        double s = 0;
+        for (size_t j = 0; j < d; ++j)
+          s += metric == MetricType::L2 ? double(x(i, j) - q(a, j)) * (x(i, j) - q(a, j)) : double(x(i, j)) * q(a, j);
+        exact[i] = {metric == MetricType::L2 ? s : -s, int64_t(i)};
+      }
+      std::sort(exact.begin(), exact.end());
+      for (size_t t = 0; t < k; ++t) {
+        const double want = metric == MetricType::L2 ? exact[t].first : -exact[t].first;
+        EXPECT_NEAR(all.D[a * k + t], want, 1e-4 * (1 + std::abs(want)));
+        if (exact[t + 1].first - exact[t].first > 1e-3 && (t == 0 || exact[t].first - exact[t - 1].first > 1e-3))
+          EXPECT_EQ(all.I[a * k + t], exact[t].second) << metric_name(metric) << " query " << a << " rank " << t;
+      }
+    }
+    // Threads do not change it; R < k means k.
+    const int threads = num_threads();
+    set_num_threads(2);
+    const Result two = run(index, q, k, 8, false, n);
+    set_num_threads(threads);
+    EXPECT_EQ(all.I, two.I);
+    EXPECT_EQ(all.D, two.D);
+    EXPECT_EQ(run(index, q, k, 3, false, 1).I, run(index, q, k, 3, false, k).I);
+    if (metric == MetricType::L2) {
+      const double plain = recall(x, q, run(index, q, k, 8), k), reranked = recall(x, q, run(index, q, k, 8, false, 50), k);
+      EXPECT_GT(reranked, plain + 0.1) << plain << " → " << reranked;
+      EXPECT_GE(reranked, 0.95);
+    }
+    // Files keep the vectors (and the flag).
+    const std::string bytes = index.bytes();
+    const IndexIVFRaBitQ back = IndexIVFRaBitQ::parse(bytes.data(), bytes.size());
+    EXPECT_TRUE(back.keeps_vectors());
+    const Result b = run(back, q, k, 4, false, 30), a = run(index, q, k, 4, false, 30);
+    EXPECT_EQ(a.I, b.I);
+    EXPECT_EQ(a.D, b.D);
+  }
+  IndexIVFRaBitQ bare(d, 4, RabitqParams{}, false);
+  bare.train(x.view());
+  bare.add(x.view());
+  EXPECT_FALSE(bare.keeps_vectors());
+  EXPECT_THROW(run(bare, q, k, 2, false, 20), InvalidArgument);
+  const std::string bytes = bare.bytes();
+  const IndexIVFRaBitQ back = IndexIVFRaBitQ::parse(bytes.data(), bytes.size());
+  EXPECT_FALSE(back.keeps_vectors());
+  EXPECT_EQ(run(back, q, k, 2).I, run(bare, q, k, 2).I);
+  IndexIVFRaBitQ kept(d, 4);
+  kept.set_centroids(bare.centroids().view());
+  kept.add(x.view());
+  EXPECT_NEAR(double(kept.bytes().size()) - double(bytes.size()), double(n * d * 4), 8.0);
+  EXPECT_EQ(run(kept, q, k, 2).I, run(bare, q, k, 2).I);
+}
+
+// Index files of format 1 (before the raw vectors) still load: no vectors, the same search.
+TEST(IndexIVFRaBitQ, ReadsFormatOneFiles) {
+  const std::string path = std::string(TESSERA_SOURCE_DIR) + "/fuzz/corpus/fuzz_ivf_rabitq/valid.tsi";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is missing";
+  const IndexIVFRaBitQ index = IndexIVFRaBitQ::load(path);
+  EXPECT_FALSE(index.keeps_vectors());
+  ASSERT_GT(index.ntotal(), 0u);
+  const FloatMatrix q = gaussian(3, index.dim(), 23);
+  const Result r = run(index, q, 2, index.nlist());
+  EXPECT_GE(r.I[0], 0);
+  EXPECT_THROW(run(index, q, 2, 1, false, 5), InvalidArgument);
+  // Written again, it is a format-2 file that reads back the same.
+  const std::string bytes = index.bytes();
+  const IndexIVFRaBitQ back = IndexIVFRaBitQ::parse(bytes.data(), bytes.size());
+  EXPECT_EQ(run(back, q, 2, index.nlist()).D, r.D);
 }

@@ -109,8 +109,52 @@ def test_files_round_trip_and_bad_input(tmp_path):
     with pytest.raises(tessera.InvalidArgument):
         ix.search(x[:2, :10], 5)
     with pytest.raises(tessera.InvalidArgument):
-        ix.search(x[:2], 5, rerank=10)
+        ix.search(x[:2], 5, rerank=-1)
     with pytest.raises(tessera.InvalidArgument):
         ix.search(np.full((1, 24), np.nan, dtype=np.float32), 5)
     with pytest.raises(tessera.InvalidArgument):
         ix.train(x)  # the lists are fixed once vectors are in
+
+
+def test_rerank_with_raw_vectors(tmp_path):
+    """rerank=R: the R best by estimate get exact distances (the raw vectors are kept by default). R = n is brute
+    force; a modest R lifts recall; keep_vectors=False refuses rerank; the vectors travel in the index file."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2000, 40)).astype(np.float32)
+    q = rng.standard_normal((20, 40)).astype(np.float32)
+    exact = ((q[:, None, :].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
+    truth = np.argsort(exact, axis=1)[:, :10]
+    ix = tessera.IVFRaBitQ(40, 8, bits=2)
+    assert ix.keep_vectors
+    ix.train(x)
+    ix.add(x)
+    dist, labels = ix.search(q, 10, nprobe=8, rerank=len(x))
+    assert np.array_equal(labels, truth)
+    assert np.allclose(dist, np.take_along_axis(exact, truth, axis=1), rtol=1e-5)
+    plain = recall_at(ix.search(q, 10, nprobe=8)[1], truth, 10)
+    reranked = recall_at(ix.search(q, 10, nprobe=8, rerank=60)[1], truth, 10)
+    assert reranked > plain + 0.1 and reranked >= 0.95, (plain, reranked)
+    assert np.array_equal(ix.search(q, 10, nprobe=3, rerank=2)[1], ix.search(q, 10, nprobe=3, rerank=10)[1])
+    # inner product: exact products, descending
+    ipx = tessera.IVFRaBitQ(40, 4, bits=3, metric="ip")
+    ipx.train(x)
+    ipx.add(x)
+    d_ip, l_ip = ipx.search(q, 5, nprobe=4, rerank=len(x))
+    assert np.array_equal(l_ip, np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :5])
+    assert np.allclose(d_ip, np.einsum("qd,qkd->qk", q, x[l_ip]), rtol=1e-5, atol=1e-5)
+    # files
+    path = tmp_path / "rr.tsi"
+    ix.save(path)
+    back = tessera.IVFRaBitQ.load(path)
+    assert back.keep_vectors
+    a, b = ix.search(q, 10, nprobe=4, rerank=30), back.search(q, 10, nprobe=4, rerank=30)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    bare = tessera.IVFRaBitQ(40, 8, bits=2, keep_vectors=False)
+    bare.set_centroids(ix.centroids)
+    bare.add(x)
+    assert not bare.keep_vectors
+    assert np.array_equal(bare.search(q, 10, nprobe=8)[1], ix.search(q, 10, nprobe=8)[1])
+    with pytest.raises(tessera.InvalidArgument, match="keep_vectors"):
+        bare.search(q, 10, rerank=20)
+    bare.save(tmp_path / "bare.tsi")
+    assert (tmp_path / "bare.tsi").stat().st_size < path.stat().st_size - len(x) * 40 * 4 + 1000

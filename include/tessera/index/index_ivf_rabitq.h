@@ -21,11 +21,13 @@ namespace tessera {
 /// Extended RaBitQ §4.2): the top bit of every code (the 1-bit RaBitQ code) is scanned in blocks of 32 with
 /// 4-bit lookup tables of the rotated query (the fast-scan kernel), and only vectors whose 1-bit bound
 /// (estimate ∓ error bound ∓ table rounding) can beat the k-th best full estimate so far get their full B-bit
-/// estimate. single_stage = true estimates every vector fully (for comparison). Results do not depend on the
-/// thread count.
+/// estimate. single_stage = true estimates every vector fully (for comparison). With the raw vectors kept
+/// (keep_vectors, the default), rerank = R > 0 adds a third stage: the R best candidates by estimate get their
+/// exact distances, and the k best of those are returned. Results do not depend on the thread count.
 class IndexIVFRaBitQ {
  public:
-  IndexIVFRaBitQ(size_t d, size_t nlist, RabitqParams params = {});
+  /// keep_vectors: store the raw float32 vectors too (d·4 bytes per vector; needed for rerank > 0).
+  IndexIVFRaBitQ(size_t d, size_t nlist, RabitqParams params = {}, bool keep_vectors = true);
 
   size_t dim() const { return d_; }
   size_t nlist() const { return nlist_; }
@@ -33,6 +35,8 @@ class IndexIVFRaBitQ {
   MetricType metric_type() const { return codec_.params().metric; }
   const RaBitQuantizer& quantizer() const { return codec_; }
   bool is_trained() const { return trained_; }
+  /// Whether the raw vectors are stored (re-ranking needs them).
+  bool keeps_vectors() const { return keep_vectors_; }
   /// The coarse centroids (nlist × d).
   const FloatMatrix& centroids() const { return centroids_; }
   /// Vectors in list l.
@@ -46,9 +50,11 @@ class IndexIVFRaBitQ {
   void add(MatrixView<const float> x);
   /// The k best of every query (q: nq × d) over the nprobe nearest lists (1 ≤ nprobe; more than nlist is
   /// clamped to nlist): distances (nq × k: estimated ‖x − q‖² for L2, ⟨x, q⟩ for inner product, best first)
-  /// and labels (nq × k; −1 and ±inf past the vectors found).
+  /// and labels (nq × k; −1 and ±inf past the vectors found). rerank = R > 0: the max(R, k) best by estimate
+  /// get exact distances from the raw vectors (‖x − q‖² or ⟨x, q⟩, float32), the k best of those are returned
+  /// with them; an index without raw vectors refuses it.
   void search(MatrixView<const float> q, size_t k, size_t nprobe, float* distances, int64_t* labels,
-              bool single_stage = false) const;
+              bool single_stage = false, size_t rerank = 0) const;
 
   /// Index file: the model-file container (magic, version, JSON header, CRC-32) of type "index_ivf_rabitq".
   void save(const std::string& path) const;
@@ -58,22 +64,30 @@ class IndexIVFRaBitQ {
   static IndexIVFRaBitQ parse(const void* data, size_t size);
 
  private:
+  // A list in the scan's layouts (the codec's packed codes are rebuilt from them for files).
   struct List {
     std::vector<int64_t> ids;
-    std::vector<uint8_t> codes;  // the codec's packed codes
-    std::vector<uint16_t> values;  // the scan's copy: each code's B-bit integers, d per vector
-    std::vector<uint8_t> blocks;   // the top bits in fast-scan blocks of 32 (⌈d/4⌉ nibbles per vector)
+    std::vector<uint8_t> blocks;  // stage 1: the top bits in fast-scan blocks of 32 (⌈d/4⌉ nibbles per vector)
+    std::vector<float> block_factors;  // stage 1: per block add[32], rescale[32], error[32] of the 1-bit code
+    std::vector<uint8_t> packed;  // stage 2: each full code u ∈ [0, 2^B) packed (detail::rabitq_pack_code)
+    std::vector<float> factors;   // stage 2: per vector add, rescale of the full code; then ‖r‖ and its error
   };
-  void rebuild_blocks(List& list) const;
   void check_can_add() const;
   void append(List& list, const uint8_t* codes, size_t n, const int64_t* ids);
+  void code_of(const List& list, size_t i, uint8_t* code) const;  // the codec's packed code of vector i
+  void set_centroid_norms();
 
   size_t d_, nlist_;
   RaBitQuantizer codec_;
+  bool keep_vectors_;
   bool trained_ = false;
   FloatMatrix centroids_;
+  std::vector<float> centroid_norms_;  // ‖c‖² per list (the coarse ranking)
   std::vector<List> lists_;
+  std::vector<float> vectors_;  // keep_vectors: the raw vectors, ntotal × d in label order
   size_t ntotal_ = 0;
+  int width_;        // bits per coordinate of the packed full codes
+  size_t packed_bytes_;  // per vector
 };
 
 }  // namespace tessera
