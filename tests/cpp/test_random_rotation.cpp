@@ -139,3 +139,35 @@ TEST(RandomRotation, BadInputIsRefused) {
   EXPECT_THROW(RandomRotation::from_parameters(10, RotationKind::dense, m), InvalidArgument);
   EXPECT_THROW(RandomRotation().apply(1, nullptr, nullptr), InvalidArgument);
 }
+
+// The Hadamard kind equals, to the bit, the plain definition: per round, signs, then the stage-by-stage
+// butterflies (h = 1, 2, 4, …) on the round's block and one scale by 1/√L (the vectorised transform only
+// regroups those butterflies). Dimensions below, at and above the 8-lane width, powers of two or not.
+TEST(RandomRotation, HadamardEqualsThePlainTransformToTheBit) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> g;
+  for (size_t d : {1, 2, 5, 8, 12, 16, 100, 128, 200, 784}) {
+    const RandomRotation r(d, RotationKind::hadamard, 77);
+    size_t len = 1;
+    while (len * 2 <= d) len *= 2;
+    std::vector<float> x(3 * d), got(3 * d);
+    for (float& v : x) v = g(rng);
+    r.apply(3, x.data(), got.data());
+    for (size_t row = 0; row < 3; ++row) {
+      std::vector<float> v(x.begin() + row * d, x.begin() + (row + 1) * d);
+      for (int round = 0; round < 3; ++round) {
+        for (size_t j = 0; j < d; ++j) v[j] *= r.parameters()[size_t(round) * d + j];
+        float* b = v.data() + (round % 2 ? d - len : 0);
+        for (size_t h = 1; h < len; h *= 2)
+          for (size_t i = 0; i < len; i += 2 * h)
+            for (size_t j = i; j < i + h; ++j) {
+              const float p = b[j], q = b[j + h];
+              b[j] = p + q, b[j + h] = p - q;
+            }
+        const float scale = float(1.0 / std::sqrt(double(len)));
+        for (size_t j = 0; j < len; ++j) b[j] *= scale;
+      }
+      for (size_t j = 0; j < d; ++j) ASSERT_EQ(got[row * d + j], v[j]) << "d " << d << " row " << row << " j " << j;
+    }
+  }
+}

@@ -15,8 +15,12 @@ constexpr int kMaxBits = 9;
 ///
 /// The signs follow o (o_i ≥ 0: +). With a_i = |o_i|, the best magnitudes are k_i(t) = min(⌊t·a_i⌋, M) for some
 /// t > 0 (M = 2^(B−1) − 1): the exact sweep raises t through every critical value (k_i + 1)/a_i, in increasing
-/// order (ties: lower i first), keeping Σ(k_i + ½)a_i and Σ(k_i + ½)² up to date, and returns the best point
-/// met — clamped at M from t = 0 on, so no unreachable code is ever scored. O(d·2^B·log d).
+/// order (ties: lower i first), keeping Σ(k_i + ½)a_i and Σ(k_i + ½)² up to date; the result is the best point
+/// met — clamped at M from t = 0 on, so no unreachable code is ever scored. The sweep is not run in full: a
+/// branch and bound over stretches of t (each bounded by the fact that a step at t_e adds a_i to ⟨x, a⟩ and
+/// 2·t_e·a_i to ‖x‖²) drops the stretches that cannot hold a better point and sweeps the rest, returning the
+/// full sweep's code (d ≥ 4; below, codes that are odd multiples of one another tie exactly and either may be
+/// returned). About d·(20 + 2^B/2) operations at d = 128 instead of O(d·2^B·log d).
 ///
 /// codes[i] = (sign_i ≪ (B − 1)) | ex_i, sign_i = 1 for +, ex_i = k_i for + and M − k_i for −; so that
 /// codes[i] − (2^B − 1)/2 = ±(k_i + ½), and the top bit (codes[i] ≫ (B − 1)) is the 1-bit RaBitQ code.
