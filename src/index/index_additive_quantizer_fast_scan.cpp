@@ -286,13 +286,15 @@ uint32_t cut_keys(uint64_t* keys, size_t* n_, size_t ncand, uint32_t threshold, 
 }
 
 // A strided sample of the full blocks that gives each query a starting threshold: m of its sums are expected
-// below the final threshold (the ncand-th smallest sum of all; m = 4, or 2 when that would sample more than
-// 1/16 of the blocks), and the threshold starts just above the sample's rank-th smallest sum. The sums of all
-// below it then number about rank / m · ncand, fewer than ncand only when about rank of m expected sample
-// sums fall below the final threshold: rank is the smallest with P(Poisson(m) ≥ rank) ≤ kSampleMiss (m = 4:
-// rank 11, ≈ 2.75·ncand collected), and a query that misses is scanned again without it. Without the sample
-// the threshold tightens from nothing and lets ≈ ncand·(1 + ln(ntotal / ncand))·2 through, with as many
-// cuts. At most 1/8 of the blocks are sampled (else no sampling: few candidates or few codes).
+// below the final threshold (the ncand-th smallest sum of all), and the threshold starts just above the
+// sample's rank-th smallest sum. The sums of all below it then number about rank / m · ncand, fewer than
+// ncand only when about rank of m expected sample sums fall below the final threshold: rank is the smallest
+// with P(Poisson(m) ≥ rank) ≤ kSampleMiss (m = 2: 7, 4: 11, 8: 17, 16: 28, 32: 47), and a query that misses
+// is scanned again without it. m (2 to 32) minimises the estimated instructions: the sample's sums,
+// m·ntotal/ncand of them at ≈ 0.3·nsq + 3 each (kernel and insertion), against the keys collected,
+// rank/m·ncand at ≈ 30 each (extraction, cut, padding). Without the sample the threshold tightens from
+// nothing and lets ≈ 2·ncand·(1 + ln(ntotal / ncand)) through, with a cut every ncand or so. At most 1/8 of
+// the blocks are sampled (else no sampling: k = 1, tiny sets).
 constexpr double kSampleMiss = 0.005;
 
 struct SamplePlan {
@@ -306,18 +308,8 @@ struct SamplePlan {
   }
 };
 
-SamplePlan sample_plan(size_t ntotal, size_t ncand) {
-  SamplePlan p;
-  const size_t nfull = ntotal / detail::kFastScanBlock;
-  if (ncand == 0 || nfull == 0) return p;
-  const auto blocks_for = [&](double m) {  // sampled blocks with m sums expected below the final threshold
-    return size_t(std::ceil(m * double(ntotal) / double(ncand) / double(detail::kFastScanBlock)));
-  };
-  size_t nb = blocks_for(4);
-  if (nb * 16 > nfull) nb = blocks_for(2);
-  if (nb * 8 > nfull) return p;
-  const double m = double(ncand) * double(nb * detail::kFastScanBlock) / double(ntotal);
-  // P(Poisson(m) ≥ rank) = 1 − Σ_{i < rank} e^−m m^i / i!
+// The smallest rank with P(Poisson(m) ≥ rank) = 1 − Σ_{i < rank} e^−m m^i / i! ≤ kSampleMiss.
+size_t poisson_rank(double m) {
   double term = std::exp(-m), cdf = term;
   size_t rank = 1;
   while (1.0 - cdf > kSampleMiss) {
@@ -325,10 +317,28 @@ SamplePlan sample_plan(size_t ntotal, size_t ncand) {
     cdf += term;
     ++rank;
   }
-  if (rank >= nb * detail::kFastScanBlock) return p;
-  p.nblocks = nb;
-  p.rank = rank;
-  p.expected = double(rank) / m;
+  return rank;
+}
+
+SamplePlan sample_plan(size_t ntotal, size_t ncand, size_t nsq) {
+  SamplePlan p;
+  const size_t nfull = ntotal / detail::kFastScanBlock;
+  if (ncand == 0 || nfull == 0) return p;
+  double best = 0;
+  for (const double target : {2.0, 4.0, 8.0, 16.0, 32.0}) {
+    const size_t nb = size_t(std::ceil(target * double(ntotal) / double(ncand) / double(detail::kFastScanBlock)));
+    if (nb * 8 > nfull) break;
+    const double m = double(ncand) * double(nb * detail::kFastScanBlock) / double(ntotal);
+    const size_t rank = poisson_rank(m);
+    if (rank >= nb * detail::kFastScanBlock) continue;
+    const double cost = double(nb * detail::kFastScanBlock) * (0.3 * double(nsq) + 3) + double(rank) / m * double(ncand) * 30;
+    if (p.nblocks == 0 || cost < best) {
+      best = cost;
+      p.nblocks = nb;
+      p.rank = rank;
+      p.expected = double(rank) / m;
+    }
+  }
   return p;
 }
 
@@ -370,7 +380,7 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
   }
   // Many candidates (sample_plan): a strided sample of the blocks, whose sums give each query a starting
   // threshold.
-  const SamplePlan plan = sample_plan(ntotal_, ncand);
+  const SamplePlan plan = sample_plan(ntotal_, ncand, nsq_);
   std::vector<uint8_t> sample(plan.nblocks * block_bytes);
   for (size_t j = 0; j < plan.nblocks; ++j)
     std::memcpy(sample.data() + j * block_bytes, blocks_.data() + plan.block(j, ntotal_) * block_bytes, block_bytes);
@@ -447,16 +457,24 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
               // Start at the sample's rank-th smallest sum (+1: sums equal to it are collected): below it
               // about rank / m · ncand sums of all, and at least ncand but for a rare miss, re-scanned.
               detail::fast_scan_blocks(sample.data(), plan.nblocks, nsq_, nscaled, ns16, l8, sample_sums.data());
-              // The rank smallest sample sums, ascending, by insertion (most sums are above the rank-th).
+              // The rank smallest sample sums in a max-heap (most sums are above its top and only compared).
               uint32_t* best = smallest.data();
-              std::fill(best, best + plan.rank, 1u << 16);
+              const size_t r = plan.rank;
+              std::fill(best, best + r, 1u << 16);
               for (const uint16_t v : sample_sums)
-                if (v < best[plan.rank - 1]) {
-                  size_t j = plan.rank - 1;
-                  for (; j > 0 && best[j - 1] > v; --j) best[j] = best[j - 1];
+                if (v < best[0]) {
+                  size_t j = 0;
+                  for (;;) {
+                    size_t c = 2 * j + 1;
+                    if (c >= r) break;
+                    c += c + 1 < r && best[c + 1] > best[c];
+                    if (best[c] <= v) break;
+                    best[j] = best[c];
+                    j = c;
+                  }
                   best[j] = v;
                 }
-              start = best[plan.rank - 1] + 1;
+              start = best[0] + 1;
             }
             fq[i] = {l8, start, keys.data() + i * cap, 0};
           }

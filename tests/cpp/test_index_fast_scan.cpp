@@ -209,15 +209,16 @@ TEST(IndexFastScan, SearchEqualsTheReference) {
         EXPECT_EQ(got.D, want.D) << (ip ? "ip" : "l2") << " k " << k << " threads " << threads;
       }
   }
-  // The misleading sample: k = 100 keeps 400 candidates of 6000, sampling ⌈4·6000/400 / 32⌉ = 2 of the 187
-  // full blocks, at (2j + 1)·187 / 4; those hold copies of the query, the rest vectors far from it.
+  // The misleading sample: k = 100 keeps 400 candidates of 6000; sample_plan picks m = 32, i.e. 15 of the 187
+  // full blocks, at (2j + 1)·187 / 30, rank 48. Eight vectors of each are copies of the query (120 < 400), the
+  // rest far from it: the sample's 48th smallest sum is a copy's, fewer than 400 sums of all are below it.
   auto rq = trained_rq(x, 4, 4, SearchType::ST_norm_rq2x4);
   FloatMatrix y(6000, 16);
   for (size_t i = 0; i < 6000; ++i)
     for (size_t j = 0; j < 16; ++j) y.row(i)[j] = x.row(i)[j] + 40.0f;
-  for (size_t jb = 0; jb < 2; ++jb) {
-    const size_t b = (2 * jb + 1) * 187 / 4;
-    for (size_t v = 0; v < 32; ++v) std::copy(q.row(0), q.row(0) + 16, y.row(b * 32 + v));
+  for (size_t jb = 0; jb < 15; ++jb) {
+    const size_t b = (2 * jb + 1) * 187 / 30;
+    for (size_t v = 0; v < 8; ++v) std::copy(q.row(0), q.row(0) + 16, y.row(b * 32 + v));
   }
   IndexAdditiveQuantizerFastScan fs(rq, MetricType::L2);
   fs.add(y.view());
