@@ -342,11 +342,25 @@ double quantize_exact(size_t d, const float* o, int bits, uint16_t* codes, doubl
 double quantize_with_scale(size_t d, const float* o, int bits, double t, uint16_t* codes) {
   check_bits(bits);
   TESSERA_CHECK_ARG(t >= 0 && std::isfinite(t), "the rescale factor must be finite and non-negative, got " << t);
-  const double m = double((1u << (bits - 1)) - 1);
-  thread_local std::vector<uint16_t> k;
-  k.resize(d);
-  for (size_t i = 0; i < d; ++i) k[i] = uint16_t(std::min(std::floor(t * std::abs(double(o[i]))), m));
-  return emit(d, o, bits, k, codes);
+  const uint32_t mi = (1u << (bits - 1)) - 1;
+  const double m = double(mi);
+  // The levels and Σ(k + ½)a, Σ(k + ½)² by the vectorised kernels of the exact search (same floor, same clamp).
+  thread_local std::vector<double> a, k;
+  const size_t d4 = (d + 3) / 4 * 4;
+  a.assign(d4, 0.0);
+  k.resize(d4);
+  double on2 = 0;
+  for (size_t i = 0; i < d; ++i) a[i] = std::abs(double(o[i])), on2 += a[i] * a[i];
+  levels_at(a.data(), d4, t, m, k.data());
+  double sums[3];
+  state_sums(a.data(), d4, t, m, sums);
+  const uint16_t top = uint16_t(1u << (bits - 1));
+  for (size_t i = 0; i < d; ++i) {
+    const uint16_t ki = uint16_t(k[i]);
+    codes[i] = o[i] >= 0 ? uint16_t(top | ki) : uint16_t(mi - ki);
+  }
+  const double n2 = sums[1] - 0.25 * double(d4 - d);
+  return on2 > 0 ? sums[0] / std::sqrt(n2 * on2) : 0.0;
 }
 
 double constant_scale(size_t d, int bits) {

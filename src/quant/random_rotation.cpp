@@ -76,14 +76,22 @@ TESSERA_CLONE_PER_ISA void walsh_hadamard(float* v, size_t len) {
         }
   } else {
     for (size_t i = 0; i < len; i += 8) {
-      float* w = v + i;
-      for (size_t h = 1; h < 8; h *= 2)
-        for (size_t k = 0; k < 8; k += 2 * h)
-          for (size_t j = k; j < k + h; ++j) {
-            const float a = w[j], b = w[j + h];
-            w[j] = a + b;
-            w[j + h] = a - b;
-          }
+      // Stages 1, 2, 4 inside one register: lane j takes a + b or a − b of the same pair as the plain loop.
+      Float8 w, a, b, sum, difference;
+      std::memcpy(&w, v + i, sizeof w);
+      a = __builtin_shufflevector(w, w, 0, 0, 2, 2, 4, 4, 6, 6);
+      b = __builtin_shufflevector(w, w, 1, 1, 3, 3, 5, 5, 7, 7);
+      sum = a + b, difference = a - b;
+      w = __builtin_shufflevector(sum, difference, 0, 9, 2, 11, 4, 13, 6, 15);
+      a = __builtin_shufflevector(w, w, 0, 1, 0, 1, 4, 5, 4, 5);
+      b = __builtin_shufflevector(w, w, 2, 3, 2, 3, 6, 7, 6, 7);
+      sum = a + b, difference = a - b;
+      w = __builtin_shufflevector(sum, difference, 0, 1, 10, 11, 4, 5, 14, 15);
+      a = __builtin_shufflevector(w, w, 0, 1, 2, 3, 0, 1, 2, 3);
+      b = __builtin_shufflevector(w, w, 4, 5, 6, 7, 4, 5, 6, 7);
+      sum = a + b, difference = a - b;
+      w = __builtin_shufflevector(sum, difference, 0, 1, 2, 3, 12, 13, 14, 15);
+      std::memcpy(v + i, &w, sizeof w);
     }
     for (size_t h = 8; h < len; h *= 2)
       for (size_t i = 0; i < len; i += 2 * h)
