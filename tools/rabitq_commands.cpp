@@ -62,12 +62,11 @@ SearchRun timed_search(const IndexIVFRaBitQ& index, const FloatMatrix& q, size_t
   for (int run = 0; run < 3 && (run == 0 || total < 1.0); ++run) {
     check_interrupt();
     const auto t0 = std::chrono::steady_clock::now();
-    index.search(q.view(), k, nprobe, r.D.data(), r.I.data(), single_stage);
+    index.search(q.view(), k, nprobe, r.D.data(), r.I.data(), single_stage, rerank);
     const double s = seconds_since(t0);
     r.seconds = run == 0 ? s : std::min(r.seconds, s);
     total += s;
   }
-  (void)rerank;
   return r;
 }
 
@@ -79,7 +78,7 @@ struct RabitqCommands::Impl {
   std::string input, out, metric = "l2", rotation = "hadamard";
   int bits = 4;
   std::optional<size_t> nlist;
-  bool fast_quantization = false;
+  bool fast_quantization = false, no_vectors = false;
   uint64_t seed = 0x12345;
   // search / eval
   std::string index_file, base, queries, gt_file, nprobe_list = "1,2,4,8,16,32,64", save_index;
@@ -103,10 +102,13 @@ struct RabitqCommands::Impl {
     c->add_flag("--fast-quantization", fast_quantization,
                 "constant rescale factor instead of the exact per-vector search (faster build, slightly less accurate)");
     c->add_option("--seed", seed, "random seed (coarse k-means and rotation)")->capture_default_str();
+    c->add_flag("--no-vectors", no_vectors,
+                "keep only the codes (no raw vectors: a smaller index that cannot --rerank)");
   }
   void add_search_options(CLI::App* c) {
     c->add_option("-k", k, "neighbours per query")->check(CLI::Range(size_t(1), size_t(1) << 20))->capture_default_str();
-    c->add_option("--rerank", rerank, "re-rank this many candidates per query with exact distances (0 = off)")
+    c->add_option("--rerank", rerank,
+                  "the best R candidates by estimate get exact distances from the stored vectors (0 = off)")
         ->capture_default_str();
     c->add_flag("--single-stage", single_stage, "estimate every scanned code from all its bits (no 1-bit pruning)");
   }
@@ -130,7 +132,7 @@ struct RabitqCommands::Impl {
     const size_t lists = nlist ? *nlist : default_nlist(x.rows());
     TESSERA_CHECK_ARG(lists <= x.rows(), "--nlist " << lists << " is more than the " << x.rows() << " vectors");
     const auto t0 = std::chrono::steady_clock::now();
-    IndexIVFRaBitQ index(x.cols(), lists, p);
+    IndexIVFRaBitQ index(x.cols(), lists, p, !no_vectors);
     if (!quiet) std::fprintf(stderr, "training %zu lists on %zu × %zu ...\n", lists, x.rows(), x.cols());
     index.train(x.view());
     if (!quiet) std::fprintf(stderr, "coding %zu vectors at %d bits ...\n", x.rows(), bits);

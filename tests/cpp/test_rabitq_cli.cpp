@@ -116,6 +116,22 @@ TEST_F(RabitqCli, BuildSearchEvalMatchTheLibrary) {
   EXPECT_GE(j["runs"][2]["recall@10"].get<double>(), j["runs"][0]["recall@10"].get<double>());
   EXPECT_GT(j["runs"][2]["recall@10"].get<double>(), 0.8);  // 4 bits over all lists
   EXPECT_EQ(j["code_bytes_per_vector"], index.quantizer().code_size());
+
+  // Re-ranking every vector with its exact distance over all lists is exact search.
+  out = run_cli("rabitq eval --index " + dir + "/i.rbq --queries " + dir + "/q.fvecs --gt " + dir +
+                    "/gt.ivecs --nprobe 16 --rerank 3000 --out " + dir + "/r.json",
+                &st);
+  ASSERT_EQ(st, 0) << out;
+  std::ifstream rin(dir + "/r.json");
+  const auto jr = nlohmann::json::parse(rin);
+  EXPECT_EQ(jr["runs"][0]["recall@10"].get<double>(), 1.0);
+  // An index built without its vectors refuses to re-rank.
+  out = run_cli("rabitq build " + dir + "/x.npy --out " + dir + "/nv.rbq --nlist 4 --no-vectors -q", &st);
+  ASSERT_EQ(st, 0) << out;
+  out = run_cli("rabitq search --index " + dir + "/nv.rbq --queries " + dir + "/q.fvecs --rerank 50 --out " + dir + "/rr",
+                &st);
+  EXPECT_EQ(st, 1) << out;
+  EXPECT_FALSE(fs::exists(dir + "/rr"));
 }
 
 TEST_F(RabitqCli, EvalBuildsFromBaseAndSavesTheIndex) {
