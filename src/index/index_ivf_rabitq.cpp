@@ -375,7 +375,16 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
             // Stage 3 (rerank): exact distances of the candidates from the raw vectors.
             std::vector<Entry>& found = top.entries();
             if (rerank > 0) {
-              for (Entry& e : found) {
+              // The raw vectors are scattered over memory: fetch a few candidates ahead.
+              constexpr size_t kAhead = 4;
+              auto prefetch = [&](size_t t) {
+                const char* x = reinterpret_cast<const char*>(vectors_.data() + size_t(found[t].label) * d_);
+                for (size_t o = 0; o < d_ * sizeof(float); o += 64) __builtin_prefetch(x + o);
+              };
+              for (size_t t = 0; t < std::min(kAhead, found.size()); ++t) prefetch(t);
+              for (size_t t = 0; t < found.size(); ++t) {
+                if (t + kAhead < found.size()) prefetch(t + kAhead);
+                Entry& e = found[t];
                 const float* x = vectors_.data() + size_t(e.label) * d_;
                 e.key = l2 ? detail::rabitq_l2sqr(x, qv, d_) : -detail::rabitq_dot(x, qv, d_);
               }
