@@ -326,6 +326,7 @@ void LocalSearchQuantizer::train(MatrixView<const float> x) {
     detail::random_codes(codes.data(), n, M, K_, derive_seed(seed, 0x1417), 0);
   }
   train_errors_.clear();
+  std::vector<float> errors(n);
   FloatMatrix noisy;
   const auto iters = params_.train_iters;
   for (size_t i = 0; i < iters; ++i) {
@@ -344,8 +345,18 @@ void LocalSearchQuantizer::train(MatrixView<const float> x) {
       update_codebooks(x, codes.data());
     }
     if (params_.annealing == LsqAnnealing::codebooks && T > 0) perturb_codebooks(T, stddev, derive_seed(seed_i, 1));
-    icm_encode(codes.data(), x, params_.train_ils_iters, derive_seed(seed_i, 2));
-    train_errors_.push_back(evaluate(codes.data(), x));
+    // icm_encode, keeping the ILS's exact errors of the final codes: the iteration's error without decoding
+    // the training set again (what evaluate would compute, in the same order).
+    {
+      const detail::IcmTables t = detail::make_icm_tables(codebooks_flat(), M, K_, false);
+      detail::ils_encode(t, x, codes.data(),
+                         detail::IlsParams{params_.train_ils_iters, params_.icm_iters, params_.nperts,
+                                           derive_seed(seed_i, 2)},
+                         errors.data());
+    }
+    double total = 0;
+    for (float e : errors) total += e;
+    train_errors_.push_back(total / double(n));
     report(params_.progress, "LSQ training", i + 1, iters, train_errors_.back());
   }
   if (params_.final_refit) update_codebooks(x, codes.data());
