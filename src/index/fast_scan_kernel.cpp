@@ -382,6 +382,65 @@ size_t fast_scan_collect_avx2(const uint8_t* blocks, size_t nblocks, size_t nsq,
   }
 }
 
+
+// Eight candidates per vector: each 4-bit code looks up its 16-entry float table as two 8-entry halves
+// (vpermps on the low 3 bits), the half chosen by bit 3 (moved to the sign bit for vblendvps); the sums are
+// the scalar ones, each lane adding its entries in the same order.
+static TESSERA_AVX2_INLINE void code_sum_step(__m256& sum, const __m256i idx, const __m256i sel, const float* tab) {
+  const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(tab), idx);
+  const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(tab + 8), idx);
+  sum = _mm256_add_ps(sum, _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(sel)));
+}
+
+__attribute__((target("avx2"))) static void code_sums_avx2_impl(const uint8_t* codes, size_t code_size, size_t M,
+                                                   const uint64_t* keys, size_t n, const float* lut, float* sums) {
+  constexpr size_t kR = 8;
+  const size_t nw = (M + 7) / 8;
+  for (size_t j0 = 0; j0 < n; j0 += kR) {
+    const size_t nr = std::min(kR, n - j0);
+    const uint8_t* code[kR];
+    for (size_t r = 0; r < kR; ++r)
+      code[r] = codes + size_t(fast_scan_key_label(keys[j0 + std::min(r, nr - 1)])) * code_size;
+    __m256 sum = _mm256_setzero_ps();
+    for (size_t w = 0; w < nw; ++w) {
+      const size_t ns = std::min<size_t>(8, M - 8 * w), nbytes = (ns + 1) / 2;
+      uint32_t word[kR];
+      for (size_t r = 0; r < kR; ++r) {
+        word[r] = 0;
+        if (nbytes == 4) std::memcpy(&word[r], code[r] + 4 * w, 4);
+        else
+          for (size_t b = 0; b < nbytes; ++b) word[r] |= uint32_t(code[r][4 * w + b]) << (8 * b);
+      }
+      const __m256i wv = _mm256_setr_epi32(int(word[0]), int(word[1]), int(word[2]), int(word[3]), int(word[4]),
+                                           int(word[5]), int(word[6]), int(word[7]));
+      const float* lw = lut + w * 8 * 16;
+      if (ns == 8) {
+        code_sum_step(sum, wv, _mm256_slli_epi32(wv, 28), lw);
+        code_sum_step(sum, _mm256_srli_epi32(wv, 4), _mm256_slli_epi32(wv, 24), lw + 16);
+        code_sum_step(sum, _mm256_srli_epi32(wv, 8), _mm256_slli_epi32(wv, 20), lw + 32);
+        code_sum_step(sum, _mm256_srli_epi32(wv, 12), _mm256_slli_epi32(wv, 16), lw + 48);
+        code_sum_step(sum, _mm256_srli_epi32(wv, 16), _mm256_slli_epi32(wv, 12), lw + 64);
+        code_sum_step(sum, _mm256_srli_epi32(wv, 20), _mm256_slli_epi32(wv, 8), lw + 80);
+        code_sum_step(sum, _mm256_srli_epi32(wv, 24), _mm256_slli_epi32(wv, 4), lw + 96);
+        code_sum_step(sum, _mm256_srli_epi32(wv, 28), wv, lw + 112);
+      } else {
+        for (size_t s = 0; s < ns; ++s) {
+          const __m128i cnt_r = _mm_cvtsi32_si128(int(4 * s)), cnt_l = _mm_cvtsi32_si128(int(28 - 4 * s));
+          code_sum_step(sum, _mm256_srl_epi32(wv, cnt_r), _mm256_sll_epi32(wv, cnt_l), lw + s * 16);
+        }
+      }
+    }
+    alignas(32) float out[kR];
+    _mm256_store_ps(out, sum);
+    for (size_t r = 0; r < nr; ++r) sums[j0 + r] = out[r];
+  }
+}
+
+void fast_scan_code_sums_avx2(const uint8_t* codes, size_t code_size, size_t M, const uint64_t* keys, size_t n,
+                              const float* lut, float* sums) {
+  code_sums_avx2_impl(codes, code_size, M, keys, n, lut, sums);
+}
+
 bool fast_scan_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");
   return has;
@@ -396,7 +455,41 @@ size_t fast_scan_collect_avx2(const uint8_t* blocks, size_t nblocks, size_t nsq,
                               FastScanQuery* qs, size_t nq, uint64_t base, size_t cap) {
   return fast_scan_collect_portable(blocks, nblocks, nsq, nscaled, scale, qs, nq, base, cap);
 }
+void fast_scan_code_sums_avx2(const uint8_t* codes, size_t code_size, size_t M, const uint64_t* keys, size_t n,
+                              const float* lut, float* sums) {
+  fast_scan_code_sums_scalar(codes, code_size, M, keys, n, lut, sums);
+}
 #endif
+
+// Eight candidates at a time, so that their sums' chains of additions overlap.
+#if defined(__GNUC__) && !defined(__clang__)
+// Scalar adds: GCC's SLP vectoriser would pack the eight sums into vectors at the cost of inserting each
+// looked-up entry (twice the instructions).
+__attribute__((optimize("no-tree-slp-vectorize")))
+#endif
+void fast_scan_code_sums_scalar(const uint8_t* codes, size_t code_size, size_t M, const uint64_t* keys, size_t n,
+                                const float* lut, float* sums) {
+  constexpr size_t kR = 8;
+  const auto nibble = [](const uint8_t* code, size_t t) { return (code[t >> 1] >> ((t & 1) * 4)) & 15; };
+  for (size_t j0 = 0; j0 < n; j0 += kR) {
+    const size_t nr = std::min(kR, n - j0);
+    const uint8_t* code[kR];
+    float sum[kR];
+    for (size_t r = 0; r < kR; ++r) {
+      code[r] = codes + size_t(fast_scan_key_label(keys[j0 + std::min(r, nr - 1)])) * code_size;
+      sum[r] = 0;
+    }
+    for (size_t m = 0; m < M; ++m)
+      for (size_t r = 0; r < kR; ++r) sum[r] += lut[m * 16 + nibble(code[r], m)];
+    for (size_t r = 0; r < nr; ++r) sums[j0 + r] = sum[r];
+  }
+}
+
+void fast_scan_code_sums(const uint8_t* codes, size_t code_size, size_t M, const uint64_t* keys, size_t n,
+                         const float* lut, float* sums) {
+  if (fast_scan_has_avx2()) fast_scan_code_sums_avx2(codes, code_size, M, keys, n, lut, sums);
+  else fast_scan_code_sums_scalar(codes, code_size, M, keys, n, lut, sums);
+}
 
 void fast_scan_blocks(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
                       const uint8_t* lut, uint16_t* out) {

@@ -66,4 +66,16 @@ size_t fast_scan_collect_portable(const uint8_t* blocks, size_t nblocks, size_t 
 size_t fast_scan_collect_avx2(const uint8_t* blocks, size_t nblocks, size_t nsq, size_t nscaled, uint16_t scale,
                               FastScanQuery* qs, size_t nq, uint64_t base, size_t cap);
 
+/// Exact float sums of additive-quantizer codes for re-scoring: sums[j] = Σ_{m < M} lut[m·16 + c_m] for the
+/// code of label fast_scan_key_label(keys[j]) (codes + label·code_size; c_m its nibble m, low nibble first),
+/// added in float one m after another from 0 (the flat index's order). lut: M × 16. Every variant returns the
+/// same floats bit for bit; the dispatched one picks AVX2 when the CPU has it.
+void fast_scan_code_sums(const uint8_t* codes, size_t code_size, size_t M, const uint64_t* keys, size_t n,
+                         const float* lut, float* sums);
+void fast_scan_code_sums_scalar(const uint8_t* codes, size_t code_size, size_t M, const uint64_t* keys, size_t n,
+                                const float* lut, float* sums);
+/// AVX2 CPUs only (fast_scan_has_avx2()).
+void fast_scan_code_sums_avx2(const uint8_t* codes, size_t code_size, size_t M, const uint64_t* keys, size_t n,
+                              const float* lut, float* sums);
+
 }  // namespace tessera::detail

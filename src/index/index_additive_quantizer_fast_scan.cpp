@@ -1,6 +1,7 @@
 #include "tessera/index/index_additive_quantizer_fast_scan.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -17,7 +18,6 @@ namespace tessera {
 namespace {
 
 constexpr size_t kKsub = 16;
-constexpr bool kLittleEndian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
 // uint16 sums hold 255 · (tables + 2 · (norm_scale − 1)) at most.
 constexpr size_t kMaxWeightedTables = 65535 / 255;
 
@@ -420,7 +420,10 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
       std::vector<uint16_t> sample_sums;
       std::vector<uint32_t> smallest;
       std::vector<std::pair<float, int64_t>> ranked;
+      std::vector<float> sums;
+      std::vector<uint64_t> dkeys;
       catcher.run([&] {
+        sums.resize(ncand);
         tables.resize(nsq_ * kKsub);
         lut8.resize(group * nsq_ * kKsub);
         keys.resize(group * cap);
@@ -505,7 +508,7 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
               // top k, so the result is that of re-scoring all ncand.
               const size_t first = std::min(kept, n);
               if (n > first) std::nth_element(qkeys, qkeys + first, qkeys + n);
-              rescore(qkeys, first, lut, qnorm, norm_table.data(), ranked);
+              rescore(qkeys, first, lut, qnorm, norm_table.data(), sums.data(), ranked);
               if (n > first) {
                 float worst_kept = ranked[0].first;  // in smaller-is-better orientation
                 for (size_t j = 1; j < first; ++j)
@@ -519,7 +522,7 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
                   qkeys[m] = key;
                   m += double(detail::fast_scan_key_sum(key)) <= lim;
                 }
-                rescore(qkeys + first, m - first, lut, qnorm, norm_table.data(), ranked);
+                rescore(qkeys + first, m - first, lut, qnorm, norm_table.data(), sums.data(), ranked);
               }
             } else {
               std::sort(qkeys, qkeys + n);
@@ -528,18 +531,42 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
                 ranked.emplace_back(ip ? -est : est + qnorm, int64_t(detail::fast_scan_key_label(qkeys[j])));
               }
             }
-            // The first `kept` in order: the rest (re-ranking's extra candidates) need no order.
-            const auto by_distance = [&](auto better) {
-              if (ranked.size() > kept) std::nth_element(ranked.begin(), ranked.begin() + kept, ranked.end(), better);
-              std::sort(ranked.begin(), ranked.begin() + std::min(kept, ranked.size()), better);
-            };
-            if (ip) by_distance(Better<float, true>());
-            else by_distance(Better<float, false>());
+            // The first `kept` in order: the rest (re-ranking's extra candidates) need no order. Labels below
+            // 2^32: sorted as integers, (distance as an order-preserving uint32 << 32) | label, the same order
+            // (finite distances; −0 made +0, which compares equal to it).
             float* dq = distances + (b0 + qi) * k;
             int64_t* lq = labels + (b0 + qi) * k;
-            for (size_t j = 0; j < k; ++j) {
-              dq[j] = j < kept ? ranked[j].first : worst;
-              lq[j] = j < kept ? ranked[j].second : -1;
+            const size_t nk = std::min(kept, ranked.size());
+            if (ntotal_ <= (uint64_t(1) << 32)) {
+              dkeys.resize(ranked.size());
+              for (size_t j = 0; j < ranked.size(); ++j) {
+                const float v = (ip ? -ranked[j].first : ranked[j].first) + 0.0f;
+                const uint32_t u = std::bit_cast<uint32_t>(v);
+                dkeys[j] = (uint64_t(u ^ (u >> 31 ? 0xffffffffu : 0x80000000u)) << 32) | uint64_t(ranked[j].second);
+              }
+              if (dkeys.size() > kept) std::nth_element(dkeys.begin(), dkeys.begin() + kept, dkeys.end());
+              std::sort(dkeys.begin(), dkeys.begin() + nk);
+              for (size_t j = 0; j < nk; ++j) {
+                const uint32_t u = uint32_t(dkeys[j] >> 32);
+                const float v = std::bit_cast<float>(u ^ (u >> 31 ? 0x80000000u : 0xffffffffu));
+                dq[j] = ip ? 0.0f - v : v;  // 0 − v: +0 stays +0
+                lq[j] = int64_t(dkeys[j] & 0xffffffffu);
+              }
+            } else {
+              const auto by_distance = [&](auto better) {
+                if (ranked.size() > kept) std::nth_element(ranked.begin(), ranked.begin() + kept, ranked.end(), better);
+                std::sort(ranked.begin(), ranked.begin() + nk, better);
+              };
+              if (ip) by_distance(Better<float, true>());
+              else by_distance(Better<float, false>());
+              for (size_t j = 0; j < nk; ++j) {
+                dq[j] = ranked[j].first;
+                lq[j] = ranked[j].second;
+              }
+            }
+            for (size_t j = nk; j < k; ++j) {
+              dq[j] = worst;
+              lq[j] = -1;
             }
           }
         });
@@ -550,48 +577,26 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
 }
 
 // Append the exact distances of the candidates keys[0, n) to ranked: the flat index's arithmetic, Σ_m LUT in
-// float for m = 0..M−1, then (L2) norm − 2Σ + ‖q‖². Eight candidates at a time, so that their sums' chains of
-// additions overlap; their codes prefetched first.
-#if defined(__GNUC__) && !defined(__clang__)
-// Scalar adds: GCC's SLP vectoriser would pack the eight sums into vectors at the cost of inserting each
-// looked-up entry (twice the instructions).
-__attribute__((optimize("no-tree-slp-vectorize")))
-#endif
+// float for m = 0..M−1 (detail::fast_scan_code_sums), then (L2) norm − 2Σ + ‖q‖². sums: n floats of scratch.
 void IndexAdditiveQuantizerFastScan::rescore(const uint64_t* keys, size_t n, const float* lut, float qnorm,
-                                             const float* norm_table,
+                                             const float* norm_table, float* sums,
                                              std::vector<std::pair<float, int64_t>>& ranked) const {
   const bool ip = metric_ == MetricType::inner_product;
   for (size_t j = 0; j < n; ++j)
     __builtin_prefetch(codes_.data() + size_t(detail::fast_scan_key_label(keys[j])) * code_size_);
-  constexpr size_t kR = 8;
-  for (size_t j0 = 0; j0 < n; j0 += kR) {
-    const size_t nr = std::min(kR, n - j0);
-    const uint8_t* code[kR];
-    float sum[kR];
-    for (size_t r = 0; r < kR; ++r) {
-      code[r] = codes_.data() + size_t(detail::fast_scan_key_label(keys[j0 + std::min(r, nr - 1)])) * code_size_;
-      sum[r] = 0;
+  detail::fast_scan_code_sums(codes_.data(), code_size_, M_, keys, n, lut, sums);
+  const size_t base = ranked.size();
+  ranked.resize(base + n);
+  std::pair<float, int64_t>* out = ranked.data() + base;
+  if (ip) {
+    for (size_t j = 0; j < n; ++j) out[j] = {sums[j], int64_t(detail::fast_scan_key_label(keys[j]))};
+  } else {
+    for (size_t j = 0; j < n; ++j) {
+      const uint64_t label = detail::fast_scan_key_label(keys[j]);
+      const uint8_t* code = codes_.data() + size_t(label) * code_size_;
+      const size_t c = M_ % 2 ? nibble(code, M_) | (nibble(code, M_ + 1) << 4) : code[M_ / 2];
+      out[j] = {norm_table[c] - 2 * sums[j] + qnorm, int64_t(label)};
     }
-    if (kLittleEndian && M_ % 8 == 0) {  // eight nibbles per 32-bit word read (the same sums, in the same order)
-      for (size_t w = 0; w < M_ / 8; ++w) {
-        uint32_t word[kR];
-        for (size_t r = 0; r < kR; ++r) std::memcpy(&word[r], code[r] + 4 * w, 4);
-        const float* lw = lut + w * 8 * kKsub;
-#pragma GCC unroll 8
-        for (size_t s = 0; s < 8; ++s)
-#pragma GCC unroll 8
-          for (size_t r = 0; r < kR; ++r) {
-            sum[r] += lw[s * kKsub + (word[r] & 15)];
-            word[r] >>= 4;
-          }
-      }
-    } else {
-      for (size_t m = 0; m < M_; ++m)
-        for (size_t r = 0; r < kR; ++r) sum[r] += lut[m * kKsub + nibble(code[r], m)];
-    }
-    for (size_t r = 0; r < nr; ++r)
-      ranked.emplace_back(ip ? sum[r] : norm_table[nibble(code[r], M_) | (nibble(code[r], M_ + 1) << 4)] - 2 * sum[r] + qnorm,
-                          int64_t(detail::fast_scan_key_label(keys[j0 + r])));
   }
 }
 
