@@ -54,6 +54,7 @@ void bind_quant(py::module_& m);    // ResidualQuantizer
 void bind_lsq(py::module_& m);      // LocalSearchQuantizer
 void bind_index(py::module_& m);    // IndexAdditiveQuantizer (after the quantizers it wraps)
 void bind_rabitq(py::module_& m);   // IVFRaBitQ
+void bind_rabitq_codec(py::module_& m);  // RaBitQuantizer
 void bind_sid(py::module_& m);      // semantic IDs
 
 // ---------------------------------------------------------------------------------------------------
