@@ -151,14 +151,13 @@ std::unique_ptr<PyIndexT<Index>> make_index(const py::object& quantizer, const c
   return out;
 }
 
-/// What both index types offer.
+/// What every additive-quantizer index offers (flat, fast-scan, IVF).
 template <class R>
-void def_common(py::class_<R>& cls) {
+void def_shared(py::class_<R>& cls) {
   cls.def_property_readonly("ntotal", [](R& r) { return r.index->ntotal(); }, "Vectors stored.")
       .def("__len__", [](R& r) { return r.index->ntotal(); })
       .def_property_readonly("d", [](R& r) { return r.index->dim(); }, "Vector dimension.")
       .def_property_readonly("code_size", [](R& r) { return r.index->code_size(); }, "Bytes per stored code.")
-      .def_property_readonly("is_trained", [](R&) { return true; }, "Always True: the quantizer is trained.")
       .def_property_readonly(
           "metric_type", [](R& r) { return int(r.index->metric_type()); },
           "faiss's value: METRIC_L2 (1) or METRIC_INNER_PRODUCT (0).")
@@ -173,6 +172,23 @@ void def_common(py::class_<R>& cls) {
             locked<true>(r, [&] { r.index->add(in.view); });
           },
           "x"_a, "Encode x (n × d) and store the codes; their labels continue from ntotal.")
+      .def(
+          "save",
+          [](R& r, const py::object& path, const py::object& metadata) {
+            const std::string p = path_str(path);
+            const std::string meta =
+                metadata.is_none() ? "{}" : py::module_::import("json").attr("dumps")(metadata).cast<std::string>();
+            locked<false>(r, [&] { tessera::write_index(*r.index, p, meta); });
+          },
+          "path"_a, "metadata"_a = py::none(),
+          "Write the index (quantizer, metric and codes) atomically; metadata: a JSON-serialisable dict.");
+}
+
+/// What the flat indexes (plain and fast-scan) add: a trained quantizer, stored codes, search over all.
+template <class R>
+void def_common(py::class_<R>& cls) {
+  def_shared(cls);
+  cls      .def_property_readonly("is_trained", [](R&) { return true; }, "Always True: the quantizer is trained.")
       .def(
           "add_codes",
           [](R& r, const py::object& codes) {
@@ -210,17 +226,7 @@ void def_common(py::class_<R>& cls) {
               return c;
             }));
           },
-          "A copy of the stored codes in the quantizer's packed layout: ntotal × code_size uint8.")
-      .def(
-          "save",
-          [](R& r, const py::object& path, const py::object& metadata) {
-            const std::string p = path_str(path);
-            const std::string meta =
-                metadata.is_none() ? "{}" : py::module_::import("json").attr("dumps")(metadata).cast<std::string>();
-            locked<false>(r, [&] { tessera::write_index(*r.index, p, meta); });
-          },
-          "path"_a, "metadata"_a = py::none(),
-          "Write the index (quantizer, metric and codes) atomically; metadata: a JSON-serialisable dict.");
+          "A copy of the stored codes in the quantizer's packed layout: ntotal × code_size uint8.");
 }
 
 }  // namespace
@@ -304,20 +310,11 @@ void bind_index(py::module_& m) {
           "quantizer"_a, "nlist"_a, "metric"_a = "l2",
           "quantizer: a ResidualQuantizer or LocalSearchQuantizer (trained or not). nlist: coarse lists (1 = one\n"
           "list around the data's mean). metric: 'l2' or 'ip', or faiss's METRIC_L2 / METRIC_INNER_PRODUCT.");
-  ivf.def_property_readonly("ntotal", [](PyIVF& r) { return r.index->ntotal(); }, "Vectors stored.")
-      .def("__len__", [](PyIVF& r) { return r.index->ntotal(); })
-      .def_property_readonly("d", [](PyIVF& r) { return r.index->dim(); }, "Vector dimension.")
-      .def_property_readonly("nlist", [](PyIVF& r) { return r.index->nlist(); }, "Coarse lists.")
+  def_shared(ivf);
+  ivf.def_property_readonly("nlist", [](PyIVF& r) { return r.index->nlist(); }, "Coarse lists.")
       .def_readwrite("nprobe", &PyIVF::nprobe, "Lists scanned per query when search() is not given nprobe (faiss's).")
-      .def_property_readonly("code_size", [](PyIVF& r) { return r.index->code_size(); }, "Bytes per stored code.")
       .def_property_readonly("is_trained", [](PyIVF& r) { return r.index->is_trained(); },
                              "Coarse centroids set and quantizer trained.")
-      .def_property_readonly("metric_type", [](PyIVF& r) { return int(r.index->metric_type()); },
-                             "faiss's value: METRIC_L2 (1) or METRIC_INNER_PRODUCT (0).")
-      .def_property_readonly("metric", [](PyIVF& r) { return tessera::metric_name(r.index->metric_type()); },
-                             "'l2' or 'ip'.")
-      .def_property_readonly("quantizer", [](PyIVF& r) { return r.quantizer; }, "The residual quantizer.")
-      .def_property_readonly("aq", [](PyIVF& r) { return r.quantizer; }, "The residual quantizer (faiss's name).")
       .def_property_readonly(
           "centroids", [](PyIVF& r) { return matrix_to_numpy(locked<false>(r, [&] { return r.index->centroids(); })); },
           "The coarse centroids: nlist × d float32 (empty before training).")
@@ -353,13 +350,6 @@ void bind_index(py::module_& m) {
           },
           "centroids"_a, "Fixed coarse centroids (nlist × d), e.g. from another library; trains nothing else.")
       .def(
-          "add",
-          [](PyIVF& r, const py::object& x) {
-            F32In in = check_dim(r.index->dim(), x, "x");
-            locked<true>(r, [&] { r.index->add(in.view); });
-          },
-          "x"_a, "Each row to its nearest list, its residual coded; labels continue from ntotal.")
-      .def(
           "search",
           [](PyIVF& r, const py::object& q, py::ssize_t k, const py::object& nprobe_arg) {
             if (k < 1) throw_invalid("k must be at least 1, got " + std::to_string(k));
@@ -387,15 +377,6 @@ void bind_index(py::module_& m) {
             return out;
           },
           "key"_a, "The stored vector with this label, decoded (centroid + reconstruction): d float32.")
-      .def(
-          "save",
-          [](PyIVF& r, const py::object& path, const py::object& metadata) {
-            const std::string p = path_str(path);
-            const std::string meta =
-                metadata.is_none() ? "{}" : py::module_::import("json").attr("dumps")(metadata).cast<std::string>();
-            locked<false>(r, [&] { tessera::write_index(*r.index, p, meta); });
-          },
-          "path"_a, "metadata"_a = py::none(), "Write the index (quantizer, centroids, lists) atomically.")
       .def_static("load", &load_ivf, "path"_a, "Read an IVF index file written by save().");
 
   m.def("read_index", &load_any, "path"_a,
