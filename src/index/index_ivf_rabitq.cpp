@@ -273,7 +273,6 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
   const size_t cap = rerank == 0 ? k : std::max<size_t>(1, std::min(std::max(rerank, k), ntotal_));
   // The uint16 sums of the top-bit scan hold 255 per table: beyond 257 tables (d > 1028) they could wrap.
   const bool two_stage = !single_stage && nsq <= 257;
-  const bool hadamard = codec_.rotation().kind() == RotationKind::hadamard;
   const detail::RabitqCodeDot code_dot = detail::rabitq_code_dot_kernel(width_);
   constexpr float kInf = std::numeric_limits<float>::infinity();
   std::exception_ptr error;
@@ -324,8 +323,7 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
               std::sort_heap(probes.begin(), probes.end());
             }
             // The query side: q' = Pq (zero-padded to dpad), Σq', the top-bit tables.
-            if (hadamard) detail::rabitq_rotate_hadamard(codec_.rotation().parameters().data(), d_, qv, rotated.data());
-            else codec_.rotation().apply(1, qv, rotated.data());
+            codec_.rotation().apply(1, qv, rotated.data());
             const float qsum = detail::rabitq_sum(rotated.data(), d_);
             // A non-finite coordinate makes Σq' non-finite (the rotation mixes every coordinate into others).
             if (!std::isfinite(qsum)) {

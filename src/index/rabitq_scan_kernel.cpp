@@ -242,35 +242,6 @@ __attribute__((target("avx2"))) uint32_t block_keys_avx2(const uint16_t* sums, c
   return n >= 32 ? mask : mask & ((uint32_t(1) << n) - 1);
 }
 
-// One round of the Hadamard rotation on v (see rabitq_rotate_hadamard): signs, then the normalised
-// Walsh–Hadamard transform of v[start, start + len) (len a power of two ≥ 8), the same additions and
-// subtractions as the scalar loops (stages h = 1, 2, 4 inside each 8-lane register).
-__attribute__((target("avx2"))) void hadamard_round_avx2(float* v, const float* s, size_t d, size_t start, size_t len,
-                                                         float scale) {
-  size_t j = 0;
-  for (; j + 8 <= d; j += 8) _mm256_storeu_ps(v + j, _mm256_mul_ps(_mm256_loadu_ps(v + j), _mm256_loadu_ps(s + j)));
-  for (; j < d; ++j) v[j] *= s[j];
-  float* b = v + start;
-  for (size_t i = 0; i < len; i += 8) {
-    __m256 x = _mm256_loadu_ps(b + i);
-    __m256 t = _mm256_permute_ps(x, 0xB1);
-    x = _mm256_blend_ps(_mm256_add_ps(x, t), _mm256_sub_ps(t, x), 0xAA);
-    t = _mm256_permute_ps(x, 0x4E);
-    x = _mm256_blend_ps(_mm256_add_ps(x, t), _mm256_sub_ps(t, x), 0xCC);
-    t = _mm256_permute2f128_ps(x, x, 0x01);
-    x = _mm256_blend_ps(_mm256_add_ps(x, t), _mm256_sub_ps(t, x), 0xF0);
-    _mm256_storeu_ps(b + i, x);
-  }
-  for (size_t h = 8; h < len; h *= 2)
-    for (size_t i = 0; i < len; i += 2 * h)
-      for (size_t k = i; k < i + h; k += 8) {
-        const __m256 a = _mm256_loadu_ps(b + k), c = _mm256_loadu_ps(b + k + h);
-        _mm256_storeu_ps(b + k, _mm256_add_ps(a, c));
-        _mm256_storeu_ps(b + k + h, _mm256_sub_ps(a, c));
-      }
-  const __m256 sc = _mm256_set1_ps(scale);
-  for (size_t i = 0; i < len; i += 8) _mm256_storeu_ps(b + i, _mm256_mul_ps(_mm256_loadu_ps(b + i), sc));
-}
 
 __attribute__((target("avx2"))) void top_bit_lut_avx2(const float* q, size_t d, float scale, const float* lo,
                                                       uint8_t* lut) {
@@ -374,32 +345,6 @@ RabitqCodeDot rabitq_code_dot_kernel(int width) {
   }
 }
 
-void rabitq_rotate_hadamard(const float* signs, size_t d, const float* x, float* y, bool use_simd) {
-  size_t len = 1;
-  while (len * 2 <= d) len *= 2;
-  const float scale = float(1.0 / std::sqrt(double(len)));
-  std::memmove(y, x, d * sizeof(float));
-  for (int r = 0; r < 3; ++r) {
-    const float* s = signs + size_t(r) * d;
-    const size_t start = r % 2 ? d - len : 0;
-#ifdef TESSERA_RBQ_AVX2
-    if (use_simd && kHasAvx2 && len >= 8) {
-      hadamard_round_avx2(y, s, d, start, len, scale);
-      continue;
-    }
-#endif
-    for (size_t j = 0; j < d; ++j) y[j] *= s[j];
-    float* v = y + start;
-    for (size_t h = 1; h < len; h *= 2)
-      for (size_t i = 0; i < len; i += 2 * h)
-        for (size_t j = i; j < i + h; ++j) {
-          const float a = v[j], b = v[j + h];
-          v[j] = a + b;
-          v[j + h] = a - b;
-        }
-    for (size_t j = 0; j < len; ++j) v[j] *= scale;
-  }
-}
 
 void rabitq_top_bit_lut(const float* q, size_t d, float scale, const float* lo, uint8_t* lut, bool use_simd) {
 #ifdef TESSERA_RBQ_AVX2

@@ -45,12 +45,6 @@ bool rabitq_kernels_have_avx2();
 using RabitqCodeDot = float (*)(const uint8_t* packed, const float* q, size_t dpad);
 RabitqCodeDot rabitq_code_dot_kernel(int width);
 
-/// The Hadamard kind of RandomRotation applied to one vector (y = Px, d floats; x == y allowed): three rounds of
-/// [y_j *= signs[r·d + j] for all j, then the normalised Walsh–Hadamard transform of the L = 2^⌊log₂ d⌋
-/// coordinates starting at 0 (rounds 0, 2) or d − L (round 1)], the same operations as RandomRotation::apply
-/// (a test compares the bits). use_simd = false: the scalar loops only.
-void rabitq_rotate_hadamard(const float* signs, size_t d, const float* x, float* y, bool use_simd = true);
-
 /// Σ_j a_j·b_j and Σ_j (a_j − b_j)² over d floats (any d): the same four 8-lane partial sums over whole
 /// groups of 32 as rabitq_code_dot, then T's lanes as that tree, then the remaining d mod 32 terms one by one.
 float rabitq_dot(const float* a, const float* b, size_t d);

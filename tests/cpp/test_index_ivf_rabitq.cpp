@@ -268,16 +268,6 @@ TEST(IndexIVFRaBitQ, KernelsEqualTheirScalarReferences) {
     detail::rabitq_top_bit_lut(q.data(), d, 20.0f, lo.data(), lut.data());
     detail::rabitq_top_bit_lut(q.data(), d, 20.0f, lo.data(), lut_ref.data(), false);
     EXPECT_EQ(lut, lut_ref) << "d " << d;
-    // The Hadamard rotation of a query, against the codec's.
-    if (d >= 2) {
-      RandomRotation rot(d, RotationKind::hadamard, 5);
-      std::vector<float> want(d), got(d), scalar(d);
-      rot.apply(1, b.data(), want.data());
-      detail::rabitq_rotate_hadamard(rot.parameters().data(), d, b.data(), got.data());
-      detail::rabitq_rotate_hadamard(rot.parameters().data(), d, b.data(), scalar.data(), false);
-      EXPECT_EQ(got, want) << "d " << d;
-      EXPECT_EQ(scalar, want) << "d " << d;
-    }
   }
   // Stage-1 keys of a block.
   std::vector<uint16_t> sums(32);
