@@ -133,11 +133,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", default="/tmp/tessera-bench-aq")
     ap.add_argument("--data-cache", default=None, help="float32 .npy cache (default OUT/data)")
-    ap.add_argument("--pymodule", default=str(REPO / "build" / "python"), help="PYTHONPATH for `import tessera`")
-    ap.add_argument("--cli", default=str(REPO / "build" / "tessera"), help="tessera CLI (reports its BLAS kernels)")
-    ap.add_argument("--peer-blas", choices=["fitted", "installed"], default="fitted",
-                    help="faiss's OpenBLAS kernels: the ones tessera selected (default) or as installed")
-    ap.add_argument("--timeout", type=float, default=3600)
+    machine.add_run_options(ap, REPO)
     ap.add_argument("--reuse-faiss", action="store_true",
                     help="reuse faiss results of an earlier run in OUT/work (same set, config, method, threads)")
     ap.add_argument("--lsq-options", default="{}",

@@ -167,11 +167,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rerank", type=int, default=None, help="tessera's rerank_factor (default: the index's, 4)")
     ap.add_argument("--out", default="/tmp/tessera-bench-fast-scan")
-    ap.add_argument("--pymodule", default=str(REPO / "build" / "python"), help="PYTHONPATH for `import tessera`")
-    ap.add_argument("--cli", default=str(REPO / "build" / "tessera"), help="tessera CLI (reports its BLAS kernels)")
-    ap.add_argument("--peer-blas", choices=["fitted", "installed"], default="fitted",
-                    help="faiss's OpenBLAS kernels: the ones tessera selected (default) or as installed")
-    ap.add_argument("--timeout", type=float, default=3600)
+    machine.add_run_options(ap, REPO)
     a = ap.parse_args()
     if a.worker:
         return worker(a.worker)

@@ -466,13 +466,9 @@ def main():
     ap.add_argument("--budget", type=float, default=0.3, help="more timed searches while under this many s")
     ap.add_argument("--out", default=None, help="default /tmp/tessera-bench-rabitq/rabitq-<timestamp>")
     ap.add_argument("--data-cache", default="/tmp/tessera-bench-rabitq/data")
-    ap.add_argument("--pymodule", default=str(REPO / "build" / "python"), help="PYTHONPATH for `import tessera`")
     ap.add_argument("--no-snapshot", action="store_true",
                     help="import tessera from --pymodule itself instead of a copy made in OUT/module at the start")
-    ap.add_argument("--cli", default=str(REPO / "build" / "tessera"), help="tessera CLI (reports its BLAS kernels)")
-    ap.add_argument("--peer-blas", choices=["fitted", "installed"], default="fitted",
-                    help="the peers' OpenBLAS kernels: the ones tessera selected (default) or as installed")
-    ap.add_argument("--timeout", type=float, default=3600)
+    machine.add_run_options(ap, REPO)
     a = ap.parse_args()
     if a.worker:
         return worker(a.worker)

@@ -15,6 +15,15 @@ import sys
 from pathlib import Path
 
 
+def add_run_options(ap, repo: Path) -> None:
+    """The options every contender-running bench script takes: where tessera is, the peers' BLAS, the timeout."""
+    ap.add_argument("--pymodule", default=str(repo / "build" / "python"), help="PYTHONPATH for `import tessera`")
+    ap.add_argument("--cli", default=str(repo / "build" / "tessera"), help="tessera CLI (reports its BLAS kernels)")
+    ap.add_argument("--peer-blas", choices=["fitted", "installed"], default="fitted",
+                    help="the peers' OpenBLAS kernels: the ones tessera selected (default) or as installed")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds before a contender is stopped")
+
+
 def tessera_blas(cli) -> str:
     """The `BLAS:` line of `tessera version` (e.g. "OpenBLAS SkylakeX (selected by tessera: ...)")."""
     try:
