@@ -3,6 +3,7 @@
 #include <shared_mutex>
 
 #include "bind_quant.h"
+#include "bind_rabitq.h"
 #include "common.h"
 #include "tessera/index/index_ivf_rabitq.h"
 
@@ -30,19 +31,19 @@ struct PyIVFRaBitQ {
   }
 };
 
-tessera::RabitqParams params_from(int bits, const std::string& metric, const std::string& rotation,
-                                  bool fast_quantization, double epsilon0, uint64_t seed) {
+}  // namespace
+
+tessera::RabitqParams rabitq_params(int bits, const std::string& metric, const std::string& rotation,
+                                    bool fast_quantization, double epsilon0, uint64_t seed, bool allow_cosine) {
   tessera::RabitqParams p;
   p.bits = bits;
-  p.metric = tessera::parse_metric(metric);
+  p.metric = tessera::parse_metric(metric, allow_cosine);
   p.rotation = tessera::parse_rotation_kind(rotation);
   p.fast_quantization = fast_quantization;
   p.epsilon0 = epsilon0;
   p.seed = seed;
   return p;
 }
-
-}  // namespace
 
 void bind_rabitq(py::module_& m) {
   using R = PyIVFRaBitQ;
@@ -58,7 +59,8 @@ void bind_rabitq(py::module_& m) {
              if (nlist < 1) throw_invalid("nlist must be at least 1, got " + std::to_string(nlist));
              auto r = std::make_unique<R>();
              r->index = std::make_unique<IndexIVFRaBitQ>(
-                 size_t(d), size_t(nlist), params_from(bits, metric, rotation, fast_quantization, epsilon0, seed),
+                 size_t(d), size_t(nlist),
+                 rabitq_params(bits, metric, rotation, fast_quantization, epsilon0, seed, false),
                  keep_vectors);
              return r;
            }),

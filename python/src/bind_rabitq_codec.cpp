@@ -6,6 +6,7 @@
 
 #include "bind_additive.h"
 #include "bind_quant.h"
+#include "bind_rabitq.h"
 #include "common.h"
 #include "tessera/quant/rabitq_quantizer.h"
 
@@ -43,15 +44,9 @@ void bind_rabitq_codec(py::module_& m) {
       .def(py::init([](py::ssize_t d, int bits, const std::string& metric, const std::string& rotation,
                        bool fast_quantization, double epsilon0, uint64_t seed) {
              if (d < 1) throw_invalid("d must be at least 1, got " + std::to_string(d));
-             tessera::RabitqParams p;
-             p.bits = bits;
-             p.metric = tessera::parse_metric(metric, true);
-             p.rotation = tessera::parse_rotation_kind(rotation);
-             p.fast_quantization = fast_quantization;
-             p.epsilon0 = epsilon0;
-             p.seed = seed;
              auto r = std::make_unique<R>();
-             r->q = std::make_unique<RaBitQuantizer>(size_t(d), p);
+             r->q = std::make_unique<RaBitQuantizer>(
+                 size_t(d), rabitq_params(bits, metric, rotation, fast_quantization, epsilon0, seed, true));
              return r;
            }),
            "d"_a, "bits"_a = 4, "metric"_a = "l2", "rotation"_a = "hadamard", "fast_quantization"_a = false,
