@@ -217,9 +217,12 @@ void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weig
   if (mag) *mag = m;
 }
 
-// Drop the keys of the last block's padding (labels ntotal and up) from keys[0, *n).
+// Drop the keys of the last block's padding (labels ntotal and up) from keys[0, *n): the last block is
+// scanned last and its keys appended in label order, and a cut after it drops them first, so they are at the end.
 void drop_padding(uint64_t* keys, size_t* n, size_t ntotal) {
-  *n = size_t(std::remove_if(keys, keys + *n, [ntotal](uint64_t key) { return detail::fast_scan_key_label(key) >= ntotal; }) - keys);
+  size_t m = *n;
+  while (m && detail::fast_scan_key_label(keys[m - 1]) >= ntotal) --m;
+  *n = m;
 }
 
 // Cut the keys[0, *n) ((sum << 48) | label, see fast_scan_kernel.h; all with sums below threshold, in label
@@ -283,6 +286,38 @@ uint32_t cut_keys(uint64_t* keys, size_t* n_, size_t ncand, uint32_t threshold, 
   std::copy(tmp, tmp + need, keys + m);
   *n_ = ncand;
   return detail::fast_scan_key_sum(*std::max_element(tmp, tmp + need));
+}
+
+// The best nsel (≤ n) of keys[0, n) (all with sums at most threshold — an exact cut keeps its worst sum as
+// the threshold —; among equal sums, in label order) in
+// (sum, label) order, to out[0, nsel); out: n slots. A counting sort on the sums counted down from the
+// threshold (the collected sums span tens of units, so no minimum pass is needed): the keys are scattered in
+// their order, so equal sums stay in label order. Sums 255 or more below the threshold share the last bin,
+// which is then sorted apart (rare: wide sums, no sampled threshold).
+void best_sorted(const uint64_t* keys, size_t n, size_t nsel, uint32_t threshold, uint64_t* out) {
+  constexpr uint32_t kBins = 256;
+  const uint32_t top = threshold;
+  const auto bin = [top](uint64_t key) { return std::min<uint32_t>(top - detail::fast_scan_key_sum(key), kBins - 1); };
+  // Four histograms, so that runs of equal bins do not wait on each other's increments.
+  uint32_t hist[4][kBins] = {};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (size_t j = 0; j < 4; ++j) ++hist[j][bin(keys[i + j])];
+  for (; i < n; ++i) ++hist[0][bin(keys[i])];
+  // Bin b (sum threshold − b) starts after the bins above it: the smaller sums.
+  uint32_t start[kBins];
+  uint32_t pos = 0;
+  for (uint32_t b = kBins; b-- > 0;) {
+    start[b] = pos;
+    pos += hist[0][b] + hist[1][b] + hist[2][b] + hist[3][b];
+  }
+  for (size_t j = 0; j < n; ++j) out[start[bin(keys[j])]++] = keys[j];
+  const size_t wide = start[kBins - 1];  // the last bin's keys: out[0, wide)
+  if (wide > 1) {
+    const size_t m = std::min(wide, nsel);
+    if (m < wide) std::nth_element(out, out + m, out + wide);
+    std::sort(out, out + m);
+  }
 }
 
 // A strided sample of the full blocks that gives each query a starting threshold: m of its sums are expected
@@ -493,8 +528,11 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
               scan(&fq[i], 1);
               drop_padding(qkeys, &fq[i].n, ntotal_);
             }
-            size_t n = fq[i].n;
-            cut_keys(qkeys, &n, ncand, fq[i].threshold, 0, tmp.data());
+            // The best ncand in (sum, label) order: the first `kept` re-scored, then those of the rest that can
+            // still enter the top k, a prefix since their sums rise.
+            const size_t n = std::min(fq[i].n, ncand);
+            uint64_t* best = tmp.data();
+            best_sorted(qkeys, fq[i].n, n, fq[i].threshold, best);
             float qnorm = 0;  // ‖q‖², added last as the flat index does
             if (!ip) {
               const float* qv = q.row(b0 + qi);
@@ -507,8 +545,7 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
               // still beat the worst of those (the k-th distance can only fall): the others cannot enter the
               // top k, so the result is that of re-scoring all ncand.
               const size_t first = std::min(kept, n);
-              if (n > first) std::nth_element(qkeys, qkeys + first, qkeys + n);
-              rescore(qkeys, first, lut, qnorm, norm_table.data(), sums.data(), ranked);
+              rescore(best, first, lut, qnorm, norm_table.data(), sums.data(), ranked);
               if (n > first) {
                 float worst_kept = ranked[0].first;  // in smaller-is-better orientation
                 for (size_t j = 1; j < first; ++j)
@@ -517,18 +554,13 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
                 const double margin = 1e-5 * (std::abs(dk) + double(qnorm) + std::abs(double(bias[i])) + double(mag[i]));
                 const double lim = (dk - double(bias[i]) + margin) * double(scale[i]) + err_units;
                 size_t m = first;
-                for (size_t j = first; j < n; ++j) {
-                  const uint64_t key = qkeys[j];
-                  qkeys[m] = key;
-                  m += double(detail::fast_scan_key_sum(key)) <= lim;
-                }
-                rescore(qkeys + first, m - first, lut, qnorm, norm_table.data(), sums.data(), ranked);
+                while (m < n && double(detail::fast_scan_key_sum(best[m])) <= lim) ++m;
+                rescore(best + first, m - first, lut, qnorm, norm_table.data(), sums.data(), ranked);
               }
             } else {
-              std::sort(qkeys, qkeys + n);
               for (size_t j = 0; j < n; ++j) {
-                const float est = float(detail::fast_scan_key_sum(qkeys[j])) / scale[i] + bias[i];
-                ranked.emplace_back(ip ? -est : est + qnorm, int64_t(detail::fast_scan_key_label(qkeys[j])));
+                const float est = float(detail::fast_scan_key_sum(best[j])) / scale[i] + bias[i];
+                ranked.emplace_back(ip ? -est : est + qnorm, int64_t(detail::fast_scan_key_label(best[j])));
               }
             }
             // The first `kept` in order: the rest (re-ranking's extra candidates) need no order. Labels below
