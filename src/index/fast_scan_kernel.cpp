@@ -4,9 +4,15 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <cmath>
 #include <utility>
+#include <vector>
 
 #include "core/simd.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__)  // GCC and Clang: intrinsics in functions with a target attribute
 #define TESSERA_FAST_SCAN_AVX2 1
@@ -483,6 +489,103 @@ void fast_scan_code_sums_scalar(const uint8_t* codes, size_t code_size, size_t M
       for (size_t r = 0; r < kR; ++r) sum[r] += lut[m * 16 + nibble(code[r], m)];
     for (size_t r = 0; r < nr; ++r) sums[j0 + r] = sum[r];
   }
+}
+
+namespace {
+
+// Quantisation of the tables: per table its minimum and maximum, then its 16 bytes. Minimum and maximum in
+// four lanes (lane i: entries i, i + 4, i + 8, i + 12), the lanes combined as min(min(l0, l1), min(l2, l3)):
+// the same floats in either variant (min and max are exact; the order only matters for ±0, kept alike).
+// Rounding: x + 2^23 − 2^23 for 0 ≤ x < 2^23 rounds to nearest, ties to even, without a call.
+struct QuantizeScalar {
+  static void min_max(const float* tab, float& lo, float& hi) {
+    float l[4], h[4];
+    for (size_t i = 0; i < 4; ++i) l[i] = h[i] = tab[i];
+    for (size_t j = 4; j < 16; j += 4)
+      for (size_t i = 0; i < 4; ++i) {
+        l[i] = tab[j + i] < l[i] ? tab[j + i] : l[i];
+        h[i] = tab[j + i] > h[i] ? tab[j + i] : h[i];
+      }
+    lo = std::min(std::min(l[0], l[1]), std::min(l[2], l[3]));
+    hi = std::max(std::max(h[0], h[1]), std::max(h[2], h[3]));
+  }
+  static void bytes(const float* tab, float lo, float a, uint8_t* out) {
+    for (size_t j = 0; j < 16; ++j) {
+      const float v = ((tab[j] - lo) * a + 8388608.0f) - 8388608.0f;  // in [2^23, 2^23 + 256): rounded
+      out[j] = uint8_t(int32_t(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v));
+    }
+  }
+};
+
+#if defined(__SSE2__)
+// x86-64's baseline: no run-time dispatch. minps(x, y) is x < y ? x : y and maxps(x, y) x > y ? x : y, the
+// scalar comparisons; the clamps' max(v, 0) turns −0 into +0, which converts to the same byte.
+struct QuantizeSse2 {
+  static void min_max(const float* tab, float& lo, float& hi) {
+    __m128 l = _mm_loadu_ps(tab), h = l;
+    for (size_t j = 4; j < 16; j += 4) {
+      const __m128 t = _mm_loadu_ps(tab + j);
+      l = _mm_min_ps(t, l);
+      h = _mm_max_ps(t, h);
+    }
+    alignas(16) float lv[4], hv[4];
+    _mm_store_ps(lv, l);
+    _mm_store_ps(hv, h);
+    lo = std::min(std::min(lv[0], lv[1]), std::min(lv[2], lv[3]));
+    hi = std::max(std::max(hv[0], hv[1]), std::max(hv[2], hv[3]));
+  }
+  static void bytes(const float* tab, float lo, float a, uint8_t* out) {
+    const __m128 vlo = _mm_set1_ps(lo), va = _mm_set1_ps(a), magic = _mm_set1_ps(8388608.0f);
+    const __m128 zero = _mm_setzero_ps(), top = _mm_set1_ps(255.0f);
+    __m128i w[4];
+    for (size_t j = 0; j < 4; ++j) {
+      __m128 v = _mm_sub_ps(_mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(tab + 4 * j), vlo), va), magic), magic);
+      v = _mm_min_ps(_mm_max_ps(v, zero), top);
+      w[j] = _mm_cvttps_epi32(v);
+    }
+    const __m128i b = _mm_packus_epi16(_mm_packs_epi32(w[0], w[1]), _mm_packs_epi32(w[2], w[3]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), b);
+  }
+};
+#endif
+
+template <class Q>
+void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8, float* scale,
+                     float* bias, float* mag) {
+  constexpr size_t kMaxStack = 64;
+  float lo_stack[kMaxStack];
+  std::vector<float> lo_heap(nsq > kMaxStack ? nsq : 0);
+  float* lo = nsq > kMaxStack ? lo_heap.data() : lo_stack;
+  float max_span = 0, b = 0, m = 0;
+  for (size_t t = 0; t < nsq; ++t) {
+    float hi;
+    Q::min_max(tables + t * 16, lo[t], hi);
+    max_span = std::max(max_span, hi - lo[t]);
+    const float w = t < nsq - nscaled ? 1.0f : weight;
+    b += t < nsq - nscaled ? lo[t] : weight * lo[t];
+    m += w * std::max(std::abs(lo[t]), std::abs(hi));
+  }
+  const float a = max_span > 0 ? 255.0f / max_span : 1.0f;
+  for (size_t t = 0; t < nsq; ++t) Q::bytes(tables + t * 16, lo[t], a, lut8 + t * 16);
+  *scale = a;
+  *bias = b;
+  if (mag) *mag = m;
+}
+
+}  // namespace
+
+void fast_scan_quantize_tables_scalar(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8,
+                                      float* scale, float* bias, float* mag) {
+  quantize_tables<QuantizeScalar>(tables, nsq, nscaled, weight, lut8, scale, bias, mag);
+}
+
+void fast_scan_quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8,
+                               float* scale, float* bias, float* mag) {
+#if defined(__SSE2__)
+  quantize_tables<QuantizeSse2>(tables, nsq, nscaled, weight, lut8, scale, bias, mag);
+#else
+  quantize_tables<QuantizeScalar>(tables, nsq, nscaled, weight, lut8, scale, bias, mag);
+#endif
 }
 
 void fast_scan_code_sums(const uint8_t* codes, size_t code_size, size_t M, const uint64_t* keys, size_t n,

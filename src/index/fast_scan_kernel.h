@@ -78,4 +78,16 @@ void fast_scan_code_sums_scalar(const uint8_t* codes, size_t code_size, size_t M
 void fast_scan_code_sums_avx2(const uint8_t* codes, size_t code_size, size_t M, const uint64_t* keys, size_t n,
                               const float* lut, float* sums);
 
+/// Quantise nsq × 16 float tables to uint8 with one scale for all and a per-table offset (its minimum): entry
+/// j of table t becomes round((x − min_t) · scale), scale = 255 / (widest table's span) (1 if all are flat),
+/// rounded to nearest, ties to even, clamped to [0, 255]. The last nscaled tables count weight times in the
+/// sums, so their offsets do too: bias = Σ_t w_t · min_t. mag (optional): Σ_t w_t · max |entry|, the size of
+/// the float sums (for rounding margins). tables: nsq × 16; lut8: nsq × 16. The SSE2 variant (x86-64) and
+/// the scalar reference return the same bytes and floats bit for bit; the dispatched one is the SSE2 one where
+/// it exists.
+void fast_scan_quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8,
+                               float* scale, float* bias, float* mag = nullptr);
+void fast_scan_quantize_tables_scalar(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8,
+                                      float* scale, float* bias, float* mag = nullptr);
+
 }  // namespace tessera::detail

@@ -174,49 +174,6 @@ void IndexAdditiveQuantizerFastScan::reset() {
 
 namespace {
 
-// Quantise nsq × 16 float tables to uint8 with one scale for all and a per-table offset (its minimum); the
-// last nscaled tables count scale_weight times in the sums, so their offsets do too. Rounding: to nearest,
-// ties to even (nearbyint's in the default mode), as x + 2^23 − 2^23 does for 0 ≤ x < 2^23 without a call.
-// *mag (optional): Σ over tables of weight · max |entry|, the size of the float sums (for rounding margins).
-void quantize_tables(const float* tables, size_t nsq, size_t nscaled, float weight, uint8_t* lut8, float* scale,
-                     float* bias, float* mag = nullptr) {
-  static_assert(kKsub == 16);
-  // Per table its minimum and maximum, four lanes at a time (element-wise, which compilers vectorise).
-  const auto min_max = [](const float* tab, float& lo, float& hi) {
-    float l[4], h[4];
-    for (size_t i = 0; i < 4; ++i) l[i] = h[i] = tab[i];
-    for (size_t j = 4; j < kKsub; j += 4)
-      for (size_t i = 0; i < 4; ++i) {
-        l[i] = tab[j + i] < l[i] ? tab[j + i] : l[i];
-        h[i] = tab[j + i] > h[i] ? tab[j + i] : h[i];
-      }
-    lo = std::min(std::min(l[0], l[1]), std::min(l[2], l[3]));
-    hi = std::max(std::max(h[0], h[1]), std::max(h[2], h[3]));
-  };
-  float max_span = 0, b = 0, m = 0;
-  for (size_t t = 0; t < nsq; ++t) {
-    float lo, hi;
-    min_max(tables + t * kKsub, lo, hi);
-    max_span = std::max(max_span, hi - lo);
-    const float w = t < nsq - nscaled ? 1.0f : weight;
-    b += t < nsq - nscaled ? lo : weight * lo;
-    m += w * std::max(std::abs(lo), std::abs(hi));
-  }
-  const float a = max_span > 0 ? 255.0f / max_span : 1.0f;
-  for (size_t t = 0; t < nsq; ++t) {
-    const float* tab = tables + t * kKsub;
-    float lo, hi;
-    min_max(tab, lo, hi);
-    for (size_t j = 0; j < kKsub; ++j) {
-      const float v = ((tab[j] - lo) * a + 8388608.0f) - 8388608.0f;  // the sum, in [2^23, 2^23 + 256), is rounded
-      lut8[t * kKsub + j] = uint8_t(int32_t(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v));
-    }
-  }
-  *scale = a;
-  *bias = b;
-  if (mag) *mag = m;
-}
-
 // Drop the keys of the last block's padding (labels ntotal and up) from keys[0, *n): the last block is
 // scanned last and its keys appended in label order, and a cut after it drops them first, so they are at the end.
 void drop_padding(uint64_t* keys, size_t* n, size_t ntotal) {
@@ -386,7 +343,7 @@ void IndexAdditiveQuantizerFastScan::quantized_tables(const float* query, uint8_
   std::vector<float> lut(M_ * kKsub), tables(nsq_ * kKsub);
   aq_->compute_LUT(1, query, lut.data());
   float_tables(lut.data(), tables.data());
-  quantize_tables(tables.data(), nsq_, nsq_ - M_, float(norm_scale_), lut8, scale, bias);
+  detail::fast_scan_quantize_tables(tables.data(), nsq_, nsq_ - M_, float(norm_scale_), lut8, scale, bias);
 }
 
 void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k, float* distances,
@@ -489,7 +446,7 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
           for (size_t i = 0; i < ng; ++i) {
             uint8_t* l8 = lut8.data() + i * nsq_ * kKsub;
             float_tables(LUT.data() + (g0 + i) * total, tables.data());
-            quantize_tables(tables.data(), nsq_, nscaled, float(ns16), l8, &scale[i], &bias[i], &mag[i]);
+            detail::fast_scan_quantize_tables(tables.data(), nsq_, nscaled, float(ns16), l8, &scale[i], &bias[i], &mag[i]);
             uint32_t start = 1u << 16;
             if (plan.nblocks) {
               // Start at the sample's rank-th smallest sum (+1: sums equal to it are collected): below it

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -142,6 +143,35 @@ TEST(Simd, FastScanCollectEqualsScalar) {
           }
         }
   }
+}
+
+// The tables' quantisation (SSE2 on x86-64) equals the scalar reference bit for bit: bytes, scale, bias and
+// magnitude, on Gaussian tables, ties at half units, flat tables, ±0 entries, weighted norm tables and table
+// counts past the stack buffer.
+TEST(Simd, FastScanQuantizeTablesEqualScalar) {
+  std::mt19937 rng(8);
+  std::normal_distribution<float> gauss(0.0f, 5.0f);
+  for (const size_t nsq : {size_t(1), size_t(4), size_t(18), size_t(70)})
+    for (int kind = 0; kind < 4; ++kind) {
+      std::vector<float> tables(nsq * 16);
+      for (size_t j = 0; j < tables.size(); ++j) {
+        float v = gauss(rng);
+        if (kind == 1) v = std::round(2 * v) / 2;  // many entries at half units of the scale
+        if (kind == 2) v = j % 16 < 8 ? 0.0f : -0.0f;  // flat, with signed zeros
+        if (kind == 3) v = j % 3 == 0 ? -0.0f : v * 1e6f;
+        tables[j] = v;
+      }
+      for (const size_t nscaled : {size_t(0), std::min<size_t>(2, nsq)}) {
+        std::vector<uint8_t> want(nsq * 16), got(nsq * 16);
+        float ws, wb, wm, gs, gb, gm;
+        detail::fast_scan_quantize_tables_scalar(tables.data(), nsq, nscaled, 3.0f, want.data(), &ws, &wb, &wm);
+        detail::fast_scan_quantize_tables(tables.data(), nsq, nscaled, 3.0f, got.data(), &gs, &gb, &gm);
+        EXPECT_EQ(got, want) << "nsq " << nsq << " kind " << kind;
+        EXPECT_EQ(std::bit_cast<uint32_t>(gs), std::bit_cast<uint32_t>(ws)) << "nsq " << nsq << " kind " << kind;
+        EXPECT_EQ(std::bit_cast<uint32_t>(gb), std::bit_cast<uint32_t>(wb)) << "nsq " << nsq << " kind " << kind;
+        EXPECT_EQ(std::bit_cast<uint32_t>(gm), std::bit_cast<uint32_t>(wm)) << "nsq " << nsq << " kind " << kind;
+      }
+    }
 }
 
 // The re-scoring sums (float, one codebook after another) of every variant equal the plain loop's bit for
