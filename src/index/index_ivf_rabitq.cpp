@@ -81,6 +81,29 @@ class TopK {
   size_t cap_ = 0;
 };
 
+// Cosine: the rows scaled to unit norm with the codec's arithmetic (1/‖x‖ in double, then rounded to float), so
+// the index's unit vectors are bit for bit those the codec codes; a zero row stays zero. zero (optional): 1 per
+// zero row. A non-finite row is refused (its norm would be NaN or inf); first_row numbers the rows in messages.
+FloatMatrix unit_rows(MatrixView<const float> x, std::vector<char>* zero, const char* what, size_t first_row = 0) {
+  FloatMatrix out(x.rows, x.cols);
+  if (zero) zero->assign(x.rows, 0);
+  for (size_t i = 0; i < x.rows; ++i) {
+    const float* v = x.row(i);
+    double n2 = 0;
+    for (size_t j = 0; j < x.cols; ++j) n2 += double(v[j]) * v[j];
+    TESSERA_CHECK_ARG(std::isfinite(n2), what << " has a non-finite value in row " << first_row + i
+                                               << ": every value must be a finite number");
+    const double scale = n2 > 0 ? 1.0 / std::sqrt(n2) : 0.0;
+    if (zero) (*zero)[i] = n2 > 0 ? 0 : 1;
+    for (size_t j = 0; j < x.cols; ++j) out(i, j) = float(v[j] * scale);
+  }
+  return out;
+}
+
+// Stage-1 factors of a zero vector under cosine: an estimate so large that it always reaches stage 2, where its
+// similarity is set to 0 (its code, the residual −c, would estimate ⟨0, q⟩ only approximately).
+constexpr float kZeroVectorAdd = std::numeric_limits<float>::max();
+
 }  // namespace
 
 IndexIVFRaBitQ::IndexIVFRaBitQ(size_t d, size_t nlist, RabitqParams params, bool keep_vectors)
@@ -104,7 +127,32 @@ void IndexIVFRaBitQ::train(MatrixView<const float> x) {
   TESSERA_CHECK_ARG(x.cols == d_, "dimension mismatch: training data has " << x.cols << " columns, the index " << d_);
   TESSERA_CHECK_ARG(x.rows >= nlist_, "training needs at least nlist = " << nlist_ << " vectors, got " << x.rows);
   check_finite(x, "training data");
-  codec_.train(x);  // the rotation (and the data's mean, the one list's centroid when nlist = 1)
+  FloatMatrix units;
+  if (metric_type() == MetricType::cosine) {
+    // Cosine is the inner product of unit vectors: the lists are k-means of the unit vectors (their centroids
+    // are means of unit vectors, inside the ball), so that residuals from them are short. Zero vectors have no
+    // direction and are left out.
+    std::vector<char> zero;
+    FloatMatrix all = unit_rows(x, &zero, "training data");
+    const size_t nonzero = size_t(std::count(zero.begin(), zero.end(), 0));
+    TESSERA_CHECK_ARG(nonzero >= nlist_, "training needs at least nlist = " << nlist_ << " nonzero vectors, got "
+                                                                            << nonzero);
+    units = FloatMatrix(nonzero, d_);
+    for (size_t i = 0, r = 0; i < x.rows; ++i)
+      if (!zero[i]) std::copy(all.row(i), all.row(i) + d_, units.row(r++));
+    x = std::as_const(units).view();
+    // The codec's centroid: the mean of the unit vectors, summed as the inner-product codec sums its rows (so
+    // that cosine equals "ip" on the same unit vectors, bit for bit).
+    std::vector<double> mean(d_, 0.0);
+    for (size_t i = 0; i < x.rows; ++i)
+      for (size_t j = 0; j < d_; ++j) mean[j] += x(i, j);
+    std::vector<float> centroid(d_);
+    for (size_t j = 0; j < d_; ++j) centroid[j] = float(mean[j] / double(x.rows));
+    const RabitqParams& p = codec_.params();
+    codec_.restore(RandomRotation(d_, p.rotation, p.seed), std::move(centroid));
+  } else {
+    codec_.train(x);  // the rotation (and the data's mean, the one list's centroid when nlist = 1)
+  }
   centroids_ = FloatMatrix(nlist_, d_);
   if (nlist_ == 1) {
     std::copy(codec_.centroid().begin(), codec_.centroid().end(), centroids_.data());
@@ -171,6 +219,10 @@ void IndexIVFRaBitQ::append(List& list, const uint8_t* codes, size_t n, const in
     const float* full = f + (bits > 1 ? 4 : 1);
     float* vf = list.factors.data() + v * 4;
     vf[0] = full[0], vf[1] = full[1], vf[2] = f[0], vf[3] = full[2];
+    if (metric_type() == MetricType::cosine && f[0] < 0) {  // the codec's mark of a zero vector (‖r‖ = −1)
+      bf[0] = kZeroVectorAdd, bf[kBlock] = 0, bf[2 * kBlock] = 0;
+      vf[0] = 0, vf[1] = 0, vf[3] = 0;
+    }
   }
 }
 
@@ -189,7 +241,8 @@ void IndexIVFRaBitQ::code_of(const List& list, size_t v, uint8_t* code) const {
   }
   const float* bf = list.block_factors.data() + (v / kBlock) * 3 * kBlock + v % kBlock;
   const float* vf = list.factors.data() + v * 4;
-  const float f[7] = {vf[2], bf[0], bf[kBlock], bf[2 * kBlock], vf[0], vf[1], vf[3]};
+  float f[7] = {vf[2], bf[0], bf[kBlock], bf[2 * kBlock], vf[0], vf[1], vf[3]};
+  if (vf[2] < 0) f[1] = 0;  // a zero vector (cosine): its code is the mark ‖r‖ = −1, every factor 0
   std::memcpy(code + sign_bytes + ex_bytes, f, (bits > 1 ? 7 : 4) * sizeof(float));
 }
 
@@ -230,8 +283,14 @@ void IndexIVFRaBitQ::add(MatrixView<const float> x) {
   TESSERA_CHECK_ARG(x.cols == d_, "dimension mismatch: vectors have " << x.cols << " columns, the index " << d_);
   check_finite(x, "vectors to add");
   if (x.rows == 0) return;
+  // Cosine: lists, codes and kept vectors are those of the unit vectors (the codec normalises the rows it codes
+  // the same way). A zero vector goes to the list of the centroid nearest 0; the codec marks it.
+  const bool cosine = metric_type() == MetricType::cosine;
+  FloatMatrix units;
+  if (cosine) units = unit_rows(x, nullptr, "vectors to add");
+  const MatrixView<const float> placed = cosine ? std::as_const(units).view() : x;
   std::vector<int32_t> assign(x.rows);
-  nearest_centroids(x, centroids_.view(), assign.data(), nullptr, nullptr);
+  nearest_centroids(placed, centroids_.view(), assign.data(), nullptr, nullptr);
   std::vector<std::vector<size_t>> members(nlist_);
   for (size_t i = 0; i < x.rows; ++i) members[assign[i]].push_back(i);
   const size_t cs = codec_.code_size();
@@ -250,7 +309,8 @@ void IndexIVFRaBitQ::add(MatrixView<const float> x) {
   }
   if (keep_vectors_) {
     vectors_.resize((ntotal_ + x.rows) * d_);
-    for (size_t i = 0; i < x.rows; ++i) std::copy(x.row(i), x.row(i) + d_, vectors_.data() + (ntotal_ + i) * d_);
+    for (size_t i = 0; i < x.rows; ++i)
+      std::copy(placed.row(i), placed.row(i) + d_, vectors_.data() + (ntotal_ + i) * d_);
   }
   ntotal_ += x.rows;
 }
@@ -265,7 +325,7 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
                     "search: rerank > 0 needs the raw vectors, and this index was built without them "
                     "(keep_vectors = false)");
   nprobe = std::min(nprobe, nlist_);
-  const bool l2 = metric_type() == MetricType::L2;
+  const bool l2 = metric_type() == MetricType::L2, cosine = metric_type() == MetricType::cosine;
   const int bits = codec_.params().bits;
   const float cb = -float((1 << bits) - 1) / 2.0f;
   const size_t nsq = (d_ + 3) / 4, npairs = (nsq + 1) / 2, dpad = detail::rabitq_padded_dim(d_);
@@ -287,6 +347,8 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
     {
       std::vector<float> dots(kQueriesPerGemm * nlist_), rotated(dpad, 0.0f), scratch(nsq * 16), keys(kBlock);
       std::vector<uint8_t> lut(npairs * 32, 0);  // an odd table count is padded with a zero table
+      std::vector<char> zero_query;
+      FloatMatrix units;  // cosine: the chunk's unit queries
       std::vector<uint16_t> sums;
       std::vector<std::pair<float, uint32_t>> probes;
       TopK top;
@@ -294,10 +356,16 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
       for (ptrdiff_t c = 0; c < ptrdiff_t(nchunks); ++c) {
         try {
           const size_t q0 = b0 + size_t(c) * kQueriesPerGemm, m = std::min(kQueriesPerGemm, b1 - q0);
+          // Cosine: from here on the query is its unit vector, and everything is the inner product's.
+          if (cosine) units = unit_rows(q.rows_slice(q0, m), &zero_query, "queries", q0);
+          const MatrixView<const float> chunk = cosine ? std::as_const(units).view() : q.rows_slice(q0, m);
           if (nlist_ > 1)
-            detail::gemm_abt(m, nlist_, d_, 1.0f, q.row(q0), q.stride, centroids_.data(), d_, 0.0f, dots.data(), nlist_);
+            detail::gemm_abt(m, nlist_, d_, 1.0f, chunk.row(0), chunk.stride, centroids_.data(), d_, 0.0f,
+                             dots.data(), nlist_);
           for (size_t qi = q0; qi < q0 + m; ++qi) {
-            const float* qv = q.row(qi);
+            const float* qv = chunk.row(qi - q0);
+            // A zero query has cosine 0 with every vector: all tie, the lowest labels of the probed lists win.
+            const bool zero = cosine && zero_query[qi - q0];
             // The nprobe nearest centroids, nearest first (ties: lower list); ‖q‖² is left out of the L2 key.
             probes.clear();
             if (nlist_ == 1) {
@@ -345,11 +413,14 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
               const float term = l2 ? dist2 : detail::rabitq_dot(qv, cv, d_), dist = std::sqrt(dist2);
               auto full_estimate = [&](size_t i) {
                 const float* f = list.factors.data() + 4 * i;
-                const float ip = code_dot(list.packed.data() + i * packed_bytes_, rotated.data(), dpad);
-                const float v = f[0] + term + f[1] * (ip + shift);
+                float v = 0;  // cosine with a zero vector (f[2] = −1) or a zero query: 0 by definition
+                if (!cosine || !(zero || f[2] < 0)) {
+                  const float ip = code_dot(list.packed.data() + i * packed_bytes_, rotated.data(), dpad);
+                  v = f[0] + term + f[1] * (ip + shift);
+                }
                 top.push({l2 ? std::max(0.0f, v) : -v, list.ids[i]});
               };
-              if (!two_stage) {
+              if (!two_stage || zero) {
                 for (size_t i = 0; i < n; ++i) full_estimate(i);
                 continue;
               }
@@ -392,6 +463,10 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
             int64_t* I = labels + qi * k;
             const size_t got = std::min(k, found.size());
             for (size_t t = 0; t < got; ++t) D[t] = l2 ? found[t].key : -found[t].key, I[t] = found[t].label;
+            // Cosine values are reported within [−1, 1] (estimates and float sums can stray past; the order is
+            // the unclamped one, so it stays the inner product's).
+            if (cosine)
+              for (size_t t = 0; t < got; ++t) D[t] = std::clamp(D[t], -1.0f, 1.0f);
             for (size_t t = got; t < k; ++t) D[t] = l2 ? kInf : -kInf, I[t] = -1;
           }
         } catch (...) {
@@ -488,7 +563,7 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
     d = h.at("dim").get<size_t>();
     nlist = h.at("nlist").get<size_t>();
     params.bits = h.at("bits").get<int>();
-    params.metric = parse_metric(h.at("metric").get<std::string>());
+    params.metric = parse_metric(h.at("metric").get<std::string>(), /*allow_cosine=*/true);
     params.rotation = parse_rotation_kind(h.at("rotation").get<std::string>());
     params.fast_quantization = h.at("fast_quantization").get<bool>();
     params.epsilon0 = h.at("epsilon0").get<double>();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -368,4 +369,211 @@ TEST(IndexIVFRaBitQ, ReadsFormatOneFiles) {
   const std::string bytes = index.bytes();
   const IndexIVFRaBitQ back = IndexIVFRaBitQ::parse(bytes.data(), bytes.size());
   EXPECT_EQ(run(back, q, 2, index.nlist()).D, r.D);
+}
+
+namespace {
+
+// Rows scaled to unit norm as the index does it (1/‖x‖ in double, then float); zero rows stay zero.
+FloatMatrix unit_rows(const FloatMatrix& x) {
+  FloatMatrix out(x.rows(), x.cols());
+  for (size_t i = 0; i < x.rows(); ++i) {
+    double n2 = 0;
+    for (size_t j = 0; j < x.cols(); ++j) n2 += double(x(i, j)) * x(i, j);
+    const double s = n2 > 0 ? 1.0 / std::sqrt(n2) : 0.0;
+    for (size_t j = 0; j < x.cols(); ++j) out(i, j) = float(x(i, j) * s);
+  }
+  return out;
+}
+
+// Gaussian rows with norms spread over two decades (cosine must not care).
+FloatMatrix scaled_gaussian(size_t n, size_t d, uint32_t seed) {
+  FloatMatrix x = gaussian(n, d, seed);
+  std::mt19937 rng(seed + 1000);
+  std::uniform_real_distribution<float> scale(0.1f, 10.0f);
+  for (size_t i = 0; i < n; ++i) {
+    const float s = scale(rng);
+    for (size_t j = 0; j < d; ++j) x(i, j) *= s;
+  }
+  return x;
+}
+
+// Exact cosine similarities of query a (zero vectors: 0), best first (ties: lower label).
+std::vector<std::pair<double, int64_t>> exact_cosine(const FloatMatrix& x, const FloatMatrix& q, size_t a) {
+  std::vector<std::pair<double, int64_t>> all(x.rows());
+  double qq = 0;
+  for (size_t j = 0; j < x.cols(); ++j) qq += double(q(a, j)) * q(a, j);
+  for (size_t i = 0; i < x.rows(); ++i) {
+    double xq = 0, xx = 0;
+    for (size_t j = 0; j < x.cols(); ++j) xq += double(x(i, j)) * q(a, j), xx += double(x(i, j)) * x(i, j);
+    all[i] = {xx > 0 && qq > 0 ? -xq / std::sqrt(xx * qq) : 0.0, int64_t(i)};
+  }
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+}  // namespace
+
+// Cosine is "ip" on unit vectors: an index of metric cosine over x returns exactly what an "ip" index over the
+// unit vectors returns for the unit queries (labels and values, every search mode, flat and with lists), and
+// it survives its file.
+TEST(IndexIVFRaBitQ, CosineIsInnerProductOfUnitVectors) {
+  const size_t d = 40, n = 1200, k = 10;
+  const FloatMatrix x = scaled_gaussian(n, d, 31), q = scaled_gaussian(9, d, 32);
+  const FloatMatrix xu = unit_rows(x), qu = unit_rows(q);
+  for (size_t nlist : {size_t(1), size_t(8)}) {
+    for (int bits : {1, 4}) {
+      RabitqParams p;
+      p.bits = bits;
+      p.metric = MetricType::cosine;
+      IndexIVFRaBitQ cosine(d, nlist, p);
+      cosine.train(x.view());
+      cosine.add(x.view());
+      EXPECT_EQ(cosine.metric_type(), MetricType::cosine);
+      p.metric = MetricType::inner_product;
+      IndexIVFRaBitQ ip(d, nlist, p);
+      ip.train(xu.view());
+      ip.add(xu.view());
+      for (size_t l = 0; l < nlist; ++l) {
+        EXPECT_EQ(cosine.list_size(l), ip.list_size(l));
+        for (size_t j = 0; j < d; ++j) ASSERT_EQ(cosine.centroids()(l, j), ip.centroids()(l, j));
+      }
+      for (bool single : {false, true}) {
+        for (size_t rerank : {size_t(0), size_t(40)}) {
+          const Result a = run(cosine, q, k, 3, single, rerank), b = run(ip, qu, k, 3, single, rerank);
+          EXPECT_EQ(a.I, b.I) << "nlist " << nlist << " bits " << bits << " single " << single << " rerank " << rerank;
+          for (size_t i = 0; i < a.D.size(); ++i) {
+            EXPECT_EQ(a.D[i], std::clamp(b.D[i], -1.0f, 1.0f));
+            EXPECT_LE(std::abs(a.D[i]), 1.0f);
+            if (i % k) EXPECT_LE(a.D[i], a.D[i - 1]);  // larger is better
+          }
+        }
+      }
+      const std::string bytes = cosine.bytes();
+      const IndexIVFRaBitQ back = IndexIVFRaBitQ::parse(bytes.data(), bytes.size());
+      EXPECT_EQ(back.metric_type(), MetricType::cosine);
+      EXPECT_EQ(back.bytes(), bytes);
+      const Result a = run(cosine, q, k, 3, false, 20), b = run(back, q, k, 3, false, 20);
+      EXPECT_EQ(a.I, b.I);
+      EXPECT_EQ(a.D, b.D);
+    }
+  }
+}
+
+// Recall against exact cosine search: the scale of vectors and queries does not matter, re-ranking with the
+// stored unit vectors returns the exact cosines, and probing every list with R = n is exact search.
+TEST(IndexIVFRaBitQ, CosineRecallAgainstExactSearch) {
+  const size_t d = 64, n = 3000, k = 10;
+  // Directions in 20 clusters (so that the lists mean something), norms spread over two decades.
+  const FloatMatrix centres = gaussian(20, d, 43);
+  auto clustered = [&](size_t rows, uint32_t seed) {
+    FloatMatrix v = gaussian(rows, d, seed);
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> scale(0.1f, 10.0f);
+    for (size_t i = 0; i < rows; ++i) {
+      const float s = scale(rng);
+      for (size_t j = 0; j < d; ++j) v(i, j) = s * (centres(i % 20, j) + 0.8f * v(i, j));
+    }
+    return v;
+  };
+  const FloatMatrix x = clustered(n, 41), q = clustered(40, 42);
+  RabitqParams p;
+  p.bits = 4;
+  p.metric = MetricType::cosine;
+  IndexIVFRaBitQ index(d, 16, p);
+  index.train(x.view());
+  index.add(x.view());
+  auto recall_of = [&](const Result& r) {
+    size_t hit = 0;
+    for (size_t a = 0; a < q.rows(); ++a) {
+      const auto exact = exact_cosine(x, q, a);
+      std::set<int64_t> got(r.I.begin() + a * k, r.I.begin() + (a + 1) * k);
+      for (size_t t = 0; t < k; ++t) hit += got.count(exact[t].second);
+    }
+    return double(hit) / double(q.rows() * k);
+  };
+  const double plain = recall_of(run(index, q, k, 4)), reranked = recall_of(run(index, q, k, 4, false, 50));
+  EXPECT_GE(plain, 0.8);
+  EXPECT_GE(reranked, 0.97);
+  if (std::getenv("RABITQ_PRINT"))
+    std::printf("cosine recall@10, 4 of 16 lists: %.3f, rerank 50: %.3f\n", plain, reranked);
+  const Result all = run(index, q, k, 16, false, n);
+  for (size_t a = 0; a < q.rows(); ++a) {
+    const auto exact = exact_cosine(x, q, a);
+    for (size_t t = 0; t < k; ++t) {
+      EXPECT_NEAR(all.D[a * k + t], -exact[t].first, 1e-5);
+      if (exact[t + 1].first - exact[t].first > 1e-5 && (t == 0 || exact[t].first - exact[t - 1].first > 1e-5))
+        EXPECT_EQ(all.I[a * k + t], exact[t].second) << "query " << a << " rank " << t;
+    }
+  }
+  // The scale of the vectors and queries is irrelevant.
+  FloatMatrix x3 = x, q3 = q;
+  for (size_t i = 0; i < x3.size(); ++i) x3.data()[i] *= 1000.0f;
+  for (size_t i = 0; i < q3.size(); ++i) q3.data()[i] *= 0.001f;
+  IndexIVFRaBitQ scaled(d, 16, p);
+  scaled.train(x3.view());
+  scaled.add(x3.view());
+  EXPECT_NEAR(recall_of(run(scaled, q3, k, 4, false, 50)), reranked, 0.02);
+}
+
+// Zero vectors have cosine 0 with every query, and a zero query with every vector: exactly 0, never NaN, and
+// stage 1 never prunes a zero vector that belongs in the answer.
+TEST(IndexIVFRaBitQ, CosineZeroVectorsAndQueries) {
+  const size_t d = 32, n = 600, zeros = 5;
+  // Every nonzero vector points away from the query direction e₀: only the zero vectors reach cosine 0.
+  FloatMatrix x = gaussian(n, d, 51);
+  for (size_t i = 0; i < n; ++i) x(i, 0) = -20.0f - std::abs(x(i, 0));
+  const size_t zero_rows[zeros] = {3, 100, 101, 377, 599};
+  for (size_t z : zero_rows)
+    for (size_t j = 0; j < d; ++j) x(z, j) = 0.0f;
+  FloatMatrix q(2, d);
+  q(0, 0) = 2.5f;  // q₁ = 0: a zero query
+  for (int bits : {1, 3}) {
+    for (size_t nlist : {size_t(1), size_t(6)}) {
+      RabitqParams p;
+      p.bits = bits;
+      p.metric = MetricType::cosine;
+      IndexIVFRaBitQ index(d, nlist, p);
+      index.train(x.view());  // the zero rows are left out of the k-means
+      index.add(x.view());
+      for (size_t rerank : {size_t(0), size_t(30)}) {
+        for (bool single : {false, true}) {
+          const Result r = run(index, q, zeros + 1, nlist, single, rerank);
+          for (size_t t = 0; t < zeros; ++t) {
+            EXPECT_EQ(r.I[t], int64_t(zero_rows[t])) << "bits " << bits << " nlist " << nlist << " rank " << t;
+            EXPECT_EQ(r.D[t], 0.0f);
+          }
+          EXPECT_LT(r.D[zeros], -0.5f);
+          // The zero query: every vector ties at 0, the lowest labels win.
+          for (size_t t = 0; t <= zeros; ++t) {
+            EXPECT_EQ(r.D[zeros + 1 + t], 0.0f);
+            EXPECT_EQ(r.I[zeros + 1 + t], int64_t(t));
+          }
+        }
+      }
+      // Files keep the zero marks.
+      const std::string bytes = index.bytes();
+      const IndexIVFRaBitQ back = IndexIVFRaBitQ::parse(bytes.data(), bytes.size());
+      EXPECT_EQ(back.bytes(), bytes);
+      EXPECT_EQ(run(back, q, zeros + 1, nlist).I, run(index, q, zeros + 1, nlist).I);
+    }
+  }
+  // Training needs nlist nonzero vectors; non-finite values are refused, not taken for zero vectors.
+  RabitqParams p;
+  p.metric = MetricType::cosine;
+  IndexIVFRaBitQ index(d, 4, p);
+  FloatMatrix few(6, d);
+  for (size_t j = 0; j < d; ++j) few(0, j) = 1.0f, few(1, j) = float(j), few(2, j) = -1.0f;
+  EXPECT_THROW(index.train(few.view()), InvalidArgument);
+  few(3, 5) = NAN;
+  EXPECT_THROW(index.train(few.view()), InvalidArgument);
+  index.train(x.view());
+  EXPECT_THROW(index.add(few.view()), InvalidArgument);
+  index.add(x.view());
+  FloatMatrix bad(1, d);
+  bad(0, 2) = INFINITY;
+  std::vector<float> D(1);
+  std::vector<int64_t> I(1);
+  EXPECT_THROW(index.search(bad.view(), 1, 1, D.data(), I.data()), InvalidArgument);
+  bad(0, 2) = NAN;
+  EXPECT_THROW(index.search(bad.view(), 1, 1, D.data(), I.data()), InvalidArgument);
 }

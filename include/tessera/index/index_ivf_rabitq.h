@@ -24,9 +24,18 @@ namespace tessera {
 /// estimate. single_stage = true estimates every vector fully (for comparison). With the raw vectors kept
 /// (keep_vectors, the default), rerank = R > 0 adds a third stage: the R best candidates by estimate get their
 /// exact distances, and the k best of those are returned. Results do not depend on the thread count.
+///
+/// Metrics: L2 (‖x − q‖², smaller is better), inner_product and cosine (⟨x, q⟩ and ⟨x, q⟩/(‖x‖‖q‖), larger is
+/// better). Cosine is the inner product of unit vectors: the index scales every vector (training, added, and
+/// queries) to unit norm, the coarse k-means runs on the unit vectors (centroids are means of unit vectors),
+/// the codes, estimates, probing order and raw vectors (rerank) are then the inner product's on those unit
+/// vectors — the same results as "ip" on data normalised beforehand — and reported values are clamped to
+/// [−1, 1]. A zero vector or zero query has cosine 0 with everything, by definition (zero vectors are left out
+/// of training; a zero query ties with every vector, so the lowest labels of the probed lists are returned).
 class IndexIVFRaBitQ {
  public:
-  /// keep_vectors: store the raw float32 vectors too (d·4 bytes per vector; needed for rerank > 0).
+  /// params.metric: L2, inner_product or cosine. keep_vectors: store the raw float32 vectors too (d·4 bytes
+  /// per vector; needed for rerank > 0; for cosine the unit vectors).
   IndexIVFRaBitQ(size_t d, size_t nlist, RabitqParams params = {}, bool keep_vectors = true);
 
   size_t dim() const { return d_; }
@@ -42,17 +51,19 @@ class IndexIVFRaBitQ {
   /// Vectors in list l.
   size_t list_size(size_t l) const { return lists_.at(l).ids.size(); }
 
-  /// Coarse k-means on x (n × d, n ≥ nlist) and the codec's rotation. Only before add().
+  /// Coarse k-means on x (n × d, n ≥ nlist; cosine: on the unit vectors of the nonzero rows, at least nlist)
+  /// and the codec's rotation. Only before add().
   void train(MatrixView<const float> x);
-  /// Fixed coarse centroids (nlist × d). Only before add().
+  /// Fixed coarse centroids (nlist × d), used as given (cosine: compared with the unit vectors). Only before
+  /// add().
   void set_centroids(MatrixView<const float> centroids);
   /// Codes x (n × d); their labels are ntotal() … ntotal() + n − 1.
   void add(MatrixView<const float> x);
   /// The k best of every query (q: nq × d) over the nprobe nearest lists (1 ≤ nprobe; more than nlist is
-  /// clamped to nlist): distances (nq × k: estimated ‖x − q‖² for L2, ⟨x, q⟩ for inner product, best first)
-  /// and labels (nq × k; −1 and ±inf past the vectors found). rerank = R > 0: the max(R, k) best by estimate
-  /// get exact distances from the raw vectors (‖x − q‖² or ⟨x, q⟩, float32), the k best of those are returned
-  /// with them; an index without raw vectors refuses it.
+  /// clamped to nlist): distances (nq × k: estimated ‖x − q‖² for L2, ⟨x, q⟩ for inner product, the cosine
+  /// for cosine, best first) and labels (nq × k; −1 and ±inf past the vectors found). rerank = R > 0: the
+  /// max(R, k) best by estimate get exact values from the raw vectors (‖x − q‖², ⟨x, q⟩ or the cosine,
+  /// float32), the k best of those are returned with them; an index without raw vectors refuses it.
   void search(MatrixView<const float> q, size_t k, size_t nprobe, float* distances, int64_t* labels,
               bool single_stage = false, size_t rerank = 0) const;
 
