@@ -34,10 +34,10 @@ struct PyIVFRaBitQ {
 }  // namespace
 
 tessera::RabitqParams rabitq_params(int bits, const std::string& metric, const std::string& rotation,
-                                    bool fast_quantization, double epsilon0, uint64_t seed, bool allow_cosine) {
+                                    bool fast_quantization, double epsilon0, uint64_t seed) {
   tessera::RabitqParams p;
   p.bits = bits;
-  p.metric = tessera::parse_metric(metric, allow_cosine);
+  p.metric = tessera::parse_metric(metric, /*allow_cosine=*/true);
   p.rotation = tessera::parse_rotation_kind(rotation);
   p.fast_quantization = fast_quantization;
   p.epsilon0 = epsilon0;
@@ -51,7 +51,9 @@ void bind_rabitq(py::module_& m) {
                 "An IVF index of Extended RaBitQ codes (Gao et al., SIGMOD 2025): coarse k-means lists, every vector\n"
                 "coded against its list's centroid with `bits` bits per coordinate (Algorithm 1, exact), queries\n"
                 "scanning the nprobe nearest lists with RaBitQ's unbiased distance estimates. nlist=1 is a flat\n"
-                "index. metric: 'l2' (squared distances, ascending) or 'ip' (inner products, descending).")
+                "index. metric: 'l2' (squared distances, ascending), 'ip' (inner products, descending) or 'cosine'\n"
+                "(cosine similarities in [-1, 1], descending: vectors and queries are scaled to unit norm, the lists\n"
+                "are k-means of the unit vectors, then it is 'ip' on those; a zero vector or query has cosine 0).")
       .def(py::init([](py::ssize_t d, py::ssize_t nlist, int bits, const std::string& metric,
                        const std::string& rotation, bool fast_quantization, double epsilon0, uint64_t seed,
                        bool keep_vectors) {
@@ -60,7 +62,7 @@ void bind_rabitq(py::module_& m) {
              auto r = std::make_unique<R>();
              r->index = std::make_unique<IndexIVFRaBitQ>(
                  size_t(d), size_t(nlist),
-                 rabitq_params(bits, metric, rotation, fast_quantization, epsilon0, seed, false),
+                 rabitq_params(bits, metric, rotation, fast_quantization, epsilon0, seed),
                  keep_vectors);
              return r;
            }),
@@ -76,7 +78,9 @@ void bind_rabitq(py::module_& m) {
             F32In in = check_dim(r.index->dim(), x, "x");
             r.locked<true>([&] { r.index->train(in.view); });
           },
-          "x"_a, "Coarse k-means on x (n × d, n ≥ nlist; at most 256·nlist sampled rows) and the rotation.")
+          "x"_a,
+          "Coarse k-means on x (n × d, n ≥ nlist; at most 256·nlist sampled rows; cosine: the unit vectors of\n"
+          "the nonzero rows) and the rotation.")
       .def(
           "set_centroids",
           [](R& r, const py::object& c) {
@@ -112,7 +116,7 @@ void bind_rabitq(py::module_& m) {
           "q"_a, "k"_a, "nprobe"_a = 1, "rerank"_a = 0, "single_stage"_a = false,
           "The k best stored vectors of each query (q: nq × d) over the nprobe nearest lists (more than nlist\n"
           "is clamped) → (distances float32 nq × k, labels int64 nq × k): estimated squared L2 distances\n"
-          "ascending, or inner products descending; past the vectors found, label -1 and ±inf. Two stages by\n"
+          "ascending, or inner products (cosines) descending; past the vectors found, label -1 and ±inf. Two stages by\n"
           "default (1-bit fast scan, full codes only where the 1-bit bound can win); single_stage=True\n"
           "estimates every vector of the probed lists with its full code. rerank=R > 0 (needs keep_vectors):\n"
           "the max(R, k) best by estimate get exact distances from the raw vectors, and the k best of those\n"

@@ -7,9 +7,9 @@
 
 namespace tessera_py {
 
-/// RabitqParams from the Python keywords; metric "cosine" only when allow_cosine (the codec has it, the IVF
-/// index not yet).
+/// RabitqParams from the Python keywords (metric "l2", "ip" or "cosine": the codec and the IVF index both
+/// have cosine).
 tessera::RabitqParams rabitq_params(int bits, const std::string& metric, const std::string& rotation,
-                                    bool fast_quantization, double epsilon0, uint64_t seed, bool allow_cosine);
+                                    bool fast_quantization, double epsilon0, uint64_t seed);
 
 }  // namespace tessera_py

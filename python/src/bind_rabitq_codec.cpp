@@ -46,7 +46,7 @@ void bind_rabitq_codec(py::module_& m) {
              if (d < 1) throw_invalid("d must be at least 1, got " + std::to_string(d));
              auto r = std::make_unique<R>();
              r->q = std::make_unique<RaBitQuantizer>(
-                 size_t(d), rabitq_params(bits, metric, rotation, fast_quantization, epsilon0, seed, true));
+                 size_t(d), rabitq_params(bits, metric, rotation, fast_quantization, epsilon0, seed));
              return r;
            }),
            "d"_a, "bits"_a = 4, "metric"_a = "l2", "rotation"_a = "hadamard", "fast_quantization"_a = false,

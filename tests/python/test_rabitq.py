@@ -103,7 +103,7 @@ def test_files_round_trip_and_bad_input(tmp_path):
     (tmp_path / "cut.tsi").write_bytes(data[:-10])
     with pytest.raises(tessera.FormatError):
         tessera.IVFRaBitQ.load(tmp_path / "cut.tsi")
-    for bad in (dict(bits=0), dict(bits=10), dict(metric="cosine"), dict(rotation="fft")):
+    for bad in (dict(bits=0), dict(bits=10), dict(metric="hamming"), dict(rotation="fft")):
         with pytest.raises(tessera.InvalidArgument):
             tessera.IVFRaBitQ(24, 4, **bad)
     with pytest.raises(tessera.InvalidArgument):
@@ -158,3 +158,77 @@ def test_rerank_with_raw_vectors(tmp_path):
         bare.search(q, 10, rerank=20)
     bare.save(tmp_path / "bare.tsi")
     assert (tmp_path / "bare.tsi").stat().st_size < path.stat().st_size - len(x) * 40 * 4 + 1000
+
+
+def exact_cosine(q, x):
+    """Cosine similarities (nq × n, float64); a zero vector or query has cosine 0."""
+    qn, xn = np.linalg.norm(q.astype(np.float64), axis=1), np.linalg.norm(x.astype(np.float64), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = (q.astype(np.float64) @ x.astype(np.float64).T) / np.outer(qn, xn)
+    return np.nan_to_num(s, nan=0.0)
+
+
+def test_cosine_recall_against_numpy(sift, tmp_path):
+    """metric="cosine": recall@10 against numpy's exact cosine search (the vectors' scale is irrelevant), rerank
+    returns the exact cosines, the same answers as "ip" on vectors normalised beforehand, and the file keeps
+    the metric."""
+    x, q, _ = sift
+    rng = np.random.default_rng(5)
+    x = x * rng.uniform(0.01, 100.0, (len(x), 1)).astype(np.float32)  # norms over four decades
+    sim = exact_cosine(q, x)
+    truth = np.argsort(-sim, axis=1, kind="stable")[:, :10]
+    ix = tessera.IVFRaBitQ(128, 32, bits=4, metric="cosine")
+    assert ix.metric == "cosine" and "cosine" in repr(ix)
+    ix.train(x)
+    ix.add(x)
+    dist, labels = ix.search(q, 10, nprobe=16)
+    assert np.all(np.diff(dist, axis=1) <= 0) and np.all(np.abs(dist) <= 1), "cosines, descending"
+    plain = recall_at(labels, truth, 10)
+    dist_rr, labels_rr = ix.search(q, 10, nprobe=16, rerank=50)
+    reranked = recall_at(labels_rr, truth, 10)
+    assert plain >= 0.90 and reranked >= 0.99, (plain, reranked)
+    assert np.allclose(dist_rr, np.take_along_axis(sim, labels_rr, axis=1), atol=1e-5)
+    assert np.allclose(dist, np.take_along_axis(sim, labels, axis=1), atol=0.05)
+    # "ip" on unit vectors (normalised by numpy: the last bit may differ from the index's own scaling)
+    unit = lambda v: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    ip = tessera.IVFRaBitQ(128, 32, bits=4, metric="ip")
+    ip.train(unit(x))
+    ip.add(unit(x))
+    for kw in (dict(), dict(rerank=50), dict(single_stage=True)):
+        d_ip, l_ip = ip.search(unit(q), 10, nprobe=16, **kw)
+        d_cos, l_cos = ix.search(q, 10, nprobe=16, **kw)
+        assert np.mean(l_ip == l_cos) >= 0.99, kw
+        same = l_ip == l_cos
+        assert np.allclose(d_cos[same], np.clip(d_ip[same], -1, 1), atol=1e-5), kw
+    # files
+    path = tmp_path / "cos.tsi"
+    ix.save(path)
+    back = tessera.IVFRaBitQ.load(path)
+    assert back.metric == "cosine"
+    for kw in (dict(), dict(rerank=20)):
+        a, b = ix.search(q, 10, nprobe=8, **kw), back.search(q, 10, nprobe=8, **kw)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_cosine_zero_vectors_and_queries():
+    """A zero vector has cosine 0 with every query, a zero query with every vector: exactly 0, never NaN."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((800, 32)).astype(np.float32)
+    x[:, 0] = -20 - np.abs(x[:, 0])  # every nonzero vector points away from the query e₀
+    zeros = [7, 8, 300, 799]
+    x[zeros] = 0
+    q = np.zeros((2, 32), dtype=np.float32)
+    q[0, 0] = 3  # q[1] stays zero
+    for bits in (1, 4):
+        ix = tessera.IVFRaBitQ(32, 8, bits=bits, metric="cosine")
+        ix.train(x)  # zero rows are left out of the k-means
+        ix.add(x)
+        for kw in (dict(), dict(rerank=40), dict(single_stage=True)):
+            dist, labels = ix.search(q, 5, nprobe=8, **kw)
+            assert np.isfinite(dist).all()
+            assert list(labels[0, :4]) == zeros and (dist[0, :4] == 0).all() and dist[0, 4] < -0.5, (bits, kw)
+            assert list(labels[1]) == [0, 1, 2, 3, 4] and (dist[1] == 0).all(), "a zero query ties everywhere"
+    with pytest.raises(tessera.InvalidArgument, match="nonzero"):
+        tessera.IVFRaBitQ(32, 8, metric="cosine").train(np.zeros((100, 32), dtype=np.float32))
+    with pytest.raises(tessera.InvalidArgument):
+        ix.search(np.full((1, 32), np.inf, dtype=np.float32), 5)
