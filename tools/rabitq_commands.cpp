@@ -93,8 +93,10 @@ struct RabitqCommands::Impl {
         ->capture_default_str();
     c->add_option("--nlist", nlist, "coarse lists (default: about 4·√n, at most n/39; 1 = flat)")
         ->check(CLI::Range(size_t(1), size_t(1) << 24));
-    c->add_option("--metric", metric, "l2 (squared Euclidean) or ip (inner product)")
-        ->check(CLI::IsMember({"l2", "ip"}))
+    c->add_option("--metric", metric,
+                  "l2 (squared Euclidean), ip (inner product) or cosine (vectors and queries scaled to unit norm; "
+                  "distances are cosine similarities, larger first)")
+        ->check(CLI::IsMember({"l2", "ip", "cosine"}))
         ->capture_default_str();
     c->add_option("--rotation", rotation, "random orthogonal transform: hadamard (fast) or dense (Haar QR)")
         ->check(CLI::IsMember({"hadamard", "dense"}))
@@ -125,7 +127,7 @@ struct RabitqCommands::Impl {
   IndexIVFRaBitQ build_index(const FloatMatrix& x, double* seconds) const {
     RabitqParams p;
     p.bits = bits;
-    p.metric = parse_metric(metric);
+    p.metric = parse_metric(metric, /*allow_cosine=*/true);
     p.rotation = parse_rotation_kind(rotation);
     p.fast_quantization = fast_quantization;
     p.seed = seed;

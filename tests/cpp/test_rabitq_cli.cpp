@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -132,6 +133,69 @@ TEST_F(RabitqCli, BuildSearchEvalMatchTheLibrary) {
                 &st);
   EXPECT_EQ(st, 1) << out;
   EXPECT_FALSE(fs::exists(dir + "/rr"));
+}
+
+// --metric cosine: the index keeps the metric, search writes the library's cosines (descending), and eval's
+// recall is against the true cosine neighbours (exact with every list and every vector re-ranked).
+TEST_F(RabitqCli, CosineBuildSearchEval) {
+  // Vectors at very different scales: cosine must not see them.
+  FloatMatrix xs = x;
+  for (size_t i = 0; i < xs.rows(); ++i)
+    for (size_t c = 0; c < xs.cols(); ++c) xs(i, c) *= float(1 + i % 7) * (i % 2 ? 100.0f : 0.01f);
+  write_npy(dir + "/xs.npy", xs.view());
+  CodeMatrix truth(q.rows(), 10);
+  for (size_t i = 0; i < q.rows(); ++i) {
+    std::vector<std::pair<double, int32_t>> s(xs.rows());
+    double qq = 0;
+    for (size_t c = 0; c < q.cols(); ++c) qq += double(q(i, c)) * q(i, c);
+    for (size_t j = 0; j < xs.rows(); ++j) {
+      double xq = 0, xx = 0;
+      for (size_t c = 0; c < q.cols(); ++c) xq += double(xs(j, c)) * q(i, c), xx += double(xs(j, c)) * xs(j, c);
+      s[j] = {-xq / std::sqrt(xx * qq), int32_t(j)};
+    }
+    std::partial_sort(s.begin(), s.begin() + 10, s.end());
+    for (size_t t = 0; t < 10; ++t) truth(i, t) = s[t].second;
+  }
+  write_ivecs(dir + "/cos_gt.ivecs", truth.view());
+  int st = 0;
+  std::string out =
+      run_cli("rabitq build " + dir + "/xs.npy --out " + dir + "/c.rbq --bits 4 --nlist 16 --metric cosine", &st);
+  ASSERT_EQ(st, 0) << out;
+  EXPECT_NE(out.find("cosine"), std::string::npos) << out;
+  const IndexIVFRaBitQ index = IndexIVFRaBitQ::load(dir + "/c.rbq");
+  EXPECT_EQ(index.metric_type(), MetricType::cosine);
+  out = run_cli("rabitq search --index " + dir + "/c.rbq --queries " + dir + "/q.fvecs -k 10 --nprobe 4 --out " +
+                    dir + "/res",
+                &st);
+  ASSERT_EQ(st, 0) << out;
+  std::vector<float> D(q.rows() * 10);
+  std::vector<int64_t> I(q.rows() * 10);
+  index.search(q.view(), 10, 4, D.data(), I.data());
+  const CodeMatrix labels = read_npy_i32(dir + "/res/labels.npy");
+  const FloatMatrix dists = read_npy_f32(dir + "/res/distances.npy");
+  for (size_t i = 0; i < I.size(); ++i) {
+    EXPECT_EQ(labels.data()[i], I[i]) << i;
+    EXPECT_EQ(dists.data()[i], D[i]) << i;
+    EXPECT_LE(std::abs(D[i]), 1.0f);
+    if (i % 10) EXPECT_LE(D[i], D[i - 1]);
+  }
+  out = run_cli("rabitq eval --index " + dir + "/c.rbq --queries " + dir + "/q.fvecs --gt " + dir +
+                    "/cos_gt.ivecs --nprobe 4,16 --out " + dir + "/e.json",
+                &st);
+  ASSERT_EQ(st, 0) << out;
+  std::ifstream in(dir + "/e.json");
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["metric"], "cosine");
+  EXPECT_GT(j["runs"][1]["recall@10"].get<double>(), 0.8);
+  out = run_cli("rabitq eval --base " + dir + "/xs.npy --metric cosine --nlist 16 --queries " + dir +
+                    "/q.fvecs --gt " + dir + "/cos_gt.ivecs --nprobe 16 --rerank 3000 --out " + dir + "/r.json -q",
+                &st);
+  ASSERT_EQ(st, 0) << out;
+  std::ifstream rin(dir + "/r.json");
+  EXPECT_EQ(nlohmann::json::parse(rin)["runs"][0]["recall@10"].get<double>(), 1.0);
+  out = run_cli("rabitq build " + dir + "/xs.npy --out " + dir + "/h.rbq --metric hamming", &st);
+  EXPECT_NE(st, 0);
+  EXPECT_FALSE(fs::exists(dir + "/h.rbq"));
 }
 
 TEST_F(RabitqCli, EvalBuildsFromBaseAndSavesTheIndex) {
