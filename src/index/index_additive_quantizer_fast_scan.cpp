@@ -277,6 +277,24 @@ void best_sorted(const uint64_t* keys, size_t n, size_t nsel, uint32_t threshold
   }
 }
 
+// The rank-th smallest (1 ≤ rank ≤ n) of v[0, n): a histogram of v − min(v) in 256 bins, the last one
+// for everything 255 or more above the minimum; when the rank-th falls there (sums spread wide),
+// nth_element on a copy. tmp: n slots. Cheaper than a heap of rank entries (most of v is far above).
+uint16_t nth_smallest(const uint16_t* v, size_t n, size_t rank, uint16_t* tmp) {
+  uint16_t lo = v[0];
+  for (size_t i = 1; i < n; ++i) lo = std::min(lo, v[i]);  // vectorised
+  uint32_t hist[256] = {};
+  for (size_t i = 0; i < n; ++i) ++hist[std::min<uint32_t>(uint32_t(v[i] - lo), 255)];
+  size_t below = 0;
+  for (uint32_t b = 0; b < 255; ++b) {
+    below += hist[b];
+    if (below >= rank) return uint16_t(lo + b);
+  }
+  std::copy(v, v + n, tmp);
+  std::nth_element(tmp, tmp + rank - 1, tmp + n);
+  return tmp[rank - 1];
+}
+
 // A strided sample of the full blocks that gives each query a starting threshold: m of its sums are expected
 // below the final threshold (the ncand-th smallest sum of all), and the threshold starts just above the
 // sample's rank-th smallest sum. The sums of all below it then number about rank / m · ncand, fewer than
@@ -410,7 +428,7 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
       std::vector<uint8_t> lut8;
       std::vector<uint64_t> keys, tmp;
       std::vector<uint16_t> sample_sums;
-      std::vector<uint32_t> smallest;
+      std::vector<uint16_t> smallest;
       std::vector<std::pair<float, int64_t>> ranked;
       std::vector<float> sums;
       std::vector<uint64_t> dkeys;
@@ -421,7 +439,7 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
         keys.resize(group * cap);
         tmp.resize(cap);
         sample_sums.resize(plan.nblocks * detail::kFastScanBlock);
-        smallest.resize(plan.rank);
+        smallest.resize(plan.nblocks * detail::kFastScanBlock);
         ranked.reserve(ncand);
       });
       // The best ncand by (uint16 sum, label) of the queries fq[0, nf): labels rise along the scan, so a sum
@@ -452,24 +470,7 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
               // Start at the sample's rank-th smallest sum (+1: sums equal to it are collected): below it
               // about rank / m · ncand sums of all, and at least ncand but for a rare miss, re-scanned.
               detail::fast_scan_blocks(sample.data(), plan.nblocks, nsq_, nscaled, ns16, l8, sample_sums.data());
-              // The rank smallest sample sums in a max-heap (most sums are above its top and only compared).
-              uint32_t* best = smallest.data();
-              const size_t r = plan.rank;
-              std::fill(best, best + r, 1u << 16);
-              for (const uint16_t v : sample_sums)
-                if (v < best[0]) {
-                  size_t j = 0;
-                  for (;;) {
-                    size_t c = 2 * j + 1;
-                    if (c >= r) break;
-                    c += c + 1 < r && best[c + 1] > best[c];
-                    if (best[c] <= v) break;
-                    best[j] = best[c];
-                    j = c;
-                  }
-                  best[j] = v;
-                }
-              start = best[0] + 1;
+              start = uint32_t(nth_smallest(sample_sums.data(), sample_sums.size(), plan.rank, smallest.data())) + 1;
             }
             fq[i] = {l8, start, keys.data() + i * cap, 0};
           }
