@@ -33,6 +33,17 @@ struct Better {
   }
 };
 
+// A result as one integer (labels below 2^32): v (smaller is better, finite) as an order-preserving uint32
+// above the label, so that integer order is the order by (v, label); −0 is made +0 (equal to it).
+inline uint64_t distance_key(float v, uint64_t label) {
+  const uint32_t u = std::bit_cast<uint32_t>(v + 0.0f);
+  return (uint64_t(u ^ (u >> 31 ? 0xffffffffu : 0x80000000u)) << 32) | label;
+}
+inline float key_distance(uint64_t key) {
+  const uint32_t u = uint32_t(key >> 32);
+  return std::bit_cast<float>(u ^ (u >> 31 ? 0x80000000u : 0xffffffffu));
+}
+
 }  // namespace
 
 IndexAdditiveQuantizerFastScan::IndexAdditiveQuantizerFastScan(std::shared_ptr<const AdditiveQuantizer> aq,
@@ -434,13 +445,14 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
       std::vector<uint64_t> dkeys;
       catcher.run([&] {
         sums.resize(ncand);
+        dkeys.resize(ncand);  // one of the two is used (packed or not)
+        ranked.resize(ncand);
         tables.resize(nsq_ * kKsub);
         lut8.resize(group * nsq_ * kKsub);
         keys.resize(group * cap);
         tmp.resize(cap);
         sample_sums.resize(plan.nblocks * detail::kFastScanBlock);
         smallest.resize(plan.nblocks * detail::kFastScanBlock);
-        ranked.reserve(ncand);
       });
       // The best ncand by (uint16 sum, label) of the queries fq[0, nf): labels rise along the scan, so a sum
       // equal to the worst kept one loses, and only sums below it are collected.
@@ -496,55 +508,61 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
               const float* qv = q.row(b0 + qi);
               for (size_t j = 0; j < d; ++j) qnorm += qv[j] * qv[j];
             }
-            ranked.clear();
+            // Labels below 2^32: each result as one integer, (distance in smaller-is-better orientation as an
+            // order-preserving uint32 << 32) | label, sorted as integers (the same order; finite distances, −0
+            // made +0, which compares equal to it). Else (distance, label) pairs.
+            const bool packed = ntotal_ <= (uint64_t(1) << 32);
+            size_t nr = n;  // results: dkeys or ranked [0, nr)
             if (rerank_factor_) {
               // The flat index's arithmetic: Σ_m LUT in float for m = 0..M−1, then norm − 2Σ + ‖q‖² (L2). First
               // the best `kept` keys; of the others only those whose uint8 sum, less its rounding error, could
               // still beat the worst of those (the k-th distance can only fall): the others cannot enter the
               // top k, so the result is that of re-scoring all ncand.
               const size_t first = std::min(kept, n);
-              rescore(best, first, lut, qnorm, norm_table.data(), sums.data(), ranked);
+              rescore(best, first, lut, qnorm, norm_table.data(), sums.data(), dkeys.data(), ranked.data());
+              nr = first;
               if (n > first) {
-                float worst_kept = ranked[0].first;  // in smaller-is-better orientation
-                for (size_t j = 1; j < first; ++j)
-                  worst_kept = ip ? std::min(worst_kept, ranked[j].first) : std::max(worst_kept, ranked[j].first);
-                const double dk = ip ? -double(worst_kept) : double(worst_kept) - double(qnorm);
+                double dk;  // the worst of the first, as a distance (inner product: negated)
+                if (packed) {
+                  const float w = key_distance(*std::max_element(dkeys.data(), dkeys.data() + first));
+                  dk = ip ? double(w) : double(w) - double(qnorm);
+                } else {
+                  float worst_kept = ranked[0].first;
+                  for (size_t j = 1; j < first; ++j)
+                    worst_kept = ip ? std::min(worst_kept, ranked[j].first) : std::max(worst_kept, ranked[j].first);
+                  dk = ip ? -double(worst_kept) : double(worst_kept) - double(qnorm);
+                }
                 const double margin = 1e-5 * (std::abs(dk) + double(qnorm) + std::abs(double(bias[i])) + double(mag[i]));
                 const double lim = (dk - double(bias[i]) + margin) * double(scale[i]) + err_units;
                 size_t m = first;
                 while (m < n && double(detail::fast_scan_key_sum(best[m])) <= lim) ++m;
-                rescore(best + first, m - first, lut, qnorm, norm_table.data(), sums.data(), ranked);
+                rescore(best + first, m - first, lut, qnorm, norm_table.data(), sums.data(), dkeys.data() + first,
+                        ranked.data() + first);
+                nr = m;
               }
             } else {
               for (size_t j = 0; j < n; ++j) {
                 const float est = float(detail::fast_scan_key_sum(best[j])) / scale[i] + bias[i];
-                ranked.emplace_back(ip ? -est : est + qnorm, int64_t(detail::fast_scan_key_label(best[j])));
+                const uint64_t label = detail::fast_scan_key_label(best[j]);
+                if (packed) dkeys[j] = distance_key(ip ? est : est + qnorm, label);
+                else ranked[j] = {ip ? -est : est + qnorm, int64_t(label)};
               }
             }
-            // The first `kept` in order: the rest (re-ranking's extra candidates) need no order. Labels below
-            // 2^32: sorted as integers, (distance as an order-preserving uint32 << 32) | label, the same order
-            // (finite distances; −0 made +0, which compares equal to it).
+            // The first `kept` in order: the rest (re-ranking's extra candidates) need no order.
             float* dq = distances + (b0 + qi) * k;
             int64_t* lq = labels + (b0 + qi) * k;
-            const size_t nk = std::min(kept, ranked.size());
-            if (ntotal_ <= (uint64_t(1) << 32)) {
-              dkeys.resize(ranked.size());
-              for (size_t j = 0; j < ranked.size(); ++j) {
-                const float v = (ip ? -ranked[j].first : ranked[j].first) + 0.0f;
-                const uint32_t u = std::bit_cast<uint32_t>(v);
-                dkeys[j] = (uint64_t(u ^ (u >> 31 ? 0xffffffffu : 0x80000000u)) << 32) | uint64_t(ranked[j].second);
-              }
-              if (dkeys.size() > kept) std::nth_element(dkeys.begin(), dkeys.begin() + kept, dkeys.end());
+            const size_t nk = std::min(kept, nr);
+            if (packed) {
+              if (nr > kept) std::nth_element(dkeys.begin(), dkeys.begin() + kept, dkeys.begin() + nr);
               std::sort(dkeys.begin(), dkeys.begin() + nk);
               for (size_t j = 0; j < nk; ++j) {
-                const uint32_t u = uint32_t(dkeys[j] >> 32);
-                const float v = std::bit_cast<float>(u ^ (u >> 31 ? 0x80000000u : 0xffffffffu));
+                const float v = key_distance(dkeys[j]);
                 dq[j] = ip ? 0.0f - v : v;  // 0 − v: +0 stays +0
                 lq[j] = int64_t(dkeys[j] & 0xffffffffu);
               }
             } else {
               const auto by_distance = [&](auto better) {
-                if (ranked.size() > kept) std::nth_element(ranked.begin(), ranked.begin() + kept, ranked.end(), better);
+                if (nr > kept) std::nth_element(ranked.begin(), ranked.begin() + kept, ranked.begin() + nr, better);
                 std::sort(ranked.begin(), ranked.begin() + nk, better);
               };
               if (ip) by_distance(Better<float, true>());
@@ -566,26 +584,41 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
   }
 }
 
-// Append the exact distances of the candidates keys[0, n) to ranked: the flat index's arithmetic, Σ_m LUT in
-// float for m = 0..M−1 (detail::fast_scan_code_sums), then (L2) norm − 2Σ + ‖q‖². sums: n floats of scratch.
+// The exact distances of the candidates keys[0, n): the flat index's arithmetic, Σ_m LUT in float for
+// m = 0..M−1 (detail::fast_scan_code_sums), then (L2) norm − 2Σ + ‖q‖²; as distance_key's integers to
+// dkeys[0, n) when labels fit 32 bits (ntotal ≤ 2^32), else as (distance, label) to ranked[0, n) (inner
+// product: the product itself). sums: n floats of scratch.
 void IndexAdditiveQuantizerFastScan::rescore(const uint64_t* keys, size_t n, const float* lut, float qnorm,
-                                             const float* norm_table, float* sums,
-                                             std::vector<std::pair<float, int64_t>>& ranked) const {
-  const bool ip = metric_ == MetricType::inner_product;
+                                             const float* norm_table, float* sums, uint64_t* dkeys,
+                                             std::pair<float, int64_t>* ranked) const {
+  const bool ip = metric_ == MetricType::inner_product, packed = ntotal_ <= (uint64_t(1) << 32);
   for (size_t j = 0; j < n; ++j)
     __builtin_prefetch(codes_.data() + size_t(detail::fast_scan_key_label(keys[j])) * code_size_);
   detail::fast_scan_code_sums(codes_.data(), code_size_, M_, keys, n, lut, sums);
-  const size_t base = ranked.size();
-  ranked.resize(base + n);
-  std::pair<float, int64_t>* out = ranked.data() + base;
   if (ip) {
-    for (size_t j = 0; j < n; ++j) out[j] = {sums[j], int64_t(detail::fast_scan_key_label(keys[j]))};
+    for (size_t j = 0; j < n; ++j) {
+      const uint64_t label = detail::fast_scan_key_label(keys[j]);
+      if (packed) dkeys[j] = distance_key(-sums[j], label);
+      else ranked[j] = {sums[j], int64_t(label)};
+    }
+    return;
+  }
+  // Locals: the stores through dkeys (uint64_t, the type of size_t) could alias the members.
+  const uint8_t* codes = codes_.data();
+  const size_t M = M_, code_size = code_size_;
+  const auto norm_code = [&](uint64_t label) {
+    const uint8_t* code = codes + size_t(label) * code_size;
+    return M % 2 ? size_t(nibble(code, M) | (nibble(code, M + 1) << 4)) : size_t(code[M / 2]);
+  };
+  if (packed) {
+    for (size_t j = 0; j < n; ++j) {
+      const uint64_t label = detail::fast_scan_key_label(keys[j]);
+      dkeys[j] = distance_key(norm_table[norm_code(label)] - 2 * sums[j] + qnorm, label);
+    }
   } else {
     for (size_t j = 0; j < n; ++j) {
       const uint64_t label = detail::fast_scan_key_label(keys[j]);
-      const uint8_t* code = codes_.data() + size_t(label) * code_size_;
-      const size_t c = M_ % 2 ? nibble(code, M_) | (nibble(code, M_ + 1) << 4) : code[M_ / 2];
-      out[j] = {norm_table[c] - 2 * sums[j] + qnorm, int64_t(label)};
+      ranked[j] = {norm_table[norm_code(label)] - 2 * sums[j] + qnorm, int64_t(label)};
     }
   }
 }

@@ -77,7 +77,7 @@ class IndexAdditiveQuantizerFastScan {
   void estimate_norm_scale(size_t n, const uint8_t* codes);
   void float_tables(const float* lut, float* tables) const;  // lut: total (alpha 1) → nsq × 16, smaller better
   void rescore(const uint64_t* keys, size_t n, const float* lut, float qnorm, const float* norm_table,
-               float* sums, std::vector<std::pair<float, int64_t>>& ranked) const;
+               float* sums, uint64_t* dkeys, std::pair<float, int64_t>* ranked) const;
 
   std::shared_ptr<const AdditiveQuantizer> aq_;
   MetricType metric_;
