@@ -140,6 +140,14 @@ inline size_t quant_pos(size_t k, size_t K) {
   return (k & ~size_t(15)) + (j < 8 ? 2 * j : 2 * (j - 8) + 1);
 }
 
+// Table entries are integers in [−kQuantMax, kQuantMax] units: 15 bits, so that the difference of two fits
+// in an int16.
+constexpr float kQuantMax = 16383.0f;
+inline int16_t quantize(float v) {
+  v = std::clamp(v, -kQuantMax, kQuantMax);
+  return (int16_t)(v + (v >= 0 ? 0.5f : -0.5f));
+}
+
 // A keyed stream of 64-bit draws.
 struct KeyedDraws {
   uint64_t state;
@@ -162,11 +170,14 @@ IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K, boo
     for (size_t j = 0; j < t.d; ++j) s += books(r, j) * books(r, j);
     t.norms[r] = s;
   }
-  // Block (m1, m2) = 2·C_m1·C_m2ᵀ, K × K; then its int16 copy with its own scale (rounding error at most
-  // 2^-16 of the block's largest entry), stored by codeword: everything codeword (m1, k1) adds to the other
-  // positions' costs, M × K values, is one contiguous row. Block (m2, m1) is the transpose of (m1, m2): one
-  // GEMM per pair m1 < m2 fills both (the diagonal blocks are never read by the encoder). The float table
-  // (all M² blocks, one GEMM each) only for the plain formulation and compute_binary_terms.
+  // Block (m1, m2) = 2·C_m1·C_m2ᵀ, K × K. Its int16 copy is stored by codeword: everything codeword (m1, k1)
+  // adds to the other positions' costs, M × K values, is one contiguous row. All blocks that add to
+  // position m's costs share one scale (the largest entry of the column over 16383): a row is then synced
+  // by summing the int16 differences of all its sources as integers (exact; 15 bits, so add − sub fits in
+  // int16) and scaling once, instead of converting and scaling every source. Rounding error: at most 2^-15
+  // of the column's largest entry. Block (m2, m1) is the transpose of (m1, m2): one GEMM per pair m1 < m2
+  // fills both (the diagonal blocks are never read by the encoder). The float table (all M² blocks, one
+  // GEMM each) only for the plain formulation and compute_binary_terms.
   if (small_k(K)) {
     // One GEMM for the whole table (MK × MK, 256 KB at M = 16); the float table is a reordering of it.
     t.dense.resize(MK * MK);
@@ -188,25 +199,45 @@ IcmTables make_icm_tables(MatrixView<const float> books, size_t M, size_t K, boo
   std::vector<std::pair<size_t, size_t>> pairs;
   for (size_t m1 = 0; m1 < M; ++m1)
     for (size_t m2 = m1 + 1; m2 < M; ++m2) pairs.emplace_back(m1, m2);
+  // The upper blocks in float until every column's scale is known: in the float table when there is one.
+  std::vector<float> upper(float_table ? 0 : pairs.size() * K * K);
+  auto block = [&](size_t b) {
+    const auto [m1, m2] = pairs[b];
+    return float_table ? t.binaries.data() + (m1 * M + m2) * K * K : upper.data() + b * K * K;
+  };
+  std::vector<float> amax(pairs.size());
 #pragma omp parallel num_threads(::tessera::num_threads())
   {
-    std::vector<float> own(float_table ? 0 : K * K);
 #pragma omp for schedule(dynamic, 1)
     for (ptrdiff_t b = 0; b < (ptrdiff_t)pairs.size(); ++b) {
       const auto [m1, m2] = pairs[size_t(b)];
-      float* blk = float_table ? t.binaries.data() + (m1 * M + m2) * K * K : own.data();
+      float* blk = block(size_t(b));
       gemm_abt(K, K, t.d, 2.0f, t.books.row(m1 * K), t.d, t.books.row(m2 * K), t.d, 0.0f, blk, K);
-      float amax = 0;
-      for (size_t e = 0; e < K * K; ++e) amax = std::max(amax, std::fabs(blk[e]));
-      const float scale = amax > 0 ? amax / 32767.0f : 1.0f, inv = 1.0f / scale;
-      t.qscales[m1 * M + m2] = t.qscales[m2 * M + m1] = scale;
+      float a = 0;
+      for (size_t e = 0; e < K * K; ++e) a = std::max(a, std::fabs(blk[e]));
+      amax[size_t(b)] = a;
+    }
+#pragma omp single
+    {
+      std::vector<float> col(M, 0.0f);
+      for (size_t b = 0; b < pairs.size(); ++b) {
+        const auto [m1, m2] = pairs[b];
+        col[m1] = std::max(col[m1], amax[b]);
+        col[m2] = std::max(col[m2], amax[b]);
+      }
+      for (size_t m1 = 0; m1 < M; ++m1)
+        for (size_t m2 = 0; m2 < M; ++m2) t.qscales[m1 * M + m2] = col[m2] > 0 ? col[m2] / kQuantMax : 1.0f;
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (ptrdiff_t b = 0; b < (ptrdiff_t)pairs.size(); ++b) {
+      const auto [m1, m2] = pairs[size_t(b)];
+      const float* blk = block(size_t(b));
+      const float inv12 = 1.0f / t.qscales[m1 * M + m2], inv21 = 1.0f / t.qscales[m2 * M + m1];
       for (size_t k1 = 0; k1 < K; ++k1) {
         int16_t* q = t.qbinaries.data() + ((m1 * K + k1) * M + m2) * K;
         for (size_t k2 = 0; k2 < K; ++k2) {
-          const float v = std::clamp(blk[k1 * K + k2] * inv, -32767.0f, 32767.0f);
-          const int16_t e = (int16_t)(v + (v >= 0 ? 0.5f : -0.5f));
-          q[quant_pos(k2, K)] = e;
-          t.qbinaries[((m2 * K + k2) * M + m1) * K + quant_pos(k1, K)] = e;
+          q[quant_pos(k2, K)] = quantize(blk[k1 * K + k2] * inv12);
+          t.qbinaries[((m2 * K + k2) * M + m1) * K + quant_pos(k1, K)] = quantize(blk[k1 * K + k2] * inv21);
         }
       }
     }
@@ -293,17 +324,21 @@ void reconstruction_errors(const IcmTables& t, MatrixView<const float> x, const 
 
 namespace {
 
-// One source position's pending contribution to a cost row: + add − sub (sub may be null), in units of scale.
+// One source position's pending contribution to a cost row: + add − sub (sub may be null), in the row's
+// column units.
 struct Pending {
   const int16_t* add;
   const int16_t* sub;
-  float scale;
 };
 
-// row[k] += float(add_p[k] − sub_p[k]) · scale_p for p = 0..np−1 in turn (the difference of two int16
-// entries is exact before it is scaled); returns argmin_k row[k], lowest k on ties. One pass over the row
-// for all sources, the argmin tracked per lane on the way (strict <: a lane keeps its earliest minimum).
-TESSERA_CLONE_PER_ISA int32_t sync_row(const float* src, float* row, const Pending* pend, size_t np, size_t K) {
+using w16 = int16_t __attribute__((vector_size(32)));
+
+// row[k] = src[k] + scale · Σ_p (add_p[k] − sub_p[k]); returns argmin_k row[k], lowest k on ties. The sum is
+// taken in integers (exact: every difference fits in an int16, the sum of up to 2^16 of them in an int32)
+// and converted and scaled once; one pass over the row for all sources, the argmin tracked per lane on
+// the way (strict <: a lane keeps its earliest minimum).
+TESSERA_CLONE_PER_ISA int32_t sync_row(const float* src, float* row, const Pending* pend, size_t np, size_t K,
+                                       float scale) {
   v8 mn;
   i8 at, lane = {0, 1, 2, 3, 4, 5, 6, 7};
   for (size_t l = 0; l < 8; ++l) mn[l] = std::numeric_limits<float>::infinity(), at[l] = -1;
@@ -313,37 +348,41 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(const float* src, float* row, const Pendi
     at = lt ? lane : at;
     lane += 8;
   };
-  // 16 entries at a time, stored interleaved (kQuantPairs): as 8 int32 lanes, the low halves are entries
+  // 16 entries at a time, stored interleaved (quant_pairs): as 8 int32 lanes, the low halves are entries
   // 0..7 and the high halves entries 8..15, widened by shifts (generic vectors' int16 → int32 conversion
-  // compiles to a pair of half-width conversions and an insert on AVX2). Two chains of additions.
-  // 32 entries per pass when K allows (half the per-source loop overhead), else 16.
+  // compiles to a pair of half-width conversions and an insert on AVX2). 32 entries per pass when K
+  // allows (half the per-source loop overhead), else 16.
   size_t k = 0;
   for (; k + 32 <= K; k += 32) {
+    i8 s0 = {}, s1 = {}, s2 = {}, s3 = {};
+    for (size_t p = 0; p < np; ++p) {
+      w16 a, a2;
+      std::memcpy(&a, pend[p].add + k, sizeof a);
+      std::memcpy(&a2, pend[p].add + k + 16, sizeof a2);
+      if (const int16_t* sub = pend[p].sub) {
+        w16 b, b2;
+        std::memcpy(&b, sub + k, sizeof b);
+        std::memcpy(&b2, sub + k + 16, sizeof b2);
+        a -= b;
+        a2 -= b2;
+      }
+      i8 d, d2;
+      std::memcpy(&d, &a, sizeof d);
+      std::memcpy(&d2, &a2, sizeof d2);
+      s0 += (d << 16) >> 16;
+      s1 += d >> 16;
+      s2 += (d2 << 16) >> 16;
+      s3 += d2 >> 16;
+    }
     v8 v0, v1, v2, v3;
     load8(v0, src + k);
     load8(v1, src + k + 8);
     load8(v2, src + k + 16);
     load8(v3, src + k + 24);
-    for (size_t p = 0; p < np; ++p) {
-      i8 a, a2;
-      std::memcpy(&a, pend[p].add + k, sizeof a);
-      std::memcpy(&a2, pend[p].add + k + 16, sizeof a2);
-      i8 d0 = (a << 16) >> 16, d1 = a >> 16, d2 = (a2 << 16) >> 16, d3 = a2 >> 16;
-      if (const int16_t* sub = pend[p].sub) {
-        i8 b, b2;
-        std::memcpy(&b, sub + k, sizeof b);
-        std::memcpy(&b2, sub + k + 16, sizeof b2);
-        d0 -= (b << 16) >> 16;
-        d1 -= b >> 16;
-        d2 -= (b2 << 16) >> 16;
-        d3 -= b2 >> 16;
-      }
-      const float scale = pend[p].scale;
-      v0 += __builtin_convertvector(d0, v8) * scale;
-      v1 += __builtin_convertvector(d1, v8) * scale;
-      v2 += __builtin_convertvector(d2, v8) * scale;
-      v3 += __builtin_convertvector(d3, v8) * scale;
-    }
+    v0 += __builtin_convertvector(s0, v8) * scale;
+    v1 += __builtin_convertvector(s1, v8) * scale;
+    v2 += __builtin_convertvector(s2, v8) * scale;
+    v3 += __builtin_convertvector(s3, v8) * scale;
     std::memcpy(row + k, &v0, sizeof v0);
     std::memcpy(row + k + 8, &v1, sizeof v1);
     std::memcpy(row + k + 16, &v2, sizeof v2);
@@ -354,23 +393,25 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(const float* src, float* row, const Pendi
     track(v3);
   }
   for (; k < K; k += 16) {
+    i8 s0 = {}, s1 = {};
+    for (size_t p = 0; p < np; ++p) {
+      w16 a;
+      std::memcpy(&a, pend[p].add + k, sizeof a);
+      if (const int16_t* sub = pend[p].sub) {
+        w16 b;
+        std::memcpy(&b, sub + k, sizeof b);
+        a -= b;
+      }
+      i8 d;
+      std::memcpy(&d, &a, sizeof d);
+      s0 += (d << 16) >> 16;
+      s1 += d >> 16;
+    }
     v8 v0, v1;
     load8(v0, src + k);
     load8(v1, src + k + 8);
-    for (size_t p = 0; p < np; ++p) {
-      i8 a;
-      std::memcpy(&a, pend[p].add + k, sizeof a);
-      i8 d0 = (a << 16) >> 16, d1 = a >> 16;
-      if (const int16_t* sub = pend[p].sub) {
-        i8 b;
-        std::memcpy(&b, sub + k, sizeof b);
-        d0 -= (b << 16) >> 16;
-        d1 -= b >> 16;
-      }
-      const float scale = pend[p].scale;
-      v0 += __builtin_convertvector(d0, v8) * scale;
-      v1 += __builtin_convertvector(d1, v8) * scale;
-    }
+    v0 += __builtin_convertvector(s0, v8) * scale;
+    v1 += __builtin_convertvector(s1, v8) * scale;
     std::memcpy(row + k, &v0, sizeof v0);
     std::memcpy(row + k + 8, &v1, sizeof v1);
     track(v0);
@@ -383,14 +424,14 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(const float* src, float* row, const Pendi
   return arg;  // −1: all NaN
 }
 
-// The same for K not a multiple of 8 (K < 8 in practice): scalar, the same arithmetic.
-int32_t sync_row_scalar(const float* src, float* row, const Pending* pend, size_t np, size_t K) {
+// The same for K not a multiple of 16 (K < 16 in practice): scalar, the same arithmetic.
+int32_t sync_row_scalar(const float* src, float* row, const Pending* pend, size_t np, size_t K, float scale) {
   float best = std::numeric_limits<float>::infinity();
   int32_t arg = -1;
   for (size_t k = 0; k < K; ++k) {
-    float v = src[k];
-    for (size_t p = 0; p < np; ++p)
-      v += float(int32_t(pend[p].add[k]) - (pend[p].sub ? int32_t(pend[p].sub[k]) : 0)) * pend[p].scale;
+    int32_t sum = 0;
+    for (size_t p = 0; p < np; ++p) sum += int32_t(pend[p].add[k]) - (pend[p].sub ? int32_t(pend[p].sub[k]) : 0);
+    const float v = src[k] + float(sum) * scale;
     row[k] = v;
     if (v < best) best = v, arg = int32_t(k);
   }
@@ -437,8 +478,7 @@ size_t gather(const IcmTables& t, VectorSearch& w, size_t m, bool prefetch) {
   int32_t* syn = w.syn.data() + m * M;
   const int16_t* q = t.qbinaries.data();
   size_t np = 0;
-  for (size_t m2 = 0; m2 < M; ++m2) {
-    if (m2 == m || syn[m2] == c[m2]) continue;
+  auto take = [&](size_t m2) {
     // Rows of block (m2, m): everything codeword c of position m2 adds to position m's costs.
     const int16_t* add = q + ((m2 * K + (size_t)c[m2]) * M + m) * K;
     const int16_t* sub = syn[m2] >= 0 ? q + ((m2 * K + (size_t)syn[m2]) * M + m) * K : nullptr;
@@ -446,9 +486,19 @@ size_t gather(const IcmTables& t, VectorSearch& w, size_t m, bool prefetch) {
     // was read at this row's last sync.
     if (prefetch)
       for (size_t b = 0; b < K * sizeof(int16_t); b += 64) __builtin_prefetch(reinterpret_cast<const char*>(add) + b);
-    w.pend[np++] = Pending{add, sub, t.qscales[m2 * M + m]};
+    w.pend[np++] = Pending{add, sub};
     syn[m2] = c[m2];
+  };
+  if (M <= 64) {
+    // Which sources differ, without a branch per position (they are unpredictable), then only those.
+    uint64_t differ = 0;
+    for (size_t m2 = 0; m2 < M; ++m2) differ |= uint64_t(syn[m2] != c[m2]) << m2;
+    differ &= ~(uint64_t(1) << m);
+    for (; differ; differ &= differ - 1) take((size_t)__builtin_ctzll(differ));
+    return np;
   }
+  for (size_t m2 = 0; m2 < M; ++m2)
+    if (m2 != m && syn[m2] != c[m2]) take(m2);
   return np;
 }
 
@@ -462,8 +512,10 @@ int32_t sync_now(const IcmTables& t, VectorSearch& w, size_t m, size_t np, const
     if (w.slot[m] == w.slot_best[m]) w.slot[m] ^= 1;
   }
   float* row = w.row(m, w.slot[m]);
-  int32_t k = quant_pairs(K) ? sync_row(src, row, w.pend.data(), np, K)
-                             : sync_row_scalar(src, row, w.pend.data(), np, K);
+  // Every block adding to position m has the column's scale (qscales[m' · M + m] for any m').
+  const float scale = t.qscales[m];
+  int32_t k = quant_pairs(K) ? sync_row(src, row, w.pend.data(), np, K, scale)
+                             : sync_row_scalar(src, row, w.pend.data(), np, K, scale);
   if (k < 0) k = w.cur[m];  // NaN costs: stay
   w.arg[m] = k, w.fresh[m] = 1;
   return k;

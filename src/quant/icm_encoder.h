@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/huge_pages.h"
 #include "tessera/core/matrix.h"
 
 namespace tessera::detail {
@@ -16,9 +17,10 @@ struct IcmTables {
   FloatMatrix books;           ///< M·K × d, codeword (m, k) at row m·K + k
   std::vector<float> norms;    ///< M·K: ‖C_m[k]‖²
   std::vector<float> binaries; ///< (optional) M × M × K × K: 2⟨C_m1[k1], C_m2[k2]⟩ at ((m1·M + m2)·K + k1)·K + k2
-  /// The same as int16 × qscales[m1·M + m2], row ((m1·K + k1)·M + m2), K entries (when K is a multiple of
+  /// The same as int16 × qscales[m1·M + m2] (one scale per target position m2: the same for every m1), row
+  /// ((m1·K + k1)·M + m2), K entries (when K is a multiple of
   /// 16, each 16 interleaved: entry j at 2j for j < 8, at 2(j − 8) + 1 otherwise).
-  std::vector<int16_t> qbinaries;
+  std::vector<int16_t, HugePageAllocator<int16_t>> qbinaries;
   std::vector<float> qscales;      ///< M × M
   /// K = 16 (small_k): the whole table as floats, MK × MK, row m1·K + k1 holding 2⟨C_m1[k1], C_m2[k2]⟩ at
   /// column m2·K + k2, with the diagonal blocks (m2 = m1) zero; qbinaries is not built then.
