@@ -532,6 +532,8 @@ struct Search {
   int32_t* best = nullptr;
   float* error_out = nullptr;
   size_t row = 0, s = 0, sweep = 0, m = 0, np = 0;
+  size_t ndiff = 0;         // positions whose code differs from the best codes'
+  bool best_fixed = false;  // the best codes are a fixed point of ICM (an ICM that converged found them)
   float best_err = 0, best_energy = 0, margin = 0;
   bool in_step = false, moved = false, rejected = false;
   Search(size_t M, size_t K, size_t d) : w(M, K, d) {}
@@ -572,13 +574,21 @@ void start_vector(const IcmTables& t, Search& v, const float* x, const float* u,
     for (size_t m2 = m + 1; m2 < M; ++m2) slack += 0.5f * t.qscales[m * M + m2];
   for (size_t j = 0; j < t.d; ++j) xx += x[j] * x[j];
   v.margin = 2 * slack + 1e-5f * (xx + std::fabs(v.best_energy));
-  v.s = 0, v.in_step = false, v.rejected = false;
+  v.s = 0, v.in_step = false, v.rejected = false, v.best_fixed = false;
 }
 
 // Position v.m's look with the new argmin k: move, next position, end of sweep, end of ILS step.
 void advance(const IcmTables& t, const IlsParams& p, Search& v, int32_t k) {
   int32_t* c = v.w.cur.data();
-  if (k != c[v.m]) c[v.m] = k, v.moved = true;
+  if (k != c[v.m]) {
+    v.ndiff += size_t(c[v.m] == v.best[v.m]) - size_t(k == v.best[v.m]);
+    c[v.m] = k, v.moved = true;
+    // Back at the best codes, which ICM cannot leave: the step would end there and be rejected.
+    if (v.ndiff == 0 && v.best_fixed) {
+      v.rejected = true, ++v.s, v.in_step = false;
+      return;
+    }
+  }
   if (++v.m < t.M) return;
   v.m = 0;
   if (v.moved && ++v.sweep < p.icm_iters) {
@@ -600,6 +610,7 @@ void advance(const IcmTables& t, const IlsParams& p, Search& v, int32_t k) {
   if (!v.rejected) {
     std::copy(c, c + t.M, v.best);
     v.w.save();
+    v.best_fixed = !v.moved;  // the last sweep moved nothing
   }
   ++v.s, v.in_step = false;
 }
@@ -618,6 +629,12 @@ bool prepare(const IcmTables& t, const IlsParams& p, Search& v) {
       for (size_t i = 0; i < p.nperts; ++i) {
         const uint64_t z = g.next();
         c[below(uint32_t(z >> 32), M)] = (int32_t)below(uint32_t(z), K);
+      }
+      v.ndiff = 0;
+      for (size_t m = 0; m < M; ++m) v.ndiff += size_t(c[m] != v.best[m]);
+      if (v.ndiff == 0 && v.best_fixed) {  // a perturbation that changed nothing: ICM stays at the best codes
+        ++v.s;
+        continue;
       }
       v.in_step = true, v.sweep = 0, v.m = 0, v.moved = false;
     }
