@@ -544,8 +544,10 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
               nr = first;
               if (n > first) {
                 double dk;  // the worst of the first, as a distance (inner product: negated)
+                uint64_t worst_key = 0;
                 if (packed) {
-                  const float w = key_distance(*std::max_element(dkeys.data(), dkeys.data() + first));
+                  worst_key = *std::max_element(dkeys.data(), dkeys.data() + first);
+                  const float w = key_distance(worst_key);
                   dk = ip ? double(w) : double(w) - double(qnorm);
                 } else {
                   float worst_kept = ranked[0].first;
@@ -560,6 +562,14 @@ void IndexAdditiveQuantizerFastScan::search(MatrixView<const float> q, size_t k,
                 rescore(best + first, m - first, lut, qnorm, norm_table.data(), sums.data(), dkeys.data() + first,
                         ranked.data() + first);
                 nr = m;
+                if (packed) {  // only those beating the worst of the first can enter the top k: fewer to select from
+                  nr = first;
+                  for (size_t j = first; j < m; ++j) {
+                    const uint64_t key = dkeys[j];
+                    dkeys[nr] = key;
+                    nr += key < worst_key;
+                  }
+                }
               }
             } else {
               for (size_t j = 0; j < n; ++j) {
