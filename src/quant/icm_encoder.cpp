@@ -562,7 +562,9 @@ void start_vector(const IcmTables& t, Search& v, const float* x, const float* u,
   std::fill(v.w.slot.begin(), v.w.slot.end(), 0);
   std::fill(v.w.slot_best.begin(), v.w.slot_best.end(), 1);  // slot 0 is the working one
   std::copy(best, best + M, v.w.cur.data());
-  for (size_t m = 0; m < M; ++m) sync_now(t, v.w, m, gather(t, v.w, m, false), u + m * K);
+  // Every row is synced to the starting codes: they are a fixed point of ICM if every row's argmin is its code.
+  bool fixed = true;
+  for (size_t m = 0; m < M; ++m) fixed = sync_now(t, v.w, m, gather(t, v.w, m, false), u + m * K) == best[m] && fixed;
   v.w.save();
   v.best_err = squared_error(x, t.books.data(), t.d, best, M, K, v.w.residual.data());
   v.u = u;
@@ -574,7 +576,7 @@ void start_vector(const IcmTables& t, Search& v, const float* x, const float* u,
     for (size_t m2 = m + 1; m2 < M; ++m2) slack += 0.5f * t.qscales[m * M + m2];
   for (size_t j = 0; j < t.d; ++j) xx += x[j] * x[j];
   v.margin = 2 * slack + 1e-5f * (xx + std::fabs(v.best_energy));
-  v.s = 0, v.in_step = false, v.rejected = false, v.best_fixed = false;
+  v.s = 0, v.in_step = false, v.rejected = false, v.best_fixed = fixed;
 }
 
 // Position v.m's look with the new argmin k: move, next position, end of sweep, end of ILS step.
