@@ -295,6 +295,25 @@ void icm_sweeps(const float* binaries, size_t M, size_t K, UnaryLayout u, int32_
   }
 }
 
+namespace {
+
+// Greedy residual codes from the float table: position m in turn takes argmin_k U_m(k) + Σ_{m'<m} B_{m',m}(c_m', k)
+// (ties: lowest k), the codeword nearest to what the positions before it leave of the vector.
+void greedy_plain(const float* binaries, size_t M, size_t K, UnaryLayout u, int32_t* codes, size_t n) {
+  std::vector<float> acc(K);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t m = 0; m < M; ++m) {
+      std::copy(u.row(i, m), u.row(i, m) + K, acc.data());
+      for (size_t m2 = 0; m2 < m; ++m2) {
+        const float* row = binaries + ((m2 * M + m) * K + (size_t)codes[i * M + m2]) * K;
+        for (size_t k = 0; k < K; ++k) acc[k] += row[k];
+      }
+      codes[i * M + m] = (int32_t)(std::min_element(acc.begin(), acc.end()) - acc.begin());
+    }
+}
+
+}  // namespace
+
 void perturb_codes(int32_t* codes, size_t n, size_t M, size_t K, size_t nperts, uint64_t seed, size_t first_row) {
   for (size_t i = 0; i < n; ++i) {
     KeyedDraws g{derive_seed(seed, first_row + i)};
@@ -554,17 +573,27 @@ float table_energy(const IcmTables& t, const float* u, const int32_t* c) {
 }
 
 void start_vector(const IcmTables& t, Search& v, const float* x, const float* u, int32_t* best, size_t row,
-                  float* error_out) {
+                  float* error_out, bool greedy) {
   const size_t M = t.M, K = t.K;
   v.x = x, v.best = best, v.row = row, v.error_out = error_out;
   std::fill(v.w.syn.begin(), v.w.syn.end(), -1);
   std::fill(v.w.fresh.begin(), v.w.fresh.end(), 0);
   std::fill(v.w.slot.begin(), v.w.slot.end(), 0);
   std::fill(v.w.slot_best.begin(), v.w.slot_best.end(), 1);  // slot 0 is the working one
-  std::copy(best, best + M, v.w.cur.data());
-  // Every row is synced to the starting codes: they are a fixed point of ICM if every row's argmin is its code.
+  int32_t* c = v.w.cur.data();
   bool fixed = true;
-  for (size_t m = 0; m < M; ++m) fixed = sync_now(t, v.w, m, gather(t, v.w, m, false), u + m * K) == best[m] && fixed;
+  if (greedy) {
+    // Greedy residual codes from the same rows: position m takes the argmin of its costs given the positions
+    // before it (the undecided ones, at −1, equal their rows' −1 and are not gathered); then every row
+    // takes in the positions after it.
+    std::fill(c, c + M, -1);
+    for (size_t m = 0; m < M; ++m) best[m] = c[m] = std::max(sync_now(t, v.w, m, gather(t, v.w, m, false), u + m * K), 0);
+    for (size_t m = 0; m < M; ++m) fixed = sync_now(t, v.w, m, gather(t, v.w, m, false)) == best[m] && fixed;
+  } else {
+    // Every row synced to the starting codes: they are a fixed point of ICM if every row's argmin is its code.
+    std::copy(best, best + M, c);
+    for (size_t m = 0; m < M; ++m) fixed = sync_now(t, v.w, m, gather(t, v.w, m, false), u + m * K) == best[m] && fixed;
+  }
   v.w.save();
   v.best_err = squared_error(x, t.books.data(), t.d, best, M, K, v.w.residual.data());
   v.u = u;
@@ -666,7 +695,8 @@ void ils_block(const IcmTables& t, const IlsParams& p, MatrixView<const float> x
     while (next < nb) {
       const size_t i = next++;
       Search& v = lanes[l];
-      start_vector(t, v, x.row(i), u + i * MK, best + i * M, first_row + i, errors ? errors + i : nullptr);
+      start_vector(t, v, x.row(i), u + i * MK, best + i * M, first_row + i, errors ? errors + i : nullptr,
+                   p.greedy_start);
       if (prepare(t, p, v)) {
         active[l] = true;
         return;
@@ -762,6 +792,8 @@ TESSERA_ROW_SCAN_INLINE void small_ils_lanes(const IcmTables& t, const IlsParams
   // Costs at the best codes: U plus every position's codeword row.
   small_copy<W>(Tb, u, MK);
   for (size_t m = 0; m < M; ++m) {
+    // Greedy start: position m's costs hold the positions before it only, when it takes their argmin.
+    if (p.greedy_start) best[m] = std::max(small_argmin<W, K>(Tb + m * K), 0);
     const float* add = F + (m * K + (size_t)best[m]) * MK;
     using fv = typename Lanes<W>::f;
     for (size_t j = 0; j < MK; j += W) {
@@ -867,6 +899,7 @@ void ils_encode(const IcmTables& t, MatrixView<const float> x, int32_t* codes, c
           continue;
         }
         const UnaryLayout u{unaries.data(), MK, K};
+        if (p.greedy_start) greedy_plain(t.binaries.data(), M, K, u, best, nb);
         for (size_t i = 0; i < nb; ++i)
           best_err[i] = squared_error(x.row(r0 + i), t.books.data(), d, best + i * M, M, K, residual.data());
         for (size_t s = 0; s < p.ils_iters; ++s) {

@@ -62,6 +62,10 @@ struct IlsParams {
   /// ICM by icm_sweeps (the costs summed afresh for every position, as LSQ states it) instead of costs
   /// kept up to date as codes move. Both choose the same codes up to float rounding.
   bool exact = false;
+  /// Start from greedy residual codes instead of the given ones (which are then only written): each position in
+  /// turn takes the codeword of least energy given the positions before it, from the same tables (no
+  /// nearest-neighbour search over the codebooks).
+  bool greedy_start = false;
 };
 
 /// Iterated local search from the given codes (n × M, in place) of x (n × d): ils_iters times, perturb

@@ -273,36 +273,16 @@ double LocalSearchQuantizer::evaluate(const int32_t* codes, MatrixView<const flo
   return s / double(x.rows);
 }
 
-void LocalSearchQuantizer::greedy_codes(MatrixView<const float> x, int32_t* codes) const {
-  const size_t n = x.rows, M = num_codebooks(), d = dim();
-  constexpr size_t kBlock = 16384;
-  FloatMatrix residual(std::min(n, kBlock), d);
-  std::vector<int32_t> nearest(residual.rows());
-  for (size_t b = 0; b < n; b += kBlock) {
-    const size_t nb = std::min(kBlock, n - b);
-    for (size_t i = 0; i < nb; ++i) std::copy(x.row(b + i), x.row(b + i) + d, residual.row(i));
-    const MatrixView<float> r(residual.data(), nb, d);
-    for (size_t m = 0; m < M; ++m) {
-      const auto book = codebook(m);
-      nearest_centroids(r, book, nearest.data(), nullptr);
-      for (size_t i = 0; i < nb; ++i) {
-        codes[(b + i) * M + m] = nearest[i];
-        const float* c = book.row(nearest[i]);
-        for (size_t j = 0; j < d; ++j) residual(i, j) -= c[j];
-      }
-    }
-  }
-}
-
 void LocalSearchQuantizer::encode(MatrixView<const float> x, int32_t* codes) const {
   check_trained("encode");
   check_input(x, "vectors to encode");
   const size_t M = num_codebooks();
-  if (params_.encode_greedy_init)
-    greedy_codes(x, codes);
-  else
-    detail::random_codes(codes, x.rows, M, K_, derive_seed(params_.random_seed, 0xc0de5), 0);
-  icm_encode(codes, x, params_.encode_ils_iters, params_.random_seed);
+  detail::IlsParams p{params_.encode_ils_iters, params_.icm_iters, params_.nperts, params_.random_seed};
+  // Greedy residual codes are found by the encoder itself, from the tables it builds anyway.
+  p.greedy_start = params_.encode_greedy_init;
+  if (!p.greedy_start) detail::random_codes(codes, x.rows, M, K_, derive_seed(params_.random_seed, 0xc0de5), 0);
+  const detail::IcmTables t = detail::make_icm_tables(codebooks_flat(), M, K_, false);
+  detail::ils_encode(t, x, codes, p);
 }
 
 void LocalSearchQuantizer::train(MatrixView<const float> x) {

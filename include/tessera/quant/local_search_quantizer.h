@@ -93,9 +93,6 @@ class LocalSearchQuantizer : public AdditiveQuantizer {
   const std::vector<double>& training_errors() const { return train_errors_; }
 
  private:
-  /// Greedy residual codes of x with these codebooks (codes: n × M).
-  void greedy_codes(MatrixView<const float> x, int32_t* codes) const;
-
   size_t K_;
   LocalSearchQuantizerParams params_;
   std::vector<double> train_errors_;
