@@ -5,8 +5,9 @@
 namespace tessera {
 
 /// faiss's MetricType values, so integers mean the same thing in both libraries. `cosine` has no faiss value
-/// (faiss normalises and uses the inner product): 100, outside faiss's range; only codecs that say so accept it
-/// (RaBitQuantizer), every index refuses it.
+/// (faiss normalises and uses the inner product): 100, outside faiss's range; only what says so accepts it (the
+/// RaBitQuantizer codec, which estimates it, and IVFRaBitQ, which normalises vectors and queries); the other
+/// indexes refuse it.
 enum class MetricType : int { inner_product = 0, L2 = 1, cosine = 100 };
 
 /// "l2" / "ip" (also "L2", "inner_product", "METRIC_L2", "METRIC_INNER_PRODUCT"); "cosine" (also "cos") only
