@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <random>
 
+#include "index/additive_scan.h"
 #include "test_helpers.h"
 #include "tessera/core/threading.h"
 #include "tessera/index/index_additive_quantizer.h"
@@ -192,6 +194,62 @@ TEST(IndexAdditive, OddCodeSizesAndAddCodes) {
   packed[0] = 7;  // code 0 = 7 ≥ 5
   EXPECT_THROW(b.add_codes(1, packed.data()), InvalidArgument);
   EXPECT_EQ(b.ntotal(), 300u);
+}
+
+// The scan's code readers (bytes for 8 bits, nibbles for 4, 32-bit words for other widths and mixtures, read_code
+// for the last codes of a buffer) against a bit-at-a-time reader: the same indices, and sums equal bit for bit
+// (summed m = 0..M−1 as the codec does). Codes fill an exactly sized buffer, so a read past it shows under ASan.
+TEST(IndexAdditive, ScanCodeReadersEqualABitwiseReader) {
+  std::mt19937_64 rng(17);
+  std::vector<std::vector<size_t>> shapes;
+  for (size_t b = 1; b <= 16; ++b)
+    for (size_t M : {1, 2, 3, 5, 8, 16}) shapes.push_back(std::vector<size_t>(M, b));
+  for (int t = 0; t < 60; ++t) {  // mixtures of 0..16 bits (K_m = 1: 0 bits), a few with one up to 24 (the limit)
+    std::vector<size_t> nb(1 + rng() % 9);
+    for (auto& b : nb) b = rng() % 17;
+    if (t % 10 == 0) nb.insert(nb.begin() + rng() % (nb.size() + 1), 17 + rng() % 8);
+    shapes.push_back(nb);
+  }
+  for (const auto& nbits : shapes) {
+    std::vector<size_t> offsets;
+    size_t total = 0, bits = 0;
+    for (size_t b : nbits) {
+      offsets.push_back(total);
+      total += size_t(1) << b;
+      bits += b;
+    }
+    const detail::ScanLayout L = detail::make_scan_layout(nbits, offsets);
+    const bool all8 = std::all_of(nbits.begin(), nbits.end(), [](size_t b) { return b == 8; });
+    const bool all4 = std::all_of(nbits.begin(), nbits.end(), [](size_t b) { return b == 4; });
+    EXPECT_EQ(L.read, all8 ? detail::CodeRead::bytes : all4 ? detail::CodeRead::nibbles : detail::CodeRead::words);
+    // Table entries of many magnitudes, so a different summation order would show.
+    std::vector<float> lut(total);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& v : lut) v = u(rng) * std::ldexp(1.0f, int(rng() % 40) - 20);
+    for (size_t norm_bits : {0, 3, 8, 32}) {
+      const size_t cs = (bits + norm_bits + 7) / 8, n = 23;
+      SCOPED_TRACE(::testing::Message() << nbits.size() << " codebooks, " << bits << " index bits, code size " << cs);
+      std::vector<uint8_t> codes(n * cs);
+      for (auto& c : codes) c = uint8_t(rng());
+      std::vector<float> want(n);
+      for (size_t i = 0; i < n; ++i) {
+        float s = 0;
+        for (size_t m = 0, bit = 0; m < nbits.size(); bit += nbits[m], ++m) {
+          size_t idx = 0;
+          for (size_t j = 0; j < nbits[m]; ++j) idx |= size_t((codes[i * cs + (bit + j) / 8] >> ((bit + j) % 8)) & 1) << j;
+          s += lut[offsets[m] + idx];
+        }
+        want[i] = s;
+        EXPECT_EQ(detail::lut_sum(L, codes.data() + i * cs, lut.data()), s) << "code " << i;
+      }
+      // Whole buffers and ranges of it (the flat index splits codes between threads).
+      for (auto [i0, i1] : {std::pair<size_t, size_t>{0, n}, {0, 1}, {3, 10}, {5, n}, {n - 1, n}}) {
+        std::vector<float> got(i1 - i0);
+        detail::lut_sums(L, codes.data(), cs, n, i0, i1, lut.data(), got.data());
+        for (size_t i = i0; i < i1; ++i) EXPECT_EQ(got[i - i0], want[i]) << "code " << i << " of [" << i0 << ", " << i1 << ")";
+      }
+    }
+  }
 }
 
 TEST(IndexAdditive, FewerThanKAndEmpty) {
