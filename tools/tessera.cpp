@@ -6,6 +6,8 @@
 #include <iostream>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "aq_commands.h"
 #include "rabitq_commands.h"
 #include "progress_bar.h"
@@ -93,6 +95,10 @@ std::vector<std::string> optional_lines(const std::string& path, size_t n, const
 }  // namespace
 
 int main(int argc, char** argv) {
+  // OpenMP workers should wait without spinning (on small or shared machines spinning steals the cores BLAS
+  // and the other threads need), as the Python module arranges. libgomp reads the setting when it loads,
+  // before main: so set it and start again, once; if that fails, run as we are.
+  if (!std::getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "PASSIVE", 0) == 0) execv("/proc/self/exe", argv);
   CLI::App app{"tessera: vector quantization and semantic IDs"};
   app.require_subcommand(1);
   bool verbose = false;
