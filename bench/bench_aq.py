@@ -39,23 +39,17 @@ METHODS = {"lsq": "LSQ", "rq1": "RQ beam 1", "rq5": "RQ beam 5"}
 
 
 # ------------------------------------------------------------------------------------------------- data
-def read_ivecs(path) -> np.ndarray:
-    raw = np.fromfile(path, dtype=np.int32)
-    d = raw[0]
-    return raw.reshape(-1, d + 1)[:, 1:]
-
-
 def load_set(name: str, cache: str):
     """(base, queries, true nearest neighbour per query, self index per query or None)."""
     if name == "siftsmall":
         base = datasets.load("siftsmall", cache)
         q = datasets.read_fvecs(datasets.data_file("siftsmall/siftsmall_query.fvecs"))
-        gt = read_ivecs(datasets.data_file("siftsmall/siftsmall_groundtruth.ivecs"))
+        gt = datasets.read_ivecs(datasets.data_file("siftsmall/siftsmall_groundtruth.ivecs"))
         return base, q, gt[:, 0], None
     if name == "bigann10k":
         base = datasets.load("bigann10k", cache)
         q = datasets.read_bvecs(datasets.data_file("bigann10k/bigann10k_query.bvecs"))
-        gt = read_ivecs(datasets.data_file("bigann10k/bigann10k_groundtruth.ivecs"))
+        gt = datasets.read_ivecs(datasets.data_file("bigann10k/bigann10k_groundtruth.ivecs"))
         return base, q, gt[:, 1], gt[:, 0]  # the queries are base rows: their self-match is dropped
     if name == "gmm-100k":
         allx = datasets.gaussian_mixture(100_100, 128, seed=20241206)

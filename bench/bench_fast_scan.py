@@ -48,9 +48,6 @@ NTRAIN = 10_000
 
 
 # ------------------------------------------------------------------------------------------------- data
-def read_ivecs(path) -> np.ndarray:
-    raw = np.fromfile(path, dtype=np.int32)
-    return raw.reshape(-1, raw[0] + 1)[:, 1:]
 
 
 def exact_nn(base: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -75,7 +72,7 @@ def make_set(name: str, cache: Path) -> Path:
         q = datasets.read_fvecs(datasets.data_file("siftsmall/siftsmall_query.fvecs"))
         if name == "siftsmall":
             base, queries = x, q
-            nn = read_ivecs(datasets.data_file("siftsmall/siftsmall_groundtruth.ivecs"))[:, 0].astype(np.int64)
+            nn = datasets.read_ivecs(datasets.data_file("siftsmall/siftsmall_groundtruth.ivecs"))[:, 0].astype(np.int64)
         else:
             rng = np.random.default_rng(0)
             base = np.concatenate([x] + [x + rng.normal(0, 5, x.shape).astype(np.float32) for _ in range(9)])

@@ -70,9 +70,6 @@ LIBS = ("faiss", "tessera")
 
 
 # ------------------------------------------------------------------------------------------------- data
-def read_ivecs(path) -> np.ndarray:
-    raw = np.fromfile(path, dtype=np.int32)
-    return raw.reshape(-1, raw[0] + 1)[:, 1:]
 
 
 def exact_top(base: np.ndarray, q: np.ndarray, k: int, self_idx: np.ndarray) -> np.ndarray:
@@ -100,16 +97,8 @@ def make_set(name: str, cache: Path) -> Path | None:
     if p.exists():
         return p
     try:
-        if name == "siftsmall":
-            base = datasets.read_fvecs(datasets.data_file("siftsmall/siftsmall_base.fvecs"))
-            q = datasets.read_fvecs(datasets.data_file("siftsmall/siftsmall_query.fvecs"))
-            self_idx = np.full(len(q), -1, dtype=np.int64)
-        elif name == "bigann10k":
-            base = datasets.read_bvecs(datasets.data_file("bigann10k/bigann10k_base.bvecs"))
-            q = datasets.read_bvecs(datasets.data_file("bigann10k/bigann10k_query.bvecs"))
-            self_idx = read_ivecs(datasets.data_file("bigann10k/bigann10k_groundtruth.ivecs"))[:, 0].astype(np.int64)
-            if not np.array_equal(base[self_idx], q):
-                raise SystemExit("bigann10k: the queries are expected to be base rows (gt[:, 0])")
+        if name in ("siftsmall", "bigann10k"):
+            base, q, self_idx = datasets.texmex_queries(name)
         elif name == "gmm-100k":
             allx = datasets.gaussian_mixture(100_100, 128, seed=20241206)
             base, q = allx[:100_000], allx[100_000:]

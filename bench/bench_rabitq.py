@@ -78,9 +78,6 @@ FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 # ------------------------------------------------------------------------------------------------- data
-def read_ivecs(path) -> np.ndarray:
-    raw = np.fromfile(path, dtype=np.int32)
-    return raw.reshape(-1, raw[0] + 1)[:, 1:]
 
 
 def read_idx_gz(path: Path) -> np.ndarray:
@@ -129,16 +126,10 @@ def make_set(name: str, cache: Path, args) -> Path | None:
         return p
     t0 = time.perf_counter()
     if name == "siftsmall":
-        base = datasets.read_fvecs(datasets.data_file("siftsmall/siftsmall_base.fvecs"))
-        q = datasets.read_fvecs(datasets.data_file("siftsmall/siftsmall_query.fvecs"))
-        gt = read_ivecs(datasets.data_file("siftsmall/siftsmall_groundtruth.ivecs"))[:, :KMAX].astype(np.int64)
-        self_idx = np.full(len(q), -1)
+        base, q, self_idx = datasets.texmex_queries(name)
+        gt = datasets.read_ivecs(datasets.data_file("siftsmall/siftsmall_groundtruth.ivecs"))[:, :KMAX].astype(np.int64)
     elif name == "bigann10k":
-        base = datasets.read_bvecs(datasets.data_file("bigann10k/bigann10k_base.bvecs"))
-        q = datasets.read_bvecs(datasets.data_file("bigann10k/bigann10k_query.bvecs"))
-        self_idx = read_ivecs(datasets.data_file("bigann10k/bigann10k_groundtruth.ivecs"))[:, 0].astype(np.int64)
-        if not np.array_equal(base[self_idx], q):
-            raise SystemExit("bigann10k: the queries are expected to be base rows (gt[:, 0])")
+        base, q, self_idx = datasets.texmex_queries(name)
         gt = exact_topk(base, q, KMAX, exclude=self_idx)  # the file's 100 columns hold only 99 others
     elif name == "fashion-mnist":
         tr, te = FMNIST_DIR / "train-images-idx3-ubyte.gz", FMNIST_DIR / "t10k-images-idx3-ubyte.gz"
@@ -148,7 +139,7 @@ def make_set(name: str, cache: Path, args) -> Path | None:
             return None
         base = read_idx_gz(tr)
         q = read_idx_gz(te)[:args.fmnist_queries]
-        gt = read_ivecs(datasets.data_file("fashion-mnist/fashion-mnist_groundtruth_l2_top100.ivecs"))
+        gt = datasets.read_ivecs(datasets.data_file("fashion-mnist/fashion-mnist_groundtruth_l2_top100.ivecs"))
         gt = gt[:len(q), :KMAX].astype(np.int64)
         self_idx = np.full(len(q), -1)
     elif name == "gmm-1m":

@@ -60,6 +60,29 @@ def read_bvecs(path: str | Path) -> np.ndarray:
     return rows[:, 4:].astype(np.float32)
 
 
+def read_ivecs(path: str | Path) -> np.ndarray:
+    """texmex .ivecs (ground truth): each row is an int32 count k followed by k int32 values."""
+    raw = np.fromfile(path, dtype="<i4")
+    return raw.reshape(-1, raw[0] + 1)[:, 1:]
+
+
+def texmex_queries(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """siftsmall or bigann10k: (base, queries, self_idx), self_idx[i] the base row query i is (bigann10k's
+    queries are base rows, its ground truth's first column; −1 for siftsmall's separate queries)."""
+    if name == "siftsmall":
+        base = read_fvecs(data_file("siftsmall/siftsmall_base.fvecs"))
+        q = read_fvecs(data_file("siftsmall/siftsmall_query.fvecs"))
+        return base, q, np.full(len(q), -1, dtype=np.int64)
+    if name == "bigann10k":
+        base = read_bvecs(data_file("bigann10k/bigann10k_base.bvecs"))
+        q = read_bvecs(data_file("bigann10k/bigann10k_query.bvecs"))
+        self_idx = read_ivecs(data_file("bigann10k/bigann10k_groundtruth.ivecs"))[:, 0].astype(np.int64)
+        if not np.array_equal(base[self_idx], q):
+            raise SystemExit("bigann10k: the queries are expected to be base rows (gt[:, 0])")
+        return base, q, self_idx
+    raise ValueError(f"{name}: not a texmex set with queries (siftsmall, bigann10k)")
+
+
 # ----------------------------------------------------------------------------------------------- synthetic
 def _zipf_weights(rng: np.random.Generator, components: int, exponent: float) -> np.ndarray:
     """Component weights w_c ∝ (c+1)^-exponent in a random order, summing to 1."""

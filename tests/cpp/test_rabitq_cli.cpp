@@ -29,6 +29,16 @@ std::string run_cli(const std::string& args, int* status) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// `tessera rabitq eval ARGS --out JSON`: what it wrote (null, with the failure reported, if it failed).
+nlohmann::json eval_json(const std::string& args, const std::string& json) {
+  int st = 0;
+  const std::string out = run_cli("rabitq eval " + args + " --out " + json, &st);
+  EXPECT_EQ(st, 0) << out;
+  if (st != 0) return nlohmann::json();
+  std::ifstream in(json);
+  return nlohmann::json::parse(in);
+}
+
 // The exact k nearest base rows of every query by squared L2 (brute force).
 CodeMatrix exact_neighbours(const FloatMatrix& x, const FloatMatrix& q, size_t k) {
   CodeMatrix gt(q.rows(), k);
@@ -99,12 +109,9 @@ TEST_F(RabitqCli, BuildSearchEvalMatchTheLibrary) {
   }
 
   // eval: the printed and written recall is the recall of the library's results.
-  out = run_cli("rabitq eval --index " + dir + "/i.rbq --queries " + dir + "/q.fvecs --gt " + dir +
-                    "/gt.ivecs --nprobe 1,4,99 --out " + dir + "/e.json",
-                &st);
-  ASSERT_EQ(st, 0) << out;
-  std::ifstream in(dir + "/e.json");
-  const auto j = nlohmann::json::parse(in);
+  const auto j = eval_json("--index " + dir + "/i.rbq --queries " + dir + "/q.fvecs --gt " + dir +
+                                "/gt.ivecs --nprobe 1,4,99",
+                            dir + "/e.json");
   ASSERT_EQ(j["runs"].size(), 3u);
   EXPECT_EQ(j["runs"][2]["nprobe"], 16);  // clamped to nlist
   for (const auto& run : j["runs"]) {
@@ -119,12 +126,9 @@ TEST_F(RabitqCli, BuildSearchEvalMatchTheLibrary) {
   EXPECT_EQ(j["code_bytes_per_vector"], index.quantizer().code_size());
 
   // Re-ranking every vector with its exact distance over all lists is exact search.
-  out = run_cli("rabitq eval --index " + dir + "/i.rbq --queries " + dir + "/q.fvecs --gt " + dir +
-                    "/gt.ivecs --nprobe 16 --rerank 3000 --out " + dir + "/r.json",
-                &st);
-  ASSERT_EQ(st, 0) << out;
-  std::ifstream rin(dir + "/r.json");
-  const auto jr = nlohmann::json::parse(rin);
+  const auto jr = eval_json("--index " + dir + "/i.rbq --queries " + dir + "/q.fvecs --gt " + dir +
+                                 "/gt.ivecs --nprobe 16 --rerank 3000",
+                             dir + "/r.json");
   EXPECT_EQ(jr["runs"][0]["recall@10"].get<double>(), 1.0);
   // An index built without its vectors refuses to re-rank.
   out = run_cli("rabitq build " + dir + "/x.npy --out " + dir + "/nv.rbq --nlist 4 --no-vectors -q", &st);
@@ -179,20 +183,16 @@ TEST_F(RabitqCli, CosineBuildSearchEval) {
     EXPECT_LE(std::abs(D[i]), 1.0f);
     if (i % 10) EXPECT_LE(D[i], D[i - 1]);
   }
-  out = run_cli("rabitq eval --index " + dir + "/c.rbq --queries " + dir + "/q.fvecs --gt " + dir +
-                    "/cos_gt.ivecs --nprobe 4,16 --out " + dir + "/e.json",
-                &st);
-  ASSERT_EQ(st, 0) << out;
-  std::ifstream in(dir + "/e.json");
-  const auto j = nlohmann::json::parse(in);
+  const auto j = eval_json("--index " + dir + "/c.rbq --queries " + dir + "/q.fvecs --gt " + dir +
+                                "/cos_gt.ivecs --nprobe 4,16",
+                            dir + "/e.json");
   EXPECT_EQ(j["metric"], "cosine");
   EXPECT_GT(j["runs"][1]["recall@10"].get<double>(), 0.8);
-  out = run_cli("rabitq eval --base " + dir + "/xs.npy --metric cosine --nlist 16 --queries " + dir +
-                    "/q.fvecs --gt " + dir + "/cos_gt.ivecs --nprobe 16 --rerank 3000 --out " + dir + "/r.json -q",
-                &st);
-  ASSERT_EQ(st, 0) << out;
-  std::ifstream rin(dir + "/r.json");
-  EXPECT_EQ(nlohmann::json::parse(rin)["runs"][0]["recall@10"].get<double>(), 1.0);
+  EXPECT_EQ(eval_json("--base " + dir + "/xs.npy --metric cosine --nlist 16 --queries " + dir + "/q.fvecs --gt " +
+                          dir + "/cos_gt.ivecs --nprobe 16 --rerank 3000 -q",
+                      dir + "/r.json")["runs"][0]["recall@10"]
+                .get<double>(),
+            1.0);
   out = run_cli("rabitq build " + dir + "/xs.npy --out " + dir + "/h.rbq --metric hamming", &st);
   EXPECT_NE(st, 0);
   EXPECT_FALSE(fs::exists(dir + "/h.rbq"));
@@ -200,13 +200,9 @@ TEST_F(RabitqCli, CosineBuildSearchEval) {
 
 TEST_F(RabitqCli, EvalBuildsFromBaseAndSavesTheIndex) {
   int st = 0;
-  const std::string out = run_cli("rabitq eval --base " + dir + "/x.npy --queries " + dir + "/q.fvecs --gt " + dir +
-                                      "/gt.ivecs --bits 2 --nlist 8 --nprobe 8 --save-index " + dir + "/b.rbq --out " +
-                                      dir + "/e.json -q",
-                                  &st);
-  ASSERT_EQ(st, 0) << out;
-  std::ifstream in(dir + "/e.json");
-  const auto j = nlohmann::json::parse(in);
+  const auto j = eval_json("--base " + dir + "/x.npy --queries " + dir + "/q.fvecs --gt " + dir +
+                                "/gt.ivecs --bits 2 --nlist 8 --nprobe 8 --save-index " + dir + "/b.rbq -q",
+                            dir + "/e.json");
   EXPECT_GT(j["build_seconds"].get<double>(), 0);
   EXPECT_EQ(j["bits"], 2);
   const IndexIVFRaBitQ index = IndexIVFRaBitQ::load(dir + "/b.rbq");
@@ -226,12 +222,7 @@ TEST_F(RabitqCli, AnnBenchmarksFileNeedsNoOtherInputs) {
                               std::vector<int32_t>(gt.data(), gt.data() + gt.size()));
   tessera_test::write_string_attribute(f, "distance", "euclidean");
   H5Fclose(f);
-  int st = 0;
-  const std::string out =
-      run_cli("rabitq eval --base " + path + " --nlist 4 --nprobe 4 --out " + dir + "/e.json -q", &st);
-  ASSERT_EQ(st, 0) << out;
-  std::ifstream in(dir + "/e.json");
-  const auto j = nlohmann::json::parse(in);
+  const auto j = eval_json("--base " + path + " --nlist 4 --nprobe 4 -q", dir + "/e.json");
   EXPECT_EQ(j["n_base"], x.rows());
   EXPECT_EQ(j["n_queries"], q.rows());
   EXPECT_GT(j["runs"][0]["recall@10"].get<double>(), 0.8);
