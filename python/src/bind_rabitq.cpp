@@ -31,6 +31,26 @@ struct PyIVFRaBitQ {
   }
 };
 
+// n list ids in [0, nlist) from a 1-D integer array.
+std::vector<int32_t> list_ids(const py::object& obj, size_t n, size_t nlist) {
+  py::array a = py::array::ensure(obj);
+  if (!a || a.ndim() != 1 || size_t(a.size()) != n)
+    throw_invalid("lists must be a 1-D array of " + std::to_string(n) + " list ids (one per row of x)");
+  const char kind = a.dtype().kind();
+  if (kind != 'i' && kind != 'u') throw_invalid("lists must hold integers (list ids), not dtype " +
+                                                std::string(py::str(a.dtype())));
+  auto v = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+  std::vector<int32_t> out(n);
+  const int64_t* p = v.data();
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] < 0 || uint64_t(p[i]) >= nlist)
+      throw_invalid("lists[" + std::to_string(i) + "] = " + std::to_string(p[i]) + " is outside 0.." +
+                    std::to_string(nlist - 1));
+    out[i] = int32_t(p[i]);
+  }
+  return out;
+}
+
 }  // namespace
 
 tessera::RabitqParams rabitq_params(int bits, const std::string& metric, const std::string& rotation,
@@ -90,11 +110,32 @@ void bind_rabitq(py::module_& m) {
           "centroids"_a, "Use these coarse centroids (nlist × d) instead of training: rows go to their nearest.")
       .def(
           "add",
+          [](R& r, const py::object& x, const py::object& lists) {
+            F32In in = check_dim(r.index->dim(), x, "x");
+            if (lists.is_none()) {
+              r.locked<true>([&] { r.index->add(in.view); });
+              return;
+            }
+            const std::vector<int32_t> ids = list_ids(lists, in.view.rows, r.index->nlist());
+            r.locked<true>([&] { r.index->add(in.view, ids.data()); });
+          },
+          "x"_a, "lists"_a = py::none(),
+          "Code and store x (n × d); labels continue from ntotal. lists (optional, n integers in [0, nlist)):\n"
+          "the list of every row, e.g. from assign() or another library's partition; without it every row goes\n"
+          "to its nearest centroid (assign(x)).")
+      .def(
+          "assign",
           [](R& r, const py::object& x) {
             F32In in = check_dim(r.index->dim(), x, "x");
-            r.locked<true>([&] { r.index->add(in.view); });
+            py::array_t<int64_t> out(py::ssize_t(in.view.rows));
+            std::vector<int32_t> ids(in.view.rows);
+            r.locked<false>([&] { r.index->assign(in.view, ids.data()); });
+            std::copy(ids.begin(), ids.end(), out.mutable_data());
+            return out;
           },
-          "x"_a, "Code and store x (n × d); labels continue from ntotal.")
+          "x"_a,
+          "The coarse assignment add(x) makes: the list of each row's nearest centroid (int64, n; cosine: of the\n"
+          "unit rows).")
       .def(
           "search",
           [](R& r, const py::object& q, py::ssize_t k, py::ssize_t nprobe, py::ssize_t rerank, bool single_stage) {

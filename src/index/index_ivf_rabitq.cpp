@@ -278,21 +278,55 @@ TopBitTables top_bit_tables(const float* q, size_t d, float* lo, uint8_t* lut) {
 
 }  // namespace
 
-void IndexIVFRaBitQ::add(MatrixView<const float> x) {
+void IndexIVFRaBitQ::check_rows(MatrixView<const float> x, const char* what) const {
   TESSERA_CHECK_ARG(trained_, "the index is not trained: call train or set_centroids first");
-  TESSERA_CHECK_ARG(x.cols == d_, "dimension mismatch: vectors have " << x.cols << " columns, the index " << d_);
-  check_finite(x, "vectors to add");
+  TESSERA_CHECK_ARG(x.cols == d_, "dimension mismatch: " << what << " have " << x.cols << " columns, the index "
+                                                         << d_);
+  check_finite(x, what);
+}
+
+void IndexIVFRaBitQ::assign(MatrixView<const float> x, int32_t* lists) const {
+  check_rows(x, "vectors to assign");
+  assign_rows(x, lists);
+}
+
+void IndexIVFRaBitQ::assign_rows(MatrixView<const float> x, int32_t* lists) const {
   if (x.rows == 0) return;
-  // Cosine: lists, codes and kept vectors are those of the unit vectors (the codec normalises the rows it codes
-  // the same way). A zero vector goes to the list of the centroid nearest 0; the codec marks it.
+  if (metric_type() == MetricType::cosine) {
+    const FloatMatrix units = unit_rows(x, nullptr, "vectors to assign");
+    nearest_centroids(units.view(), centroids_.view(), lists, nullptr, nullptr);
+  } else {
+    nearest_centroids(x, centroids_.view(), lists, nullptr, nullptr);
+  }
+}
+
+void IndexIVFRaBitQ::add(MatrixView<const float> x) {
+  check_rows(x, "vectors to add");
+  if (x.rows == 0) return;
+  std::vector<int32_t> lists(x.rows);
+  assign_rows(x, lists.data());
+  add_rows(x, lists.data());
+}
+
+void IndexIVFRaBitQ::add(MatrixView<const float> x, const int32_t* lists) {
+  check_rows(x, "vectors to add");
+  if (x.rows == 0) return;
+  TESSERA_CHECK_ARG(lists != nullptr, "add: no list ids given");
+  for (size_t i = 0; i < x.rows; ++i)
+    TESSERA_CHECK_ARG(lists[i] >= 0 && size_t(lists[i]) < nlist_,
+                      "add: list id " << lists[i] << " of row " << i << " is outside 0.." << nlist_ - 1);
+  add_rows(x, lists);
+}
+
+void IndexIVFRaBitQ::add_rows(MatrixView<const float> x, const int32_t* lists) {
+  // Cosine: codes and kept vectors are those of the unit vectors (the codec normalises the rows it codes the
+  // same way); the codec marks a zero vector.
   const bool cosine = metric_type() == MetricType::cosine;
   FloatMatrix units;
   if (cosine) units = unit_rows(x, nullptr, "vectors to add");
   const MatrixView<const float> placed = cosine ? std::as_const(units).view() : x;
-  std::vector<int32_t> assign(x.rows);
-  nearest_centroids(placed, centroids_.view(), assign.data(), nullptr, nullptr);
   std::vector<std::vector<size_t>> members(nlist_);
-  for (size_t i = 0; i < x.rows; ++i) members[assign[i]].push_back(i);
+  for (size_t i = 0; i < x.rows; ++i) members[size_t(lists[i])].push_back(i);
   const size_t cs = codec_.code_size();
   for (size_t l = 0; l < nlist_; ++l) {
     if (members[l].empty()) continue;

@@ -182,6 +182,63 @@ TEST(IndexIVFRaBitQ, ListsProbesAndThreads) {
   EXPECT_TRUE(std::isinf(few.D[4]));
 }
 
+// assign() is add()'s coarse assignment (the exact nearest centroid); add(x, lists) with those lists builds
+// the same index, and with other lists puts the rows exactly there (codes against those lists' centroids).
+TEST(IndexIVFRaBitQ, AddWithGivenLists) {
+  const size_t d = 24, n = 600, nlist = 6;
+  const FloatMatrix x = gaussian(n, d, 31), q = gaussian(7, d, 32);
+  for (MetricType metric : {MetricType::L2, MetricType::cosine}) {
+    RabitqParams p;
+    p.bits = 3;
+    p.metric = metric;
+    IndexIVFRaBitQ a(d, nlist, p), b(d, nlist, p), c(d, nlist, p);
+    a.train(x.view());
+    b.set_centroids(a.centroids().view());
+    c.set_centroids(a.centroids().view());
+    std::vector<int32_t> lists(n);
+    a.assign(x.view(), lists.data());
+    // The exact nearest centroid in double (cosine: of the unit rows).
+    for (size_t i = 0; i < n; ++i) {
+      double norm = 0;
+      for (size_t j = 0; j < d; ++j) norm += double(x(i, j)) * x(i, j);
+      const double s = metric == MetricType::cosine ? 1 / std::sqrt(norm) : 1.0;
+      double best = INFINITY;
+      int32_t arg = -1;
+      for (size_t l = 0; l < nlist; ++l) {
+        double e = 0;
+        for (size_t j = 0; j < d; ++j) e += (x(i, j) * s - a.centroids()(l, j)) * (x(i, j) * s - a.centroids()(l, j));
+        if (e < best) best = e, arg = int32_t(l);
+      }
+      EXPECT_EQ(lists[i], arg) << "row " << i;
+    }
+    a.add(x.view());
+    b.add(x.view(), lists.data());
+    const Result ra = run(a, q, 15, 3), rb = run(b, q, 15, 3);
+    EXPECT_EQ(ra.I, rb.I);
+    EXPECT_EQ(ra.D, rb.D);
+    // Rows placed by hand: list (i mod nlist).
+    std::vector<int32_t> mine(n);
+    for (size_t i = 0; i < n; ++i) mine[i] = int32_t(i % nlist);
+    c.add(x.view(), mine.data());
+    for (size_t l = 0; l < nlist; ++l) EXPECT_EQ(c.list_size(l), n / nlist);
+    // Every vector is found when all lists are probed and everything is re-ranked.
+    FloatMatrix first(5, d);
+    std::copy(x.data(), x.data() + 5 * d, first.data());
+    const Result all = run(c, first, 1, nlist, false, n);
+    for (size_t a_ = 0; a_ < 5; ++a_) EXPECT_EQ(all.I[a_], int64_t(a_));
+    // Bad ids are refused and nothing is added.
+    IndexIVFRaBitQ e(d, nlist, p);
+    e.set_centroids(a.centroids().view());
+    mine[17] = int32_t(nlist);
+    EXPECT_THROW(e.add(x.view(), mine.data()), InvalidArgument);
+    mine[17] = -1;
+    EXPECT_THROW(e.add(x.view(), mine.data()), InvalidArgument);
+    EXPECT_EQ(e.ntotal(), 0u);
+    IndexIVFRaBitQ untrained(d, nlist, p);
+    EXPECT_THROW(untrained.assign(x.view(), lists.data()), InvalidArgument);
+  }
+}
+
 // Files: a round trip searches the same; truncated, corrupted or foreign bytes are FormatErrors.
 TEST(IndexIVFRaBitQ, FilesRoundTripAndRefuseDamage) {
   const size_t d = 24, n = 300;

@@ -53,6 +53,39 @@ def test_recall_matches_rabitqlib_on_the_same_lists(sift):
             assert min(ours) >= 0.90, ours
 
 
+def test_add_with_given_lists():
+    """assign() is add()'s coarse assignment (numpy's nearest centroid); add(x, lists=assign(x)) builds the same
+    index as add(x); other lists are taken as given; ids outside [0, nlist), wrong lengths and non-integers are
+    refused with nothing added."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((500, 20)).astype(np.float32)
+    q = rng.standard_normal((6, 20)).astype(np.float32)
+    a = tessera.IVFRaBitQ(20, 5, bits=3)
+    a.train(x)
+    c = a.centroids.astype(np.float64)
+    lists = a.assign(x)
+    assert lists.dtype == np.int64 and lists.shape == (500,)
+    np.testing.assert_array_equal(lists, np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1))
+    a.add(x)
+    b = tessera.IVFRaBitQ(20, 5, bits=3)
+    b.set_centroids(a.centroids)
+    b.add(x, lists=lists.astype(np.uint32))
+    assert a.list_sizes == b.list_sizes
+    for ra, rb in zip(a.search(q, 10, nprobe=2), b.search(q, 10, nprobe=2)):
+        np.testing.assert_array_equal(ra, rb)
+    mine = np.arange(500) % 5
+    e = tessera.IVFRaBitQ(20, 5, bits=3)
+    e.set_centroids(a.centroids)
+    for bad in (np.where(mine == 4, 5, mine), mine - 1, mine[:-1], mine.astype(np.float32), mine.reshape(-1, 1)):
+        with pytest.raises(ValueError):
+            e.add(x, lists=bad)
+    assert e.ntotal == 0
+    e.add(x, lists=mine)
+    assert e.list_sizes == [100] * 5
+    D, I = e.search(x[:4], 1, nprobe=5, rerank=500)
+    np.testing.assert_array_equal(I[:, 0], np.arange(4))
+
+
 def test_estimates_are_unbiased_and_shrink_with_bits():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3000, 64)).astype(np.float32)

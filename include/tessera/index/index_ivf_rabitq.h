@@ -57,8 +57,15 @@ class IndexIVFRaBitQ {
   /// Fixed coarse centroids (nlist × d), used as given (cosine: compared with the unit vectors). Only before
   /// add().
   void set_centroids(MatrixView<const float> centroids);
-  /// Codes x (n × d); their labels are ntotal() … ntotal() + n − 1.
+  /// Codes x (n × d); their labels are ntotal() … ntotal() + n − 1. Each row goes to its nearest centroid
+  /// (assign()), then add(x, lists).
   void add(MatrixView<const float> x);
+  /// The same with the lists given (lists: n ids in [0, nlist), e.g. from assign() or another library's
+  /// partition): only the RaBitQ encoding, no coarse assignment. Cosine: rows are scaled to unit norm first.
+  void add(MatrixView<const float> x, const int32_t* lists);
+  /// The coarse assignment add(x) uses: the list of each row's nearest centroid (lists: n ids; ties to the
+  /// lower list; cosine: of the unit rows, a zero row to the centroid nearest 0).
+  void assign(MatrixView<const float> x, int32_t* lists) const;
   /// The k best of every query (q: nq × d) over the nprobe nearest lists (1 ≤ nprobe; more than nlist is
   /// clamped to nlist): distances (nq × k: estimated ‖x − q‖² for L2, ⟨x, q⟩ for inner product, the cosine
   /// for cosine, best first) and labels (nq × k; −1 and ±inf past the vectors found). rerank = R > 0: the
@@ -84,6 +91,9 @@ class IndexIVFRaBitQ {
     std::vector<float> factors;   // stage 2: per vector add, rescale of the full code; then ‖r‖ and its error
   };
   void check_can_add() const;
+  void check_rows(MatrixView<const float> x, const char* what) const;  // trained, d, finite
+  void assign_rows(MatrixView<const float> x, int32_t* lists) const;   // assign() after the checks
+  void add_rows(MatrixView<const float> x, const int32_t* lists);      // add(x, lists) after the checks
   void append(List& list, const uint8_t* codes, size_t n, const int64_t* ids);
   void code_of(const List& list, size_t i, uint8_t* code) const;  // the codec's packed code of vector i
   void set_centroid_norms();
