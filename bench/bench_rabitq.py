@@ -22,12 +22,14 @@ two OpenMP runtimes):
 Every contender gets the SAME coarse partition: tessera's k-means (IVFRaBitQ.train) is run once per data set,
 its centroids are given to everyone, and each base row goes to its exact nearest centroid (numpy, float64);
 rabitqlib receives these list ids, faiss IVFRaBitQ gets them through add_core (contrib.ivf_tools.add_preassigned),
-tessera assigns to the nearest itself (the run checks that its list sizes are the same). The faiss fast-scan
+tessera through add(x, lists) (its own assign(x) is timed apart and compared with them). The faiss fast-scan
 indexes' add_core stores codes their scan cannot read (recall ≈ 0 in faiss-cpu 1.15.1), so they add() and assign
 through their IndexFlatL2 holding the same centroids; the run counts the rows that land in another list.
 
-Measured for every (data set, bits, threads, contender): build seconds (encode/add; faiss's encoder training
-counted in), and for every nprobe of the sweep: search seconds of the whole query batch at k = 10 (the fastest
+Measured for every (data set, bits, threads, contender): build seconds, wall and CPU (process time) — the
+encoding of the base rows into the shared lists (tessera add(x, lists), rabitqlib build(x, centroids, lists),
+faiss add; faiss's encoder training counted in) — and, apart, tessera's own coarse assignment (assign(x), what
+add(x) without lists does first; rabitqlib is handed it) and, once per set, the coarse k-means; and for every nprobe of the sweep: search seconds of the whole query batch at k = 10 (the fastest
 of several runs, wall clock) → QPS, recall@1/10 from that search and recall@100 from a k = 100 search
 (recall@k = |returned top k ∩ true top k| / k, averaged over queries). Printed: a table of recall@10 and QPS per
 nprobe, then per bits the QPS at a matched recall@10 of 0.90 and 0.95 (log-QPS interpolated linearly in recall
@@ -204,10 +206,11 @@ def prep_worker(spec: dict):
     tessera.set_num_threads(spec["threads"])
     base = np.load(spec["data"])["base"]
     ix = tessera.IVFRaBitQ(base.shape[1], spec["nlist"], bits=1, seed=spec["seed"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ix.train(base)
+    out = dict(train_s=time.perf_counter() - t0, train_cpu_s=time.process_time() - c0, threads=spec["threads"])
     np.save(spec["centroids"], np.ascontiguousarray(ix.centroids, dtype=np.float32))
-    return dict(train_s=time.perf_counter() - t0)
+    return out
 
 
 def rerank_of(lib: str) -> int:
@@ -229,10 +232,16 @@ def search_worker(spec: dict):
         import tessera
         tessera.set_num_threads(t)
         ix = tessera.IVFRaBitQ(d, nlist, bits=bits, seed=spec["seed"])
-        t0 = time.perf_counter()
         ix.set_centroids(cent)
-        ix.add(base)
-        build_s = time.perf_counter() - t0
+        # The coarse assignment (what add(x) does first, and what rabitqlib is handed) timed apart; then the
+        # RaBitQ encoding alone, on the shared partition's lists (rabitqlib's input).
+        t0, c0 = time.perf_counter(), time.process_time()
+        own = ix.assign(base)
+        extra["assign_s"], extra["assign_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+        extra["assign_mismatch"] = int((own != assign).sum())
+        t0, c0 = time.perf_counter(), time.process_time()
+        ix.add(base, lists=assign)
+        build_s, build_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         sizes = np.asarray(ix.list_sizes)
         extra["list_size_mismatch"] = int(np.abs(sizes - np.bincount(assign, minlength=nlist)).sum() // 2)
         # the packed layout of docs/rabitq.md: top bits, other bits, ‖r‖, 3 floats per code level (the raw
@@ -247,9 +256,10 @@ def search_worker(spec: dict):
     elif lib == "rabitqlib":
         import rabitqlib
         ix = rabitqlib.IvfIndex(d, n, nlist, bits, "l2")
-        t0 = time.perf_counter()
-        ix.build(base, cent, assign.astype(np.uint32), num_threads=t)
-        build_s = time.perf_counter() - t0
+        lists32 = assign.astype(np.uint32)
+        t0, c0 = time.perf_counter(), time.process_time()
+        ix.build(base, cent, lists32, num_threads=t)
+        build_s, build_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 
         def search(k, p):
             out = ix.search(q, k, p, num_threads=t)
@@ -279,13 +289,13 @@ def search_worker(spec: dict):
             extra["qb"] = int(ivf.qb)
             xin = rr.apply(base)
         xin = np.ascontiguousarray(xin, dtype=np.float32)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ivf.train(xin)  # the quantizer holds nlist centroids: only the encoder trains
         if lib == "faiss-rbq":
             add_preassigned(ivf, xin, assign.astype(np.int64))
         else:  # the fast-scan indexes' add_core leaves codes unpacked (faiss 1.15.1): their own nearest centroid
             ivf.add(xin)
-        build_s = time.perf_counter() - t0
+        build_s, build_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         if lib != "faiss-rbq":
             extra["assign_mismatch"] = int((quantizer.assign(xin, 1).ravel() != assign).sum())
         index = ivf if lib == "faiss-pqfs" else faiss.IndexPreTransform(rr, ivf)  # after training: is_trained
@@ -307,7 +317,7 @@ def search_worker(spec: dict):
             I10, I100 = drop_self(I10, self_idx, 10), drop_self(I100, self_idx, KMAX)
         curve.append(dict(nprobe=p, search_s=s10, qps=len(q) / s10, search100_s=s100,
                           R1=recall(I10, gt, 1), R10=recall(I10, gt, 10), R100=recall(I100, gt, KMAX)))
-    return dict(build_s=build_s, nq=len(q), n=n, d=d, nlist=nlist, curve=curve, **extra)
+    return dict(build_s=build_s, build_cpu_s=build_cpu_s, nq=len(q), n=n, d=d, nlist=nlist, curve=curve, **extra)
 
 
 def worker(spec_path: str):
@@ -329,7 +339,8 @@ def run(spec: dict, stem: str, args) -> dict:
 
 
 def partition(name: str, data: Path, nlist: int, args) -> Path:
-    """CACHE/rabitq-part-NAME-NLIST-SEED.npz: tessera's coarse centroids and the exact nearest-centroid ids."""
+    """CACHE/rabitq-part-NAME-NLIST-SEED.npz: tessera's coarse centroids, the exact nearest-centroid ids and
+    the k-means' seconds (kmeans_s wall, kmeans_cpu_s, kmeans_threads; absent from files of older runs)."""
     p = Path(args.data_cache) / f"rabitq-part-{data.stem.removeprefix('rabitq-')}-{nlist}-{args.seed}.npz"
     if p.exists():
         return p
@@ -343,8 +354,17 @@ def partition(name: str, data: Path, nlist: int, args) -> Path:
     sizes = np.bincount(assign, minlength=nlist)
     print(f"  (partition {name}: nlist {nlist}, k-means {r['train_s']:.1f} s, list sizes {sizes.min()}–{sizes.max()})",
           file=sys.stderr, flush=True)
-    np.savez(p, centroids=cent, assign=assign)
+    np.savez(p, centroids=cent, assign=assign, kmeans_s=r["train_s"], kmeans_cpu_s=r["train_cpu_s"],
+             kmeans_threads=r["threads"])
     return p
+
+
+def kmeans_note(part: Path) -> str:
+    z = np.load(part)
+    if "kmeans_s" not in z.files:
+        return f"coarse k-means: not timed (partition cached by an older run: delete {part} to time it)"
+    return (f"coarse k-means (tessera, {int(z['kmeans_threads'])} thread(s)): {float(z['kmeans_s']):.1f} s wall, "
+            f"{float(z['kmeans_cpu_s']):.1f} s CPU — once per set, shared by every contender, not in 'build'")
 
 
 def snapshot_module(args, out: Path) -> str:
@@ -497,7 +517,8 @@ def main():
         nlist = a.nlist or default_nlist(n)
         part = partition(s, data, nlist, a)
         nprobes = sorted({p for p in (int(v) for v in a.nprobe.split(",")) if p <= nlist} | ({nlist} if nlist <= 256 else set()))
-        meta[s] = dict(n=n, nlist=nlist, nprobes=nprobes)
+        meta[s] = dict(n=n, nlist=nlist, nprobes=nprobes, kmeans=kmeans_note(part))
+        print(f"\n{s}: {meta[s]['kmeans']}")
         sets_done.append(s)
         for bits in bits_list:
             for t in a.thread_list:
@@ -516,13 +537,16 @@ def main():
     # files
     with open(out / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["library", "dataset", "bits", "nprobe", "threads", "nlist", "nq", "build_s", "bytes_per_vec",
+        w.writerow(["library", "dataset", "bits", "nprobe", "threads", "nlist", "nq", "build_s", "build_cpu_s",
+                    "assign_s", "bytes_per_vec",
                     "search_s", "qps", "recall1", "recall10", "recall100", "load1"])
         for r in rows:
             res = r["res"]
             for c in res.get("curve", []):
                 w.writerow([r["lib"], r["set"], r["bits"], c["nprobe"], r["threads"], r["nlist"], res["nq"],
-                            f"{res['build_s']:.4f}", res.get("bytes_per_vec", ""), f"{c['search_s']:.6f}",
+                            f"{res['build_s']:.4f}", f"{res.get('build_cpu_s', float('nan')):.4f}",
+                            f"{res['assign_s']:.4f}" if "assign_s" in res else "", res.get("bytes_per_vec", ""),
+                            f"{c['search_s']:.6f}",
                             f"{c['qps']:.1f}", f"{c['R1']:.4f}", f"{c['R10']:.4f}", f"{c['R100']:.4f}",
                             f"{res.get('load1', float('nan')):.2f}"])
     (out / "results.json").write_text(json.dumps(dict(stamp=stamp, args={k: str(v) for k, v in vars(a).items()},
@@ -533,9 +557,11 @@ def main():
 
 def print_block(s, bits, t, nlist, nprobes, block):
     cells = [f"np={p}" for p in nprobes]
-    hdr = f"{'contender':<12} {'build s':>7} {'B/vec':>5} {'load':>4} | " + " ".join(f"{c:>12}" for c in cells)
+    hdr = (f"{'contender':<12} {'build s':>7} {'cpu s':>7} {'asgn s':>6} {'B/vec':>5} {'load':>4} | "
+           + " ".join(f"{c:>12}" for c in cells))
     nq = next((r["res"]["nq"] for r in block if r["res"].get("ok")), "?")
-    print(f"\n{s}  bits={bits}  threads={t}  nlist={nlist}  nq={nq}   cells: recall@10 / QPS at k=10")
+    print(f"\n{s}  bits={bits}  threads={t}  nlist={nlist}  nq={nq}   cells: recall@10 / QPS at k=10; build: "
+          "encoding on the shared lists (wall, CPU), asgn: tessera's own coarse assignment, timed apart")
     print(hdr + "\n" + "-" * len(hdr))
     for r in block:
         res = r["res"]
@@ -544,13 +570,17 @@ def print_block(s, bits, t, nlist, nprobes, block):
             continue
         by = {c["nprobe"]: c for c in res["curve"]}
         note = ""
-        if res.get("assign_mismatch"):
+        if res.get("assign_mismatch") and "assign_s" in res:
+            note = f"  (its own assignment puts {res['assign_mismatch']} rows in another list; the shared one is used)"
+        elif res.get("assign_mismatch"):
             note = f"  ({res['assign_mismatch']} rows in another list than the shared partition's)"
         elif res.get("list_size_mismatch"):
             note = f"  (list sizes differ from the shared partition's by {res['list_size_mismatch']} rows)"
         if "M" in res:
             note += f"  (PQ M={res['M']}×4)"
-        print(f"{r['lib']:<12} {res['build_s']:>7.2f} {res.get('bytes_per_vec', '—'):>5} {res['load1']:>4.1f} | "
+        asg = f"{res['assign_s']:>6.2f}" if "assign_s" in res else f"{'—':>6}"
+        print(f"{r['lib']:<12} {res['build_s']:>7.2f} {res.get('build_cpu_s', float('nan')):>7.2f} {asg} "
+              f"{res.get('bytes_per_vec', '—'):>5} {res['load1']:>4.1f} | "
               + " ".join(f"{by[p]['R10']:.3f}/{fmt_qps(by[p]['qps']):>6}" if p in by else f"{'—':>12}"
                          for p in nprobes) + note, flush=True)
     ok = [r for r in block if r["res"].get("ok")]
