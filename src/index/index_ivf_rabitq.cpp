@@ -195,12 +195,15 @@ void IndexIVFRaBitQ::append(List& list, const uint8_t* codes, size_t n, const in
   for (size_t i = 0; i < n; ++i) {
     const uint8_t* code = codes + i * cs;
     const size_t v = old + i;
+    // The lower B − 1 bits of coordinate j start at bit j·(B − 1) of the ex field, least significant first: at
+    // most 8 bits from a bit offset below 8, so within the 16 bits read there (the code's factors follow the ex
+    // field, so the second byte is inside the code).
+    const uint8_t* ex_field = code + sign_bytes;
+    const uint32_t ex_mask = (1u << (bits - 1)) - 1;
     for (size_t j = 0; j < d_; ++j) {
-      uint32_t ex = 0;
-      for (size_t b = 0; b + 1 < bits; ++b) {
-        const size_t bit = j * (bits - 1) + b;
-        ex |= uint32_t((code[sign_bytes + (bit >> 3)] >> (bit & 7)) & 1) << b;
-      }
+      const size_t bit = j * (bits - 1);
+      const uint32_t window = uint32_t(ex_field[bit >> 3]) | uint32_t(ex_field[(bit >> 3) + 1]) << 8;
+      const uint32_t ex = (window >> (bit & 7)) & ex_mask;
       u[j] = uint16_t((((code[j >> 3] >> (j & 7)) & 1u) << (bits - 1)) | ex);
     }
     detail::rabitq_pack_code(u.data(), d_, width_, list.packed.data() + v * packed_bytes_);

@@ -6,11 +6,13 @@
 #include <tuple>
 #include <utility>
 
+#include "core/simd.h"
 #include "tessera/core/error.h"
 #include "tessera/core/interrupt.h"
 #include "tessera/core/rng.h"
 #include "tessera/core/threading.h"
 #include "tessera/quant/rabitq_codes.h"
+#include "quant/rabitq_sums.h"
 
 namespace tessera {
 
@@ -160,8 +162,9 @@ void RaBitQuantizer::encode_rows(MatrixView<const float> x, const float* centroi
         const float* r = resid.data() + size_t(ii) * d;
         uint8_t* code = codes + (b0 + size_t(ii)) * code_size_;
         std::memset(code, 0, code_size_);
-        double norm2 = 0, r_dot_pc = 0;
-        for (size_t j = 0; j < d; ++j) norm2 += double(r[j]) * r[j], r_dot_pc += double(r[j]) * pc[j];
+        double sums[2];
+        detail::rabitq_residual_sums(r, pc, d, sums);
+        const double norm2 = sums[0], r_dot_pc = sums[1];
         const double norm = std::sqrt(norm2);
         if (norm > 0) {
           for (size_t j = 0; j < d; ++j) unit[j] = float(r[j] / norm);
@@ -171,12 +174,9 @@ void RaBitQuantizer::encode_rows(MatrixView<const float> x, const float* centroi
           std::fill(u.begin(), u.end(), uint16_t(1u << (bits - 1)));  // the + side, magnitude ½
         }
         // Per level: ⟨r, x⟩, ⟨x, Pc⟩, ‖x‖² for the 1-bit code (x₁ = ±½) and the B-bit one (x = u + c_B).
-        double r1 = 0, pc1 = 0, rb = 0, pcb = 0, xb2 = 0;
-        for (size_t j = 0; j < d; ++j) {
-          const double x1 = (u[j] >> (bits - 1)) ? 0.5 : -0.5, xb = u[j] + cb;
-          r1 += x1 * r[j], pc1 += x1 * pc[j];
-          rb += xb * r[j], pcb += xb * pc[j], xb2 += xb * xb;
-        }
+        double ls[5];
+        detail::rabitq_level_sums(r, pc, u.data(), d, bits, cb, ls);
+        const double r1 = ls[0], pc1 = ls[1], rb = ls[2], pcb = ls[3], xb2 = ls[4];
         pack_code(u.data(), d, bits, code, code + sign_bytes_);
         uint8_t* f = code + sign_bytes_ + ex_bytes_;
         put_float(f, zero[size_t(ii)] ? -1.0f : float(norm));  // −1: a zero vector (cosine)
@@ -501,5 +501,61 @@ RabitqEstimate RaBitQuantizer::between(const uint8_t* cx, const float* pcx, cons
   const double bx = ex * std::sqrt(dd + ny * ny), by = ey * std::sqrt(dd + nx * nx);
   return {finish(params_.metric, value), float(std::sqrt(bx * bx + by * by))};
 }
+
+namespace detail {
+
+// Sums in double over d coordinates (rabitq_sums.h), in four partial sums (coordinate j to sum j mod 4), added as
+// (s0 + s1) + (s2 + s3): the same bits on every unit (vector extensions; the build has no fused multiply-adds,
+// and products of floats, halves and small integers are exact in double).
+namespace {
+typedef double V4d __attribute__((vector_size(32)));
+typedef float V4f __attribute__((vector_size(16)));
+typedef uint16_t V4u __attribute__((vector_size(8)));
+#define TESSERA_LANES_INLINE inline __attribute__((always_inline))
+TESSERA_LANES_INLINE double lanes_total(const V4d& v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+TESSERA_LANES_INLINE void load4(const float* p, V4d& out) {
+  V4f f;
+  std::memcpy(&f, p, sizeof f);
+  out = __builtin_convertvector(f, V4d);
+}
+}  // namespace
+
+// out = {‖r‖², ⟨r, pc⟩}.
+TESSERA_CLONE_PER_ISA void rabitq_residual_sums(const float* r, const float* pc, size_t d, double* out) {
+  V4d n2{}, rp{};
+  size_t j = 0;
+  for (; j + 4 <= d; j += 4) {
+    V4d x, c;
+    load4(r + j, x), load4(pc + j, c);
+    n2 += x * x, rp += x * c;
+  }
+  for (; j < d; ++j) n2[j & 3] += double(r[j]) * r[j], rp[j & 3] += double(r[j]) * pc[j];
+  out[0] = lanes_total(n2), out[1] = lanes_total(rp);
+}
+
+// Per code level, with x₁ = ±½ (the top bit of u) and x = u + cb: out = {⟨r, x₁⟩, ⟨x₁, pc⟩, ⟨r, x⟩, ⟨x, pc⟩, ‖x‖²}.
+TESSERA_CLONE_PER_ISA void rabitq_level_sums(const float* r, const float* pc, const uint16_t* u, size_t d, int bits,
+                                             double cb, double* out) {
+  V4d r1{}, pc1{}, rb{}, pcb{}, xb2{};
+  size_t j = 0;
+  const int top = bits - 1;
+  for (; j + 4 <= d; j += 4) {
+    V4u w;
+    std::memcpy(&w, u + j, sizeof w);
+    V4d x, c;
+    load4(r + j, x), load4(pc + j, c);
+    const V4d x1 = __builtin_convertvector(V4u(w >> top), V4d) - 0.5, xb = __builtin_convertvector(w, V4d) + cb;
+    r1 += x1 * x, pc1 += x1 * c, rb += xb * x, pcb += xb * c, xb2 += xb * xb;
+  }
+  for (; j < d; ++j) {
+    const double x1 = (u[j] >> top) ? 0.5 : -0.5, xb = u[j] + cb;
+    r1[j & 3] += x1 * r[j], pc1[j & 3] += x1 * pc[j];
+    rb[j & 3] += xb * r[j], pcb[j & 3] += xb * pc[j], xb2[j & 3] += xb * xb;
+  }
+  out[0] = lanes_total(r1), out[1] = lanes_total(pc1), out[2] = lanes_total(rb), out[3] = lanes_total(pcb);
+  out[4] = lanes_total(xb2);
+}
+
+}  // namespace detail
 
 }  // namespace tessera

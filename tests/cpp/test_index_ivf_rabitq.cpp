@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "index/rabitq_scan_kernel.h"
+#include "quant/rabitq_sums.h"
 #include "test_helpers.h"
 #include "tessera/core/error.h"
 #include "tessera/core/threading.h"
@@ -340,6 +341,27 @@ TEST(IndexIVFRaBitQ, KernelsEqualTheirScalarReferences) {
                                                           1.0f, n, key_ref.data());
       EXPECT_EQ(m, r);
       EXPECT_EQ(key, key_ref);
+    }
+  // The codec's per-vector sums (encode): four double partial sums, coordinate j into sum j mod 4, then
+  // (s0 + s1) + (s2 + s3), spelled out here one coordinate at a time.
+  for (size_t d : {size_t(1), size_t(7), size_t(128), size_t(133)})
+    for (int bits : {1, 4, 9}) {
+      std::vector<float> r(d), pc(d);
+      std::vector<uint16_t> u(d);
+      for (size_t j = 0; j < d; ++j) r[j] = uni(rng), pc[j] = 3 * uni(rng), u[j] = uint16_t(rng() % (1u << bits));
+      const double cb = -((1 << bits) - 1) / 2.0;
+      double ref[7][4] = {};
+      for (size_t j = 0; j < d; ++j) {
+        const double x1 = (u[j] >> (bits - 1)) ? 0.5 : -0.5, xb = u[j] + cb;
+        const double terms[7] = {double(r[j]) * r[j], double(r[j]) * pc[j], x1 * r[j], x1 * pc[j], xb * r[j],
+                                 xb * pc[j], xb * xb};
+        for (int t = 0; t < 7; ++t) ref[t][j % 4] += terms[t];
+      }
+      double got[7];
+      detail::rabitq_residual_sums(r.data(), pc.data(), d, got);
+      detail::rabitq_level_sums(r.data(), pc.data(), u.data(), d, bits, cb, got + 2);
+      for (int t = 0; t < 7; ++t)
+        EXPECT_EQ(got[t], (ref[t][0] + ref[t][1]) + (ref[t][2] + ref[t][3])) << "d " << d << " bits " << bits << " sum " << t;
     }
 }
 
