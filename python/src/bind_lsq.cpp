@@ -58,7 +58,7 @@ void bind_lsq(py::module_& m) {
                       size_t encode_ils_iters, size_t train_ils_iters, size_t icm_iters, float p, float lambd,
                       size_t chunk_size, uint64_t random_seed, size_t nperts, bool update_codebooks_with_double,
                       const std::string& init, const std::string& annealing, bool final_refit,
-                      bool encode_greedy_init, const py::object& progress) {
+                      bool encode_greedy_init, double codebook_cg_tol, const py::object& progress) {
             tessera::LocalSearchQuantizerParams prm;
             prm.train_iters = train_iters;
             prm.encode_ils_iters = encode_ils_iters;
@@ -74,6 +74,7 @@ void bind_lsq(py::module_& m) {
             prm.annealing = tessera::parse_lsq_annealing(annealing);
             prm.final_refit = final_refit;
             prm.encode_greedy_init = encode_greedy_init;
+            prm.codebook_cg_tol = codebook_cg_tol;
             if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
               throw py::type_error("progress must be a callable or None");
             auto r = std::make_unique<PyLSQ>(std::make_shared<tessera::LocalSearchQuantizer>(
@@ -88,14 +89,17 @@ void bind_lsq(py::module_& m) {
           "update_codebooks_with_double"_a = defaults.update_codebooks_with_double,
           "init"_a = tessera::lsq_init_name(defaults.init),
           "annealing"_a = "codebooks", "final_refit"_a = false,
-          "encode_greedy_init"_a = defaults.encode_greedy_init, "progress"_a = py::none(),
+          "encode_greedy_init"_a = defaults.encode_greedy_init, "codebook_cg_tol"_a = defaults.codebook_cg_tol,
+          "progress"_a = py::none(),
           "M codebooks of 2^nbits codewords (nbits in 1..16) for d-dimensional vectors. search_type: faiss's\n"
           "int or name (ST_decompress, ST_norm_float, ...). Beyond faiss, on by default because they lower the\n"
           "error (init='random', encode_greedy_init=False is faiss's behaviour): init='residual' starts training\n"
           "from a greedy residual quantizer's codes (init='auto', the default: for codebooks of more than 4 bits;\n"
           "random codes otherwise); encode_greedy_init=True starts encoding from greedy residual\n"
           "codes. Off by default: annealing='data' is LSQ++'s SR-C (noise on the data instead of the codebooks);\n"
-          "final_refit=True refits the codebooks to the final training codes.");
+          "final_refit=True refits the codebooks to the final training codes. codebook_cg_tol: training's\n"
+          "codebook updates by conjugate gradients from the previous codebooks to this relative residual\n"
+          "(0: the exact solve every iteration, as faiss).");
   def_param(cls, "train_iters", &tessera::LocalSearchQuantizerParams::train_iters, "Training iterations (25).");
   def_param(cls, "encode_ils_iters", &tessera::LocalSearchQuantizerParams::encode_ils_iters,
             "ILS steps when encoding (16).");
@@ -109,6 +113,8 @@ void bind_lsq(py::module_& m) {
   def_param(cls, "nperts", &tessera::LocalSearchQuantizerParams::nperts, "Codes perturbed per ILS step (4).");
   def_param(cls, "update_codebooks_with_double", &tessera::LocalSearchQuantizerParams::update_codebooks_with_double,
             "Solve the codebook update in double (True).");
+  def_param(cls, "codebook_cg_tol", &tessera::LocalSearchQuantizerParams::codebook_cg_tol,
+            "Relative residual of training's CG codebook updates (1e-5; 0: exact solves).");
   def_param(cls, "final_refit", &tessera::LocalSearchQuantizerParams::final_refit,
             "Refit the codebooks to the final training codes (False).");
   def_param(cls, "encode_greedy_init", &tessera::LocalSearchQuantizerParams::encode_greedy_init,

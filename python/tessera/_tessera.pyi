@@ -250,7 +250,8 @@ class LocalSearchQuantizer:
         encode_ils_iters: int = 16, train_ils_iters: int = 8, icm_iters: int = 4, p: float = 0.5,
         lambd: float = 1e-2, chunk_size: int = 10000, random_seed: int = 0x12345, nperts: int = 4,
         update_codebooks_with_double: bool = True, init: str = "residual", annealing: str = "codebooks",
-        final_refit: bool = False, encode_greedy_init: bool = True, progress: Callable[..., Any] | None = None,
+        final_refit: bool = False, encode_greedy_init: bool = True, codebook_cg_tol: float = 1e-5,
+        progress: Callable[..., Any] | None = None,
     ) -> None: ...
     train_iters: int
     encode_ils_iters: int
@@ -262,6 +263,7 @@ class LocalSearchQuantizer:
     random_seed: int
     nperts: int
     update_codebooks_with_double: bool
+    codebook_cg_tol: float
     init: str
     annealing: str
     final_refit: bool

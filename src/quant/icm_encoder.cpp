@@ -885,9 +885,9 @@ void ils_encode(const IcmTables& t, MatrixView<const float> x, int32_t* codes, c
         const size_t r0 = c0 + size_t(b) * kBlockRows, nb = std::min(kBlockRows, n - r0);
         int32_t* best = codes + r0 * M;
         // U_m(k) = ‖C_m[k]‖² − 2⟨x, C_m[k]⟩ for the block, vector-major.
-        gemm_abt(nb, MK, d, -2.0f, x.row(r0), x.stride, t.books.data(), d, 0.0f, unaries.data(), MK);
-        for (size_t i = 0; i < nb; ++i)
-          for (size_t k = 0; k < MK; ++k) unaries[i * MK + k] += t.norms[k];
+        // (The norms first, and the GEMM adding to them: no separate pass to clear or to add.)
+        for (size_t i = 0; i < nb; ++i) std::copy(t.norms.begin(), t.norms.end(), unaries.begin() + i * MK);
+        gemm_abt(nb, MK, d, -2.0f, x.row(r0), x.stride, t.books.data(), d, 1.0f, unaries.data(), MK);
         if (!p.exact && small_k(K)) {
           small_ils_block(t, p, MatrixView<const float>(x.row(r0), nb, d, x.stride), r0, nb, unaries.data(), best,
                           errors ? errors + r0 : nullptr, T.data(), Tb.data(), cur.data(), residual.data());

@@ -74,6 +74,7 @@ std::unique_ptr<AdditiveQuantizer> make_lsq(size_t d, const std::vector<size_t>&
     p.annealing = parse_lsq_annealing(j.value("annealing", lsq_annealing_name(p.annealing)));
     p.final_refit = j.value("final_refit", p.final_refit);
     p.encode_greedy_init = j.value("encode_greedy_init", p.encode_greedy_init);
+    p.codebook_cg_tol = j.value("codebook_cg_tol", p.codebook_cg_tol);
   } catch (const nlohmann::json::exception& e) {
     TESSERA_THROW_FORMAT("model file has malformed LSQ parameters: " << e.what());
   } catch (const InvalidArgument& e) {
@@ -89,7 +90,7 @@ nlohmann::json lsq_params(const AdditiveQuantizer& q) {
           {"chunk_size", p.chunk_size}, {"random_seed", p.random_seed}, {"nperts", p.nperts},
           {"update_codebooks_with_double", p.update_codebooks_with_double}, {"init", lsq_init_name(p.init)},
           {"annealing", lsq_annealing_name(p.annealing)}, {"final_refit", p.final_refit},
-          {"encode_greedy_init", p.encode_greedy_init}};
+          {"encode_greedy_init", p.encode_greedy_init}, {"codebook_cg_tol", p.codebook_cg_tol}};
 }
 
 const AdditiveType kAdditiveTypes[] = {

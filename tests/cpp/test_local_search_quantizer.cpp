@@ -7,6 +7,7 @@
 #include <numeric>
 #include <random>
 
+#include "quant/codebook_cg.h"
 #include "quant/icm_encoder.h"
 #include "test_helpers.h"
 #include "tessera/core/error.h"
@@ -99,6 +100,65 @@ TEST(LocalSearchQuantizer, UpdateCodebooksSolvesTheRidgeNormalEquations) {
           EXPECT_NEAR(q.codebook(m)(k, j), B[r * d + j] / A[r * MK + r], dbl ? 1e-4 : 1e-3) << m << "," << k;
         }
   }
+}
+
+// The CG update reaches the exact (Cholesky) solution from any start, the same bit for bit at any thread
+// count, and reports (leaving the start alone) when it cannot converge in the iterations allowed.
+TEST(LocalSearchQuantizer, ConjugateGradientUpdateMatchesTheExactSolve) {
+  const size_t n = 3000, d = 13, M = 4, K = 16;  // d: a partial last group of columns
+  const auto x = gaussian_mixture(n, d, 20, 5);
+  const auto codes = random_codes(n, M, K, 3);
+  LocalSearchQuantizer exact(d, M, 4);
+  exact.update_codebooks(x.view(), codes.data());
+  const auto ref = exact.codebooks_flat();
+  const double mse_exact = exact.evaluate(codes.data(), x.view());
+  FloatMatrix start(M * K, d);  // zeros
+  FloatMatrix solved = start.clone();
+  ASSERT_TRUE(detail::ridge_codebooks_cg(x.view(), codes.data(), M, K, 1e-2, 1e-7, 500, solved.view()));
+  double diff = 0, norm = 0;
+  for (size_t r = 0; r < M * K; ++r)
+    for (size_t j = 0; j < d; ++j) {
+      diff += std::pow(double(solved(r, j)) - ref(r, j), 2);
+      norm += std::pow(double(ref(r, j)), 2);
+    }
+  // The system is singular but for λ along a codebook-to-codebook shift, which changes no reconstruction:
+  // CG from zero stays clear of it, so the codebooks themselves agree.
+  EXPECT_LT(std::sqrt(diff / norm), 1e-4);
+  LocalSearchQuantizer viacg(d, M, 4);
+  viacg.set_codebooks(solved.view());
+  EXPECT_NEAR(viacg.evaluate(codes.data(), x.view()), mse_exact, 1e-6 * mse_exact);
+  // Thread count.
+  FloatMatrix one = start.clone(), two = start.clone();
+  {
+    ScopedThreads t1(1);
+    ASSERT_TRUE(detail::ridge_codebooks_cg(x.view(), codes.data(), M, K, 1e-2, 1e-6, 500, one.view()));
+  }
+  {
+    ScopedThreads t2(2);
+    ASSERT_TRUE(detail::ridge_codebooks_cg(x.view(), codes.data(), M, K, 1e-2, 1e-6, 500, two.view()));
+  }
+  for (size_t e = 0; e < M * K * d; ++e) ASSERT_EQ(one.data()[e], two.data()[e]) << e;
+  // Not converged: false, the start untouched.
+  FloatMatrix few = start.clone();
+  EXPECT_FALSE(detail::ridge_codebooks_cg(x.view(), codes.data(), M, K, 1e-2, 1e-12, 2, few.view()));
+  for (size_t e = 0; e < M * K * d; ++e) ASSERT_EQ(few.data()[e], 0.0f);
+}
+
+// Training with CG updates (the default) ends as well as with exact ones, and codebook_cg_tol = 0 is the
+// exact path.
+TEST(LocalSearchQuantizer, TrainingWithCgUpdatesMatchesExactUpdatesInError) {
+  const auto x = gaussian_mixture(2000, 16, 40, 9);
+  LocalSearchQuantizerParams p = quick();
+  LocalSearchQuantizer cg(16, 4, 5, p);
+  p.codebook_cg_tol = 0;
+  LocalSearchQuantizer chol(16, 4, 5, p);
+  cg.train(x.view());
+  chol.train(x.view());
+  const double a = cg.training_errors().back(), b = chol.training_errors().back();
+  EXPECT_LT(std::fabs(a - b), 0.02 * b) << a << " vs " << b;
+  p.codebook_cg_tol = -1;
+  LocalSearchQuantizer bad(16, 4, 5, p);
+  EXPECT_THROW(bad.train(x.view()), InvalidArgument);
 }
 
 TEST(LocalSearchQuantizer, UnaryAndBinaryTermsMatchBruteForce) {

@@ -40,6 +40,10 @@ struct LocalSearchQuantizerParams {
   size_t nperts = 4;             ///< codes perturbed per ILS step (positions drawn with replacement, so any
                                  ///< count is valid; faiss refuses nperts > M when encoding)
   bool update_codebooks_with_double = true;
+  /// Training's codebook updates: conjugate gradients started from the previous iteration's codebooks,
+  /// stopped at this relative residual (‖BᵀX − (BᵀB + λI)C‖ / ‖BᵀX‖), with the exact solve as fallback;
+  /// 0: the exact (Cholesky) solve every iteration, as faiss. update_codebooks() is always exact.
+  double codebook_cg_tol = 1e-5;
   // Beyond faiss. On by default where the benchmark shows lower error (bench/bench_aq.py, 8 × 8 bits:
   // MSE −8% on siftsmall, −10% on bigann10k, recall@1 +6 points); random / false is faiss's behaviour.
   LsqInit init = LsqInit::automatic;
@@ -93,6 +97,10 @@ class LocalSearchQuantizer : public AdditiveQuantizer {
   const std::vector<double>& training_errors() const { return train_errors_; }
 
  private:
+  /// The training's codebook update: by CG from `start` (codebooks_flat() layout) when codebook_cg_tol > 0,
+  /// else (or if it does not converge) update_codebooks(); the solution is also left in `start`.
+  void update_codebooks_from(MatrixView<const float> x, const int32_t* codes, FloatMatrix& start);
+
   size_t K_;
   LocalSearchQuantizerParams params_;
   std::vector<double> train_errors_;
