@@ -231,7 +231,8 @@ def search_worker(spec: dict):
         sys.path.insert(0, spec["pymodule"])
         import tessera
         tessera.set_num_threads(t)
-        ix = tessera.IVFRaBitQ(d, nlist, bits=bits, seed=spec["seed"])
+        # The raw vectors (4·d bytes per row, for re-ranking) only where they are used: rabitqlib keeps none.
+        ix = tessera.IVFRaBitQ(d, nlist, bits=bits, seed=spec["seed"], keep_vectors=bool(rerank_of(lib)))
         ix.set_centroids(cent)
         # The coarse assignment (what add(x) does first, and what rabitqlib is handed) timed apart; then the
         # RaBitQ encoding alone, on the shared partition's lists (rabitqlib's input).
