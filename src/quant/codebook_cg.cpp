@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 
+#include "core/row_scan.h"
 #include "core/simd.h"
 
 #include "tessera/core/threading.h"
@@ -27,60 +29,65 @@ std::vector<double> codeword_sums(MatrixView<const float> x, const int32_t* code
 
 namespace {
 
-constexpr size_t kGroup = 8;  // columns solved together: one cache line of doubles per codeword
-using Lanes = std::array<double, kGroup>;
-
+constexpr size_t kGroup = 16;  // columns solved together: one cache line of floats per codeword
+using ColumnSums = std::array<double, kGroup>;
 using v4d = double __attribute__((vector_size(32)));
+using v8f = float __attribute__((vector_size(32)));
 
-// out = (BᵀB + λI)·P for one group of columns (MK × kGroup each): B·P row by row (the sum of a vector's M
-// codewords), added back to each of those codewords. Lane-wise adds in row order: every clone computes
-// the same values.
-TESSERA_CLONE_PER_ISA void apply_system(const uint32_t* rows, size_t n, size_t M, size_t MK, double lambd,
-                                        const double* P, double* out) {
-  static_assert(kGroup == 8);
-  std::fill(out, out + MK * kGroup, 0.0);
-  auto gather = [&](const uint32_t* r, v4d& y0, v4d& y1) {
-    for (size_t m = 0; m < M; ++m) {
-      const double* p = P + size_t(r[m]) * kGroup;
-      v4d a, b;
-      std::memcpy(&a, p, sizeof a);
-      std::memcpy(&b, p + 4, sizeof b);
-      y0 += a, y1 += b;
-    }
-  };
-  auto scatter = [&](const uint32_t* r, const v4d& y0, const v4d& y1) {
-    for (size_t m = 0; m < M; ++m) {
-      double* o = out + size_t(r[m]) * kGroup;
-      v4d a, b;
-      std::memcpy(&a, o, sizeof a);
-      std::memcpy(&b, o + 4, sizeof b);
-      a += y0, b += y1;
-      std::memcpy(o, &a, sizeof a);
-      std::memcpy(o + 4, &b, sizeof b);
-    }
-  };
-  // Two vectors at a time: their sums are independent chains of adds (the scatter order is unchanged).
-  size_t i = 0;
-  for (; i + 2 <= n; i += 2) {
-    v4d y0 = {}, y1 = {}, z0 = {}, z1 = {};
-    gather(rows + i * M, y0, y1);
-    gather(rows + (i + 1) * M, z0, z1);
-    scatter(rows + i * M, y0, y1);
-    scatter(rows + (i + 1) * M, z0, z1);
+// out = BᵀB·P for one group of columns (MK × kGroup, rows 64-byte aligned for floats): B·P vector by vector
+// (the sum of its M codewords), added back to each of those codewords. V: the vector type of T used;
+// lane-wise adds in row order, so every clone computes the same values.
+template <class V, class T>
+TESSERA_ROW_SCAN_INLINE void apply_gram(const uint32_t* rows, size_t n, size_t M, size_t MK, const T* P, T* out) {
+  constexpr size_t L = sizeof(V) / sizeof(T), R = kGroup / L;
+  std::fill(out, out + MK * kGroup, T(0));
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t* r = rows + i * M;
+    V y[R] = {};
+    for (size_t m = 0; m < M; ++m)
+      for (size_t q = 0; q < R; ++q) {
+        V a;
+        std::memcpy(&a, P + size_t(r[m]) * kGroup + q * L, sizeof a);
+        y[q] += a;
+      }
+    for (size_t m = 0; m < M; ++m)
+      for (size_t q = 0; q < R; ++q) {
+        T* o = out + size_t(r[m]) * kGroup + q * L;
+        V a;
+        std::memcpy(&a, o, sizeof a);
+        a += y[q];
+        std::memcpy(o, &a, sizeof a);
+      }
   }
-  for (; i < n; ++i) {
-    v4d y0 = {}, y1 = {};
-    gather(rows + i * M, y0, y1);
-    scatter(rows + i * M, y0, y1);
-  }
-  for (size_t e = 0; e < MK * kGroup; ++e) out[e] += lambd * P[e];
 }
+
+// In float for the iterations (half the memory traffic of double; the rounding, a few 1e-7 of the result,
+// is far below the tolerances used), in double for the residuals the result is judged by.
+TESSERA_CLONE_PER_ISA void gram_float(const uint32_t* rows, size_t n, size_t M, size_t MK, const float* P,
+                                      float* out) {
+  apply_gram<v8f>(rows, n, M, MK, P, out);
+}
+TESSERA_CLONE_PER_ISA void gram_double(const uint32_t* rows, size_t n, size_t M, size_t MK, const double* P,
+                                       double* out) {
+  apply_gram<v4d>(rows, n, M, MK, P, out);
+}
+
+// 64-byte aligned storage.
+template <class T>
+struct Aligned {
+  std::vector<T> buf;
+  T* data;
+  explicit Aligned(size_t n) : buf(n + 64 / sizeof(T)) {
+    auto a = reinterpret_cast<uintptr_t>(buf.data());
+    data = buf.data() + ((64 - a % 64) % 64) / sizeof(T);
+  }
+};
 
 }  // namespace
 
 bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t M, size_t K, double lambd,
                         double tol, size_t max_iters, MatrixView<float> books) {
-  const size_t n = x.rows, d = x.cols, MK = M * K;
+  const size_t n = x.rows, d = x.cols, MK = M * K, G = MK * kGroup;
   std::vector<uint32_t> rows(n * M);
   std::vector<double> diag(MK, lambd);
   for (size_t i = 0; i < n; ++i)
@@ -96,7 +103,18 @@ bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t 
   std::atomic<bool> converged{true};
 #pragma omp parallel num_threads(::tessera::num_threads())
   {
-    std::vector<double> C(MK * kGroup), R(MK * kGroup), r(MK * kGroup), p(MK * kGroup), Ap(MK * kGroup);
+    std::vector<double> C(G), R(G), r(G), p(G), Ap(G);
+    Aligned<float> pf(G), apf(G);
+    // r = R − (BᵀB + λI)·C in double; returns ‖r‖².
+    auto true_residual = [&] {
+      gram_double(rows.data(), n, M, MK, C.data(), Ap.data());
+      double rr = 0;
+      for (size_t e = 0; e < G; ++e) {
+        r[e] = R[e] - (Ap[e] + lambd * C[e]);
+        rr += r[e] * r[e];
+      }
+      return rr;
+    };
 #pragma omp for schedule(dynamic, 1)
     for (ptrdiff_t g = 0; g < (ptrdiff_t)groups; ++g) {
       const size_t j0 = size_t(g) * kGroup, w = std::min(kGroup, d - j0);
@@ -109,39 +127,45 @@ bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t 
           R[k * kGroup + j] = sums[k * d + j0 + j];
         }
       const double threshold = tol * tol * total * double(w) / double(d);
-      apply_system(rows.data(), n, M, MK, lambd, C.data(), Ap.data());
-      Lanes rz{};
-      double rr = 0;
-      for (size_t k = 0; k < MK; ++k)
-        for (size_t j = 0; j < kGroup; ++j) {
-          const size_t e = k * kGroup + j;
-          r[e] = R[e] - Ap[e];
-          p[e] = r[e] / diag[k];
-          rz[j] += r[e] * p[e];
-          rr += r[e] * r[e];
-        }
+      double rr = true_residual();
       size_t it = 0;
-      for (; rr > threshold && it < max_iters; ++it) {
-        apply_system(rows.data(), n, M, MK, lambd, p.data(), Ap.data());
-        Lanes pap{}, alpha{}, beta{}, rz_next{};
-        for (size_t e = 0; e < MK * kGroup; ++e) pap[e % kGroup] += p[e] * Ap[e];
-        for (size_t j = 0; j < kGroup; ++j) alpha[j] = pap[j] > 0 ? rz[j] / pap[j] : 0.0;
-        rr = 0;
+      // CG from the residual in r; when the recurrence says converged, the residual is computed afresh in
+      // double, and CG restarts from it if it is not (a restart is rare, and bounded by max_iters).
+      while (rr > threshold && it < max_iters) {
+        ColumnSums rz{};
         for (size_t k = 0; k < MK; ++k)
           for (size_t j = 0; j < kGroup; ++j) {
             const size_t e = k * kGroup + j;
-            C[e] += alpha[j] * p[e];
-            r[e] -= alpha[j] * Ap[e];
-            rz_next[j] += r[e] * r[e] / diag[k];
-            rr += r[e] * r[e];
+            p[e] = r[e] / diag[k];
+            rz[j] += r[e] * p[e];
           }
-        for (size_t j = 0; j < kGroup; ++j) beta[j] = rz[j] > 0 ? rz_next[j] / rz[j] : 0.0;
-        rz = rz_next;
-        for (size_t k = 0; k < MK; ++k)
-          for (size_t j = 0; j < kGroup; ++j) {
-            const size_t e = k * kGroup + j;
-            p[e] = r[e] / diag[k] + beta[j] * p[e];
+        for (; rr > threshold && it < max_iters; ++it) {
+          for (size_t e = 0; e < G; ++e) pf.data[e] = float(p[e]);
+          gram_float(rows.data(), n, M, MK, pf.data, apf.data);
+          ColumnSums pap{}, alpha{}, beta{}, rz_next{};
+          for (size_t e = 0; e < G; ++e) {
+            Ap[e] = double(apf.data[e]) + lambd * p[e];
+            pap[e % kGroup] += p[e] * Ap[e];
           }
+          for (size_t j = 0; j < kGroup; ++j) alpha[j] = pap[j] > 0 ? rz[j] / pap[j] : 0.0;
+          rr = 0;
+          for (size_t k = 0; k < MK; ++k)
+            for (size_t j = 0; j < kGroup; ++j) {
+              const size_t e = k * kGroup + j;
+              C[e] += alpha[j] * p[e];
+              r[e] -= alpha[j] * Ap[e];
+              rz_next[j] += r[e] * r[e] / diag[k];
+              rr += r[e] * r[e];
+            }
+          for (size_t j = 0; j < kGroup; ++j) beta[j] = rz[j] > 0 ? rz_next[j] / rz[j] : 0.0;
+          rz = rz_next;
+          for (size_t k = 0; k < MK; ++k)
+            for (size_t j = 0; j < kGroup; ++j) {
+              const size_t e = k * kGroup + j;
+              p[e] = r[e] / diag[k] + beta[j] * p[e];
+            }
+        }
+        rr = true_residual();
       }
       if (rr > threshold) converged = false;
       for (size_t k = 0; k < MK; ++k)

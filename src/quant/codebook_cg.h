@@ -16,7 +16,7 @@ std::vector<double> codeword_sums(MatrixView<const float> x, const int32_t* code
 
 /// Solve (BᵀB + λI)·C = BᵀX for the codebooks C (MK × d), B being the n × MK matrix with one 1 per codebook
 /// in every row, starting from `books` and leaving the solution there. Each column of C is an independent
-/// system with the same matrix; columns are solved in groups of 8 (in parallel, each group alone: the result
+/// system with the same matrix; columns are solved in groups of 16 (in parallel, each group alone: the result
 /// does not depend on the thread count), by CG with the diagonal of BᵀB + λI (codeword counts + λ) as
 /// preconditioner, until ‖BᵀX − (BᵀB + λI)·C‖ over the group is at most tol times the group's share of
 /// ‖BᵀX‖ (Frobenius). BᵀB·P is applied through the codes, as Bᵀ(B·P): O(n·M) per column, never MK × MK.

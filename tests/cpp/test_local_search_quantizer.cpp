@@ -121,9 +121,10 @@ TEST(LocalSearchQuantizer, ConjugateGradientUpdateMatchesTheExactSolve) {
       diff += std::pow(double(solved(r, j)) - ref(r, j), 2);
       norm += std::pow(double(ref(r, j)), 2);
     }
-  // The system is singular but for λ along a codebook-to-codebook shift, which changes no reconstruction:
-  // CG from zero stays clear of it, so the codebooks themselves agree.
-  EXPECT_LT(std::sqrt(diff / norm), 1e-4);
+  // Along a shift of one codebook against another (no reconstruction changes) the system is singular but
+  // for λ: the float rounding of CG's products leaves a little there, which the residual cannot see. The
+  // codebooks agree closely, the reconstructions exactly.
+  EXPECT_LT(std::sqrt(diff / norm), 1e-2);
   LocalSearchQuantizer viacg(d, M, 4);
   viacg.set_codebooks(solved.view());
   EXPECT_NEAR(viacg.evaluate(codes.data(), x.view()), mse_exact, 1e-6 * mse_exact);
