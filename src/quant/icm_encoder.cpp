@@ -436,11 +436,24 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(const float* src, float* row, const Pendi
     track(v0);
     track(v1);
   }
-  float best = mn[0];
-  int32_t arg = at[0];
-  for (size_t l = 1; l < 8; ++l)
-    if (at[l] >= 0 && (arg < 0 || mn[l] < best || (mn[l] == best && at[l] < arg))) best = mn[l], arg = at[l];
-  return arg;  // −1: all NaN
+  // Across lanes: the least value, then the lowest index among the lanes holding it (a lane that never took
+  // a value holds +inf and −1). Butterflies of lane swaps instead of a loop with a branch per lane.
+  v8 lo = mn, sw;
+  sw = __builtin_shufflevector(lo, lo, 4, 5, 6, 7, 0, 1, 2, 3);
+  lo = sw < lo ? sw : lo;
+  sw = __builtin_shufflevector(lo, lo, 2, 3, 0, 1, 6, 7, 4, 5);
+  lo = sw < lo ? sw : lo;
+  sw = __builtin_shufflevector(lo, lo, 1, 0, 3, 2, 5, 4, 7, 6);
+  lo = sw < lo ? sw : lo;
+  constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
+  i8 cand = (mn == lo) & (at >= 0) ? at : i8{} + kNone, cs;
+  cs = __builtin_shufflevector(cand, cand, 4, 5, 6, 7, 0, 1, 2, 3);
+  cand = cs < cand ? cs : cand;
+  cs = __builtin_shufflevector(cand, cand, 2, 3, 0, 1, 6, 7, 4, 5);
+  cand = cs < cand ? cs : cand;
+  cs = __builtin_shufflevector(cand, cand, 1, 0, 3, 2, 5, 4, 7, 6);
+  cand = cs < cand ? cs : cand;
+  return cand[0] == kNone ? -1 : cand[0];  // −1: all NaN
 }
 
 // The same for K not a multiple of 16 (K < 16 in practice): scalar, the same arithmetic.
