@@ -95,6 +95,8 @@ bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t 
       rows[i * M + m] = uint32_t(m * K + (size_t)codes[i * M + m]);
       diag[rows[i * M + m]] += 1.0;
     }
+  std::vector<double> inv_diag(MK);  // the preconditioner
+  for (size_t k = 0; k < MK; ++k) inv_diag[k] = 1.0 / diag[k];
   const std::vector<double> sums = codeword_sums(x, codes, M, K);
   double total = 0;
   for (double v : sums) total += v * v;
@@ -136,7 +138,7 @@ bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t 
         for (size_t k = 0; k < MK; ++k)
           for (size_t j = 0; j < kGroup; ++j) {
             const size_t e = k * kGroup + j;
-            p[e] = r[e] / diag[k];
+            p[e] = r[e] * inv_diag[k];
             rz[j] += r[e] * p[e];
           }
         for (; rr > threshold && it < max_iters; ++it) {
@@ -154,7 +156,7 @@ bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t 
               const size_t e = k * kGroup + j;
               C[e] += alpha[j] * p[e];
               r[e] -= alpha[j] * Ap[e];
-              rz_next[j] += r[e] * r[e] / diag[k];
+              rz_next[j] += r[e] * r[e] * inv_diag[k];
               rr += r[e] * r[e];
             }
           for (size_t j = 0; j < kGroup; ++j) beta[j] = rz[j] > 0 ? rz_next[j] / rz[j] : 0.0;
@@ -162,7 +164,7 @@ bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t 
           for (size_t k = 0; k < MK; ++k)
             for (size_t j = 0; j < kGroup; ++j) {
               const size_t e = k * kGroup + j;
-              p[e] = r[e] / diag[k] + beta[j] * p[e];
+              p[e] = r[e] * inv_diag[k] + beta[j] * p[e];
             }
         }
         rr = true_residual();
