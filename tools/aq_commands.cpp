@@ -63,6 +63,7 @@ struct AqCommands::Impl {
   size_t M = 8, nbits = 8;
   std::optional<size_t> train_iters, encode_ils_iters, train_ils_iters, max_beam_size;
   std::optional<uint64_t> seed;
+  std::optional<double> codebook_cg_tol;
   // encode / search / eval
   std::string model, base, queries, gt_file, metric = "l2";
   bool unpacked = false;
@@ -102,6 +103,10 @@ AqCommands::AqCommands(CLI::App& app) : impl_(std::make_unique<Impl>()) {
   s.train->add_option("--train-iters", s.train_iters, "lsq: training iterations (default 25)");
   s.train->add_option("--encode-ils-iters", s.encode_ils_iters, "lsq: ILS steps when encoding (default 16)");
   s.train->add_option("--train-ils-iters", s.train_ils_iters, "lsq: ILS steps per training iteration (default 8)");
+  s.train->add_option("--codebook-cg-tol", s.codebook_cg_tol,
+                      "lsq: relative residual of the training's codebook updates by conjugate gradients (default "
+                      "1e-5; 0: the exact solve every iteration, as faiss)")
+      ->check(CLI::NonNegativeNumber);
   s.train->add_option("--max-beam-size", s.max_beam_size, "rq: beam width of the encoder (default 5)");
   s.train->add_option("--seed", s.seed, "random seed")->check(CLI::NonNegativeNumber);
   s.add_common(s.train);
@@ -159,8 +164,8 @@ bool AqCommands::run() {
 
 void AqCommands::Impl::run_train() {
   const bool lsq = method == "lsq";
-  TESSERA_CHECK_ARG(lsq || (!train_iters && !encode_ils_iters && !train_ils_iters),
-                    "--train-iters, --encode-ils-iters and --train-ils-iters apply to --method lsq");
+  TESSERA_CHECK_ARG(lsq || (!train_iters && !encode_ils_iters && !train_ils_iters && !codebook_cg_tol),
+                    "--train-iters, --encode-ils-iters, --train-ils-iters and --codebook-cg-tol apply to --method lsq");
   TESSERA_CHECK_ARG(!lsq || !max_beam_size, "--max-beam-size applies to --method rq");
   TESSERA_CHECK_ARG(!max_beam_size || *max_beam_size >= 1, "--max-beam-size must be at least 1");
   const SearchType st = parse_search_type(search_type);
@@ -174,6 +179,7 @@ void AqCommands::Impl::run_train() {
     if (train_iters) p.train_iters = *train_iters;
     if (encode_ils_iters) p.encode_ils_iters = *encode_ils_iters;
     if (train_ils_iters) p.train_ils_iters = *train_ils_iters;
+    if (codebook_cg_tol) p.codebook_cg_tol = *codebook_cg_tol;
     if (seed) p.random_seed = *seed;
     p.progress = progress_bar(quiet);
     auto l = std::make_shared<LocalSearchQuantizer>(x.cols(), M, nbits, p, st);

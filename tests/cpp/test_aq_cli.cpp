@@ -18,6 +18,7 @@
 #include "tessera/io/npy.h"
 #include "tessera/io/texmex.h"
 #include "tessera/quant/additive_quantizer.h"
+#include "tessera/quant/local_search_quantizer.h"
 #include "tessera/quant/serialization.h"
 
 extern char** environ;
@@ -60,13 +61,14 @@ class AqCli : public ::testing::Test {
 TEST_F(AqCli, TrainEncodeSearchEvalMatchTheLibrary) {
   int st = 0;
   std::string out = run_cli("aq train " + dir + "/x.npy --method lsq --M 3 --nbits 5 --train-iters 3 --search-type "
-                            "ST_norm_qint8 --out " + dir + "/lsq.tsq -q", &st);
+                            "ST_norm_qint8 --codebook-cg-tol 1e-6 --out " + dir + "/lsq.tsq -q", &st);
   ASSERT_EQ(st, 0) << out;
   out = run_cli("aq train " + dir + "/x.npy --method rq --M 3 --nbits 5 --out " + dir + "/rq.tsq -q", &st);
   ASSERT_EQ(st, 0) << out;
   const auto lsq = load_aq(dir + "/lsq.tsq");
   ASSERT_EQ(lsq->type_name(), "lsq");
   EXPECT_EQ(lsq->search_type(), SearchType::ST_norm_qint8);
+  EXPECT_EQ(dynamic_cast<const LocalSearchQuantizer&>(*lsq).params().codebook_cg_tol, 1e-6);
   EXPECT_EQ(load_aq(dir + "/rq.tsq")->type_name(), "residual");
 
   // encode: packed bytes and unpacked indices as the model gives them.
@@ -153,6 +155,10 @@ TEST_F(AqCli, BadInputFailsCleanlyWithoutOutput) {
   expect_fail("aq train " + dir + "/x.npy --method lsq --M 64 --nbits 16 --out " + m, "GiB", m);
   expect_fail("aq train " + dir + "/x.npy --method lsq --M 2 --nbits 4 --max-beam-size 3 --out " + m,
               "--max-beam-size applies to --method rq", m);
+  expect_fail("aq train " + dir + "/x.npy --method rq --M 2 --nbits 4 --codebook-cg-tol 0 --out " + m,
+              "apply to --method lsq", m);
+  expect_fail("aq train " + dir + "/x.npy --method lsq --M 2 --nbits 4 --codebook-cg-tol -1 --out " + m,
+              "codebook-cg-tol", m);
   expect_fail("aq train " + dir + "/x.npy --M 2 --nbits 4 --search-type ST_bogus --out " + m, "ST_norm_float", m);
   expect_fail("aq train " + dir + "/missing.npy --M 2 --nbits 4 --out " + m, "missing.npy", m);
   expect_fail("aq train " + dir + "/x.npy --M 2 --nbits 4 --out /proc/no/such/m.tsq", "/proc/no/such", m);
