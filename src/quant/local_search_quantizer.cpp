@@ -162,6 +162,13 @@ FloatMatrix ridge_codebooks(MatrixView<const float> x, const int32_t* codes, siz
   return books;
 }
 
+// ILS from `codes` (in place) with q's current codebooks (the int16 tables only); errors: optional, n.
+void ils_with(const LocalSearchQuantizer& q, MatrixView<const float> x, int32_t* codes, const detail::IlsParams& p,
+              float* errors = nullptr) {
+  const detail::IcmTables t = detail::make_icm_tables(q.codebooks_flat(), q.num_codebooks(), q.K(), false);
+  detail::ils_encode(t, x, codes, p, errors);
+}
+
 void check_codes(const int32_t* codes, size_t n, size_t M, size_t K) {
   for (size_t i = 0; i < n * M; ++i)
     TESSERA_CHECK_ARG(codes[i] >= 0 && (size_t)codes[i] < K,
@@ -215,8 +222,7 @@ void LocalSearchQuantizer::icm_encode(int32_t* codes, MatrixView<const float> x,
   check_trained("icm_encode");
   check_input(x, "vectors to encode");
   check_codes(codes, x.rows, num_codebooks(), K_);
-  const detail::IcmTables t = detail::make_icm_tables(codebooks_flat(), num_codebooks(), K_, false);
-  detail::ils_encode(t, x, codes, detail::IlsParams{ils_iters, params_.icm_iters, params_.nperts, seed});
+  ils_with(*this, x, codes, detail::IlsParams{ils_iters, params_.icm_iters, params_.nperts, seed});
 }
 
 void LocalSearchQuantizer::icm_encode_step(int32_t* codes, const float* unaries, const float* binaries, size_t n,
@@ -285,8 +291,7 @@ void LocalSearchQuantizer::encode(MatrixView<const float> x, int32_t* codes) con
   // Greedy residual codes are found by the encoder itself, from the tables it builds anyway.
   p.greedy_start = params_.encode_greedy_init;
   if (!p.greedy_start) detail::random_codes(codes, x.rows, M, K_, derive_seed(params_.random_seed, 0xc0de5), 0);
-  const detail::IcmTables t = detail::make_icm_tables(codebooks_flat(), M, K_, false);
-  detail::ils_encode(t, x, codes, p);
+  ils_with(*this, x, codes, p);
 }
 
 void LocalSearchQuantizer::train(MatrixView<const float> x) {
@@ -339,13 +344,9 @@ void LocalSearchQuantizer::train(MatrixView<const float> x) {
     if (params_.annealing == LsqAnnealing::codebooks && T > 0) perturb_codebooks(T, stddev, derive_seed(seed_i, 1));
     // icm_encode, keeping the ILS's exact errors of the final codes: the iteration's error without decoding
     // the training set again (what evaluate would compute, in the same order).
-    {
-      const detail::IcmTables t = detail::make_icm_tables(codebooks_flat(), M, K_, false);
-      detail::ils_encode(t, x, codes.data(),
-                         detail::IlsParams{params_.train_ils_iters, params_.icm_iters, params_.nperts,
-                                           derive_seed(seed_i, 2)},
-                         errors.data());
-    }
+    ils_with(*this, x, codes.data(),
+             detail::IlsParams{params_.train_ils_iters, params_.icm_iters, params_.nperts, derive_seed(seed_i, 2)},
+             errors.data());
     double total = 0;
     for (float e : errors) total += e;
     train_errors_.push_back(total / double(n));
