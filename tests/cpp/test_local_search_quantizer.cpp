@@ -145,20 +145,20 @@ TEST(LocalSearchQuantizer, ConjugateGradientUpdateMatchesTheExactSolve) {
   for (size_t e = 0; e < M * K * d; ++e) ASSERT_EQ(few.data()[e], 0.0f);
 }
 
-// Training with CG updates (the default) ends as well as with exact ones, and codebook_cg_tol = 0 is the
-// exact path.
+// Training with CG updates (the default; chosen here: M·K = 768 against 1,200 vectors) ends no worse than
+// with exact ones, and codebook_cg_tol = 0 is the exact path.
 TEST(LocalSearchQuantizer, TrainingWithCgUpdatesMatchesExactUpdatesInError) {
-  const auto x = gaussian_mixture(2000, 16, 40, 9);
+  const auto x = gaussian_mixture(1200, 8, 40, 9);
   LocalSearchQuantizerParams p = quick();
-  LocalSearchQuantizer cg(16, 4, 5, p);
+  LocalSearchQuantizer cg(8, 3, 8, p);
   p.codebook_cg_tol = 0;
-  LocalSearchQuantizer chol(16, 4, 5, p);
+  LocalSearchQuantizer chol(8, 3, 8, p);
   cg.train(x.view());
   chol.train(x.view());
   const double a = cg.training_errors().back(), b = chol.training_errors().back();
-  EXPECT_LT(std::fabs(a - b), 0.02 * b) << a << " vs " << b;
+  EXPECT_LT(a, 1.02 * b) << a << " vs " << b;  // (trajectories differ: either may end lower)
   p.codebook_cg_tol = -1;
-  LocalSearchQuantizer bad(16, 4, 5, p);
+  LocalSearchQuantizer bad(8, 3, 8, p);
   EXPECT_THROW(bad.train(x.view()), InvalidArgument);
 }
 

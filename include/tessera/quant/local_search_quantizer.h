@@ -41,7 +41,8 @@ struct LocalSearchQuantizerParams {
                                  ///< count is valid; faiss refuses nperts > M when encoding)
   bool update_codebooks_with_double = true;
   /// Training's codebook updates: conjugate gradients started from the previous iteration's codebooks,
-  /// stopped at this relative residual (‖BᵀX − (BᵀB + λI)C‖ / ‖BᵀX‖), with the exact solve as fallback;
+  /// stopped at this relative residual (‖BᵀX − (BᵀB + λI)C‖ / ‖BᵀX‖), with the exact solve as fallback, where
+  /// that is estimated to be faster than the exact solve (large M·K, few training vectors);
   /// 0: the exact (Cholesky) solve every iteration, as faiss. update_codebooks() is always exact.
   double codebook_cg_tol = 1e-5;
   // Beyond faiss. On by default where the benchmark shows lower error (bench/bench_aq.py, 8 × 8 bits:
