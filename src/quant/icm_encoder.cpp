@@ -352,6 +352,17 @@ struct Pending {
 
 using w16 = int16_t __attribute__((vector_size(32)));
 
+// The least of 8 lanes, in every lane: butterflies of lane swaps.
+template <class V>
+TESSERA_ROW_SCAN_INLINE V min_of_8_lanes(V v) {
+  V s = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v = s < v ? s : v;
+  s = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v = s < v ? s : v;
+  s = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+  return s < v ? s : v;
+}
+
 // row[k] = src[k] + scale · Σ_p (add_p[k] − sub_p[k]); returns argmin_k row[k], lowest k on ties. The sum is
 // taken in integers (exact: every difference fits in an int16, the sum of up to 2^16 of them in an int32)
 // and converted and scaled once; one pass over the row for all sources, the argmin tracked per lane on
@@ -438,21 +449,9 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(const float* src, float* row, const Pendi
   }
   // Across lanes: the least value, then the lowest index among the lanes holding it (a lane that never took
   // a value holds +inf and −1). Butterflies of lane swaps instead of a loop with a branch per lane.
-  v8 lo = mn, sw;
-  sw = __builtin_shufflevector(lo, lo, 4, 5, 6, 7, 0, 1, 2, 3);
-  lo = sw < lo ? sw : lo;
-  sw = __builtin_shufflevector(lo, lo, 2, 3, 0, 1, 6, 7, 4, 5);
-  lo = sw < lo ? sw : lo;
-  sw = __builtin_shufflevector(lo, lo, 1, 0, 3, 2, 5, 4, 7, 6);
-  lo = sw < lo ? sw : lo;
+  const v8 lo = min_of_8_lanes(mn);
   constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
-  i8 cand = (mn == lo) & (at >= 0) ? at : i8{} + kNone, cs;
-  cs = __builtin_shufflevector(cand, cand, 4, 5, 6, 7, 0, 1, 2, 3);
-  cand = cs < cand ? cs : cand;
-  cs = __builtin_shufflevector(cand, cand, 2, 3, 0, 1, 6, 7, 4, 5);
-  cand = cs < cand ? cs : cand;
-  cs = __builtin_shufflevector(cand, cand, 1, 0, 3, 2, 5, 4, 7, 6);
-  cand = cs < cand ? cs : cand;
+  const i8 cand = min_of_8_lanes((mn == lo) & (at >= 0) ? at : i8{} + kNone);
   return cand[0] == kNone ? -1 : cand[0];  // −1: all NaN
 }
 
