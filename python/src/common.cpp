@@ -52,17 +52,19 @@ void set_error(PyObject* type, const std::string& msg, const std::string& locati
   PyErr_SetObject(type, exc.ptr());
 }
 
-std::string location_str(const std::source_location& where) {
+std::string location_str(const char* file, unsigned line) {
   // Relative to the checkout, as tessera's errors: the build maps the source root away (-fmacro-prefix-map).
-  return std::string(where.file_name()) + ":" + std::to_string(where.line());
+  return std::string(file) + ":" + std::to_string(line);
 }
 
-void throw_error(PyObject* type, const std::string& msg, std::source_location where) {
-  set_error(type, msg, location_str(where));
+void throw_error(PyObject* type, const std::string& msg, const char* file, unsigned line) {
+  set_error(type, msg, location_str(file, line));
   throw py::error_already_set();
 }
 
-void throw_invalid(const std::string& msg, std::source_location where) { throw_error(g_invalid, msg, where); }
+void throw_invalid(const std::string& msg, const char* file, unsigned line) {
+  throw_error(g_invalid, msg, file, line);
+}
 
 // ---------------------------------------------------------------------------------------------------
 // numpy conversion.

@@ -29,7 +29,6 @@
 #include <exception>
 #include <memory>
 #include <optional>
-#include <source_location>
 #include <string>
 #include <utility>
 #include <vector>
@@ -106,12 +105,14 @@ extern PyObject* g_ioerror;
 /// is the error set instead.
 void set_error(PyObject* type, const std::string& msg, const std::string& location);
 /// "python/src/bind_io.cpp:42": a source location as tessera's errors name it (path below the project root).
-std::string location_str(const std::source_location& where);
-/// Raise `type`(msg) located at the caller.
-[[noreturn]] void throw_error(PyObject* type, const std::string& msg,
-                              std::source_location where = std::source_location::current());
+std::string location_str(const char* file, unsigned line);
+/// Raise `type`(msg) located at the caller. (__builtin_FILE / __builtin_LINE rather than std::source_location,
+/// which Clang 14 cannot compile with libstdc++ 12.)
+[[noreturn]] void throw_error(PyObject* type, const std::string& msg, const char* file = __builtin_FILE(),
+                              unsigned line = __builtin_LINE());
 /// Raise tessera.InvalidArgument(msg) located at the caller.
-[[noreturn]] void throw_invalid(const std::string& msg, std::source_location where = std::source_location::current());
+[[noreturn]] void throw_invalid(const std::string& msg, const char* file = __builtin_FILE(),
+                                unsigned line = __builtin_LINE());
 
 // ---------------------------------------------------------------------------------------------------
 // numpy conversion.
