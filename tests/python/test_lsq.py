@@ -145,3 +145,23 @@ def test_bad_input_is_a_clear_error():
         q.train(bad)
     with pytest.raises(tessera.InvalidArgument, match="init"):
         tessera.LocalSearchQuantizer(8, 2, 3, init="pca")
+
+
+def test_cg_codebook_updates_are_thread_independent_and_round_trip(tmp_path):
+    """8-bit codebooks on few vectors: training's codebook updates go by conjugate gradients (the default
+    codebook_cg_tol); the result does not depend on the thread count, and the setting is saved."""
+    x = _mixture(1200, 8, seed=7)
+    runs = []
+    for threads in (1, 2):
+        tessera.set_num_threads(threads)
+        q = tessera.LocalSearchQuantizer(8, 3, 8, **_small())
+        assert q.codebook_cg_tol == pytest.approx(1e-5)
+        q.train(x)
+        runs.append(q.codebooks)
+    tessera.set_num_threads(0)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    q.codebook_cg_tol = 1e-7
+    q.save(tmp_path / "q.tsq")
+    assert tessera.load_quantizer(tmp_path / "q.tsq").codebook_cg_tol == pytest.approx(1e-7)
+    with pytest.raises(tessera.InvalidArgument, match="codebook_cg_tol"):
+        tessera.LocalSearchQuantizer(8, 3, 8, codebook_cg_tol=-1.0, **_small()).train(x)
