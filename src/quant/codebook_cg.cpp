@@ -107,9 +107,15 @@ bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t 
   {
     std::vector<double> C(G), R(G), r(G), p(G), Ap(G);
     Aligned<float> pf(G), apf(G);
-    // r = R − (BᵀB + λI)·C in double; returns ‖r‖².
-    auto true_residual = [&] {
-      gram_double(rows.data(), n, M, MK, C.data(), Ap.data());
+    // r = R − (BᵀB + λI)·C, BᵀB·C in double (exact) or float products; returns ‖r‖².
+    auto residual = [&](bool exact) {
+      if (exact) {
+        gram_double(rows.data(), n, M, MK, C.data(), Ap.data());
+      } else {
+        for (size_t e = 0; e < G; ++e) pf.data[e] = float(C[e]);
+        gram_float(rows.data(), n, M, MK, pf.data, apf.data);
+        for (size_t e = 0; e < G; ++e) Ap[e] = double(apf.data[e]);
+      }
       double rr = 0;
       for (size_t e = 0; e < G; ++e) {
         r[e] = R[e] - (Ap[e] + lambd * C[e]);
@@ -129,11 +135,12 @@ bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t 
           R[k * kGroup + j] = sums[k * d + j0 + j];
         }
       const double threshold = tol * tol * total * double(w) / double(d);
-      double rr = true_residual();
+      // CG from the residual in r (the start's from float products); when the recurrence says converged, the
+      // residual is computed afresh in double, and CG restarts from it if it is not (rare; bounded by
+      // max_iters).
+      double rr = residual(false);
       size_t it = 0;
-      // CG from the residual in r; when the recurrence says converged, the residual is computed afresh in
-      // double, and CG restarts from it if it is not (a restart is rare, and bounded by max_iters).
-      while (rr > threshold && it < max_iters) {
+      for (;;) {
         ColumnSums rz{};
         for (size_t k = 0; k < MK; ++k)
           for (size_t j = 0; j < kGroup; ++j) {
@@ -167,7 +174,8 @@ bool ridge_codebooks_cg(MatrixView<const float> x, const int32_t* codes, size_t 
               p[e] = r[e] * inv_diag[k] + beta[j] * p[e];
             }
         }
-        rr = true_residual();
+        rr = residual(true);
+        if (rr <= threshold || it >= max_iters) break;
       }
       if (rr > threshold) converged = false;
       for (size_t k = 0; k < MK; ++k)
