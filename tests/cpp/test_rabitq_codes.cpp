@@ -147,6 +147,48 @@ TEST(RabitqCodes, PrunedSearchEqualsTheFullSweep) {
   EXPECT_GT(compared, 1000u);
 }
 
+// Many exactly equal magnitudes (a ±1 vector with one larger coordinate, values on a half-integer lattice): a
+// stretch of the sweep whose events all share one critical value cannot be split at a middle t and must be
+// swept (before, a stretch of more than 16 such events was split forever: d = 31, B = 2 never returned). Codes
+// that are odd multiples of one another tie exactly here, so the cosine is compared with the full sweep's.
+TEST(RabitqCodes, TiedMagnitudesEndAndFindTheBestCosine) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> g;
+  for (size_t d : {17, 31, 64, 128, 300})
+    for (int bits = 2; bits <= kMaxBits; ++bits)
+      for (int kind = 0; kind < 2; ++kind) {
+        std::vector<float> o(d);
+        for (size_t i = 0; i < d; ++i)
+          o[i] = kind == 0 ? (i % 3 == 0 ? -1.0f : 1.0f) : std::round(g(rng) * 2) / 2;
+        o[0] = 3.0f;
+        std::vector<uint16_t> want, got(d);
+        double want_t = 0, got_t = 0;
+        const double want_cos = reference_sweep(o, bits, want, &want_t);
+        const double got_cos = quantize_exact(d, o.data(), bits, got.data(), &got_t);
+        ASSERT_NEAR(got_cos, want_cos, 1e-12) << "d " << d << ", bits " << bits << ", kind " << kind;
+        EXPECT_NEAR(got_cos, cosine(o, got, bits), 1e-12);
+      }
+}
+
+// Random directions (the rotated residuals the codec sees) at the dimensions and widths of the benchmarks:
+// the same codes and t as the full sweep, vector by vector.
+TEST(RabitqCodes, PrunedSearchEqualsTheFullSweepOnRandomDirections) {
+  std::mt19937 rng(23);
+  for (size_t d : {128, 960})
+    for (int bits : {2, 4, 7}) {
+      const int n = d == 128 ? 150 : 12;
+      for (int s = 0; s < n; ++s) {
+        const auto o = gaussian(d, rng, true);
+        std::vector<uint16_t> want, got(d);
+        double want_t = 0, got_t = 0;
+        reference_sweep(o, bits, want, &want_t);
+        quantize_exact(d, o.data(), bits, got.data(), &got_t);
+        ASSERT_EQ(got, want) << "d " << d << ", bits " << bits << ", vector " << s;
+        ASSERT_EQ(got_t, want_t) << "d " << d << ", bits " << bits << ", vector " << s;
+      }
+    }
+}
+
 // The code layout: top bit = sign (the 1-bit RaBitQ code), and the value minus (2^B − 1)/2 is ±(k + ½).
 TEST(RabitqCodes, TopBitIsTheSignAndOneBitIsTheSignCode) {
   std::mt19937 rng(2);
