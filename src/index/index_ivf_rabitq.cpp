@@ -118,8 +118,11 @@ void IndexIVFRaBitQ::check_can_add() const {
 }
 
 void IndexIVFRaBitQ::set_centroid_norms() {
-  centroid_norms_.resize(nlist_);
+  const size_t padded = (nlist_ + 15) / 16 * 16;
+  centroid_norms_.assign(padded, 0.0f);
   for (size_t l = 0; l < nlist_; ++l) centroid_norms_[l] = detail::rabitq_dot(centroids_.row(l), centroids_.row(l), d_);
+  centroid_panels_.resize(padded * d_);
+  detail::rabitq_pack_centroid_panels(centroids_.data(), nlist_, d_, centroid_panels_.data());
 }
 
 void IndexIVFRaBitQ::train(MatrixView<const float> x) {
@@ -397,8 +400,8 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
           if (cosine) units = unit_rows(q.rows_slice(q0, m), &zero_query, "queries", q0);
           const MatrixView<const float> chunk = cosine ? std::as_const(units).view() : q.rows_slice(q0, m);
           if (nlist_ > 1)
-            detail::gemm_abt(m, nlist_, d_, 1.0f, chunk.row(0), chunk.stride, centroids_.data(), d_, 0.0f,
-                             dots.data(), nlist_);
+            detail::rabitq_rank_centroids(chunk.row(0), chunk.stride, m, centroid_panels_.data(), nlist_, d_,
+                                          centroid_norms_.data(), l2, dots.data(), nlist_);
           for (size_t qi = q0; qi < q0 + m; ++qi) {
             const float* qv = chunk.row(qi - q0);
             // A zero query has cosine 0 with every vector: all tie, the lowest labels of the probed lists win.
@@ -408,22 +411,24 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
             if (nlist_ == 1) {
               probes.emplace_back(0.0f, 0);
             } else {
-              float* key = dots.data() + (qi - q0) * nlist_;  // the products become the keys in place
-              if (l2)
-                for (size_t l = 0; l < nlist_; ++l) key[l] = centroid_norms_[l] - 2.0f * key[l];
-              else
-                for (size_t l = 0; l < nlist_; ++l) key[l] = -key[l];
+              const float* key = dots.data() + (qi - q0) * nlist_;
               // A max-heap of the nprobe best (key, list); lists come in increasing order, so once the heap
-              // is full only a strictly smaller key can enter.
+              // is full only a strictly smaller key can enter (checked eight keys at a time first).
               for (size_t l = 0; l < nprobe; ++l) probes.emplace_back(key[l], uint32_t(l));
               std::make_heap(probes.begin(), probes.end());
               float worst = probes.front().first;
-              for (size_t l = nprobe; l < nlist_; ++l) {
-                if (!(key[l] < worst)) continue;
-                std::pop_heap(probes.begin(), probes.end());
-                probes.back() = {key[l], uint32_t(l)};
-                std::push_heap(probes.begin(), probes.end());
-                worst = probes.front().first;
+              for (size_t l = nprobe; l < nlist_;) {
+                if (l + 8 <= nlist_ && !detail::rabitq_any_below(key + l, worst)) {
+                  l += 8;
+                  continue;
+                }
+                if (key[l] < worst) {
+                  std::pop_heap(probes.begin(), probes.end());
+                  probes.back() = {key[l], uint32_t(l)};
+                  std::push_heap(probes.begin(), probes.end());
+                  worst = probes.front().first;
+                }
+                ++l;
               }
               std::sort_heap(probes.begin(), probes.end());
             }

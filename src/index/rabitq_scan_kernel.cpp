@@ -1,5 +1,6 @@
 #include "index/rabitq_scan_kernel.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -157,6 +158,61 @@ TESSERA_RBQ_INLINE float float_sum(const float* a, const float* b, size_t d) {
 TESSERA_CLONE_PER_ISA float dot_v(const float* a, const float* b, size_t d) { return float_sum<0>(a, b, d); }
 TESSERA_CLONE_PER_ISA float l2sqr_v(const float* a, const float* b, size_t d) { return float_sum<1>(a, b, d); }
 TESSERA_CLONE_PER_ISA float sum_v(const float* a, size_t d) { return float_sum<2>(a, nullptr, d); }
+
+// Coarse ranking: a group of G queries against one panel of 16 centroids (d × 16 floats, column c = centroid c),
+// G × 2 eight-lane sums, each (query, centroid) product added in the order j = 0, 1, …, d − 1; then the keys.
+template <int G>
+inline __attribute__((always_inline)) void rank_group(const float* q, size_t ldq, const float* panel, size_t d,
+                                                      const float* norms, bool l2, float* keys, size_t ldk,
+                                                      size_t width) {
+  f8 acc[G][2];
+  for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = f8{};
+  for (size_t j = 0; j < d; ++j) {
+    f8 c0, c1;
+    std::memcpy(&c0, panel + 16 * j, 32);
+    std::memcpy(&c1, panel + 16 * j + 8, 32);
+    for (int g = 0; g < G; ++g) {
+      const float v = q[size_t(g) * ldq + j];
+      acc[g][0] += c0 * v;
+      acc[g][1] += c1 * v;
+    }
+  }
+  f8 n0, n1;
+  std::memcpy(&n0, norms, 32);
+  std::memcpy(&n1, norms + 8, 32);
+  for (int g = 0; g < G; ++g) {
+    float out[16];
+    const f8 k0 = l2 ? n0 - 2.0f * acc[g][0] : -acc[g][0], k1 = l2 ? n1 - 2.0f * acc[g][1] : -acc[g][1];
+    std::memcpy(out, &k0, 32);
+    std::memcpy(out + 8, &k1, 32);
+    std::memcpy(keys + size_t(g) * ldk, out, width * sizeof(float));
+  }
+}
+
+TESSERA_CLONE_PER_ISA void rank_centroids_v(const float* q, size_t ldq, size_t m, const float* panels, size_t nlist,
+                                            size_t d, const float* norms, bool l2, float* keys, size_t ldk) {
+  const size_t npanels = (nlist + 15) / 16;
+  // Panels in runs of about 96 KB (kept in L2 while every query of the batch passes over them).
+  const size_t run = std::max<size_t>(1, (96 * 1024) / (d * 16 * sizeof(float)));
+  for (size_t p0 = 0; p0 < npanels; p0 += run) {
+    const size_t p1 = std::min(npanels, p0 + run);
+    for (size_t i = 0; i < m; i += 4) {
+      const size_t g = std::min<size_t>(4, m - i);
+      for (size_t p = p0; p < p1; ++p) {
+        const float* panel = panels + p * d * 16;
+        const size_t width = std::min<size_t>(16, nlist - 16 * p);
+        float* k = keys + i * ldk + 16 * p;
+        const float* qi = q + i * ldq;
+        switch (g) {
+          case 4: rank_group<4>(qi, ldq, panel, d, norms + 16 * p, l2, k, ldk, width); break;
+          case 3: rank_group<3>(qi, ldq, panel, d, norms + 16 * p, l2, k, ldk, width); break;
+          case 2: rank_group<2>(qi, ldq, panel, d, norms + 16 * p, l2, k, ldk, width); break;
+          default: rank_group<1>(qi, ldq, panel, d, norms + 16 * p, l2, k, ldk, width); break;
+        }
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -405,6 +461,29 @@ uint32_t rabitq_block_keys(const uint16_t* sums, const float* f, float inv_scale
   if (kHasAvx2) return block_keys_avx2(sums, f, inv_scale, offset, term, dist, rounding, l2, thr, n, key);
 #endif
   return rabitq_block_keys_scalar(sums, f, inv_scale, offset, term, dist, rounding, l2, thr, n, key);
+}
+
+void rabitq_pack_centroid_panels(const float* c, size_t nlist, size_t d, float* panels) {
+  const size_t npanels = (nlist + 15) / 16;
+  std::memset(panels, 0, npanels * d * 16 * sizeof(float));
+  for (size_t l = 0; l < nlist; ++l)
+    for (size_t j = 0; j < d; ++j) panels[(l / 16) * d * 16 + 16 * j + l % 16] = c[l * d + j];
+}
+
+void rabitq_rank_centroids(const float* q, size_t ldq, size_t m, const float* panels, size_t nlist, size_t d,
+                           const float* norms, bool l2, float* keys, size_t ldk) {
+  rank_centroids_v(q, ldq, m, panels, nlist, d, norms, l2, keys, ldk);
+}
+
+void rabitq_rank_centroids_scalar(const float* q, size_t ldq, size_t m, const float* panels, size_t nlist, size_t d,
+                                  const float* norms, bool l2, float* keys, size_t ldk) {
+  for (size_t i = 0; i < m; ++i)
+    for (size_t l = 0; l < nlist; ++l) {
+      const float* panel = panels + (l / 16) * d * 16 + l % 16;
+      float s = 0;
+      for (size_t j = 0; j < d; ++j) s += panel[16 * j] * q[i * ldq + j];
+      keys[i * ldk + l] = l2 ? norms[l] - 2.0f * s : -s;
+    }
 }
 
 }  // namespace tessera::detail

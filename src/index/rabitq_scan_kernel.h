@@ -81,4 +81,29 @@ uint32_t rabitq_block_keys(const uint16_t* sums, const float* f, float inv_scale
 uint32_t rabitq_block_keys_scalar(const uint16_t* sums, const float* f, float inv_scale, float offset, float term,
                                   float dist, float rounding, bool l2, float thr, size_t n, float* key);
 
+/// The coarse centroids in panels of 16 for rabitq_rank_centroids: panel p holds centroids 16p … 16p + 15 as
+/// d × 16 floats (dimension j of centroid 16p + c at 16j + c), zero past nlist. c: nlist × d; panels:
+/// ⌈nlist/16⌉·16·d floats.
+void rabitq_pack_centroid_panels(const float* c, size_t nlist, size_t d, float* panels);
+/// The coarse ranking keys of m queries (q: m × d, row stride ldq) against the panelled centroids:
+/// keys[i·ldk + l] = norms[l] − 2·⟨q_i, c_l⟩ (l2) or −⟨q_i, c_l⟩, each product summed in one float over
+/// j = 0, 1, …, d − 1 in order (separate multiplies and adds). norms: ⌈nlist/16⌉·16 floats (zero padded).
+/// One clone per instruction set, the same bits as the scalar reference.
+void rabitq_rank_centroids(const float* q, size_t ldq, size_t m, const float* panels, size_t nlist, size_t d,
+                           const float* norms, bool l2, float* keys, size_t ldk);
+void rabitq_rank_centroids_scalar(const float* q, size_t ldq, size_t m, const float* panels, size_t nlist, size_t d,
+                                  const float* norms, bool l2, float* keys, size_t ldk);
+
+/// Whether any of the 8 floats at k is below thr (NaN: no).
+inline bool rabitq_any_below(const float* k, float thr) {
+  typedef float v8 __attribute__((vector_size(32)));
+  typedef int32_t m8 __attribute__((vector_size(32)));
+  v8 x;
+  __builtin_memcpy(&x, k, 32);
+  const m8 b = x < thr;
+  const m8 o = (b | __builtin_shufflevector(b, b, 4, 5, 6, 7, 0, 1, 2, 3));
+  const m8 o2 = o | __builtin_shufflevector(o, o, 2, 3, 0, 1, 6, 7, 4, 5);
+  return (o2[0] | o2[1]) != 0;
+}
+
 }  // namespace tessera::detail

@@ -328,6 +328,35 @@ TEST(IndexIVFRaBitQ, KernelsEqualTheirScalarReferences) {
     detail::rabitq_top_bit_lut(q.data(), d, 20.0f, lo.data(), lut_ref.data(), false);
     EXPECT_EQ(lut, lut_ref) << "d " << d;
   }
+  // The coarse ranking over centroid panels: every query-group size (1..4 rows of a batch), panel tails (nlist
+  // not a multiple of 16), both key forms; the same bits as the scalar reference, and near the double product.
+  for (size_t d : {size_t(1), size_t(7), size_t(128), size_t(300)})
+    for (size_t nlist : {size_t(1), size_t(16), size_t(37), size_t(300)})
+      for (size_t m : {size_t(1), size_t(3), size_t(6), size_t(32)}) {
+        std::vector<float> c(nlist * d), qs(m * (d + 3)), norms((nlist + 15) / 16 * 16, 0.0f);
+        for (auto& v : c) v = uni(rng);
+        for (auto& v : qs) v = uni(rng);
+        for (size_t l = 0; l < nlist; ++l) norms[l] = uni(rng) * uni(rng);
+        std::vector<float> panels(norms.size() * d);
+        detail::rabitq_pack_centroid_panels(c.data(), nlist, d, panels.data());
+        for (bool l2 : {true, false}) {
+          std::vector<float> keys(m * (nlist + 2), -7.0f), keys_ref(keys);
+          detail::rabitq_rank_centroids(qs.data(), d + 3, m, panels.data(), nlist, d, norms.data(), l2, keys.data(),
+                                        nlist + 2);
+          detail::rabitq_rank_centroids_scalar(qs.data(), d + 3, m, panels.data(), nlist, d, norms.data(), l2,
+                                               keys_ref.data(), nlist + 2);
+          ASSERT_EQ(keys, keys_ref) << "d " << d << " nlist " << nlist << " m " << m << " l2 " << l2;
+          for (size_t i = 0; i < m; ++i) {
+            EXPECT_EQ(keys[i * (nlist + 2) + nlist], -7.0f) << "nothing written past nlist";
+            for (size_t l = 0; l < nlist; ++l) {
+              double dot = 0;
+              for (size_t j = 0; j < d; ++j) dot += double(qs[i * (d + 3) + j]) * c[l * d + j];
+              const double want = l2 ? norms[l] - 2 * dot : -dot;
+              ASSERT_NEAR(keys[i * (nlist + 2) + l], want, 1e-4 * (1 + std::abs(want) + std::sqrt(double(d))));
+            }
+          }
+        }
+      }
   // Stage-1 keys of a block.
   std::vector<uint16_t> sums(32);
   std::vector<float> f(96), key(32), key_ref(32);

@@ -103,7 +103,8 @@ class IndexIVFRaBitQ {
   bool keep_vectors_;
   bool trained_ = false;
   FloatMatrix centroids_;
-  std::vector<float> centroid_norms_;  // ‖c‖² per list (the coarse ranking)
+  std::vector<float> centroid_norms_;   // ‖c‖² per list (the coarse ranking), zero padded to a multiple of 16
+  std::vector<float> centroid_panels_;  // the centroids in panels of 16 (detail::rabitq_pack_centroid_panels)
   std::vector<List> lists_;
   std::vector<float> vectors_;  // keep_vectors: the raw vectors, ntotal × d in label order
   size_t ntotal_ = 0;
