@@ -413,22 +413,17 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
             } else {
               const float* key = dots.data() + (qi - q0) * nlist_;
               // A max-heap of the nprobe best (key, list); lists come in increasing order, so once the heap
-              // is full only a strictly smaller key can enter (checked eight keys at a time first).
+              // is full only a strictly smaller key can enter (found sixteen keys at a time).
               for (size_t l = 0; l < nprobe; ++l) probes.emplace_back(key[l], uint32_t(l));
               std::make_heap(probes.begin(), probes.end());
               float worst = probes.front().first;
-              for (size_t l = nprobe; l < nlist_;) {
-                if (l + 8 <= nlist_ && !detail::rabitq_any_below(key + l, worst)) {
-                  l += 8;
-                  continue;
-                }
-                if (key[l] < worst) {
-                  std::pop_heap(probes.begin(), probes.end());
-                  probes.back() = {key[l], uint32_t(l)};
-                  std::push_heap(probes.begin(), probes.end());
-                  worst = probes.front().first;
-                }
-                ++l;
+              for (size_t l = nprobe; l < nlist_; ++l) {
+                l += detail::rabitq_next_below(key + l, nlist_ - l, worst);
+                if (l == nlist_) break;
+                std::pop_heap(probes.begin(), probes.end());
+                probes.back() = {key[l], uint32_t(l)};
+                std::push_heap(probes.begin(), probes.end());
+                worst = probes.front().first;
               }
               std::sort_heap(probes.begin(), probes.end());
             }

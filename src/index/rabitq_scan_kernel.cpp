@@ -214,6 +214,22 @@ TESSERA_CLONE_PER_ISA void rank_centroids_v(const float* q, size_t ldq, size_t m
   }
 }
 
+TESSERA_CLONE_PER_ISA size_t next_below_v(const float* k, size_t n, float thr) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    f8 a, b;
+    std::memcpy(&a, k + i, 32);
+    std::memcpy(&b, k + i + 8, 32);
+    const i8 m = (a < thr) | (b < thr);
+    const i8 m2 = m | __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
+    const i8 m4 = m2 | __builtin_shufflevector(m2, m2, 2, 3, 0, 1, 6, 7, 4, 5);
+    if ((m4[0] | m4[1]) != 0) break;
+  }
+  for (; i < n; ++i)
+    if (k[i] < thr) return i;
+  return n;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------ AVX2 (intrinsics)
@@ -485,5 +501,7 @@ void rabitq_rank_centroids_scalar(const float* q, size_t ldq, size_t m, const fl
       keys[i * ldk + l] = l2 ? norms[l] - 2.0f * s : -s;
     }
 }
+
+size_t rabitq_next_below(const float* k, size_t n, float thr) { return next_below_v(k, n, thr); }
 
 }  // namespace tessera::detail

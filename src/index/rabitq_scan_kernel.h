@@ -94,16 +94,7 @@ void rabitq_rank_centroids(const float* q, size_t ldq, size_t m, const float* pa
 void rabitq_rank_centroids_scalar(const float* q, size_t ldq, size_t m, const float* panels, size_t nlist, size_t d,
                                   const float* norms, bool l2, float* keys, size_t ldk);
 
-/// Whether any of the 8 floats at k is below thr (NaN: no).
-inline bool rabitq_any_below(const float* k, float thr) {
-  typedef float v8 __attribute__((vector_size(32)));
-  typedef int32_t m8 __attribute__((vector_size(32)));
-  v8 x;
-  __builtin_memcpy(&x, k, 32);
-  const m8 b = x < thr;
-  const m8 o = (b | __builtin_shufflevector(b, b, 4, 5, 6, 7, 0, 1, 2, 3));
-  const m8 o2 = o | __builtin_shufflevector(o, o, 2, 3, 0, 1, 6, 7, 4, 5);
-  return (o2[0] | o2[1]) != 0;
-}
+/// The first i in [0, n) with k[i] < thr (NaN: never), or n. Sixteen keys per comparison step.
+size_t rabitq_next_below(const float* k, size_t n, float thr);
 
 }  // namespace tessera::detail

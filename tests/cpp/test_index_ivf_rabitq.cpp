@@ -357,6 +357,22 @@ TEST(IndexIVFRaBitQ, KernelsEqualTheirScalarReferences) {
           }
         }
       }
+  // The nprobe selection's skip: the first key below the threshold (NaN never), at every offset within the
+  // sixteen-key steps and in the tail.
+  {
+    std::vector<float> k(53);
+    for (auto& v : k) v = 10.0f + uni(rng);
+    k[20] = NAN;
+    EXPECT_EQ(detail::rabitq_next_below(k.data(), k.size(), 5.0f), k.size());
+    for (size_t at = 0; at < k.size(); ++at) {
+      if (at == 20) continue;
+      const float keep = k[at];
+      k[at] = 4.0f;
+      EXPECT_EQ(detail::rabitq_next_below(k.data(), k.size(), 5.0f), at);
+      EXPECT_EQ(detail::rabitq_next_below(k.data(), at, 5.0f), at) << "not past n";
+      k[at] = keep;
+    }
+  }
   // Stage-1 keys of a block.
   std::vector<uint16_t> sums(32);
   std::vector<float> f(96), key(32), key_ref(32);
