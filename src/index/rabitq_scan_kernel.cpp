@@ -14,18 +14,24 @@ namespace tessera::detail {
 int rabitq_code_width(int bits) { return bits <= 2 ? 2 : bits <= 4 ? 4 : bits <= 8 ? 8 : 16; }
 
 void rabitq_pack_code(const uint16_t* u, size_t d, int width, uint8_t* out) {
-  const size_t dpad = rabitq_padded_dim(d);
   std::memset(out, 0, rabitq_packed_bytes(d, width));
-  for (size_t j = 0; j < d; ++j) {
-    const size_t g = j / 32, r = j % 32;
-    switch (width) {
-      case 2: out[g * 8 + r % 8] |= uint8_t((u[j] & 3u) << (2 * (r / 8))); break;
-      case 4: out[g * 16 + (r / 16) * 8 + r % 8] |= uint8_t((u[j] & 15u) << (4 * ((r / 8) % 2))); break;
-      case 8: out[j] = uint8_t(u[j]); break;
-      default: std::memcpy(out + 2 * j, &u[j], 2); break;
-    }
+  switch (width) {
+    case 2:
+      for (size_t j = 0; j < d; ++j) out[(j / 32) * 8 + j % 8] |= uint8_t((u[j] & 3u) << (2 * ((j % 32) / 8)));
+      break;
+    case 4:
+      for (size_t j = 0; j < d; ++j) {
+        const size_t r = j % 32;
+        out[(j / 32) * 16 + (r / 16) * 8 + r % 8] |= uint8_t((u[j] & 15u) << (4 * ((r / 8) % 2)));
+      }
+      break;
+    case 8:
+      for (size_t j = 0; j < d; ++j) out[j] = uint8_t(u[j]);
+      break;
+    default:
+      std::memcpy(out, u, 2 * d);
+      break;
   }
-  (void)dpad;
 }
 
 uint16_t rabitq_unpack_value(const uint8_t* packed, size_t j, int width) {
