@@ -131,7 +131,11 @@ __attribute__((target("avx2"))) void state_sums_avx2(const double* a, size_t dp,
   out[2] = (c[0] + c[1]) + (c[2] + c[3]);
 }
 using StateSums = void (*)(const double*, size_t, double, double, uint8_t*, double*);
-const StateSums kStateSums = __builtin_cpu_supports("avx2") ? state_sums_avx2 : state_sums;
+// (__builtin_cpu_init first: this initialiser may run before the CPU-detection constructor.)
+const StateSums kStateSums = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") ? state_sums_avx2 : state_sums;
+}();
 #else
 const auto kStateSums = state_sums;
 #endif
