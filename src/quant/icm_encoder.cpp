@@ -352,15 +352,16 @@ struct Pending {
 
 using w16 = int16_t __attribute__((vector_size(32)));
 
-// The least of 8 lanes, in every lane: butterflies of lane swaps.
+// Every lane of v becomes the least of its 8 lanes: butterflies of lane swaps. (In place: a 32-byte vector
+// passed by value changes the ABI between clones, which Clang refuses.)
 template <class V>
-TESSERA_ROW_SCAN_INLINE V min_of_8_lanes(V v) {
+TESSERA_ROW_SCAN_INLINE void min_of_8_lanes(V& v) {
   V s = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
   v = s < v ? s : v;
   s = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
   v = s < v ? s : v;
   s = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
-  return s < v ? s : v;
+  v = s < v ? s : v;
 }
 
 // row[k] = src[k] + scale · Σ_p (add_p[k] − sub_p[k]); returns argmin_k row[k], lowest k on ties. The sum is
@@ -449,9 +450,11 @@ TESSERA_CLONE_PER_ISA int32_t sync_row(const float* src, float* row, const Pendi
   }
   // Across lanes: the least value, then the lowest index among the lanes holding it (a lane that never took
   // a value holds +inf and −1). Butterflies of lane swaps instead of a loop with a branch per lane.
-  const v8 lo = min_of_8_lanes(mn);
+  v8 lo = mn;
+  min_of_8_lanes(lo);
   constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
-  const i8 cand = min_of_8_lanes((mn == lo) & (at >= 0) ? at : i8{} + kNone);
+  i8 cand = ((mn == lo) & (at >= 0)) ? at : i8{} + kNone;
+  min_of_8_lanes(cand);
   return cand[0] == kNone ? -1 : cand[0];  // −1: all NaN
 }
 
