@@ -30,7 +30,7 @@ namespace {
 constexpr double kMaxTableBytes = 2.0 * (1ull << 30);
 constexpr double kMaxSystemBytes = 4.0 * (1ull << 30);
 // Conjugate-gradient iterations before a codebook update falls back to the exact solve (warm-started
-// updates take about 10 at a relative residual of 1e-5; from zero about 30).
+// updates take 13–16 at a relative residual of 1e-5 on siftsmall 8 × 8; from the residual init about 30).
 constexpr size_t kMaxCgIters = 200;
 
 std::string gib(double bytes) {
@@ -220,8 +220,8 @@ void LocalSearchQuantizer::update_codebooks(MatrixView<const float> x, const int
 void LocalSearchQuantizer::update_codebooks_from(MatrixView<const float> x, const int32_t* codes, FloatMatrix& start) {
   const double tol = params_.codebook_cg_tol;
   // Without the ridge term the system is singular: the exact solve says so clearly.
-  if (tol > 0 && params_.lambd > 0 && cg_is_cheaper(x.rows, num_codebooks(), K_, dim()) && detail::ridge_codebooks_cg(x, codes, num_codebooks(), K_, params_.lambd, tol, kMaxCgIters,
-                                            start.view())) {
+  const bool cg = tol > 0 && params_.lambd > 0 && cg_is_cheaper(x.rows, num_codebooks(), K_, dim());
+  if (cg && detail::ridge_codebooks_cg(x, codes, num_codebooks(), K_, params_.lambd, tol, kMaxCgIters, start.view())) {
     set_codebooks(start.view());
   } else {
     update_codebooks(x, codes);
