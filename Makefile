@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := build-essential cmake pkg-config git clang libclang-rt-14-dev libomp-dev \
   libopenblas-dev liblemon-dev libzip-dev libhdf5-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
-  dataset-fashion-mnist valgrind qemu-user
+  dataset-fashion-mnist valgrind qemu-user libtorch-dev
 CMAKE_ARGS := -DPython_EXECUTABLE=$(abspath $(PY))
 DEMO_DIR := demo-out
 # OpenMP workers wait without spinning: on small or shared machines spinning steals the cores BLAS needs.

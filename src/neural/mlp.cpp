@@ -1,0 +1,56 @@
+#include "tessera/neural/mlp.h"
+
+#include <torch/nn/init.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/dropout.h>
+
+#include <cmath>
+#include <string>
+
+#include "tessera/core/error.h"
+#include "tessera/core/rng.h"
+
+namespace tessera::neural {
+
+void init_linear_xavier_normal(torch::nn::Linear& linear, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor& w = linear->weight;
+  const int64_t fan_out = w.size(0), fan_in = w.size(1);
+  const double stdev = std::sqrt(2.0 / double(fan_in + fan_out));
+  std::vector<float> values(size_t(fan_out * fan_in));
+  Rng rng(seed);
+  fill_standard_normal(values.data(), values.size(), rng);
+  for (float& v : values) v = float(v * stdev);
+  w.copy_(torch::from_blob(values.data(), {fan_out, fan_in}, torch::kFloat32));
+  if (linear->bias.defined()) linear->bias.zero_();
+}
+
+MLPImpl::MLPImpl(MLPConfig config, uint64_t seed) : config_(std::move(config)) {
+  const std::vector<int64_t>& dims = config_.dims;
+  TESSERA_CHECK_ARG(dims.size() >= 2, "an MLP needs at least an input and an output dimension, got "
+                                          << dims.size() << " dimension(s)");
+  for (size_t i = 0; i < dims.size(); ++i)
+    TESSERA_CHECK_ARG(dims[i] >= 1, "MLP dimension " << i << " is " << dims[i] << ", expected at least 1");
+  TESSERA_CHECK_ARG(config_.dropout >= 0 && config_.dropout < 1,
+                    "dropout must lie in [0, 1), got " << config_.dropout);
+  for (size_t i = 0; i + 1 < dims.size(); ++i) {
+    const bool last = i + 2 == dims.size();
+    mlp_layers_->push_back(torch::nn::Dropout(torch::nn::DropoutOptions(config_.dropout)));
+    torch::nn::Linear linear(torch::nn::LinearOptions(dims[i], dims[i + 1]));
+    init_linear_xavier_normal(linear, derive_seed(seed, i));
+    mlp_layers_->push_back(linear);
+    linears_.push_back(linear);
+    if (!last && config_.batch_norm) mlp_layers_->push_back(torch::nn::BatchNorm1d(dims[i + 1]));
+    if (!last) mlp_layers_->push_back(torch::nn::ReLU());
+  }
+  register_module("mlp_layers", mlp_layers_);
+}
+
+torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
+  TESSERA_CHECK_ARG(x.dim() == 2 && x.size(1) == config_.dims.front(),
+                    "MLP input must be B × " << config_.dims.front() << ", got " << x.sizes());
+  return mlp_layers_->forward(x);
+}
+
+}  // namespace tessera::neural

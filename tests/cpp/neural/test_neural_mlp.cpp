@@ -1,0 +1,95 @@
+// The MLP of RQ-VAE: MiniOneRec's layer layout and parameter names, initialisation, forward.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "tessera/core/error.h"
+#include "tessera/neural/mlp.h"
+
+namespace tessera::neural {
+namespace {
+
+std::vector<std::string> parameter_names(const torch::nn::Module& m) {
+  std::vector<std::string> names;
+  for (const auto& p : m.named_parameters()) names.push_back(p.key());
+  return names;
+}
+
+// MiniOneRec's default encoder has 7 Linears: with batch norm off they sit at Sequential indices 1, 4, …, 19
+// (Dropout, Linear, ReLU per pair; no ReLU after the last), with batch norm on at 1, 5, …, 25.
+TEST(NeuralMLP, ParameterNamesFollowMiniOneRecsLayout) {
+  const std::vector<int64_t> dims = {768, 2048, 1024, 512, 256, 128, 64, 32};
+  MLP plain(MLPConfig{dims, 0.0, false}, 1);
+  std::vector<std::string> expected;
+  for (int j = 1; j <= 19; j += 3) {
+    expected.push_back("mlp_layers." + std::to_string(j) + ".weight");
+    expected.push_back("mlp_layers." + std::to_string(j) + ".bias");
+  }
+  EXPECT_EQ(parameter_names(*plain), expected);
+
+  MLP bn(MLPConfig{dims, 0.1, true}, 1);
+  expected.clear();
+  for (int j = 1; j <= 25; j += 4) {
+    expected.push_back("mlp_layers." + std::to_string(j) + ".weight");
+    expected.push_back("mlp_layers." + std::to_string(j) + ".bias");
+    if (j < 25) {
+      expected.push_back("mlp_layers." + std::to_string(j + 1) + ".weight");
+      expected.push_back("mlp_layers." + std::to_string(j + 1) + ".bias");
+    }
+  }
+  EXPECT_EQ(parameter_names(*bn), expected);
+  std::vector<std::string> buffers;
+  for (const auto& b : bn->named_buffers()) buffers.push_back(b.key());
+  ASSERT_EQ(buffers.size(), 6u * 3u);
+  EXPECT_EQ(buffers[0], "mlp_layers.2.running_mean");
+  EXPECT_EQ(buffers[1], "mlp_layers.2.running_var");
+  EXPECT_EQ(buffers[2], "mlp_layers.2.num_batches_tracked");
+}
+
+TEST(NeuralMLP, XavierNormalWeightsZeroBiasDeterministic) {
+  MLP a(MLPConfig{{300, 200, 100}, 0.0, false}, 7), b(MLPConfig{{300, 200, 100}, 0.0, false}, 7),
+      c(MLPConfig{{300, 200, 100}, 0.0, false}, 8);
+  for (size_t i = 0; i < a->linears().size(); ++i) {
+    const torch::Tensor w = a->linears()[i]->weight;
+    const double fan_in = double(w.size(1)), fan_out = double(w.size(0));
+    const double expected_std = std::sqrt(2.0 / (fan_in + fan_out));
+    // 60,000 and 20,000 draws: the sample std is within 2% of the target, the mean within 3 standard errors.
+    EXPECT_NEAR(w.std().item<double>(), expected_std, 0.02 * expected_std);
+    EXPECT_NEAR(w.mean().item<double>(), 0.0, 3 * expected_std / std::sqrt(double(w.numel())));
+    EXPECT_EQ(a->linears()[i]->bias.abs().max().item<float>(), 0.0f);
+    EXPECT_TRUE(torch::equal(w, b->linears()[i]->weight)) << "same seed, different weights";
+    EXPECT_FALSE(torch::equal(w, c->linears()[i]->weight)) << "different seeds, same weights";
+  }
+  // Linears do not share a stream.
+  EXPECT_FALSE(torch::equal(a->linears()[0]->weight.flatten().slice(0, 0, 100),
+                            a->linears()[1]->weight.flatten().slice(0, 0, 100)));
+}
+
+// The forward pass against the same computation written out: Linear, ReLU, Linear (no activation at the end).
+TEST(NeuralMLP, ForwardIsLinearReluLinearWithoutFinalActivation) {
+  MLP mlp(MLPConfig{{5, 7, 3}, 0.0, false}, 3);
+  {
+    torch::NoGradGuard g;
+    for (auto& l : mlp->linears()) l->bias.uniform_(-1, 1);  // non-zero biases, so they are exercised
+  }
+  const torch::Tensor x = torch::randn({11, 5});
+  const auto& L = mlp->linears();
+  const torch::Tensor h = torch::clamp_min(torch::matmul(x, L[0]->weight.t()) + L[0]->bias, 0);
+  const torch::Tensor ref = torch::matmul(h, L[1]->weight.t()) + L[1]->bias;
+  const torch::Tensor y = mlp->forward(x);
+  EXPECT_TRUE(torch::allclose(y, ref, 1e-5, 1e-6));
+  EXPECT_LT(y.min().item<float>(), 0.0f) << "an activation after the last Linear";
+}
+
+TEST(NeuralMLP, BadConfigurationAndInputAreErrors) {
+  EXPECT_THROW(MLP(MLPConfig{{5}, 0.0, false}, 1), InvalidArgument);
+  EXPECT_THROW(MLP(MLPConfig{{5, 0, 3}, 0.0, false}, 1), InvalidArgument);
+  EXPECT_THROW(MLP(MLPConfig{{5, 3}, 1.0, false}, 1), InvalidArgument);
+  MLP mlp(MLPConfig{{5, 3}, 0.0, false}, 1);
+  EXPECT_THROW(mlp->forward(torch::zeros({2, 4})), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace tessera::neural
