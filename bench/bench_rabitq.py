@@ -11,7 +11,8 @@ two OpenMP runtimes):
   tessera-ss    the same with search(single_stage=True) (opt-in through --libs)
   tessera-rrR   the same index searched with rerank=R (stage 3: the max(R, k) best by estimate get exact distances
                 from the raw vectors the index keeps), one contender per R of --rerank (default none; e.g.
-                --rerank 50,100). The other contenders never re-rank: compare its recall with care
+                --rerank 50,100; R = auto: tessera-rrauto, re-ranking by the error bound, every value exact).
+                The other contenders never re-rank: compare its recall with care
   rabitqlib     rabitqlib.IvfIndex(d, n, nlist, bits, "l2").build(x, centroids, list ids) (its defaults:
                 FastScan 1-bit first stage, high_accuracy=None)
   faiss-rbq     faiss.IndexPreTransform(RandomRotationMatrix, IndexIVFRaBitQ(nb_bits=bits)) (qb = 4, its default)
@@ -213,9 +214,12 @@ def prep_worker(spec: dict):
     return out
 
 
-def rerank_of(lib: str) -> int:
-    """R of a 'tessera-rrR' contender, else 0."""
-    return int(lib[len("tessera-rr"):]) if lib.startswith("tessera-rr") else 0
+def rerank_of(lib: str) -> int | str:
+    """R of a 'tessera-rrR' contender ("auto" for tessera-rrauto), else 0."""
+    if not lib.startswith("tessera-rr"):
+        return 0
+    r = lib[len("tessera-rr"):]
+    return r if r == "auto" else int(r)
 
 
 def search_worker(spec: dict):
@@ -465,7 +469,7 @@ def main():
                     help=f"of {','.join(LIBS)} (tessera-ss: search(single_stage=True), every probed vector "
                          "estimated with its full code; needs a module that has it)")
     ap.add_argument("--rerank", default="",
-                    help="R values (comma-separated, > 0): each adds the contender tessera-rrR, tessera's index "
+                    help="R values (comma-separated, > 0, or auto): each adds the contender tessera-rrR, tessera's index "
                          "searched with rerank=R (exact distances for the R best estimates)")
     ap.add_argument("--nprobe", default="1,2,4,8,12,16,24,32,48,64,96,128,192,256",
                     help="nprobe sweep (values above nlist dropped; nlist itself always added when smaller)")
@@ -494,9 +498,9 @@ def main():
     a.thread_list = [int(v) for v in a.threads.split(",")]
     bits_list = [int(v) for v in a.bits.split(",")]
     libs = a.libs.split(",")
-    for r in (int(v) for v in a.rerank.split(",") if v.strip()):
-        if r <= 0:
-            raise SystemExit("--rerank values must be > 0")
+    for r in (v.strip() for v in a.rerank.split(",") if v.strip()):
+        if r != "auto" and not (r.isdigit() and int(r) > 0):
+            raise SystemExit("--rerank values must be > 0 or auto")
         LIBS[f"tessera-rr{r}"] = f"tessera, rerank={r}"
         libs.insert(libs.index("tessera") + 1 if "tessera" in libs else 0, f"tessera-rr{r}")
     for lib in libs:

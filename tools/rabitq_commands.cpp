@@ -82,7 +82,7 @@ struct RabitqCommands::Impl {
   uint64_t seed = 0x12345;
   // search / eval
   std::string index_file, base, queries, gt_file, nprobe_list = "1,2,4,8,16,32,64", save_index;
-  size_t k = 10, nprobe = 16, rerank = 0;
+  size_t k = 10, nprobe = 16, rerank = 0;  // rerank: kRerankByBound for --rerank auto
   bool single_stage = false;
   int threads = 0;
   bool quiet = false;
@@ -109,9 +109,28 @@ struct RabitqCommands::Impl {
   }
   void add_search_options(CLI::App* c) {
     c->add_option("-k", k, "neighbours per query")->check(CLI::Range(size_t(1), size_t(1) << 20))->capture_default_str();
-    c->add_option("--rerank", rerank,
-                  "the best R candidates by estimate get exact distances from the stored vectors (0 = off)")
-        ->capture_default_str();
+    c->add_option_function<std::string>(
+         "--rerank",
+         [this](const std::string& v) {
+           if (v == "auto") {
+             rerank = IndexIVFRaBitQ::kRerankByBound;
+             return;
+           }
+           size_t used = 0;
+           unsigned long long r = 0;
+           try {
+             r = std::stoull(v, &used);
+           } catch (const std::exception&) {
+           }
+           if (v.empty() || used != v.size() || v[0] == '-')
+             throw CLI::ValidationError("--rerank", "expected a count R ≥ 0 or 'auto', got '" + v + "'");
+           rerank = size_t(r);
+         },
+         "R: the best R candidates by estimate get exact distances from the stored vectors (0 = off); auto: "
+         "every candidate whose error bound reaches the k-th exact distance so far gets it (the RaBitQ paper's "
+         "re-ranking)")
+        ->type_name("R|auto")
+        ->default_str("0");
     c->add_flag("--single-stage", single_stage, "estimate every scanned code from all its bits (no 1-bit pruning)");
   }
   void add_common(CLI::App* c) {
@@ -264,7 +283,10 @@ void RabitqCommands::Impl::run_eval() {
   j["metric"] = metric_name(index.metric_type());
   j["code_bytes_per_vector"] = index.quantizer().code_size();
   j["k"] = k;
-  j["rerank"] = rerank;
+  if (rerank == IndexIVFRaBitQ::kRerankByBound)
+    j["rerank"] = "auto";
+  else
+    j["rerank"] = rerank;
   j["single_stage"] = single_stage;
   j["threads"] = num_threads();
   if (build_s) j["build_seconds"] = *build_s;

@@ -138,12 +138,29 @@ void bind_rabitq(py::module_& m) {
           "unit rows).")
       .def(
           "search",
-          [](R& r, const py::object& q, py::ssize_t k, py::ssize_t nprobe, py::ssize_t rerank, bool single_stage) {
+          [](R& r, const py::object& q, py::ssize_t k, py::ssize_t nprobe, const py::object& rerank_arg,
+             bool single_stage) {
             if (k < 1) throw_invalid("k must be at least 1, got " + std::to_string(k));
             if (nprobe < 1) throw_invalid("nprobe must be at least 1, got " + std::to_string(nprobe));
-            if (rerank < 0) throw_invalid("rerank must be at least 0, got " + std::to_string(rerank));
+            size_t rerank = 0;
+            if (py::isinstance<py::str>(rerank_arg)) {
+              if (rerank_arg.cast<std::string>() != "auto")
+                throw_invalid("rerank must be an int ≥ 0 or \"auto\", got \"" + rerank_arg.cast<std::string>() + "\"");
+              rerank = tessera::IndexIVFRaBitQ::kRerankByBound;
+            } else {
+              long long v = 0;
+              try {
+                if (py::isinstance<py::bool_>(rerank_arg)) throw py::cast_error();
+                v = rerank_arg.cast<long long>();
+              } catch (const py::cast_error&) {
+                throw_invalid("rerank must be an int ≥ 0 or \"auto\", got " +
+                              std::string(Py_TYPE(rerank_arg.ptr())->tp_name));
+              }
+              if (v < 0) throw_invalid("rerank must be at least 0, got " + std::to_string(v));
+              rerank = size_t(v);
+            }
             if (rerank > 0 && !r.index->keeps_vectors())
-              throw_invalid("rerank > 0 needs the raw vectors: this index was built with keep_vectors=False");
+              throw_invalid("rerank needs the raw vectors: this index was built with keep_vectors=False");
             F32In in = check_dim(r.index->dim(), q, "q");
             const size_t nq = in.view.rows;
             py::array_t<float> D({py::ssize_t(nq), k});
@@ -151,7 +168,7 @@ void bind_rabitq(py::module_& m) {
             float* d = D.mutable_data();
             int64_t* i = I.mutable_data();
             r.locked<false>(
-                [&] { r.index->search(in.view, size_t(k), size_t(nprobe), d, i, single_stage, size_t(rerank)); });
+                [&] { r.index->search(in.view, size_t(k), size_t(nprobe), d, i, single_stage, rerank); });
             return py::make_tuple(D, I);
           },
           "q"_a, "k"_a, "nprobe"_a = 1, "rerank"_a = 0, "single_stage"_a = false,
@@ -161,7 +178,9 @@ void bind_rabitq(py::module_& m) {
           "default (1-bit fast scan, full codes only where the 1-bit bound can win); single_stage=True\n"
           "estimates every vector of the probed lists with its full code. rerank=R > 0 (needs keep_vectors):\n"
           "the max(R, k) best by estimate get exact distances from the raw vectors, and the k best of those\n"
-          "are returned with their exact distances (a third stage).")
+          "are returned with their exact distances (a third stage). rerank=\"auto\": re-ranking by the error\n"
+          "bound (the RaBitQ paper's): a vector gets its exact distance only when its estimate's interval\n"
+          "reaches the k-th best exact distance so far; every value returned is exact.")
       .def(
           "save", [](R& r, const py::object& path) {
             const std::string p = path_str(path);

@@ -1,6 +1,6 @@
 """Type stubs of tessera's C++ extension. Shapes: n rows, d dimensions, M (= L) levels, K_m codes at level m."""
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -360,7 +360,7 @@ class IVFRaBitQ:
     def add(self, x: ArrayLike, lists: Optional[ArrayLike] = None) -> None: ...
     def assign(self, x: ArrayLike) -> npt.NDArray[np.int64]: ...
     def search(
-        self, q: ArrayLike, k: int, nprobe: int = 1, rerank: int = 0, single_stage: bool = False
+        self, q: ArrayLike, k: int, nprobe: int = 1, rerank: Union[int, Literal["auto"]] = 0, single_stage: bool = False
     ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
     def save(self, path: PathLike) -> None: ...
     @staticmethod

@@ -369,8 +369,11 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
   const int bits = codec_.params().bits;
   const float cb = -float((1 << bits) - 1) / 2.0f;
   const size_t nsq = (d_ + 3) / 4, npairs = (nsq + 1) / 2, dpad = detail::rabitq_padded_dim(d_);
+  // Re-ranking by the error bound: the heap holds exact values, and a vector gets its exact value only when its
+  // full estimate's interval reaches the k-th best of those so far.
+  const bool by_bound = rerank == kRerankByBound;
   // Candidates kept: k, or the max(R, k) to re-rank (no more than there are vectors).
-  const size_t cap = rerank == 0 ? k : std::max<size_t>(1, std::min(std::max(rerank, k), ntotal_));
+  const size_t cap = rerank == 0 || by_bound ? k : std::max<size_t>(1, std::min(std::max(rerank, k), ntotal_));
   // The uint16 sums of the top-bit scan hold 255 per table: beyond 257 tables (d > 1028) they could wrap.
   const bool two_stage = !single_stage && nsq <= 257;
   const detail::RabitqCodeDot code_dot = detail::rabitq_code_dot_kernel(width_);
@@ -455,7 +458,15 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
                   const float ip = code_dot(list.packed.data() + i * packed_bytes_, rotated.data(), dpad);
                   v = f[0] + term + f[1] * (ip + shift);
                 }
-                top.push({l2 ? std::max(0.0f, v) : -v, list.ids[i]});
+                if (!by_bound) {
+                  top.push({l2 ? std::max(0.0f, v) : -v, list.ids[i]});
+                  return;
+                }
+                // The better end of the estimate's interval (error factor · ‖q − c‖) against the k-th exact value.
+                const float reach = f[3] * dist;
+                if ((l2 ? v - reach : -(v + reach)) >= top.threshold()) return;
+                const float* x = vectors_.data() + size_t(list.ids[i]) * d_;
+                top.push({l2 ? detail::rabitq_l2sqr(x, qv, d_) : -detail::rabitq_dot(x, qv, d_), list.ids[i]});
               };
               if (!two_stage || zero) {
                 for (size_t i = 0; i < n; ++i) full_estimate(i);
@@ -480,7 +491,7 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
             }
             // Stage 3 (rerank): exact distances of the candidates from the raw vectors.
             std::vector<Entry>& found = top.entries();
-            if (rerank > 0) {
+            if (rerank > 0 && !by_bound) {
               // The raw vectors are scattered over memory: fetch a few candidates ahead.
               constexpr size_t kAhead = 4;
               auto prefetch = [&](size_t t) {

@@ -478,6 +478,64 @@ TEST(IndexIVFRaBitQ, RerankWithRawVectors) {
   EXPECT_EQ(run(kept, q, k, 2).I, run(bare, q, k, 2).I);
 }
 
+// Re-ranking by the error bound: every value returned is the exact one of its label; with ε₀ so wide that no
+// bound fails it is the exact search over the probed lists (the labels of rerank = n); with the default ε₀ it
+// misses almost nothing (at 1 bit less than rerank = 50); thread counts do not change it.
+TEST(IndexIVFRaBitQ, RerankByErrorBound) {
+  const size_t d = 48, n = 2000, k = 10, nlist = 8;
+  const FloatMatrix x = gaussian(n, d, 31), q = gaussian(30, d, 32);
+  constexpr size_t kAuto = IndexIVFRaBitQ::kRerankByBound;
+  for (MetricType metric : {MetricType::L2, MetricType::inner_product})
+    for (int bits : {1, 4}) {
+      const std::string what = std::string(metric_name(metric)) + " bits " + std::to_string(bits);
+      RabitqParams p;
+      p.bits = bits;
+      p.metric = metric;
+      IndexIVFRaBitQ index(d, nlist, p);
+      index.train(x.view());
+      index.add(x.view());
+      p.epsilon0 = 50;  // intervals wider than any error: nothing can be dropped wrongly
+      IndexIVFRaBitQ wide(d, nlist, p);
+      wide.set_centroids(index.centroids().view());
+      wide.add(x.view());
+      for (size_t nprobe : {size_t(3), nlist}) {
+        const Result exact = run(index, q, k, nprobe, false, n), got = run(index, q, k, nprobe, false, kAuto);
+        const Result sure = run(wide, q, k, nprobe, false, kAuto);
+        EXPECT_EQ(sure.I, exact.I) << what << " nprobe " << nprobe;
+        EXPECT_EQ(sure.D, exact.D) << what << " nprobe " << nprobe;
+        auto recall_of = [&](const Result& r) {
+          size_t hit = 0;
+          for (size_t a = 0; a < q.rows(); ++a) {
+            const std::set<int64_t> truth(exact.I.begin() + a * k, exact.I.begin() + (a + 1) * k);
+            for (size_t t = 0; t < k; ++t) hit += truth.count(r.I[a * k + t]);
+          }
+          return double(hit) / double(q.rows() * k);
+        };
+        for (size_t a = 0; a < q.rows(); ++a)
+          for (size_t t = 0; t < k; ++t) {  // the label's exact value (the same float sums as rerank = n)
+            const float* v = x.row(size_t(got.I[a * k + t]));
+            double s = 0;
+            for (size_t j = 0; j < d; ++j)
+              s += metric == MetricType::L2 ? double(v[j] - q(a, j)) * (v[j] - q(a, j)) : double(v[j]) * q(a, j);
+            EXPECT_NEAR(got.D[a * k + t], s, 1e-4 * (1 + std::abs(s))) << what;
+          }
+        const double rec = recall_of(got);
+        EXPECT_GE(rec, 0.98) << what << " nprobe " << nprobe;
+        if (bits == 1) EXPECT_GE(rec, recall_of(run(index, q, k, nprobe, false, 50))) << what << " nprobe " << nprobe;
+        // Without the 1-bit stage the full codes' bounds alone decide (a few vectors more may pass).
+        EXPECT_GE(recall_of(run(index, q, k, nprobe, true, kAuto)), 0.98) << what;
+        const int threads = num_threads();
+        set_num_threads(2);
+        EXPECT_EQ(run(index, q, k, nprobe, false, kAuto).I, got.I) << what;
+        set_num_threads(threads);
+      }
+    }
+  IndexIVFRaBitQ bare(d, 4, RabitqParams{}, false);
+  bare.train(x.view());
+  bare.add(x.view());
+  EXPECT_THROW(run(bare, q, k, 2, false, kAuto), InvalidArgument);
+}
+
 // Index files of format 1 (before the raw vectors) still load: no vectors, the same search.
 TEST(IndexIVFRaBitQ, ReadsFormatOneFiles) {
   const std::string path = std::string(TESSERA_SOURCE_DIR) + "/fuzz/corpus/fuzz_ivf_rabitq/valid.tsi";

@@ -130,6 +130,22 @@ TEST_F(RabitqCli, BuildSearchEvalMatchTheLibrary) {
                                  "/gt.ivecs --nprobe 16 --rerank 3000",
                              dir + "/r.json");
   EXPECT_EQ(jr["runs"][0]["recall@10"].get<double>(), 1.0);
+  // --rerank auto (by the error bound): the library's results, recorded as "auto"; a bad count is refused.
+  const auto ja = eval_json("--index " + dir + "/i.rbq --queries " + dir + "/q.fvecs --gt " + dir +
+                                 "/gt.ivecs --nprobe 16 --rerank auto",
+                             dir + "/a.json");
+  EXPECT_EQ(ja["rerank"], "auto");
+  index.search(q.view(), 10, 16, D.data(), I.data(), false, IndexIVFRaBitQ::kRerankByBound);
+  EXPECT_DOUBLE_EQ(ja["runs"][0]["recall@10"].get<double>(), overlap(I, 10, gt, 10));
+  EXPECT_GE(ja["runs"][0]["recall@10"].get<double>(), 0.97);
+  for (const char* bad : {"-3", "lots", "5x"}) {
+    out = run_cli("rabitq eval --index " + dir + "/i.rbq --queries " + dir + "/q.fvecs --gt " + dir +
+                      "/gt.ivecs --rerank " + bad + " --out " + dir + "/bad.json",
+                  &st);
+    EXPECT_NE(st, 0) << bad;
+    EXPECT_NE(out.find("--rerank"), std::string::npos) << out;
+    EXPECT_FALSE(fs::exists(dir + "/bad.json"));
+  }
   // An index built without its vectors refuses to re-rank.
   out = run_cli("rabitq build " + dir + "/x.npy --out " + dir + "/nv.rbq --nlist 4 --no-vectors -q", &st);
   ASSERT_EQ(st, 0) << out;

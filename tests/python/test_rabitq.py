@@ -193,6 +193,37 @@ def test_rerank_with_raw_vectors(tmp_path):
     assert (tmp_path / "bare.tsi").stat().st_size < path.stat().st_size - len(x) * 40 * 4 + 1000
 
 
+def test_rerank_auto_by_error_bound():
+    """rerank="auto": the RaBitQ paper's re-ranking by the error bound. Every distance returned is exact (numpy);
+    with an interval wider than any error (epsilon0=50) the labels are brute force's; with the default bound
+    recall is near 1 and, at 1 bit, above a fixed rerank=50; wrong values are refused."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    q = rng.standard_normal((25, 32)).astype(np.float32)
+    exact = ((q[:, None, :].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
+    truth = np.argsort(exact, axis=1, kind="stable")[:, :10]
+    ix = tessera.IVFRaBitQ(32, 8, bits=1)
+    ix.train(x)
+    ix.add(x)
+    dist, labels = ix.search(q, 10, nprobe=8, rerank="auto")
+    assert np.allclose(dist, np.take_along_axis(exact, labels, axis=1), rtol=1e-5, atol=1e-5)
+    auto, fixed = recall_at(labels, truth, 10), recall_at(ix.search(q, 10, nprobe=8, rerank=50)[1], truth, 10)
+    assert auto >= 0.98 and auto >= fixed, (auto, fixed)
+    wide = tessera.IVFRaBitQ(32, 8, bits=1, epsilon0=50.0)
+    wide.set_centroids(ix.centroids)
+    wide.add(x)
+    assert np.array_equal(wide.search(q, 10, nprobe=8, rerank="auto")[1], truth)
+    assert np.array_equal(ix.search(q, 10, nprobe=8, rerank=np.int64(50))[1], ix.search(q, 10, nprobe=8, rerank=50)[1])
+    for bad in ("all", True, 1.5, -1):
+        with pytest.raises(tessera.InvalidArgument, match="rerank"):
+            ix.search(q, 10, rerank=bad)
+    bare = tessera.IVFRaBitQ(32, 8, bits=1, keep_vectors=False)
+    bare.set_centroids(ix.centroids)
+    bare.add(x)
+    with pytest.raises(tessera.InvalidArgument, match="keep_vectors"):
+        bare.search(q, 10, rerank="auto")
+
+
 def exact_cosine(q, x):
     """Cosine similarities (nq × n, float64); a zero vector or query has cosine 0."""
     qn, xn = np.linalg.norm(q.astype(np.float64), axis=1), np.linalg.norm(x.astype(np.float64), axis=1)

@@ -71,8 +71,13 @@ class IndexIVFRaBitQ {
   /// for cosine, best first) and labels (nq × k; −1 and ±inf past the vectors found). rerank = R > 0: the
   /// max(R, k) best by estimate get exact values from the raw vectors (‖x − q‖², ⟨x, q⟩ or the cosine,
   /// float32), the k best of those are returned with them; an index without raw vectors refuses it.
+  /// rerank = kRerankByBound: re-ranking by the error bound (the RaBitQ paper's search, SIGMOD 2024): a vector
+  /// gets its exact value only when its full estimate's interval (± the codec's error bound) reaches the k-th
+  /// best exact value so far, so the values returned are all exact and the work adapts to the query.
   void search(MatrixView<const float> q, size_t k, size_t nprobe, float* distances, int64_t* labels,
               bool single_stage = false, size_t rerank = 0) const;
+  /// search()'s rerank value for re-ranking by the error bound.
+  static constexpr size_t kRerankByBound = SIZE_MAX;
 
   /// Index file: the model-file container (magic, version, JSON header, CRC-32) of type "index_ivf_rabitq".
   void save(const std::string& path) const;
