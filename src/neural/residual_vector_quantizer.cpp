@@ -1,0 +1,47 @@
+#include "tessera/neural/residual_vector_quantizer.h"
+
+#include "tessera/core/error.h"
+#include "tessera/core/rng.h"
+
+namespace tessera::neural {
+
+ResidualVectorQuantizerImpl::ResidualVectorQuantizerImpl(std::vector<int64_t> codebook_sizes, int64_t e_dim,
+                                                         double beta, uint64_t seed)
+    : codebook_sizes_(std::move(codebook_sizes)), e_dim_(e_dim) {
+  TESSERA_CHECK_ARG(!codebook_sizes_.empty(), "a residual quantizer needs at least one level");
+  for (size_t l = 0; l < codebook_sizes_.size(); ++l) {
+    VectorQuantizer vq(codebook_sizes_[l], e_dim, beta, derive_seed(seed, l));
+    vq_layers_->push_back(vq);
+    levels_.push_back(vq);
+  }
+  register_module("vq_layers", vq_layers_);
+}
+
+RQOutput ResidualVectorQuantizerImpl::forward(const torch::Tensor& z) {
+  RQOutput out;
+  torch::Tensor r = z;
+  std::vector<torch::Tensor> codes, losses;
+  for (VectorQuantizer& vq : levels_) {
+    VQOutput o = vq->forward(r);
+    r = r - o.quantized;
+    out.quantized = out.quantized.defined() ? out.quantized + o.quantized : o.quantized;
+    codes.push_back(o.codes);
+    losses.push_back(o.loss);
+  }
+  out.loss = torch::stack(losses).mean();
+  out.codes = torch::stack(codes, 1);
+  return out;
+}
+
+torch::Tensor ResidualVectorQuantizerImpl::assign(const torch::Tensor& z) const {
+  torch::NoGradGuard no_grad;
+  torch::Tensor r = z.detach();
+  std::vector<torch::Tensor> codes;
+  for (const VectorQuantizer& vq : levels_) {
+    codes.push_back(vq->assign(r));
+    r = r - vq->codebook().detach().index_select(0, codes.back());
+  }
+  return torch::stack(codes, 1);
+}
+
+}  // namespace tessera::neural

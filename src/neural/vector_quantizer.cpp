@@ -1,0 +1,60 @@
+#include "tessera/neural/vector_quantizer.h"
+
+#include <torch/nn/functional/loss.h>
+
+#include <vector>
+
+#include "neural/tensor_convert.h"
+#include "tessera/core/error.h"
+#include "tessera/core/rng.h"
+
+namespace tessera::neural {
+
+VectorQuantizerImpl::VectorQuantizerImpl(int64_t codebook_size, int64_t e_dim, double beta, uint64_t seed)
+    : codebook_size_(codebook_size), e_dim_(e_dim), beta_(beta) {
+  TESSERA_CHECK_ARG(codebook_size >= 1, "codebook size must be at least 1, got " << codebook_size);
+  TESSERA_CHECK_ARG(e_dim >= 1, "e_dim must be at least 1, got " << e_dim);
+  TESSERA_CHECK_ARG(beta >= 0 && std::isfinite(beta), "beta must be finite and ≥ 0, got " << beta);
+  embedding = register_module("embedding", torch::nn::Embedding(codebook_size, e_dim));
+  std::vector<float> init(size_t(codebook_size * e_dim));
+  Rng rng(seed);
+  const double a = 1.0 / double(codebook_size);
+  for (float& v : init) v = float(-a + 2 * a * (double(rng() >> 11) * 0x1.0p-53));
+  torch::NoGradGuard no_grad;
+  embedding->weight.copy_(torch::from_blob(init.data(), {codebook_size, e_dim}, torch::kFloat32));
+}
+
+namespace {
+// B × K squared distances ‖z_i‖² + ‖e_k‖² − 2 z_i·e_k (MiniOneRec's formula).
+torch::Tensor squared_distances(const torch::Tensor& z, const torch::Tensor& e) {
+  return z.pow(2).sum(1, true) + e.pow(2).sum(1).unsqueeze(0) - 2 * torch::matmul(z, e.t());
+}
+}  // namespace
+
+torch::Tensor VectorQuantizerImpl::assign(const torch::Tensor& z) const {
+  TESSERA_CHECK_ARG(z.dim() == 2 && z.size(1) == e_dim_,
+                    "vector quantizer input must be B × " << e_dim_ << ", got " << z.sizes());
+  torch::NoGradGuard no_grad;
+  return squared_distances(z.detach(), embedding->weight.detach()).argmin(1);
+}
+
+VQOutput VectorQuantizerImpl::forward(const torch::Tensor& z) {
+  VQOutput out;
+  out.codes = assign(z);
+  const torch::Tensor e = embedding->forward(out.codes);
+  namespace F = torch::nn::functional;
+  out.loss = F::mse_loss(e, z.detach()) + beta_ * F::mse_loss(e.detach(), z);
+  out.quantized = e.detach() + (z - z.detach());
+  return out;
+}
+
+void VectorQuantizerImpl::set_codebook(MatrixView<const float> codebook) {
+  TESSERA_CHECK_ARG(int64_t(codebook.rows) == codebook_size_ && int64_t(codebook.cols) == e_dim_,
+                    "codebook must be " << codebook_size_ << " × " << e_dim_ << ", got " << codebook.rows << " × "
+                                        << codebook.cols);
+  check_finite(codebook, "codebook");
+  torch::NoGradGuard no_grad;
+  embedding->weight.copy_(detail::tensor_from(codebook));
+}
+
+}  // namespace tessera::neural
