@@ -1,0 +1,103 @@
+// RQ-VAE: an MLP encoder, a residual vector quantizer and an MLP decoder, trained end to end (Lee et al.,
+// "Autoregressive Image Generation using Residual Quantization", CVPR 2022; as the item tokenizer of TIGER:
+// Rajput et al., "Recommender Systems with Generative Retrieval", NeurIPS 2023). Layout, defaults and
+// parameter names follow MiniOneRec's / LC-Rec's RQVAE (`encoder.mlp_layers.…`, `rq.vq_layers.{l}.embedding.
+// weight`, `decoder.mlp_layers.…`), so state_dicts move between them (neural/state_dict.h).
+//
+// With `residual_encoder` the model is RQ-KMeans+'s (rqkmeans_plus.h): the encoder is z = x + MLP(x), its
+// MLP a child `mlp` (names `encoder.mlp.mlp_layers.…`) whose last Linear starts at zero.
+#pragma once
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "tessera/cluster/kmeans.h"
+#include "tessera/core/matrix.h"
+#include "tessera/neural/mlp.h"
+#include "tessera/neural/residual_vector_quantizer.h"
+
+namespace tessera::neural {
+
+struct RQVAEConfig {
+  int64_t in_dim = 768;
+  int64_t e_dim = 32;  ///< MiniOneRec's rqvae.py default (its class default is 64)
+  /// Hidden widths of the encoder (the decoder uses them reversed): dims [in_dim] + layers + [e_dim].
+  std::vector<int64_t> layers = {2048, 1024, 512, 256, 128, 64};
+  std::vector<int64_t> codebook_sizes = {256, 256, 256};
+  double dropout = 0;
+  bool batch_norm = false;
+  double beta = 0.25;          ///< commitment weight in each level's loss
+  double quant_weight = 1.0;   ///< weight of the VQ loss in the total loss
+  bool residual_encoder = false;  ///< RQ-KMeans+: z = x + MLP(x), needs e_dim == in_dim
+  uint64_t seed = 42;          ///< encoder from derive_seed(seed, 0), quantizer 1, decoder 2
+};
+
+struct RQVAEOutput {
+  torch::Tensor reconstruction;  ///< B × in_dim: dec(Σ_l quantized_l)
+  torch::Tensor rq_loss;         ///< scalar: VQ loss averaged over levels
+  torch::Tensor codes;           ///< B × L int64
+};
+
+struct RQVAELoss {
+  torch::Tensor total;           ///< reconstruction + quant_weight · quantization
+  torch::Tensor reconstruction;  ///< mse(x̂, x), mean over B · in_dim
+  torch::Tensor quantization;    ///< the VQ loss averaged over levels
+};
+
+class RQVAEImpl : public torch::nn::Module {
+ public:
+  explicit RQVAEImpl(RQVAEConfig config);
+
+  /// x: B × in_dim.
+  RQVAEOutput forward(const torch::Tensor& x);
+  /// Total loss of a forward pass on x (MiniOneRec's compute_loss with loss_type mse).
+  RQVAELoss loss(const RQVAEOutput& out, const torch::Tensor& x) const;
+  /// z = enc(x) (or x + MLP(x)): B × in_dim → B × e_dim.
+  torch::Tensor encode(const torch::Tensor& x);
+  /// Greedy residual codes of x without gradient, in evaluation mode (batch norm's running statistics, no
+  /// dropout; the module's mode is restored): B × in_dim → B × L int64. MiniOneRec's get_indices.
+  torch::Tensor codes(const torch::Tensor& x);
+
+  const RQVAEConfig& config() const { return config_; }
+  MLP encoder_mlp() const { return encoder_mlp_; }
+  MLP decoder() const { return decoder_; }
+  ResidualVectorQuantizer rq() const { return rq_; }
+
+ private:
+  RQVAEConfig config_;
+  MLP encoder_mlp_{nullptr}, decoder_{nullptr};
+  ResidualVectorQuantizer rq_{nullptr};
+};
+TORCH_MODULE(RQVAE);
+
+/// The residual encoder of RQ-KMeans+: z = x + mlp(x). Child name `mlp`, as MiniOneRec's wrapper.
+class ResidualEncoderImpl : public torch::nn::Module {
+ public:
+  explicit ResidualEncoderImpl(MLP mlp);
+  torch::Tensor forward(const torch::Tensor& x) { return x + mlp_->forward(x); }
+  MLP mlp() const { return mlp_; }
+
+ private:
+  MLP mlp_;
+};
+TORCH_MODULE(ResidualEncoder);
+
+struct CodebookInitParams {
+  /// Rows sampled for the k-means of every level: max(rows_per_centroid · max_l K_l, sample) rows, or all n
+  /// rows when there are fewer. MiniOneRec uses its first batch (≈ 8 rows per centroid at 2,048 / 256).
+  size_t rows_per_centroid = 64;
+  size_t sample = 0;
+  int max_iter = 100;  ///< MiniOneRec's kmeans_iters
+  int n_init = 1;
+  uint64_t seed = 42;  ///< sample from derive_seed(seed, 0); level l's k-means from derive_seed(seed, l + 1)
+  size_t batch_size = 4096;  ///< rows encoded at a time
+};
+
+/// k-means initialisation of every level's codebook (MiniOneRec's kmeans_init, on a sample instead of one
+/// batch, with tessera's kmeans): encode a sample of x (n × in_dim, finite) in evaluation mode, then for
+/// each level l: k-means with K_l centres on the residuals, codebook ← centroids, residual −= the
+/// assigned centroid. InvalidArgument when n < max_l K_l.
+void init_codebooks_kmeans(RQVAEImpl& model, MatrixView<const float> x, const CodebookInitParams& p = {});
+
+}  // namespace tessera::neural
