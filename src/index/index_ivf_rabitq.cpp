@@ -55,6 +55,8 @@ class TopK {
   float worst() const { return h_.front().key; }
   // The stage-1 threshold: keys at or above it cannot enter.
   float threshold() const { return full() ? worst() : std::numeric_limits<float>::infinity(); }
+  // Whether e would enter (ties at the threshold go to the lower label).
+  bool admits(const Entry& e) const { return !full() || e < h_.front(); }
   void push(const Entry& e) {
     if (h_.size() < cap_) {
       h_.push_back(e);
@@ -464,7 +466,7 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
                 }
                 // The better end of the estimate's interval (error factor · ‖q − c‖) against the k-th exact value.
                 const float reach = f[3] * dist;
-                if ((l2 ? v - reach : -(v + reach)) >= top.threshold()) return;
+                if (!top.admits({l2 ? v - reach : -(v + reach), list.ids[i]})) return;
                 const float* x = vectors_.data() + size_t(list.ids[i]) * d_;
                 top.push({l2 ? detail::rabitq_l2sqr(x, qv, d_) : -detail::rabitq_dot(x, qv, d_), list.ids[i]});
               };

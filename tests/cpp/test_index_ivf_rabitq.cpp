@@ -620,7 +620,7 @@ TEST(IndexIVFRaBitQ, CosineIsInnerProductOfUnitVectors) {
         for (size_t j = 0; j < d; ++j) ASSERT_EQ(cosine.centroids()(l, j), ip.centroids()(l, j));
       }
       for (bool single : {false, true}) {
-        for (size_t rerank : {size_t(0), size_t(40)}) {
+        for (size_t rerank : {size_t(0), size_t(40), IndexIVFRaBitQ::kRerankByBound}) {
           const Result a = run(cosine, q, k, 3, single, rerank), b = run(ip, qu, k, 3, single, rerank);
           EXPECT_EQ(a.I, b.I) << "nlist " << nlist << " bits " << bits << " single " << single << " rerank " << rerank;
           for (size_t i = 0; i < a.D.size(); ++i) {
@@ -717,7 +717,7 @@ TEST(IndexIVFRaBitQ, CosineZeroVectorsAndQueries) {
       IndexIVFRaBitQ index(d, nlist, p);
       index.train(x.view());  // the zero rows are left out of the k-means
       index.add(x.view());
-      for (size_t rerank : {size_t(0), size_t(30)}) {
+      for (size_t rerank : {size_t(0), size_t(30), IndexIVFRaBitQ::kRerankByBound}) {
         for (bool single : {false, true}) {
           const Result r = run(index, q, zeros + 1, nlist, single, rerank);
           for (size_t t = 0; t < zeros; ++t) {
