@@ -8,6 +8,7 @@
 #include <cmath>
 #include <string>
 
+#include "core/blas.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
 
@@ -27,6 +28,10 @@ void init_linear_xavier_normal(torch::nn::Linear& linear, uint64_t seed) {
 }
 
 MLPImpl::MLPImpl(MLPConfig config, uint64_t seed) : config_(std::move(config)) {
+  // libtorch computes its matrix products with the same OpenBLAS as tessera, which tessera sets up on its
+  // first BLAS call (kernels for the CPU, one thread: src/core/blas_setup.cpp). Done here, before any
+  // model computes, so that a model's results do not depend on whether tessera's BLAS ran before.
+  ::tessera::detail::prepare_blas();
   const std::vector<int64_t>& dims = config_.dims;
   TESSERA_CHECK_ARG(dims.size() >= 2, "an MLP needs at least an input and an output dimension, got "
                                           << dims.size() << " dimension(s)");

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "core/blas.h"
 #include "neural/tensor_convert.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
@@ -12,6 +13,7 @@ namespace tessera::neural {
 
 VectorQuantizerImpl::VectorQuantizerImpl(int64_t codebook_size, int64_t e_dim, double beta, uint64_t seed)
     : codebook_size_(codebook_size), e_dim_(e_dim), beta_(beta) {
+  ::tessera::detail::prepare_blas();  // as MLPImpl's constructor says
   TESSERA_CHECK_ARG(codebook_size >= 1, "codebook size must be at least 1, got " << codebook_size);
   TESSERA_CHECK_ARG(e_dim >= 1, "e_dim must be at least 1, got " << e_dim);
   TESSERA_CHECK_ARG(beta >= 0 && std::isfinite(beta), "beta must be finite and ≥ 0, got " << beta);
