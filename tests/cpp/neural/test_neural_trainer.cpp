@@ -1,6 +1,7 @@
 // The trainer: the learning-rate schedule, that training lowers the loss, determinism, and RQ-KMeans+'s first
 // step (only the zeroed Linear, the decoder and the codebooks move).
 #include <gtest/gtest.h>
+#include <torch/utils.h>
 
 #include <map>
 #include <vector>
@@ -83,6 +84,27 @@ TEST(NeuralTrainer, LossFallsAndRunsAreDeterministic) {
   EXPECT_THROW(train(*a, x.view(), bad), InvalidArgument);
   const FloatMatrix narrow(10, 15);
   EXPECT_THROW(train(*a, narrow.view(), TrainerParams{}), InvalidArgument);
+}
+
+// The project's convention: the same results for any thread count. Batches of 4096 × 16 values exceed torch's
+// grain size (32,768 elements), so its reductions do run on two threads here.
+TEST(NeuralTrainer, SameWeightsForOneAndTwoThreads) {
+  const FloatMatrix x = tessera::testing::gaussian_mixture(8192, 16, 20, 6);
+  TrainerParams p;
+  p.batch_size = 4096;
+  p.epochs = 2;
+  const int before = torch::get_num_threads();
+  torch::set_num_threads(1);
+  RQVAE a(trainer_config());
+  init_codebooks_kmeans(*a, x.view());
+  train(*a, x.view(), p);
+  torch::set_num_threads(2);
+  RQVAE b(trainer_config());
+  init_codebooks_kmeans(*b, x.view());
+  train(*b, x.view(), p);
+  torch::set_num_threads(before);
+  const auto sa = named_state(*a), sb = named_state(*b);
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i].second, sb[i].second)) << sa[i].first;
 }
 
 // At step 0 of RQ-KMeans+, the encoder MLP's last Linear is zero, so no gradient reaches its earlier layers:
