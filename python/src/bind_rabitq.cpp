@@ -51,6 +51,18 @@ std::vector<int32_t> list_ids(const py::object& obj, size_t n, size_t nlist) {
   return out;
 }
 
+// The labels given to add(): a 1-D integer array of n values (≥ 0: checked by the index).
+std::vector<int64_t> row_ids(const py::object& obj, size_t n) {
+  py::array a = py::array::ensure(obj);
+  if (!a || a.ndim() != 1 || size_t(a.size()) != n)
+    throw_invalid("ids must be a 1-D array of " + std::to_string(n) + " integers (one per row of x)");
+  const char kind = a.dtype().kind();
+  if (kind != 'i' && kind != 'u')
+    throw_invalid("ids must hold integers, not dtype " + std::string(py::str(a.dtype())));
+  auto v = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+  return std::vector<int64_t>(v.data(), v.data() + n);
+}
+
 }  // namespace
 
 tessera::RabitqParams rabitq_params(int bits, const std::string& metric, const std::string& rotation,
@@ -110,17 +122,23 @@ void bind_rabitq(py::module_& m) {
           "centroids"_a, "Use these coarse centroids (nlist × d) instead of training: rows go to their nearest.")
       .def(
           "add",
-          [](R& r, const py::object& x, const py::object& lists) {
+          [](R& r, const py::object& x, const py::object& lists, const py::object& ids) {
             F32In in = check_dim(r.index->dim(), x, "x");
-            if (lists.is_none()) {
+            std::vector<int32_t> l;
+            if (!lists.is_none()) l = list_ids(lists, in.view.rows, r.index->nlist());
+            const int32_t* lp = lists.is_none() ? nullptr : l.data();
+            if (!ids.is_none()) {
+              const std::vector<int64_t> labels = row_ids(ids, in.view.rows);
+              r.locked<true>([&] { r.index->add_with_ids(in.view, labels.data(), lp); });
+            } else if (lp) {
+              r.locked<true>([&] { r.index->add(in.view, lp); });
+            } else {
               r.locked<true>([&] { r.index->add(in.view); });
-              return;
             }
-            const std::vector<int32_t> ids = list_ids(lists, in.view.rows, r.index->nlist());
-            r.locked<true>([&] { r.index->add(in.view, ids.data()); });
           },
-          "x"_a, "lists"_a = py::none(),
-          "Code and store x (n × d); labels continue from ntotal. lists (optional, n integers in [0, nlist)):\n"
+          "x"_a, "lists"_a = py::none(), "ids"_a = py::none(),
+          "Code and store x (n × d). ids (optional, n integers ≥ 0, repeats allowed): the labels search returns\n"
+          "for these rows; without them labels continue from ntotal. lists (optional, n integers in [0, nlist)):\n"
           "the list of every row, e.g. from assign() or another library's partition; without it every row goes\n"
           "to its nearest centroid (assign(x)).")
       .def(

@@ -27,9 +27,10 @@ namespace {
 
 constexpr const char* kType = "index_ivf_rabitq";
 constexpr uint32_t kContainerVersion = 2;
-// Index format 2 adds "keep_vectors" and, when true, the raw vectors after the lists; format 1 files (no
-// vectors) are still read.
-constexpr int kIndexVersion = 2;
+// Index format 2 adds "keep_vectors" and, when true, the raw vectors after the lists; format 3 (written only
+// for an index with ids of its own) adds "ids": true and every row's label (int64, in the order added) at the
+// end. Formats 1 (no vectors) and 2 are still read, and an index without ids is still written as format 2.
+constexpr int kIndexVersion = 3;
 constexpr size_t kMaxHeader = size_t(1) << 24;
 constexpr size_t kFixed = sizeof detail::kFileMagic + 4 + 8;
 constexpr size_t kTrainRowsPerList = 256;  // faiss's max_points_per_centroid
@@ -326,6 +327,34 @@ void IndexIVFRaBitQ::add(MatrixView<const float> x, const int32_t* lists) {
   add_rows(x, lists);
 }
 
+void IndexIVFRaBitQ::add_with_ids(MatrixView<const float> x, const int64_t* ids, const int32_t* lists) {
+  check_rows(x, "vectors to add");
+  if (x.rows == 0) return;
+  TESSERA_CHECK_ARG(ids != nullptr, "add_with_ids: no ids given");
+  for (size_t i = 0; i < x.rows; ++i)
+    TESSERA_CHECK_ARG(ids[i] >= 0, "add_with_ids: id " << ids[i] << " of row " << i
+                                                       << " is negative (ids must be ≥ 0; −1 marks a missing result)");
+  std::vector<int32_t> nearest;
+  if (lists == nullptr) {
+    nearest.resize(x.rows);
+    assign_rows(x, nearest.data());
+    lists = nearest.data();
+  } else {
+    for (size_t i = 0; i < x.rows; ++i)
+      TESSERA_CHECK_ARG(lists[i] >= 0 && size_t(lists[i]) < nlist_,
+                        "add: list id " << lists[i] << " of row " << i << " is outside 0.." << nlist_ - 1);
+  }
+  // The rows before keep their positional labels.
+  std::vector<int64_t> labels = ids_;
+  if (labels.empty()) {
+    labels.resize(ntotal_);
+    for (size_t i = 0; i < ntotal_; ++i) labels[i] = int64_t(i);
+  }
+  labels.insert(labels.end(), ids, ids + x.rows);
+  add_rows(x, lists);
+  ids_ = std::move(labels);
+}
+
 void IndexIVFRaBitQ::add_rows(MatrixView<const float> x, const int32_t* lists) {
   // Cosine: codes and kept vectors are those of the unit vectors (the codec normalises the rows it codes the
   // same way); the codec marks a zero vector.
@@ -349,6 +378,8 @@ void IndexIVFRaBitQ::add_rows(MatrixView<const float> x, const int32_t* lists) {
     codec_.encode_with_centroid(rows.view(), centroids_.row(l), codes.data());
     append(lists_[l], codes.data(), rows.rows(), ids.data());
   }
+  if (!ids_.empty())  // rows added without ids after some with: positional labels
+    for (size_t i = 0; i < x.rows; ++i) ids_.push_back(int64_t(ntotal_ + i));
   if (keep_vectors_) {
     vectors_.resize((ntotal_ + x.rows) * d_);
     for (size_t i = 0; i < x.rows; ++i)
@@ -512,7 +543,8 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
             float* D = distances + qi * k;
             int64_t* I = labels + qi * k;
             const size_t got = std::min(k, found.size());
-            for (size_t t = 0; t < got; ++t) D[t] = l2 ? found[t].key : -found[t].key, I[t] = found[t].label;
+            for (size_t t = 0; t < got; ++t)
+              D[t] = l2 ? found[t].key : -found[t].key, I[t] = ids_.empty() ? found[t].label : ids_[found[t].label];
             // Cosine values are reported within [−1, 1] (estimates and float sums can stray past; the order is
             // the unclamped one, so it stays the inner product's).
             if (cosine)
@@ -535,7 +567,8 @@ std::string IndexIVFRaBitQ::bytes() const {
   const RabitqParams& p = codec_.params();
   nlohmann::json h;
   h["type"] = kType;
-  h["index_version"] = kIndexVersion;
+  h["index_version"] = ids_.empty() ? 2 : kIndexVersion;
+  if (!ids_.empty()) h["ids"] = true;
   h["dim"] = d_;
   h["nlist"] = nlist_;
   h["bits"] = p.bits;
@@ -568,6 +601,7 @@ std::string IndexIVFRaBitQ::bytes() const {
     }
   }
   if (keep_vectors_) floats(vectors_.data(), ntotal_ * d_);
+  out.append(reinterpret_cast<const char*>(ids_.data()), ids_.size() * sizeof(int64_t));
   detail::put<uint32_t>(out, detail::crc32_of(out.data(), out.size()));
   return out;
 }
@@ -599,7 +633,7 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
   (void)stored_crc;
 #endif
   size_t d = 0, nlist = 0, ntotal = 0, code_size = 0;
-  bool keep_vectors = false;
+  bool keep_vectors = false, has_ids = false;
   std::vector<size_t> sizes;
   RabitqParams params;
   try {
@@ -610,6 +644,7 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
     TESSERA_CHECK_FORMAT(version == kContainerVersion && index_version >= 1 && index_version <= kIndexVersion,
                          "IVF RaBitQ index format version " << h.at("index_version") << " is not supported");
     if (index_version >= 2) keep_vectors = h.at("keep_vectors").get<bool>();
+    if (index_version >= 3) has_ids = h.at("ids").get<bool>();
     d = h.at("dim").get<size_t>();
     nlist = h.at("nlist").get<size_t>();
     params.bits = h.at("bits").get<int>();
@@ -639,7 +674,7 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
   const size_t nparams = params.rotation == RotationKind::dense ? d * d : 3 * d;
   const size_t payload = size - kFixed - hlen - 4;
   const size_t floats = nparams + d + nlist * d;
-  const size_t per_vector = 8 + code_size + (keep_vectors ? 4 * d : 0);
+  const size_t per_vector = 8 + code_size + (keep_vectors ? 4 * d : 0) + (has_ids ? 8 : 0);
   TESSERA_CHECK_FORMAT(floats <= payload / 4 && ntotal <= (payload - floats * 4) / per_vector &&
                            payload == floats * 4 + ntotal * per_vector,
                        "IVF RaBitQ index payload is " << payload << " bytes, not what the header promises");
@@ -687,6 +722,12 @@ IndexIVFRaBitQ IndexIVFRaBitQ::parse(const void* data, size_t size) {
     index->vectors_ = read_floats(ntotal * d);
     for (float v : index->vectors_)
       TESSERA_CHECK_FORMAT(std::isfinite(v), "IVF RaBitQ index: a stored vector is not finite");
+  }
+  if (has_ids) {
+    index->ids_.resize(ntotal);
+    std::memcpy(index->ids_.data(), at, ntotal * 8);
+    at += ntotal * 8;
+    for (int64_t id : index->ids_) TESSERA_CHECK_FORMAT(id >= 0, "IVF RaBitQ index: a row's id " << id << " is negative");
   }
   index->ntotal_ = ntotal;
   return std::move(*index);

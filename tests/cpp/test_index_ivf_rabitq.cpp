@@ -4,12 +4,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <set>
 #include <vector>
 
 #include "index/rabitq_scan_kernel.h"
+#include "io/checked_container.h"
 #include "quant/rabitq_sums.h"
 #include "test_helpers.h"
 #include "tessera/core/error.h"
@@ -476,6 +478,59 @@ TEST(IndexIVFRaBitQ, RerankWithRawVectors) {
   kept.add(x.view());
   EXPECT_NEAR(double(kept.bytes().size()) - double(bytes.size()), double(n * d * 4), 8.0);
   EXPECT_EQ(run(kept, q, k, 2).I, run(bare, q, k, 2).I);
+}
+
+// add_with_ids: search returns the given labels where it returned row numbers, with every re-ranking mode;
+// rows added without ids keep their row numbers; the ids survive the file (format 3; without ids the index is
+// still written as format 2); a negative id is refused.
+TEST(IndexIVFRaBitQ, AddWithIds) {
+  const size_t d = 40, n = 900, k = 7, nlist = 6;
+  const FloatMatrix x = gaussian(n, d, 61), q = gaussian(10, d, 62);
+  RabitqParams p;
+  p.bits = 3;
+  IndexIVFRaBitQ plain(d, nlist, p), with_ids(d, nlist, p);
+  plain.train(x.view());
+  with_ids.set_centroids(plain.centroids().view());
+  plain.add(x.view());
+  auto header = [](const std::string& file) {  // the JSON header: after magic, version and its length
+    uint64_t len = 0;
+    std::memcpy(&len, file.data() + sizeof detail::kFileMagic + 4, 8);
+    return file.substr(sizeof detail::kFileMagic + 12, len);
+  };
+  EXPECT_NE(header(plain.bytes()).find("\"index_version\":2"), std::string::npos);
+  // Rows 0..299 with ids 10⁹ + 7·i (in reverse order of magnitude: labels need not grow), 300..599 without,
+  // 600..899 with ids given through lists.
+  std::vector<int64_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = i < 300 ? int64_t(1000000000 + 7 * (300 - i)) : i < 600 ? int64_t(i) : int64_t(5 * i);
+  std::vector<int32_t> lists(n);
+  plain.assign(x.view(), lists.data());
+  with_ids.add_with_ids(MatrixView<const float>(x.data(), 300, d), ids.data());
+  with_ids.add(MatrixView<const float>(x.row(300), 300, d));
+  with_ids.add_with_ids(MatrixView<const float>(x.row(600), 300, d), ids.data() + 600, lists.data() + 600);
+  EXPECT_TRUE(with_ids.has_ids());
+  EXPECT_FALSE(plain.has_ids());
+  for (size_t rerank : {size_t(0), size_t(20), IndexIVFRaBitQ::kRerankByBound}) {
+    const Result a = run(plain, q, k, 3, false, rerank), b = run(with_ids, q, k, 3, false, rerank);
+    EXPECT_EQ(a.D, b.D) << rerank;
+    for (size_t t = 0; t < a.I.size(); ++t) EXPECT_EQ(b.I[t], ids[size_t(a.I[t])]) << rerank;
+  }
+  const std::string bytes = with_ids.bytes();
+  const IndexIVFRaBitQ back = IndexIVFRaBitQ::parse(bytes.data(), bytes.size());
+  EXPECT_TRUE(back.has_ids());
+  EXPECT_NE(header(bytes).find("\"index_version\":3"), std::string::npos);
+  EXPECT_EQ(back.bytes(), bytes);
+  EXPECT_EQ(run(back, q, k, 3).I, run(with_ids, q, k, 3).I);
+  // A damaged id is a format error, not a wrong answer.
+  std::string bad = bytes;
+  const size_t last_id = bad.size() - 4 - 8;
+  const int64_t minus = -5;
+  std::memcpy(&bad[last_id], &minus, 8);
+  const uint32_t crc = detail::crc32_of(bad.data(), bad.size() - 4);
+  std::memcpy(&bad[bad.size() - 4], &crc, 4);
+  EXPECT_THROW(IndexIVFRaBitQ::parse(bad.data(), bad.size()), FormatError);
+  const int64_t negative[1] = {-1};
+  EXPECT_THROW(with_ids.add_with_ids(MatrixView<const float>(x.data(), 1, d), negative), InvalidArgument);
+  EXPECT_EQ(with_ids.ntotal(), n);
 }
 
 // Re-ranking by the error bound: every value returned is the exact one of its label; with ε₀ so wide that no

@@ -193,6 +193,38 @@ def test_rerank_with_raw_vectors(tmp_path):
     assert (tmp_path / "bare.tsi").stat().st_size < path.stat().st_size - len(x) * 40 * 4 + 1000
 
 
+def test_add_with_ids(tmp_path):
+    """add(x, ids=...): search returns the given labels (also with lists=, rerank and after save/load); rows
+    added without ids keep their row numbers; bad ids are refused."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((600, 24)).astype(np.float32)
+    q = rng.standard_normal((8, 24)).astype(np.float32)
+    ref = tessera.IVFRaBitQ(24, 4, bits=2)
+    ref.train(x)
+    ref.add(x)
+    ids = np.concatenate([10**12 - 3 * np.arange(200),
+                          np.arange(200, 400), 7 * np.arange(400, 600)]).astype(np.int64)
+    ix = tessera.IVFRaBitQ(24, 4, bits=2)
+    ix.set_centroids(ref.centroids)
+    ix.add(x[:200], ids=ids[:200])
+    ix.add(x[200:400])
+    ix.add(x[400:], lists=ix.assign(x[400:]), ids=ids[400:].astype(np.uint32))
+    for rr in (0, 30, "auto"):
+        d0, l0 = ref.search(q, 6, nprobe=2, rerank=rr)
+        d1, l1 = ix.search(q, 6, nprobe=2, rerank=rr)
+        assert np.array_equal(d0, d1) and np.array_equal(l1, ids[l0]), rr
+    ix.save(tmp_path / "ids.tsi")
+    back = tessera.IVFRaBitQ.load(tmp_path / "ids.tsi")
+    assert np.array_equal(back.search(q, 6, nprobe=2)[1], ix.search(q, 6, nprobe=2)[1])
+    with pytest.raises(tessera.InvalidArgument, match="negative"):
+        ix.add(x[:2], ids=np.array([3, -1]))
+    with pytest.raises(tessera.InvalidArgument, match="ids must"):
+        ix.add(x[:2], ids=np.array([1.0, 2.0]))
+    with pytest.raises(tessera.InvalidArgument, match="ids must"):
+        ix.add(x[:2], ids=np.arange(3))
+    assert ix.ntotal == 600
+
+
 def test_rerank_auto_by_error_bound():
     """rerank="auto": the RaBitQ paper's re-ranking by the error bound. Every distance returned is exact (numpy);
     with an interval wider than any error (epsilon0=50) the labels are brute force's; with the default bound

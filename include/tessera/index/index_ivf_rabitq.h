@@ -63,6 +63,12 @@ class IndexIVFRaBitQ {
   /// The same with the lists given (lists: n ids in [0, nlist), e.g. from assign() or another library's
   /// partition): only the RaBitQ encoding, no coarse assignment. Cosine: rows are scaled to unit norm first.
   void add(MatrixView<const float> x, const int32_t* lists);
+  /// add(x) or add(x, lists) with the labels given (ids: n values ≥ 0, any order, repeats allowed; lists may be
+  /// nullptr: nearest centroid) instead of ntotal() … ntotal() + n − 1. Rows added without ids keep those
+  /// positional labels; search() returns the ids. Ties between equal values go to the earlier-added row.
+  void add_with_ids(MatrixView<const float> x, const int64_t* ids, const int32_t* lists = nullptr);
+  /// Whether some rows were added with ids of their own (the file then keeps the label of every row).
+  bool has_ids() const { return !ids_.empty(); }
   /// The coarse assignment add(x) uses: the list of each row's nearest centroid (lists: n ids; ties to the
   /// lower list; cosine: of the unit rows, a zero row to the centroid nearest 0).
   void assign(MatrixView<const float> x, int32_t* lists) const;
@@ -111,7 +117,10 @@ class IndexIVFRaBitQ {
   std::vector<float> centroid_norms_;   // ‖c‖² per list (the coarse ranking), zero padded to a multiple of 16
   std::vector<float> centroid_panels_;  // the centroids in panels of 16 (detail::rabitq_pack_centroid_panels)
   std::vector<List> lists_;
-  std::vector<float> vectors_;  // keep_vectors: the raw vectors, ntotal × d in label order
+  std::vector<float> vectors_;  // keep_vectors: the raw vectors, ntotal × d in the order they were added
+  // The label of every row in the order added, once add_with_ids was used (else empty: the label is the row
+  // number). The lists always hold row numbers, which the scan's tie order and vectors_ rely on.
+  std::vector<int64_t> ids_;
   size_t ntotal_ = 0;
   int width_;        // bits per coordinate of the packed full codes
   size_t packed_bytes_;  // per vector
