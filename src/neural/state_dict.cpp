@@ -1,5 +1,7 @@
 #include "tessera/neural/state_dict.h"
 
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/serialize.h>
 
 #include <map>
@@ -33,6 +35,32 @@ std::string name_list(const std::vector<std::string>& names) {
   if (names.size() > 5) s << ", … (" << names.size() << " in all)";
   return s.str();
 }
+// torch.save's format: a zip archive holding data.pkl (pickle protocol 2) and one record per tensor storage.
+// As torch::pickle_save, but the dict is pickled untagged: tagged, it is wrapped in a call of
+// torch.jit._pickle.restore_type_tag, which torch.load(weights_only=True) — the default from torch 2.6 on —
+// refuses.
+std::vector<char> pickle_untagged(const c10::IValue& value) {
+  std::vector<char> pickle;
+  torch::jit::Pickler pickler([&](const char* p, size_t n) { pickle.insert(pickle.end(), p, p + n); },
+                              /*tensor_table=*/nullptr, /*type_renamer=*/nullptr, /*memoized_class_types=*/nullptr,
+                              /*get_tensor_id=*/nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(value);
+  pickler.stop();
+  std::vector<char> out;
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* p, size_t n) {
+    out.insert(out.end(), static_cast<const char*>(p), static_cast<const char*>(p) + n);
+    return n;
+  });
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  const std::vector<at::Tensor>& tensors = pickler.tensorData();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const torch::jit::WriteableTensorData data = torch::jit::getWriteableTensorData(tensors[i]);
+    writer.writeRecord("data/" + std::to_string(i), data.data(), data.sizeInBytes());
+  }
+  writer.writeEndOfFile();
+  return out;
+}
 }  // namespace
 
 std::vector<std::pair<std::string, torch::Tensor>> named_state(const torch::nn::Module& module) {
@@ -46,7 +74,7 @@ void save_state_dict(const torch::nn::Module& module, const std::string& path) {
   for (const auto& [name, t] : named_state(module)) dict.insert(name, t.detach().cpu().contiguous());
   std::vector<char> bytes;
   try {
-    bytes = torch::pickle_save(c10::IValue(dict));
+    bytes = pickle_untagged(c10::IValue(dict));
   } catch (const c10::Error& e) {
     TESSERA_THROW_IO("cannot serialise the state_dict for " << path << ": " << e.what_without_backtrace());
   }

@@ -16,8 +16,9 @@ namespace tessera::neural {
 /// share storage with the module.
 std::vector<std::pair<std::string, torch::Tensor>> named_state(const torch::nn::Module& module);
 
-/// Write module's state (named_state) to `path` as torch.save would (zip archive holding a pickled dict;
-/// torch::pickle_save), atomically (temporary file + rename): an error leaves no partial file.
+/// Write module's state (named_state) to `path` as torch.save would (zip archive holding a pickled dict of
+/// tensors, readable by torch.load with weights_only=True), atomically (temporary file + rename): an error
+/// leaves no partial file.
 void save_state_dict(const torch::nn::Module& module, const std::string& path);
 
 /// The (name, tensor) pairs of a state_dict file written by save_state_dict or by Python's

@@ -105,7 +105,7 @@ TEST(NeuralStateDict, BadFilesAndPathsAreClearErrors) {
   EXPECT_THROW(save_state_dict(*model, dir / "no/such/dir/model.pt"), IOError);
 }
 
-// Python's torch.load reads our file: same names in the same order, same values.
+// Python's torch.load reads our file, also with weights_only=True: same names in the same order, same values.
 TEST(NeuralStateDict, TorchLoadReadsOurExport) {
   if (const std::string why = missing_torch_python(); !why.empty()) GTEST_SKIP() << why;
   ScratchDir dir;
@@ -114,6 +114,8 @@ TEST(NeuralStateDict, TorchLoadReadsOurExport) {
   const auto [status, out] = run_python(
       "import torch, json\n"
       "sd = torch.load('" + dir / "model.pt" + "')\n"
+      "safe = torch.load('" + dir / "model.pt" + "', weights_only=True)\n"  // the default from torch 2.6 on
+      "assert list(safe) == list(sd) and all(torch.equal(safe[k], sd[k]) for k in sd)\n"
       "print(json.dumps([[k, list(v.shape), str(v.dtype), float(v.double().sum())] for k, v in sd.items()]))\n");
   ASSERT_EQ(status, 0) << out;
   const nlohmann::json j = nlohmann::json::parse(out);
