@@ -484,6 +484,11 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
               const float* cv = centroids_.row(l);
               const float dist2 = detail::rabitq_l2sqr(qv, cv, d_);
               const float term = l2 ? dist2 : detail::rabitq_dot(qv, cv, d_), dist = std::sqrt(dist2);
+              // Stage 1's interval: the 1-bit error bound (scaled by ‖q − c‖) plus the tables' rounding. At B = 1
+              // the full estimate is the same 1-bit estimate with the float query, so only the rounding can
+              // separate the two and the error bound is left out (the same results, far fewer survivors);
+              // re-ranking by the bound compares with exact values and keeps it.
+              const float stage1_reach = bits == 1 && !by_bound ? 0.0f : dist;
               auto full_estimate = [&](size_t i) {
                 const float* f = list.factors.data() + 4 * i;
                 float v = 0;  // cosine with a zero vector (f[2] = −1) or a zero query: 0 by definition
@@ -513,7 +518,8 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
               for (size_t b = 0; b < nblocks; ++b) {
                 uint32_t mask = detail::rabitq_block_keys(sums.data() + b * kBlock,
                                                           list.block_factors.data() + b * 3 * kBlock, inv_scale,
-                                                          offset, term, dist, tables.rounding, l2, top.threshold(),
+                                                          offset, term, stage1_reach, tables.rounding, l2,
+                                                          top.threshold(),
                                                           n - b * kBlock, keys.data());
                 while (mask) {
                   const unsigned v = unsigned(__builtin_ctz(mask));
