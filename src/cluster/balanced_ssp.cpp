@@ -14,6 +14,7 @@
 // by Jacobi rounds of dual ascent over the rows (O(n·k) each, vectorised), warm-started from the previous
 // Lloyd iteration's prices, or, when those are missing or stale, from an exact solve on a sample.
 #include "cluster/balanced_ssp.h"
+#include "cluster/cluster_graph.h"
 #include "cluster/dijkstra_sweep.h"
 #include "tessera/core/threading.h"
 #include "tessera/core/interrupt.h"
@@ -38,6 +39,7 @@ class SspSolver {
       : c_(cost), n_(cost.rows), k_(cost.cols), lo_(b.lo), hi_(b.hi), p_(prices) {
     if (p_.size() != k_) p_.assign(k_, 0.0);
     p_.push_back(0.0);  // the sink T is node k_
+    fl_.lo = lo_, fl_.hi = hi_;
   }
 
   double run(int32_t* assign, float* dist, BalancedStats& stats) {
@@ -49,16 +51,7 @@ class SspSolver {
       augmentations += pushed, ++phases;
       check_interrupt();
     }
-    // Prices relative to T, so that p_k > 0 only at size hi and p_k < 0 only at size lo. In exact
-    // arithmetic a cluster whose flow to T can still rise has p_k <= p_T and one whose flow can still fall
-    // has p_k >= p_T; the Dijkstra updates may leave a rounding error of the wrong sign there, snapped to 0.
-    const double pt = p_[k_];
-    p_.pop_back();
-    for (size_t j = 0; j < k_; ++j) {
-      double& v = p_[j];
-      v -= pt;
-      if ((v > 0 && flow_[j] < hi_) || (v < 0 && flow_[j] > lo_)) v = 0;
-    }
+    prices_relative_to_sink(p_, fl_, k_);
     double total = 0;
     for (size_t i = 0; i < n_; ++i) {
       assign[i] = cluster_[i];
@@ -417,114 +410,27 @@ class SspSolver {
     }
   }
 
-  // One phase of the primal-dual method: a full Dijkstra from every node with excess (dense, O(k²)),
-  // prices lowered by the shortest distances so that every arc of the shortest-path tree has reduced
-  // cost 0, then one unit pushed along the tree path of every deficit node, nearest first, as long as
-  // that path is still admissible (its source still has excess and no arc on it got dearer through an
+  // One phase of the primal-dual method (cluster_graph.h): a full Dijkstra from every node with excess
+  // (dense, O(k²)), prices lowered by the shortest distances so that every arc of the shortest-path tree has
+  // reduced cost 0, then one unit pushed along the tree path of every deficit node, nearest first, as long
+  // as that path is still admissible (its source still has excess and no arc on it got dearer through an
   // earlier push of the phase). Every push is along a zero-reduced-cost path, so reduced costs stay
   // non-negative and the result is exactly what one path per Dijkstra would give, for far fewer
   // Dijkstras. Returns the number of units pushed (0: no excess left).
   size_t augment_phase() {
-    const size_t V = k_ + 1;
-    dist_.assign(V, kInf);  // final distances of settled nodes
-    pred_.assign(V, -1);
-    arc_.assign(V, kInf);
-    // Tentative distances of the open cluster nodes, NaN once settled (the sweeps skip those lanes).
-    key_.assign(k_, kInf);
-    double key_t = kInf;  // and of T
-    bool any = false;
-    for (size_t v = 0; v < k_; ++v)
-      if (excess_[v] > 0) key_[v] = 0, any = true;
-    if (excess_[k_] > 0) key_t = 0, any = true;
-    if (!any) return 0;
-    targets_.clear();
-    bool t_open = true;
-    double reach = 0;  // the largest finite distance
-    Nearest next = find_nearest(key_.data(), k_);
-    size_t u = next.key <= key_t ? (size_t)next.index : k_;
-    // Nodes settle in order of (distance, index); T is node k_.
-    while (true) {
-      double du;
-      if (u < k_) {
-        du = key_[u];
-        key_[u] = std::numeric_limits<double>::quiet_NaN();
-      } else {
-        du = key_t;
-        t_open = false;
-      }
-      dist_[u] = reach = du;
-      if (excess_[u] < 0) targets_.push_back(u);
-      // Relax every arc out of u and find the next node to settle in the same sweep.
-      if (u < k_) {
-        const double pu = p_[u];
-        next = relax_and_find_nearest(&move_[u * k_], p_.data(), pu, du, (int32_t)u, k_, key_.data(), pred_.data(),
-                                      arc_.data());
-        if (t_open && flow_[u] < hi_) {
-          const double nd = du + std::max(0.0, p_[k_] - pu);
-          if (nd < key_t) key_t = nd, pred_[k_] = (int32_t)u, arc_[k_] = 0;
-        }
-      } else {
-        const double pt = p_[k_];
-        for (size_t v = 0; v < k_; ++v) {
-          if (flow_[v] <= lo_) continue;
-          const double nd = du + std::max(0.0, p_[v] - pt);
-          if (nd < key_[v]) key_[v] = nd, pred_[v] = (int32_t)k_, arc_[v] = 0;  // never true once settled (NaN)
-        }
-        next = find_nearest(key_.data(), k_);
-      }
-      if (t_open && key_t < next.key) {
-        u = k_;
-      } else if (next.key < kInf) {
-        u = (size_t)next.index;
-      } else {
-        break;
-      }
-    }
-    TESSERA_CHECK_ARG(!targets_.empty(), "balanced assignment: no augmenting path (infeasible bounds?)");
-    for (size_t v = 0; v < V; ++v) p_[v] -= std::min(dist_[v], reach);
+    if (!cluster_shortest_paths(move_.data(), p_, fl_, k_, tree_)) return 0;
+    TESSERA_CHECK_ARG(!tree_.targets.empty(), "balanced assignment: no augmenting path (infeasible bounds?)");
     size_t pushed = 0;
-    for (size_t t : targets_)
-      while (excess_[t] < 0 && push_along_tree(t)) ++pushed;
+    const auto move_item = [this](int32_t i, size_t a, size_t b) {
+      remove_member(i, a);
+      forget(a, i);
+      add_member(i, b);
+      cluster_[i] = (int32_t)b;
+      consider(b, i);
+    };
+    for (size_t t : tree_.targets)
+      while (excess_[t] < 0 && push_along_tree(t, move_.data(), who_.data(), fl_, k_, tree_, move_item)) ++pushed;
     return pushed;
-  }
-
-  // Push one unit from the root of t's tree path to t, if the path is still admissible.
-  bool push_along_tree(size_t t) {
-    path_.clear();
-    for (size_t v = t; pred_[v] >= 0; v = pred_[v]) {
-      const size_t u = (size_t)pred_[v];
-      const bool ok = u == k_   ? flow_[v] > lo_
-                      : v == k_ ? flow_[u] < hi_
-                                : who_[u * k_ + v] >= 0 && move_[u * k_ + v] <= arc_[v];
-      if (!ok) return false;
-      path_.push_back({u, v});
-    }
-    const size_t source = path_.empty() ? t : path_.back().first;
-    if (excess_[source] <= 0) return false;
-    // Record the moving items before any move changes the table.
-    movers_.assign(path_.size(), -1);
-    for (size_t e = 0; e < path_.size(); ++e) {
-      const auto [a, b] = path_[e];
-      if (a < k_ && b < k_) movers_[e] = who_[a * k_ + b];
-    }
-    for (size_t e = 0; e < path_.size(); ++e) {
-      const auto [a, b] = path_[e];
-      if (a == k_) {
-        --flow_[b];
-      } else if (b == k_) {
-        ++flow_[a];
-      } else {
-        const int32_t i = movers_[e];
-        remove_member(i, a);
-        forget(a, i);
-        add_member(i, b);
-        cluster_[i] = (int32_t)b;
-        consider(b, i);
-      }
-    }
-    --excess_[source];
-    ++excess_[t];
-    return true;
   }
 
   // Cheapest cluster of every item under the prices (pf_, p_ rounded to float), with the cheapest and
@@ -552,17 +458,17 @@ class SspSolver {
   std::vector<std::vector<int32_t>> members_;
   std::vector<std::vector<float>> own_cost_;
   std::vector<size_t> pos_;
-  std::vector<long long> flow_, excess_;
+  ClusterFlow fl_;
+  std::vector<long long>& flow_ = fl_.flow;
+  std::vector<long long>& excess_ = fl_.excess;
+  ClusterTree tree_;
   std::vector<float> move_, floor_value_, zeros_;
   std::vector<int32_t> who_;
   std::vector<Mover> list_, floor_;
   std::vector<uint8_t> len_;
   size_t depth_ = 1;
-  std::vector<double> dist_, arc_, key_;
-  std::vector<int32_t> pred_, movers_, sorted_;
+  std::vector<int32_t> sorted_;
   std::vector<size_t> dry_;
-  std::vector<size_t> targets_;
-  std::vector<std::pair<size_t, size_t>> path_;
 };
 
 }  // namespace

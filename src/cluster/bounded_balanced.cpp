@@ -1,0 +1,690 @@
+// Exact size-constrained assignment in bounded memory (docs/balanced-assignment.md, section 7).
+//
+// The dense engine (balanced_ssp.cpp) reads any cost c(i, j) at any time, so it holds the n × k matrix.
+// Here the costs exist only one block of rows at a time. Every item keeps a short list of candidate
+// clusters — its c cheapest under the current prices c(i, j) + p_j, with their costs — and the
+// transportation problem restricted to those arcs is solved exactly by the same successive shortest paths
+// on the k-cluster graph (cluster_graph.h; Tomizawa 1971, Edmonds & Karp 1972, Ahuja, Magnanti & Orlin,
+// "Network Flows", ch. 9), with the cheapest-mover table built from the candidate lists only. Its prices
+// certify the restricted optimum; they certify the full problem when no item has a cluster outside its
+// list that is cheaper, with prices, than its own (condition 1 of the certificate). That is checked on
+// the full rows, recomputed block by block; every violating arc is added to its item's list and the
+// restricted problem re-solved from the current prices, until no arc is added. The arcs only grow, so
+// this ends, with the certificate of the full problem: the same optimum as the dense engine.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+
+#include "cluster/balanced_ssp.h"
+#include "cluster/cluster_graph.h"
+#include "core/blas.h"
+#include "tessera/cluster/bounded_balanced_assignment.h"
+#include "tessera/core/distances.h"
+#include "tessera/core/error.h"
+#include "tessera/core/interrupt.h"
+#include "tessera/core/rng.h"
+#include "tessera/core/threading.h"
+
+namespace tessera {
+
+namespace detail {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr float kInfF = std::numeric_limits<float>::infinity();
+
+// Where the costs come from: blocks of consecutive rows, or listed rows (for the sample and the checks).
+class CostRows {
+ public:
+  virtual ~CostRows() = default;
+  virtual size_t rows() const = 0;
+  virtual size_t cols() const = 0;
+  /// out (m × k) = costs of rows [i0, i0 + m); then(r, count) runs on every finished chunk of rows
+  /// [r, r + count) of out while it is in cache, possibly on several threads at once.
+  virtual void block(size_t i0, size_t m, float* out, const RowBlockFn& then) const = 0;
+  /// out (m × k) = costs of rows idx[0..m).
+  virtual void gather(const size_t* idx, size_t m, float* out) const = 0;
+};
+
+class DenseRows final : public CostRows {
+ public:
+  explicit DenseRows(MatrixView<const float> c) : c_(c) {}
+  size_t rows() const override { return c_.rows; }
+  size_t cols() const override { return c_.cols; }
+  void block(size_t i0, size_t m, float* out, const RowBlockFn& then) const override {
+    for (size_t r = 0; r < m; ++r) std::copy(c_.row(i0 + r), c_.row(i0 + r) + c_.cols, out + r * c_.cols);
+    then(0, m);
+  }
+  void gather(const size_t* idx, size_t m, float* out) const override {
+    for (size_t r = 0; r < m; ++r) std::copy(c_.row(idx[r]), c_.row(idx[r]) + c_.cols, out + r * c_.cols);
+  }
+
+ private:
+  MatrixView<const float> c_;
+};
+
+// Squared L2 distances ‖x‖² − 2·x·cᵀ + ‖c‖² (clamped at 0), one GEMM per block of rows, as
+// l2_sqr_distances computes them; the caller's work on a chunk runs right after the chunk's product.
+class L2Rows final : public CostRows {
+ public:
+  L2Rows(MatrixView<const float> x, MatrixView<const float> c, const float* x_norms)
+      : x_(x), c_(c), x_norms_(x_norms), c_norms_(c.rows) {
+    row_norms_sqr(c, c_norms_.data());
+    if (!x_norms_) {
+      own_norms_.resize(x.rows);
+      row_norms_sqr(x, own_norms_.data());
+      x_norms_ = own_norms_.data();
+    }
+  }
+  size_t rows() const override { return x_.rows; }
+  size_t cols() const override { return c_.rows; }
+  void block(size_t i0, size_t m, float* out, const RowBlockFn& then) const override {
+    const size_t k = c_.rows;
+    gemm_abt(m, k, x_.cols, -2.0f, x_.row(i0), x_.stride, c_.data, c_.stride, 0.0f, out, k,
+             [&](size_t r, size_t count) {
+               add_norms(x_norms_ + i0, r, count, out);
+               then(r, count);
+             });
+  }
+  void gather(const size_t* idx, size_t m, float* out) const override {
+    const size_t d = x_.cols, k = c_.rows;
+    std::vector<float> sub(m * d), norms(m);
+    for (size_t r = 0; r < m; ++r) {
+      std::copy(x_.row(idx[r]), x_.row(idx[r]) + d, &sub[r * d]);
+      norms[r] = x_norms_[idx[r]];
+    }
+    gemm_abt(m, k, d, -2.0f, sub.data(), d, c_.data, c_.stride, 0.0f, out, k,
+             [&](size_t r, size_t count) { add_norms(norms.data(), r, count, out); });
+  }
+
+ private:
+  void add_norms(const float* xn, size_t r, size_t count, float* out) const {
+    const size_t k = c_.rows;
+    const float* cn = c_norms_.data();
+    for (size_t i = r; i < r + count; ++i) {
+      float* o = out + i * k;
+      const float v = xn[i];
+      for (size_t j = 0; j < k; ++j) o[j] = std::max(0.0f, o[j] + v + cn[j]);
+    }
+  }
+  MatrixView<const float> x_, c_;
+  const float* x_norms_;
+  std::vector<float> c_norms_, own_norms_;
+};
+
+// A candidate arc added after the first lists: item, cluster, cost.
+struct NewArc {
+  size_t item;
+  int32_t cluster;
+  float cost;
+};
+
+class BoundedSolver {
+ public:
+  BoundedSolver(const CostRows& src, SizeBounds b, const BoundedBalancedParams& prm, std::vector<double>& prices,
+                BoundedBalancedStats& stats)
+      : src_(src), n_(src.rows()), k_(src.cols()), prm_(prm), p_(prices), st_(stats) {
+    fl_.lo = (long long)b.lo, fl_.hi = (long long)b.hi;
+    block_ = std::max<size_t>(1, prm.block_rows);
+  }
+
+  double run(int32_t* assign, float* dist, SizeBounds b) {
+    if (p_.size() != k_) {
+      p_.assign(k_, 0.0);
+      sample_prices(b);
+    }
+    p_.push_back(0.0);  // the sink T is node k_
+    first_candidates();
+    cluster_.assign(n_, -1);
+    while (true) {
+      solve_restricted();
+      ++st_.rounds;
+      if (certify() == 0) break;
+    }
+    prices_relative_to_sink(p_, fl_, k_);
+    double total = 0;
+    for (size_t i = 0; i < n_; ++i) {
+      assign[i] = cluster_[i];
+      if (dist) dist[i] = own_[i];
+      total += own_[i];
+    }
+    st_.arcs = cid_.size();
+    st_.cost = total;
+    return total;
+  }
+
+ private:
+  // A cold start takes the prices of an exact (dense) solve on a uniform sample of the rows, with the bounds
+  // scaled alike: prices are intensive, the same for a sample as for the whole (section 2 of the doc).
+  void sample_prices(SizeBounds b) {
+    size_t s = prm_.sample_rows;
+    if (s == BoundedBalancedParams::kAuto) {
+      s = std::min(std::max(n_ / 8, 32 * k_), std::max<size_t>(1, (size_t(1) << 24) / k_));
+      if (2 * s > n_) s = 0;
+    }
+    s = std::min(s, n_);
+    if (s == 0 || s == n_) return;
+    const std::vector<size_t> rows = sample_rows(n_, s, kSampleSeed);
+    std::vector<float> sub(s * k_);
+    for (size_t r0 = 0; r0 < s; r0 += block_) src_.gather(&rows[r0], std::min(block_, s - r0), &sub[r0 * k_]);
+    const SizeBounds scaled{b.lo * s / n_, (b.hi * s + n_ - 1) / n_};
+    std::vector<int32_t> assign(s);
+    BalancedStats stats;
+    balanced_ssp_solve(MatrixView<const float>(sub.data(), s, k_), scaled, p_, assign.data(), nullptr, stats);
+    st_.sampled = true;
+  }
+  static constexpr uint64_t kSampleSeed = 0x5a3b1e5eed;
+
+  // Visits the full rows block by block: f(i, m, costs of rows [i, i + m)) on chunks of every block, maybe
+  // on several threads at once (f must only write to its rows' entries, or lock).
+  template <class F>
+  void for_each_chunk(F&& f) {
+    std::vector<float> buf(std::min(block_, n_) * k_);
+    for (size_t i0 = 0; i0 < n_; i0 += block_) {
+      check_interrupt();
+      const size_t m = std::min(block_, n_ - i0);
+      src_.block(i0, m, buf.data(), [&](size_t r, size_t count) { f(i0 + r, count, &buf[r * k_]); });
+    }
+  }
+
+  // Every item's c cheapest clusters under the current prices (in float; ties: lowest index), cheapest
+  // first, and theta_: the (c+1)-th cheapest priced cost, a lower bound, under these prices p0_, on every
+  // cluster outside the list (the certificate check uses it to skip rows that cannot violate).
+  void first_candidates() {
+    const size_t c = std::min(std::max<size_t>(1, prm_.candidates), k_);
+    const size_t c1 = std::min(c + 1, k_);
+    off_.resize(n_ + 1);
+    for (size_t i = 0; i <= n_; ++i) off_[i] = i * c;
+    cid_.assign(n_ * c, -1);
+    cco_.assign(n_ * c, 0.0f);
+    theta_.assign(n_, kInfF);
+    p0_.assign(p_.begin(), p_.begin() + k_);
+    std::vector<float> pf(k_);
+    pmax_ = 0;
+    for (size_t j = 0; j < k_; ++j) pf[j] = float(p_[j]), pmax_ = std::max(pmax_, std::abs(p_[j]));
+    for_each_chunk([&](size_t i0, size_t m, const float* costs) {
+      {
+        std::vector<float> bv(c1);
+        std::vector<int32_t> bj(c1);
+        for (size_t r = 0; r < m; ++r) {
+          const float* row = costs + size_t(r) * k_;
+          size_t len = 0;
+          float thr = kInfF;  // values at or above it cannot enter (later indices lose ties)
+          for (size_t j0 = 0; j0 < k_; j0 += kChunk) {
+            const size_t w = std::min(kChunk, k_ - j0);
+            float v[kChunk];
+            bool any = false;
+            if (w == kChunk) {  // a fixed-width loop the compiler vectorises
+              for (size_t t = 0; t < kChunk; ++t) v[t] = row[j0 + t] + pf[j0 + t];
+              for (size_t t = 0; t < kChunk; ++t) any |= v[t] < thr;
+            } else {
+              for (size_t t = 0; t < w; ++t) v[t] = row[j0 + t] + pf[j0 + t], any |= v[t] < thr;
+            }
+            if (!any) continue;
+            for (size_t t = 0; t < w; ++t) {
+              if (!(v[t] < thr)) continue;
+              size_t at = len < c1 ? len++ : c1 - 1;
+              for (; at > 0 && v[t] < bv[at - 1]; --at) bv[at] = bv[at - 1], bj[at] = bj[at - 1];
+              bv[at] = v[t], bj[at] = int32_t(j0 + t);
+              if (len == c1) thr = bv[c1 - 1];
+            }
+          }
+          const size_t i = i0 + size_t(r);
+          const size_t o = i * c;
+          for (size_t t = 0; t < c; ++t) cid_[o + t] = bj[t], cco_[o + t] = row[bj[t]];
+          if (c1 > c) theta_[i] = bv[c];
+        }
+      }
+    });
+  }
+  static constexpr size_t kChunk = 16;
+
+  // Adds arcs (sorted by item, none already present) to the candidate lists.
+  void add_arcs(const std::vector<NewArc>& add) {
+    if (add.empty()) return;
+    std::vector<size_t> off(n_ + 1);
+    std::vector<int32_t> cid(cid_.size() + add.size());
+    std::vector<float> cco(cid.size());
+    size_t w = 0, x = 0;
+    for (size_t i = 0; i < n_; ++i) {
+      off[i] = w;
+      for (size_t t = off_[i]; t < off_[i + 1]; ++t) cid[w] = cid_[t], cco[w++] = cco_[t];
+      for (; x < add.size() && add[x].item == i; ++x) cid[w] = add[x].cluster, cco[w++] = add[x].cost;
+    }
+    off[n_] = w;
+    off_.swap(off), cid_.swap(cid), cco_.swap(cco);
+    st_.arcs_added += add.size();
+  }
+
+  // The problem on the candidate arcs, exactly, from the current prices. When the arcs cannot bring a
+  // cluster up to its minimum (none of its would-be members lists it), arcs towards the clusters the
+  // search could not reach are added (connect) and the solve restarts from the prices reached so far.
+  void solve_restricted() {
+    presolve_prices();
+    while (true) {
+      initial_assignment();
+      build_moves();
+      bool stuck = false;
+      while (cluster_shortest_paths(move_.data(), p_, fl_, k_, tree_)) {
+        check_interrupt();
+        if (tree_.targets.empty()) {
+          stuck = true;
+          break;
+        }
+        size_t pushed = 0;
+        const auto move_item = [this](int32_t i, size_t a, size_t b) {
+          leave((size_t)i, a);
+          join((size_t)i, b);
+        };
+        for (size_t t : tree_.targets)
+          while (fl_.excess[t] < 0 && push_along_tree(t, move_.data(), who_.data(), fl_, k_, tree_, move_item))
+            ++pushed;
+        TESSERA_CHECK_ARG(pushed > 0, "bounded balanced assignment: internal error, a phase pushed nothing");
+        st_.steps += pushed, ++st_.phases;
+      }
+      if (!stuck) return;
+      ++st_.reconnects;
+      connect();
+    }
+  }
+
+  // Jacobi rounds of dual ascent on the candidate arcs: the dense engine's pre-pass (section 4.1 of the doc)
+  // over the n·c arcs of the lists instead of the n·k of the matrix. A cluster off its target (hi if its
+  // price is positive, lo if negative, anywhere in [lo, hi] at 0) moves its price just enough to shed (the
+  // e-th smallest member gap to the second candidate) or attract (the e-th smallest joining cost among the
+  // items listing it) its e items, never across 0; a round that does not reduce the imbalance is taken back
+  // and retried at half the step. Only the running time depends on it: the SSP accepts any prices.
+  void presolve_prices() {
+    const double pt = p_[k_];
+    for (double& v : p_) v -= pt;  // T at 0
+    const double arcs = double(cid_.size());
+    // A round reads the lists twice; an item left to the SSP costs half a dense Dijkstra and the rebuild of
+    // a table row over a cluster's members' lists (cache misses).
+    const double round_cost = 2.0 * arcs;
+    const double unit_cost = 0.5 * double(k_) * double(k_) + 8.0 * arcs / double(k_);
+    const size_t min_gain = std::max<size_t>(8, size_t(round_cost / unit_cost));
+    std::vector<int32_t> best(n_);
+    std::vector<double> v1(n_), gap(n_), step(k_, 0.0), accepted = p_;
+    std::vector<long long> size(k_), over(k_), short_of(k_);
+    std::vector<std::vector<double>> gaps(k_), joins(k_);
+    size_t fewest = SIZE_MAX;
+    double damping = 1.0;
+    for (int round = 0; round < kMaxRounds; ++round) {
+      check_interrupt();
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
+      for (ptrdiff_t ii = 0; ii < (ptrdiff_t)n_; ++ii) {
+        const size_t i = (size_t)ii;
+        double b1 = kInf, b2 = kInf;
+        int32_t bj = -1;
+        for (size_t t = off_[i]; t < off_[i + 1]; ++t) {
+          const int32_t j = cid_[t];
+          const double v = double(cco_[t]) + p_[j];
+          if (v < b1 || (v == b1 && j < bj)) {
+            b2 = b1, b1 = v, bj = j;
+          } else if (v < b2) {
+            b2 = v;
+          }
+        }
+        best[i] = bj, v1[i] = b1, gap[i] = b2 - b1;
+      }
+      std::fill(size.begin(), size.end(), 0);
+      for (size_t i = 0; i < n_; ++i) ++size[best[i]];
+      size_t imbalance = 0;
+      for (size_t j = 0; j < k_; ++j) {
+        over[j] = std::max(0LL, size[j] - (p_[j] < 0 ? fl_.lo : fl_.hi));
+        short_of[j] = std::max(0LL, (p_[j] > 0 ? fl_.hi : fl_.lo) - size[j]);
+        imbalance += size_t(over[j] + short_of[j]);
+      }
+      if (imbalance == 0) break;
+      if (imbalance >= fewest) {  // overshot: back to the last accepted prices with half the step
+        damping *= 0.5;
+        p_ = accepted;
+        if (damping < kMinDamping || fewest < 2 * min_gain) break;
+        for (size_t j = 0; j < k_; ++j) p_[j] += damping * step[j];
+        continue;
+      }
+      const bool paid = fewest == SIZE_MAX || fewest - imbalance >= min_gain;
+      fewest = imbalance;
+      accepted = p_;
+      if (!paid) break;
+      damping = std::min(1.0, 1.5 * damping);
+      std::fill(step.begin(), step.end(), 0.0);
+      for (size_t j = 0; j < k_; ++j) gaps[j].clear(), joins[j].clear();
+      for (size_t i = 0; i < n_; ++i) {
+        const size_t a = (size_t)best[i];
+        if (over[a] > 0 && gap[i] < kInf) gaps[a].push_back(gap[i]);
+        for (size_t t = off_[i]; t < off_[i + 1]; ++t) {
+          const size_t j = (size_t)cid_[t];
+          if (j != a && short_of[j] > 0) joins[j].push_back(double(cco_[t]) + p_[j] - v1[i]);
+        }
+      }
+      for (size_t j = 0; j < k_; ++j) {
+        if (over[j] > 0 && !gaps[j].empty()) {
+          step[j] = nudge(kth_smallest(gaps[j], size_t(over[j])), p_[j]);
+          if (p_[j] < 0) step[j] = std::min(step[j], -p_[j]);
+        } else if (short_of[j] > 0 && !joins[j].empty()) {
+          step[j] = -nudge(kth_smallest(joins[j], size_t(short_of[j])), p_[j]);
+          if (p_[j] > 0) step[j] = std::max(step[j], -p_[j]);
+        }
+      }
+      for (size_t j = 0; j < k_; ++j) p_[j] += damping * step[j];
+    }
+  }
+  static constexpr int kMaxRounds = 60;
+  static constexpr double kMinDamping = 1.0 / 16;
+  static double nudge(double g, double p) { return g + 1e-6 * (std::abs(g) + std::abs(p)) + 1e-30; }
+  // The e-th smallest value (1-based; the largest when there are fewer).
+  static double kth_smallest(std::vector<double>& v, size_t e) {
+    const size_t at = std::min(v.size(), e) - 1;
+    std::nth_element(v.begin(), v.begin() + at, v.end());
+    return v[at];
+  }
+
+  // Every item to its cheapest priced candidate (ties: its previous cluster, within rounding, then the
+  // lowest index); sizes, and the flows to T as complementary slackness wants them.
+  void initial_assignment() {
+    own_.resize(n_);
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
+    for (ptrdiff_t ii = 0; ii < (ptrdiff_t)n_; ++ii) {
+      const size_t i = (size_t)ii;
+      double best = kInf, prev_v = kInf;
+      int32_t bj = -1;
+      float bc = 0, prev_c = 0;
+      const int32_t prev = cluster_[i];
+      for (size_t t = off_[i]; t < off_[i + 1]; ++t) {
+        const int32_t j = cid_[t];
+        const double v = double(cco_[t]) + p_[j];
+        if (v < best || (v == best && j < bj)) best = v, bj = j, bc = cco_[t];
+        if (j == prev) prev_v = v, prev_c = cco_[t];
+      }
+      if (prev >= 0 && prev_v <= best + kTieSlack * std::abs(double(prev_c))) bj = prev, bc = prev_c;
+      cluster_[i] = bj;
+      own_[i] = bc;
+    }
+    members_.assign(k_, {});
+    pos_.resize(n_);
+    for (size_t i = 0; i < n_; ++i) {
+      auto& m = members_[cluster_[i]];
+      pos_[i] = m.size();
+      m.push_back((int32_t)i);
+    }
+    fl_.flow.assign(k_, 0);
+    fl_.excess.assign(k_ + 1, 0);
+    long long to_t = 0;
+    for (size_t j = 0; j < k_; ++j) {
+      const long long s = (long long)members_[j].size();
+      fl_.flow[j] = p_[j] > p_[k_] ? fl_.hi : p_[j] < p_[k_] ? fl_.lo : std::clamp<long long>(s, fl_.lo, fl_.hi);
+      fl_.excess[j] = s - fl_.flow[j];
+      to_t += fl_.flow[j];
+    }
+    fl_.excess[k_] = to_t - (long long)n_;
+  }
+  // Items moved along a zero-reduced-cost path are tied between two clusters up to the rounding of the
+  // float mover values; keeping them where they are saves re-doing those moves after a restart.
+  static constexpr double kTieSlack = 4e-7;
+
+  // M[a][b] = min over members i of a listing b of c(i, b) − c(i, a) (ties: lowest item), and who.
+  void build_moves() {
+    move_.assign(k_ * k_, kInfF);
+    who_.assign(k_ * k_, -1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(::tessera::num_threads())
+    for (ptrdiff_t a = 0; a < (ptrdiff_t)k_; ++a) build_row((size_t)a);
+  }
+  void build_row(size_t a) {
+    float* mv = &move_[a * k_];
+    int32_t* wh = &who_[a * k_];
+    std::fill(mv, mv + k_, kInfF);
+    std::fill(wh, wh + k_, -1);
+    for (const int32_t i : members_[a]) offer(a, (size_t)i, mv, wh);
+  }
+  // Item i (a member of a) as a mover out of a along its candidate arcs.
+  void offer(size_t a, size_t i, float* mv, int32_t* wh) const {
+    const float base = own_[i];
+    for (size_t t = off_[i]; t < off_[i + 1]; ++t) {
+      const size_t b = (size_t)cid_[t];
+      if (b == a) continue;
+      const float v = cco_[t] - base;
+      if (v < mv[b] || (v == mv[b] && (int32_t)i < wh[b])) mv[b] = v, wh[b] = (int32_t)i;
+    }
+  }
+
+  // Item i leaves a: if it was a cheapest mover of row a, the row is rebuilt over a's remaining members
+  // (members × list length; the lists are short).
+  void leave(size_t i, size_t a) {
+    auto& m = members_[a];
+    const int32_t last = m.back();
+    m[pos_[i]] = last;
+    pos_[last] = pos_[i];
+    m.pop_back();
+    for (size_t t = off_[i]; t < off_[i + 1]; ++t)
+      if (who_[a * k_ + (size_t)cid_[t]] == (int32_t)i) {
+        build_row(a);
+        return;
+      }
+  }
+  // Item i joins b (one of its candidates): its cost there, and its moves out of b.
+  void join(size_t i, size_t b) {
+    float cb = kInfF;
+    for (size_t t = off_[i]; t < off_[i + 1]; ++t)
+      if ((size_t)cid_[t] == b) cb = cco_[t];
+    TESSERA_CHECK_ARG(cb < kInfF, "bounded balanced assignment: internal error, a move off the candidate arcs");
+    cluster_[i] = (int32_t)b;
+    own_[i] = cb;
+    auto& m = members_[b];
+    pos_[i] = m.size();
+    m.push_back((int32_t)i);
+    offer(b, i, &move_[b * k_], &who_[b * k_]);
+  }
+
+  // No cluster short of items is reachable: for every cluster the search did not reach, its e cheapest
+  // joiners (priced joining cost) among the items of reached clusters get an arc to it, e being how many
+  // it lacks (at least 1). One pass over the full rows.
+  void connect() {
+    std::vector<int32_t> unreached;
+    std::vector<size_t> want(k_, 0);
+    for (size_t j = 0; j < k_; ++j)
+      if (!(tree_.dist[j] < kInf)) unreached.push_back((int32_t)j), want[j] = size_t(std::max(1LL, -fl_.excess[j]));
+    TESSERA_CHECK_ARG(!unreached.empty(), "bounded balanced assignment: no augmenting path (infeasible bounds?)");
+    struct Joiner {
+      double value;
+      size_t item;
+      float cost;
+    };
+    const auto before = [](const Joiner& x, const Joiner& y) {
+      return x.value < y.value || (x.value == y.value && x.item < y.item);
+    };
+    std::vector<std::vector<Joiner>> best(k_);
+    const size_t u = unreached.size();
+    std::mutex merge;
+    for_each_chunk([&](size_t i0, size_t m, const float* costs) {
+      std::vector<std::vector<Joiner>> kept(k_);
+      std::vector<uint8_t> listed(k_, 0);
+      for (size_t r = 0; r < m; ++r) {
+        const size_t i = i0 + r;
+        const size_t a = (size_t)cluster_[i];
+        if (!(tree_.dist[a] < kInf)) continue;
+        const float* row = costs + r * k_;
+        const double ref = double(own_[i]) + p_[a];
+        for (size_t t = off_[i]; t < off_[i + 1]; ++t) listed[cid_[t]] = 1;
+        for (size_t x = 0; x < u; ++x) {
+          const size_t j = (size_t)unreached[x];
+          if (listed[j]) continue;
+          auto& h = kept[j];
+          const Joiner jn{double(row[j]) + p_[j] - ref, i, row[j]};
+          if (h.size() < want[j]) {
+            h.push_back(jn);
+            std::push_heap(h.begin(), h.end(), before);
+          } else if (before(jn, h.front())) {
+            std::pop_heap(h.begin(), h.end(), before);
+            h.back() = jn;
+            std::push_heap(h.begin(), h.end(), before);
+          }
+        }
+        for (size_t t = off_[i]; t < off_[i + 1]; ++t) listed[cid_[t]] = 0;
+      }
+      // Keep the best `want` per cluster so far (a total order: the same set whatever the merge order).
+      const std::lock_guard<std::mutex> lock(merge);
+      for (size_t x = 0; x < u; ++x) {
+        const size_t j = (size_t)unreached[x];
+        auto& h = best[j];
+        h.insert(h.end(), kept[j].begin(), kept[j].end());
+        if (h.size() > want[j]) {
+          std::nth_element(h.begin(), h.begin() + (want[j] - 1), h.end(), before);
+          h.resize(want[j]);
+        }
+      }
+    });
+    std::vector<NewArc> add;
+    for (size_t x = 0; x < u; ++x)
+      for (const Joiner& jn : best[(size_t)unreached[x]]) add.push_back({jn.item, unreached[x], jn.cost});
+    TESSERA_CHECK_ARG(!add.empty(), "bounded balanced assignment: no augmenting path (infeasible bounds?)");
+    std::sort(add.begin(), add.end(), [](const NewArc& x, const NewArc& y) {
+      return x.item < y.item || (x.item == y.item && x.cluster < y.cluster);
+    });
+    add_arcs(add);
+  }
+
+  // Condition 1 of the certificate on the full rows: every item's cluster must be, with prices, within the
+  // tolerance of its cheapest. An item with cheaper clusters outside its list gets the (up to c) cheapest of
+  // them added. Returns the number of arcs added (0: the certificate holds).
+  //
+  // Most rows need no distances: a cluster j outside the list had c(i, j) + p0_j ≥ theta_i when the lists
+  // were made, so now c(i, j) + p_j ≥ theta_i + min_j (p_j − p0_j). Only rows whose own priced cost exceeds
+  // that bound (less a margin for the float rounding of theta) are recomputed, in blocks of listed rows.
+  size_t certify() {
+    const size_t c = std::min(std::max<size_t>(1, prm_.candidates), k_);
+    double delta = kInf;
+    for (size_t j = 0; j < k_; ++j) delta = std::min(delta, p_[j] - p0_[j]);
+    std::vector<size_t> suspects;
+    for (size_t i = 0; i < n_; ++i) {
+      const size_t a = (size_t)cluster_[i];
+      const double theta = double(theta_[i]);
+      if (!(theta < kInf)) continue;  // every cluster is listed
+      const double bound = theta - kThetaMargin * (std::abs(theta) + pmax_) + delta;
+      if (!(bound >= limit_of(i, a))) suspects.push_back(i);
+    }
+    st_.rows_checked += suspects.size();
+    std::vector<NewArc> add, slots;
+    std::vector<uint32_t> count;
+    std::vector<float> buf;
+    for (size_t s0 = 0; s0 < suspects.size(); s0 += block_) {
+      check_interrupt();
+      const size_t m = std::min(block_, suspects.size() - s0);
+      buf.resize(m * k_);
+      src_.gather(&suspects[s0], m, buf.data());
+      count.assign(m, 0);
+      slots.resize(m * c);
+#pragma omp parallel num_threads(::tessera::num_threads())
+      {
+        std::vector<uint8_t> listed(k_, 0);
+        std::vector<std::pair<double, int32_t>> viol;
+#pragma omp for schedule(static)
+        for (ptrdiff_t r = 0; r < (ptrdiff_t)m; ++r) {
+          const size_t i = suspects[s0 + size_t(r)];
+          const float* row = &buf[size_t(r) * k_];
+          const double limit = limit_of(i, (size_t)cluster_[i]);
+          for (size_t t = off_[i]; t < off_[i + 1]; ++t) listed[cid_[t]] = 1;
+          viol.clear();
+          for (size_t j = 0; j < k_; ++j) {
+            const double v = double(row[j]) + p_[j];
+            if (v < limit && !listed[j]) viol.push_back({v, (int32_t)j});
+          }
+          for (size_t t = off_[i]; t < off_[i + 1]; ++t) listed[cid_[t]] = 0;
+          if (viol.empty()) continue;
+          const size_t take = std::min(c, viol.size());
+          std::partial_sort(viol.begin(), viol.begin() + take, viol.end());
+          std::sort(viol.begin(), viol.begin() + take,
+                    [](const auto& x, const auto& y) { return x.second < y.second; });
+          for (size_t t = 0; t < take; ++t)
+            slots[size_t(r) * c + t] = NewArc{i, viol[t].second, row[viol[t].second]};
+          count[r] = (uint32_t)take;
+        }
+      }
+      for (size_t r = 0; r < m; ++r)
+        for (size_t t = 0; t < count[r]; ++t) add.push_back(slots[r * c + t]);
+    }
+    add_arcs(add);
+    return add.size();
+  }
+  // A cluster violates for item i (in a) when its priced cost is below this.
+  double limit_of(size_t i, size_t a) const {
+    return double(own_[i]) + p_[a] - prm_.tolerance * (std::abs(double(own_[i])) + std::abs(p_[a] - p_[k_]));
+  }
+  // theta_ is a float sum of a float cost and a float-rounded price: within a few ulps of the exact value.
+  static constexpr double kThetaMargin = 1e-6;
+
+  const CostRows& src_;
+  size_t n_, k_, block_;
+  const BoundedBalancedParams& prm_;
+  std::vector<double>& p_;
+  BoundedBalancedStats& st_;
+  // Candidate lists, CSR: item i's arcs are [off_[i], off_[i + 1]) of cid_ (cluster) and cco_ (cost).
+  std::vector<size_t> off_;
+  std::vector<int32_t> cid_;
+  std::vector<float> cco_;
+  std::vector<float> theta_;  // see first_candidates
+  std::vector<double> p0_;    // the prices the lists were made with
+  double pmax_ = 0;           // max |p0_|
+  // The assignment: cluster and own cost of every item, members of every cluster and positions in them.
+  std::vector<int32_t> cluster_;
+  std::vector<float> own_;
+  std::vector<std::vector<int32_t>> members_;
+  std::vector<size_t> pos_;
+  ClusterFlow fl_;
+  ClusterTree tree_;
+  std::vector<float> move_;
+  std::vector<int32_t> who_;
+};
+
+double bounded_solve(const CostRows& src, SizeBounds bounds, const BoundedBalancedParams& prm,
+                     std::vector<double>& prices, int32_t* assign, float* dist, BoundedBalancedStats& stats) {
+  stats = BoundedBalancedStats{};
+  if (src.rows() == 0) {
+    prices.assign(src.cols(), 0.0);
+    return 0;
+  }
+  BoundedSolver solver(src, bounds, prm, prices, stats);
+  return solver.run(assign, dist, bounds);
+}
+
+}  // namespace
+
+}  // namespace detail
+
+BoundedBalancedAssigner::BoundedBalancedAssigner(SizeBounds bounds, BoundedBalancedParams params)
+    : bounds_(bounds), params_(params) {
+  TESSERA_CHECK_ARG(bounds.lo <= bounds.hi, "size bounds: lo = " << bounds.lo << " exceeds hi = " << bounds.hi);
+  TESSERA_CHECK_ARG(params.candidates > 0, "bounded balanced assignment: candidates must be positive");
+  TESSERA_CHECK_ARG(params.block_rows > 0, "bounded balanced assignment: block_rows must be positive");
+  TESSERA_CHECK_ARG(params.tolerance >= 0 && std::isfinite(params.tolerance),
+                    "bounded balanced assignment: tolerance must be finite and non-negative, got " << params.tolerance);
+}
+
+double BoundedBalancedAssigner::assign(MatrixView<const float> x, MatrixView<const float> centroids, int32_t* assign,
+                                       float* dist, const float* x_norms) {
+  TESSERA_CHECK_ARG(centroids.rows > 0, "balanced assignment: no centroids");
+  TESSERA_CHECK_ARG(x.cols == centroids.cols, "dimension mismatch: points have " << x.cols << " columns, centroids "
+                                                                               << centroids.cols);
+  TESSERA_CHECK_ARG(x.rows <= (size_t)std::numeric_limits<int32_t>::max() &&
+                        centroids.rows <= (size_t)std::numeric_limits<int32_t>::max(),
+                    "balanced assignment: too many points or centroids");
+  check_size_bounds(x.rows, centroids.rows, bounds_);
+  check_finite(centroids, "centroids");
+  const detail::L2Rows src(x, centroids, x_norms);
+  return detail::bounded_solve(src, bounds_, params_, prices_, assign, dist, stats_);
+}
+
+double BoundedBalancedAssigner::assign_costs(MatrixView<const float> cost, int32_t* assign) {
+  TESSERA_CHECK_ARG(cost.cols > 0, "balanced assignment: the cost matrix has no columns (k = 0)");
+  TESSERA_CHECK_ARG(cost.cols <= (size_t)std::numeric_limits<int32_t>::max() &&
+                        cost.rows <= (size_t)std::numeric_limits<int32_t>::max(),
+                    "balanced assignment: " << cost.rows << " × " << cost.cols << " is too large");
+  check_finite(cost, "cost matrix");
+  check_size_bounds(cost.rows, cost.cols, bounds_);
+  const detail::DenseRows src(cost);
+  return detail::bounded_solve(src, bounds_, params_, prices_, assign, nullptr, stats_);
+}
+
+}  // namespace tessera
