@@ -1,4 +1,5 @@
 #include "tessera/cluster/kmeans.h"
+#include "tessera/cluster/bounded_balanced_assignment.h"
 #include "tessera/core/threading.h"
 
 #include <algorithm>
@@ -209,15 +210,24 @@ namespace {
 // whose prices carry over from one iteration to the next.
 class LloydRows {
  public:
-  LloydRows(MatrixView<const float> x, size_t k, std::optional<SizeBounds> bounds)
+  // Balanced assignments hold the n × k distances while they take at most dense_max_bytes (the dense
+  // engine), and use the bounded-memory one above (the same optimum).
+  LloydRows(MatrixView<const float> x, size_t k, std::optional<SizeBounds> bounds,
+            size_t dense_max_bytes = SIZE_MAX)
       : x_(x), k_(k), norms_(x.rows), assign_(x.rows), dist_(x.rows) {
     row_norms_sqr(x, norms_.data());  // constant over all iterations
-    if (bounds) balanced_.emplace(*bounds);
+    if (bounds) {
+      if (x.rows > dense_max_bytes / sizeof(float) / std::max<size_t>(1, k))
+        bounded_.emplace(*bounds);
+      else
+        balanced_.emplace(*bounds);
+    }
   }
 
   // The E-step: every row to its (size-constrained) nearest centroid; returns the objective.
   double assign(MatrixView<const float> c) {
     if (balanced_) return balanced_->assign(x_, c, assign_.data(), dist_.data(), norms_.data());
+    if (bounded_) return bounded_->assign(x_, c, assign_.data(), dist_.data(), norms_.data());
     nearest_centroids(x_, c, assign_.data(), dist_.data(), norms_.data());
     double s = 0;
     for (float v : dist_) s += v;
@@ -239,7 +249,7 @@ class LloydRows {
       obj = assign(c);
       for (size_t j = 0; j < c.rows; ++j) std::copy(c.row(j), c.row(j) + c.cols, prev.row(j));
       update_centroids(x_, assign_.data(), k_, c, counts_);
-      if (!balanced_) repair_empty_clusters(x_, assign_, dist_, counts_, c);
+      if (!balanced_ && !bounded_) repair_empty_clusters(x_, assign_, dist_, counts_, c);
       double shift = 0;
       for (size_t j = 0; j < c.rows; ++j)
         for (size_t l = 0; l < c.cols; ++l) {
@@ -252,9 +262,12 @@ class LloydRows {
     return {iters, obj};
   }
 
-  std::vector<double> prices() const { return balanced_ ? balanced_->prices() : std::vector<double>{}; }
+  std::vector<double> prices() const {
+    return balanced_ ? balanced_->prices() : bounded_ ? bounded_->prices() : std::vector<double>{};
+  }
   void set_prices(std::vector<double> prices) {
     if (balanced_) balanced_->set_prices(std::move(prices));
+    if (bounded_) bounded_->set_prices(std::move(prices));
   }
   const std::vector<int32_t>& assignment() const { return assign_; }
 
@@ -266,6 +279,7 @@ class LloydRows {
   std::vector<float> dist_;
   std::vector<size_t> counts_;
   std::optional<BalancedAssigner> balanced_;
+  std::optional<BoundedBalancedAssigner> bounded_;
 };
 
 // The sample warm start (KMeansParams::sample_warm_start): the early iterations, where centroids still
@@ -372,10 +386,10 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
     warm_sample = gather_rows(x, sample_rows(n, warm_rows, derive_seed(p.seed, 0x3a3a)));
     std::optional<SizeBounds> b;
     if (p.size_bounds) b = scaled_bounds(*p.size_bounds, n, warm_rows);
-    on_sample.emplace(warm_sample.view(), k, b);
+    on_sample.emplace(warm_sample.view(), k, b, p.balanced_dense_max_bytes);
     best.warm_start_rows = warm_rows;
   } else {
-    on_all.emplace(x, k, p.size_bounds);
+    on_all.emplace(x, k, p.size_bounds, p.balanced_dense_max_bytes);
   }
   LloydRows& compete = warm ? *on_sample : *on_all;
   const int compete_iters = warm ? p.max_iter - full_iters : p.max_iter;
@@ -444,7 +458,7 @@ KMeansResult kmeans(MatrixView<const float> x_all, const KMeansParams& p) {
   if (warm) {
     on_sample.reset();
     warm_sample = FloatMatrix();
-    LloydRows& full = on_all.emplace(x, k, p.size_bounds);
+    LloydRows& full = on_all.emplace(x, k, p.size_bounds, p.balanced_dense_max_bytes);
     full.set_prices(std::move(best_prices));  // prices do not grow with n: the sample's are a close start
     const std::string stage = p.progress_label + " (all rows)";
     best.iterations += full.iterate(best.centroids.view(), full_iters, tol, [&](int i, double obj) {

@@ -16,6 +16,7 @@
 
 #include "tessera/cluster/balanced_assignment.h"
 #include "tessera/cluster/bounded_balanced_assignment.h"
+#include "tessera/cluster/kmeans.h"
 #include "tessera/core/distances.h"
 #include "tessera/core/threading.h"
 
@@ -229,6 +230,28 @@ TEST(BoundedBalanced, IdenticalForOneAndTwoThreads) {
   EXPECT_EQ(d1, d2);
   EXPECT_EQ(b1.prices(), b2.prices());
   EXPECT_EQ(b1.stats().arcs, b2.stats().arcs);
+}
+
+// Balanced k-means takes the bounded assigner above its dense budget: the same optimum every iteration, so
+// the same run (the sample warm start and the full rows both switch).
+TEST(BoundedBalanced, BalancedKMeansGivesTheSameResultOnBothPaths) {
+  const size_t n = 4000, k = 16;
+  FloatMatrix x = mixture(n, 8, 10, 5);
+  KMeansParams p;
+  p.k = k;
+  p.max_iter = 12;
+  p.n_init = 1;
+  p.size_bounds = default_size_bounds(n, k);
+  for (const bool warm : {false, true}) {
+    p.sample_warm_start = warm;
+    p.balanced_dense_max_bytes = size_t(2) << 30;
+    const KMeansResult dense = kmeans(x.view(), p);
+    p.balanced_dense_max_bytes = 0;
+    const KMeansResult bounded = kmeans(x.view(), p);
+    EXPECT_NEAR(bounded.objective, dense.objective, 1e-6 * dense.objective) << "warm " << warm;
+    EXPECT_EQ(bounded.iterations, dense.iterations);
+    expect_within(bounded.assignment, k, *p.size_bounds);
+  }
 }
 
 // Time and memory at scale, n = 1,000,000, d = 128, k = 256 (run with --gtest_also_run_disabled_tests, under

@@ -58,6 +58,10 @@ struct KMeansParams {
   bool sample_warm_start = true;
   /// Size constraints: when set, every cluster's size lies within these bounds.
   std::optional<SizeBounds> size_bounds;
+  /// Balanced assignments hold the n × k float distances (BalancedAssigner) while they take at most this
+  /// many bytes, and above it use BoundedBalancedAssigner (the same optimum in memory O(n·c), distances
+  /// computed block by block). 0: always the bounded one.
+  size_t balanced_dense_max_bytes = size_t(2) << 30;
   ProgressFn progress;
   std::string progress_label = "k-means";
 };
