@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "neural/tensor_convert.h"
+#include "tessera/cluster/kmeans.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
 

@@ -12,26 +12,12 @@
 #include <cstdint>
 #include <vector>
 
-#include "tessera/cluster/kmeans.h"
 #include "tessera/core/matrix.h"
+#include "tessera/neural/config.h"
 #include "tessera/neural/mlp.h"
 #include "tessera/neural/residual_vector_quantizer.h"
 
 namespace tessera::neural {
-
-struct RQVAEConfig {
-  int64_t in_dim = 768;
-  int64_t e_dim = 32;  ///< MiniOneRec's rqvae.py default (its class default is 64)
-  /// Hidden widths of the encoder (the decoder uses them reversed): dims [in_dim] + layers + [e_dim].
-  std::vector<int64_t> layers = {2048, 1024, 512, 256, 128, 64};
-  std::vector<int64_t> codebook_sizes = {256, 256, 256};
-  double dropout = 0;
-  bool batch_norm = false;
-  double beta = 0.25;          ///< commitment weight in each level's loss
-  double quant_weight = 1.0;   ///< weight of the VQ loss in the total loss
-  bool residual_encoder = false;  ///< RQ-KMeans+: z = x + MLP(x), needs e_dim == in_dim
-  uint64_t seed = 42;          ///< encoder from derive_seed(seed, 0), quantizer 1, decoder 2
-};
 
 struct RQVAEOutput {
   torch::Tensor reconstruction;  ///< B × in_dim: dec(Σ_l quantized_l)
@@ -82,17 +68,6 @@ class ResidualEncoderImpl : public torch::nn::Module {
   MLP mlp_;
 };
 TORCH_MODULE(ResidualEncoder);
-
-struct CodebookInitParams {
-  /// Rows sampled for the k-means of every level: max(rows_per_centroid · max_l K_l, sample) rows, or all n
-  /// rows when there are fewer. MiniOneRec uses its first batch (≈ 8 rows per centroid at 2,048 / 256).
-  size_t rows_per_centroid = 64;
-  size_t sample = 0;
-  int max_iter = 100;  ///< MiniOneRec's kmeans_iters
-  int n_init = 1;
-  uint64_t seed = 42;  ///< sample from derive_seed(seed, 0); level l's k-means from derive_seed(seed, l + 1)
-  size_t batch_size = 4096;  ///< rows encoded at a time
-};
 
 /// k-means initialisation of every level's codebook (MiniOneRec's kmeans_init, on a sample instead of one
 /// batch, with tessera's kmeans): encode a sample of x (n × in_dim, finite) in evaluation mode, then for

@@ -1,0 +1,69 @@
+// Settings and reports of the neural component (RQ-VAE, RQ-KMeans+): plain structs without torch types, so
+// that front ends (CLI, Python bindings) fill and read them without compiling a torch header. The models
+// (rqvae.h, rqkmeans_plus.h) and the trainer (trainer.h) take them. MiniOneRec's defaults where they suit a CPU.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "tessera/core/matrix.h"
+#include "tessera/core/progress.h"
+
+namespace tessera::neural {
+
+struct RQVAEConfig {
+  int64_t in_dim = 768;
+  int64_t e_dim = 32;  ///< MiniOneRec's rqvae.py default (its class default is 64)
+  /// Hidden widths of the encoder (the decoder uses them reversed): dims [in_dim] + layers + [e_dim].
+  std::vector<int64_t> layers = {2048, 1024, 512, 256, 128, 64};
+  std::vector<int64_t> codebook_sizes = {256, 256, 256};
+  double dropout = 0;
+  bool batch_norm = false;
+  double beta = 0.25;          ///< commitment weight in each level's loss
+  double quant_weight = 1.0;   ///< weight of the VQ loss in the total loss
+  bool residual_encoder = false;  ///< RQ-KMeans+: z = x + MLP(x), needs e_dim == in_dim
+  uint64_t seed = 42;          ///< encoder from derive_seed(seed, 0), quantizer 1, decoder 2
+};
+
+struct CodebookInitParams {
+  /// Rows sampled for the k-means of every level: max(rows_per_centroid · max_l K_l, sample) rows, or all n
+  /// rows when there are fewer. MiniOneRec uses its first batch (≈ 8 rows per centroid at 2,048 / 256).
+  size_t rows_per_centroid = 64;
+  size_t sample = 0;
+  int max_iter = 100;  ///< MiniOneRec's kmeans_iters
+  int n_init = 1;
+  uint64_t seed = 42;  ///< sample from derive_seed(seed, 0); level l's k-means from derive_seed(seed, l + 1)
+  size_t batch_size = 4096;  ///< rows encoded at a time
+};
+
+enum class LrSchedule { constant, linear };
+
+struct TrainerParams {
+  double lr = 1e-3;            ///< MiniOneRec's rqvae.py (its rqkmeans_plus.py: 1e-4)
+  double weight_decay = 0.0;   ///< passed explicitly, as MiniOneRec (AdamW's own default is 0.01)
+  size_t batch_size = 2048;
+  int epochs = 1;
+  int warmup_epochs = 0;       ///< lr factor s / warm-up steps during the first warmup_epochs (MiniOneRec: 50)
+  LrSchedule schedule = LrSchedule::constant;  ///< after warm-up: 1, or linear decay to 0 at the last step
+  double clip_grad_norm = 1.0;  ///< global L2 norm of the gradients (≤ 0: no clipping)
+  /// Shuffling of epoch e from derive_seed(seed, e); dropout from torch's global generator, seeded with
+  /// derive_seed(seed, e) at the start of epoch e (so a run resumed at an epoch continues identically).
+  uint64_t seed = 42;
+  ProgressFn progress;  ///< one event per epoch: stage "epoch", done = epochs finished, value = epoch loss
+};
+
+struct EpochReport {
+  double loss = 0;            ///< mean total loss over the epoch's rows (MiniOneRec sums over batches)
+  double reconstruction = 0;  ///< mean reconstruction MSE over the rows
+  double quantization = 0;    ///< mean VQ loss over the rows
+  double seconds = 0;
+};
+
+/// What the codes of a data set look like (MiniOneRec's evaluation, and more).
+struct CodeStats {
+  double collision_rate = 0;               ///< 1 − (distinct code tuples) / n
+  std::vector<size_t> codes_used;          ///< per level: codes used by at least one row
+  CodeMatrix codes;                        ///< n × L greedy codes (0-based)
+};
+
+}  // namespace tessera::neural

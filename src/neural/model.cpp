@@ -1,0 +1,64 @@
+#include "tessera/neural/model.h"
+
+#include "neural/tensor_convert.h"
+#include "tessera/core/error.h"
+#include "tessera/neural/rqkmeans_plus.h"
+#include "tessera/neural/rqvae.h"
+#include "tessera/neural/state_dict.h"
+#include "tessera/neural/trainer.h"
+
+namespace tessera::neural {
+
+RQVAEModel::RQVAEModel(const RQVAEConfig& config) : impl_(RQVAE(config).ptr()) {}
+
+RQVAEModel RQVAEModel::rqkmeans_plus(RQVAEConfig config, const std::string& codebooks_npz) {
+  return RQVAEModel(make_rqkmeans_plus(std::move(config), codebooks_npz).ptr());
+}
+
+const RQVAEConfig& RQVAEModel::config() const { return impl_->config(); }
+
+void RQVAEModel::init_codebooks_kmeans(MatrixView<const float> x, const CodebookInitParams& p) {
+  neural::init_codebooks_kmeans(*impl_, x, p);
+}
+
+std::vector<EpochReport> RQVAEModel::train(MatrixView<const float> x, const TrainerParams& p) {
+  return neural::train(*impl_, x, p);
+}
+
+CodeStats RQVAEModel::codes(MatrixView<const float> x, size_t batch_size) const {
+  return evaluate_codes(*impl_, x, batch_size);
+}
+
+FloatMatrix RQVAEModel::reconstruct(MatrixView<const float> x, size_t batch_size) const {
+  const int64_t d = impl_->config().in_dim;
+  TESSERA_CHECK_ARG(int64_t(x.cols) == d, "dimension mismatch: data has " << x.cols << " columns, the model " << d);
+  check_finite(x, "data");
+  FloatMatrix out(x.rows, x.cols);
+  const bool was_training = impl_->is_training();
+  impl_->eval();
+  try {
+    torch::NoGradGuard no_grad;
+    const size_t bs = std::max<size_t>(1, batch_size);
+    for (size_t b0 = 0; b0 < x.rows; b0 += bs) {
+      const size_t nb = std::min(bs, x.rows - b0);
+      const torch::Tensor r = impl_->forward(detail::tensor_from(x.rows_slice(b0, nb))).reconstruction.contiguous();
+      std::copy(r.data_ptr<float>(), r.data_ptr<float>() + r.numel(), out.row(b0));
+    }
+  } catch (...) {
+    impl_->train(was_training);
+    throw;
+  }
+  impl_->train(was_training);
+  return out;
+}
+
+FloatMatrix RQVAEModel::codebook(size_t level) const {
+  TESSERA_CHECK_ARG(level < num_levels(), "level " << level << " out of range: the model has " << num_levels());
+  return detail::matrix_from(impl_->rq()->level(level)->codebook());
+}
+
+void RQVAEModel::save_state_dict(const std::string& path) const { neural::save_state_dict(*impl_, path); }
+
+void RQVAEModel::load_state_dict(const std::string& path) { neural::load_state_dict(*impl_, path); }
+
+}  // namespace tessera::neural
