@@ -393,6 +393,9 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
   TESSERA_CHECK_ARG(trained_, "the index is not trained: call train or set_centroids first");
   TESSERA_CHECK_ARG(q.cols == d_, "dimension mismatch: queries have " << q.cols << " columns, the index " << d_);
   TESSERA_CHECK_ARG(k >= 1, "search: k must be at least 1");
+  TESSERA_CHECK_ARG(ntotal_ > 0, "search: the index holds no vectors yet: add some first");
+  TESSERA_CHECK_ARG(k <= ntotal_, "search: k = " << k << " is more than the " << ntotal_ << " vectors in the index");
+  check_finite(q, "queries");
   TESSERA_CHECK_ARG(nprobe >= 1, "search: nprobe must be at least 1");
   TESSERA_CHECK_ARG(rerank == 0 || keep_vectors_,
                     "search: rerank > 0 needs the raw vectors, and this index was built without them "
@@ -467,8 +470,7 @@ void IndexIVFRaBitQ::search(MatrixView<const float> q, size_t k, size_t nprobe, 
             codec_.rotation().apply(1, qv, rotated.data());
             const float qsum = detail::rabitq_sum(rotated.data(), d_);
             // A non-finite coordinate makes Σq' non-finite (the rotation mixes every coordinate into others).
-            if (!std::isfinite(qsum)) {
-              check_finite(q.rows_slice(qi, 1), "queries");
+            if (!std::isfinite(qsum)) {  // the queries are finite (checked above): an overflow
               TESSERA_THROW_ARG("query " << qi << " overflows in the rotation: its values are too large");
             }
             const float shift = cb * qsum;

@@ -180,13 +180,23 @@ TEST(IndexIVFRaBitQ, ListsProbesAndThreads) {
   EXPECT_EQ(one.D, two.D);
   for (size_t a = 0; a < q.rows(); ++a)
     for (size_t t = 0; t + 1 < 20; ++t) EXPECT_LE(all.D[a * 20 + t], all.D[a * 20 + t + 1]);
-  // More results than vectors: the rest are −1 / +inf.
-  IndexIVFRaBitQ small(d, 1, p);
+  // Fewer vectors in the probed lists than k: the rest are −1 / +inf. k above the index's size, or an empty
+  // index, is an error.
+  IndexIVFRaBitQ small(d, 2, p);
   small.train(x.view());
-  small.add(MatrixView<const float>(x.data(), 3, d));
-  const Result few = run(small, q, 5, 1);
+  EXPECT_THROW(run(small, q, 1, 1), InvalidArgument);  // nothing added yet
+  std::vector<int32_t> lists(4);
+  small.assign(MatrixView<const float>(q.data(), 4, d), lists.data());
+  lists[3] = 1 - lists[0];  // rows 0..2 in query 0's list (at least), row 3 in the other
+  lists[1] = lists[2] = lists[0];
+  small.add(MatrixView<const float>(q.data(), 4, d), lists.data());
+  FloatMatrix q0(1, d);
+  std::copy(q.row(0), q.row(0) + d, q0.row(0));
+  const Result few = run(small, q0, 4, 1);
+  EXPECT_NE(few.I[2], -1);
   EXPECT_EQ(few.I[3], -1);
-  EXPECT_TRUE(std::isinf(few.D[4]));
+  EXPECT_TRUE(std::isinf(few.D[3]));
+  EXPECT_THROW(run(small, q0, 5, 2), InvalidArgument);
 }
 
 // assign() is add()'s coarse assignment (the exact nearest centroid); add(x, lists) with those lists builds

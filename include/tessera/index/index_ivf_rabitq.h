@@ -74,7 +74,8 @@ class IndexIVFRaBitQ {
   void assign(MatrixView<const float> x, int32_t* lists) const;
   /// The k best of every query (q: nq × d) over the nprobe nearest lists (1 ≤ nprobe; more than nlist is
   /// clamped to nlist): distances (nq × k: estimated ‖x − q‖² for L2, ⟨x, q⟩ for inner product, the cosine
-  /// for cosine, best first) and labels (nq × k; −1 and ±inf past the vectors found). rerank = R > 0: the
+  /// for cosine, best first) and labels (nq × k; −1 and ±inf past the vectors found in the probed lists;
+  /// k > ntotal() or an empty index is an InvalidArgument). rerank = R > 0: the
   /// max(R, k) best by estimate get exact values from the raw vectors (‖x − q‖², ⟨x, q⟩ or the cosine,
   /// float32), the k best of those are returned with them; an index without raw vectors refuses it.
   /// rerank = kRerankByBound: re-ranking by the error bound (the RaBitQ paper's search, SIGMOD 2024): a vector
