@@ -125,7 +125,15 @@ def test_files_round_trip_and_bad_input(tmp_path):
     with pytest.raises(tessera.InvalidArgument):
         ix.add(x)  # not trained
     ix.set_centroids(x[:4])
+    with pytest.raises(tessera.InvalidArgument, match="no vectors"):
+        ix.search(x[:2], 5)  # nothing added yet
     ix.add(x)
+    with pytest.raises(tessera.InvalidArgument, match="k = 501"):
+        ix.search(x[:2], 501)
+    q = x[:3].copy()
+    q[2, 5] = np.inf
+    with pytest.raises(tessera.InvalidArgument, match="row 2"):
+        ix.search(q, 5)
     path = tmp_path / "index.tsi"
     ix.save(path)
     back = tessera.IVFRaBitQ.load(path)
