@@ -25,13 +25,22 @@ def sift(data_file):
 
 def test_recall_matches_rabitqlib_on_the_same_lists(sift):
     """Same coarse centroids and list assignments, same bits: recall@10 at least rabitqlib's, averaged over
-    five rotations each (rabitqlib draws its rotation from std::random_device: one run's recall@10 spreads by
-    about 0.008 at 1 bit; 0.015 is four standard errors of the difference), and ≥ 0.90 at 4 bits without
-    re-ranking."""
+    five rotations each, and ≥ 0.90 at 4 bits without re-ranking on siftsmall's own queries. rabitqlib draws its
+    rotation from std::random_device, so the comparison is statistical: with siftsmall's 100 queries one run's
+    recall@10 spreads by about 0.011 at 1 bit (the margin was 2 standard errors: it failed now and then), so 900
+    more queries (midpoints of random base pairs, exact neighbours by numpy) bring the standard error of the
+    difference of the means to about 0.003, and 0.015 is five of them."""
     rabitqlib = pytest.importorskip("rabitqlib")
-    x, q, gt = sift
+    x, q_own, gt_own = sift
+    rng = np.random.default_rng(11)
+    a, b = rng.integers(0, len(x), 900), rng.integers(0, len(x), 900)
+    extra = (0.5 * (x[a].astype(np.float64) + x[b])).astype(np.float32)
+    d2 = (extra.astype(np.float64) ** 2).sum(1)[:, None] - 2 * extra.astype(np.float64) @ x.T.astype(np.float64) \
+        + (x.astype(np.float64) ** 2).sum(1)[None]
+    q = np.concatenate([q_own, extra])
+    gt = np.concatenate([gt_own[:, :10], np.argsort(d2, axis=1, kind="stable")[:, :10]])
     for bits in (1, 4):
-        ours, theirs = [], []
+        ours, theirs, ours_own = [], [], []
         for seed in range(5):
             ix = tessera.IVFRaBitQ(128, 32, bits=bits, seed=seed)
             ix.train(x)
@@ -48,9 +57,10 @@ def test_recall_matches_rabitqlib_on_the_same_lists(sift):
             ref_labels = np.asarray(out[0] if np.asarray(out[0]).dtype.kind in "iu" else out[1]).reshape(len(q), -1)
             ours.append(recall_at(labels, gt, 10))
             theirs.append(recall_at(ref_labels.astype(np.int64), gt, 10))
+            ours_own.append(recall_at(labels[:len(q_own)], gt_own, 10))
         assert np.mean(ours) >= np.mean(theirs) - 0.015, (bits, ours, theirs)
         if bits == 4:
-            assert min(ours) >= 0.90, ours
+            assert min(ours_own) >= 0.90, ours_own
 
 
 def test_add_with_given_lists():
