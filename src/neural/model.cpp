@@ -1,5 +1,7 @@
 #include "tessera/neural/model.h"
 
+#include <torch/utils.h>
+
 #include "neural/tensor_convert.h"
 #include "tessera/core/error.h"
 #include "tessera/neural/rqkmeans_plus.h"
@@ -29,32 +31,53 @@ CodeStats RQVAEModel::codes(MatrixView<const float> x, size_t batch_size) const 
   return evaluate_codes(*impl_, x, batch_size);
 }
 
-FloatMatrix RQVAEModel::reconstruct(MatrixView<const float> x, size_t batch_size) const {
-  const int64_t d = impl_->config().in_dim;
+namespace {
+
+// Rows of x through f (evaluation mode, no gradient) in batches: n × width.
+template <class F>
+FloatMatrix batched_eval(RQVAEImpl& m, MatrixView<const float> x, size_t batch_size, int64_t width, F f) {
+  const int64_t d = m.config().in_dim;
   TESSERA_CHECK_ARG(int64_t(x.cols) == d, "dimension mismatch: data has " << x.cols << " columns, the model " << d);
   check_finite(x, "data");
-  FloatMatrix out(x.rows, x.cols);
-  const bool was_training = impl_->is_training();
-  impl_->eval();
+  FloatMatrix out(x.rows, size_t(width));
+  const bool was_training = m.is_training();
+  m.eval();
   try {
     torch::NoGradGuard no_grad;
     const size_t bs = std::max<size_t>(1, batch_size);
     for (size_t b0 = 0; b0 < x.rows; b0 += bs) {
       const size_t nb = std::min(bs, x.rows - b0);
-      const torch::Tensor r = impl_->forward(detail::tensor_from(x.rows_slice(b0, nb))).reconstruction.contiguous();
+      const torch::Tensor r = f(detail::tensor_from(x.rows_slice(b0, nb))).contiguous();
       std::copy(r.data_ptr<float>(), r.data_ptr<float>() + r.numel(), out.row(b0));
     }
   } catch (...) {
-    impl_->train(was_training);
+    m.train(was_training);
     throw;
   }
-  impl_->train(was_training);
+  m.train(was_training);
   return out;
+}
+
+}  // namespace
+
+FloatMatrix RQVAEModel::latent(MatrixView<const float> x, size_t batch_size) const {
+  RQVAEImpl& m = *impl_;
+  return batched_eval(m, x, batch_size, m.config().e_dim, [&m](const torch::Tensor& t) { return m.encode(t); });
+}
+
+FloatMatrix RQVAEModel::reconstruct(MatrixView<const float> x, size_t batch_size) const {
+  RQVAEImpl& m = *impl_;
+  return batched_eval(m, x, batch_size, m.config().in_dim,
+                      [&m](const torch::Tensor& t) { return m.forward(t).reconstruction; });
 }
 
 FloatMatrix RQVAEModel::codebook(size_t level) const {
   TESSERA_CHECK_ARG(level < num_levels(), "level " << level << " out of range: the model has " << num_levels());
   return detail::matrix_from(impl_->rq()->level(level)->codebook());
+}
+
+void RQVAEModel::set_torch_threads(int n) {
+  if (n > 0) torch::set_num_threads(n);
 }
 
 void RQVAEModel::save_state_dict(const std::string& path) const { neural::save_state_dict(*impl_, path); }

@@ -32,10 +32,15 @@ class RQVAEModel {
   std::vector<EpochReport> train(MatrixView<const float> x, const TrainerParams& p);
   /// Greedy codes of x (n × in_dim) with collision rate and per-level use: evaluate_codes.
   CodeStats codes(MatrixView<const float> x, size_t batch_size = 4096) const;
+  /// The encoder's latents z of x (n × in_dim → n × e_dim), in evaluation mode: what the quantizer codes.
+  FloatMatrix latent(MatrixView<const float> x, size_t batch_size = 4096) const;
   /// The decoder's reconstruction of x (n × in_dim → n × in_dim), in evaluation mode.
   FloatMatrix reconstruct(MatrixView<const float> x, size_t batch_size = 4096) const;
   /// Codebook of level l: K_l × e_dim (a copy).
   FloatMatrix codebook(size_t level) const;
+
+  /// Threads of torch's element-wise work in this process (at::set_num_threads); n ≤ 0 leaves torch's default.
+  static void set_torch_threads(int n);
 
   /// PyTorch state_dict files with MiniOneRec's names (state_dict.h); loading is strict.
   void save_state_dict(const std::string& path) const;
