@@ -90,6 +90,7 @@ std::string SidMetrics::to_json() const {
   j["seconds_total"] = seconds_total;
   j["mse_before"] = mse_before;
   j["mse"] = mse;
+  if (recon_mse) j["recon_mse"] = *recon_mse;
   j["collision_rate"] = before.collision_rate;
   j["unique_ids_before"] = before.unique_ids;
   j["largest_collision_group"] = before.largest_group;

@@ -172,12 +172,35 @@ SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, Matrix
   TESSERA_CHECK_ARG(model && model->is_trained(), "encoding needs a trained model");
   TESSERA_CHECK_ARG(x.rows > 0, "no items to encode");
   check_labels(labels, x.rows);
-  SemanticIds s;
-  s.model = std::move(model);
-  s.codes = CodeMatrix(x.rows, s.model->num_codebooks());
+  CodeMatrix codes(x.rows, model->num_codebooks());
   // Greedy whatever the model's max_beam_size (files from before it existed load with the beam default):
   // unbalanced levels give the training rows the codes `sid build` gave them.
-  s.model->encode_greedy(x, s.codes.data());
+  model->encode_greedy(x, codes.data());
+  SemanticIds s = semantic_ids_from_codes(std::move(model), x, std::move(codes), dedup, format, labels);
+  s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
+  return s;
+}
+
+SemanticIds semantic_ids_from_codes(std::shared_ptr<ResidualQuantizer> model, MatrixView<const float> x,
+                                    CodeMatrix codes, Dedup dedup, TokenFormat format,
+                                    const std::vector<std::string>* labels) {
+  const auto t0 = Clock::now();
+  TESSERA_CHECK_ARG(model && model->is_trained(), "semantic IDs need a trained model");
+  TESSERA_CHECK_ARG(x.rows > 0, "no items");
+  TESSERA_CHECK_ARG(x.cols == model->dim(), "dimension mismatch: the vectors have " << x.cols << " columns, the model "
+                                                                                  << model->dim());
+  TESSERA_CHECK_ARG(codes.rows() == x.rows && codes.cols() == model->num_codebooks(),
+                    "codes are " << codes.rows() << " × " << codes.cols() << ", expected " << x.rows << " × "
+                                 << model->num_codebooks());
+  for (size_t i = 0; i < codes.rows(); ++i)
+    for (size_t l = 0; l < codes.cols(); ++l)
+      TESSERA_CHECK_ARG(codes(i, l) >= 0 && size_t(codes(i, l)) < model->codebook_sizes()[l],
+                        "code " << codes(i, l) << " of row " << i << " at level " << l << " is out of range [0, "
+                                << model->codebook_sizes()[l] << ")");
+  check_labels(labels, x.rows);
+  SemanticIds s;
+  s.model = std::move(model);
+  s.codes = std::move(codes);
   s.dedup = dedup;
   s.format = format;
   s.metrics.balance = "none";

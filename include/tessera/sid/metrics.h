@@ -35,6 +35,9 @@ struct SidMetrics {
   double seconds_total = 0;
   double mse_before = 0;          ///< mean square of the input (what "no code" would cost)
   double mse = 0;                 ///< final reconstruction MSE of the codes written to codes.npy
+  /// A neural model's reconstruction MSE of the input by its decoder (mse is then its latents' quantization
+  /// error); written to metrics.json when set.
+  std::optional<double> recon_mse;
   CollisionStats before;          ///< collisions of the raw codes
   size_t final_collisions = 0;    ///< items still sharing an ID after resolution
   size_t max_id_length = 0;

@@ -47,6 +47,14 @@ SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p,
 SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, MatrixView<const float> x, Dedup dedup,
                                 TokenFormat format, const std::vector<std::string>* labels = nullptr);
 
+/// IDs from codes made elsewhere (e.g. an RQ-VAE's quantizer): codes (n × L, 0-based) of the vectors x (n × d)
+/// under the codebooks of `model` (trained, L levels of width d), resolved with `dedup`, with the metrics of
+/// encode_semantic_ids (reconstruction errors are those of x by the codewords). encode_semantic_ids is this
+/// with the model's greedy codes.
+SemanticIds semantic_ids_from_codes(std::shared_ptr<ResidualQuantizer> model, MatrixView<const float> x,
+                                    CodeMatrix codes, Dedup dedup, TokenFormat format,
+                                    const std::vector<std::string>* labels = nullptr);
+
 /// Check, without creating anything, that `dir` could be written: an existing writable directory, or a
 /// path whose nearest existing ancestor is one. IOError / InvalidArgument otherwise. Front ends call it
 /// before the work starts, so that a bad output path fails early and leaves nothing behind.
