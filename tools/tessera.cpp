@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "aq_commands.h"
+#include "neural_commands.h"
 #include "rabitq_commands.h"
 #include "progress_bar.h"
 #include "tessera/core/interrupt.h"
@@ -169,6 +170,7 @@ int main(int argc, char** argv) {
 
   tessera::cli::AqCommands aq(app);
   tessera::cli::RabitqCommands rabitq(app);
+  tessera::cli::NeuralCommands neural(app, argv);
 
   CLI11_PARSE(app, argc, argv);
   install_signal_handlers();
@@ -222,12 +224,12 @@ int main(int argc, char** argv) {
       const SemanticIds s = encode_semantic_ids(m.model, x.view(), d, m.format);
       write_semantic_ids(enc_out, s, keys.empty() ? nullptr : &keys, false);
       print_summary(s, enc_out);
-    } else if (!aq.run()) {
+    } else if (!aq.run() && !neural.run()) {
       rabitq.run();
     }
   } catch (const tessera::Interrupted&) {
     const int sig = g_signal ? int(g_signal) : SIGINT;
-    std::fprintf(stderr, "%stessera: stopped by %s; no output was written\n", quiet || aq.quiet() ? "" : "\n",
+    std::fprintf(stderr, "%stessera: stopped by %s; no output was written\n", quiet || aq.quiet() || neural.quiet() ? "" : "\n",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
     return 128 + sig;
   } catch (const tessera::Error& e) {
