@@ -155,16 +155,24 @@ BalancedAssigner::BalancedAssigner(SizeBounds bounds) : bounds_(bounds) {
                     "size bounds: lo = " << bounds.lo << " exceeds hi = " << bounds.hi);
 }
 
-double BalancedAssigner::assign(MatrixView<const float> x, MatrixView<const float> centroids, int32_t* assign,
-                                float* dist, const float* x_norms) {
+namespace detail {
+
+void check_assign_inputs(MatrixView<const float> x, MatrixView<const float> centroids, SizeBounds bounds) {
   TESSERA_CHECK_ARG(centroids.rows > 0, "balanced assignment: no centroids");
   TESSERA_CHECK_ARG(x.cols == centroids.cols, "dimension mismatch: points have " << x.cols << " columns, centroids "
                                                                                << centroids.cols);
   TESSERA_CHECK_ARG(x.rows <= (size_t)std::numeric_limits<int32_t>::max() &&
                         centroids.rows <= (size_t)std::numeric_limits<int32_t>::max(),
                     "balanced assignment: too many points or centroids");
-  check_size_bounds(x.rows, centroids.rows, bounds_);
+  check_size_bounds(x.rows, centroids.rows, bounds);
   check_finite(centroids, "centroids");
+}
+
+}  // namespace detail
+
+double BalancedAssigner::assign(MatrixView<const float> x, MatrixView<const float> centroids, int32_t* assign,
+                                float* dist, const float* x_norms) {
+  detail::check_assign_inputs(x, centroids, bounds_);
   // The dense n × k distance matrix (one GEMM): the SSP engine reads any row many times.
   cost_.resize(x.rows * centroids.rows);
   l2_sqr_distances(x, centroids, nullptr, cost_.data(), x_norms);

@@ -113,22 +113,13 @@ class SspSolver {
       accepted = p_;
       if (!paid) break;
       damping = std::min(1.0, 1.5 * damping);
-      std::fill(step.begin(), step.end(), 0.0);
       // Shed: the e-th smallest gap to the second choice among members sheds e items.
       std::vector<std::vector<float>> gaps(k_);
       for (size_t i = 0; i < n_; ++i)
         if (over[best_[i]] > 0) gaps[best_[i]].push_back(gap[i]);
       // Attract: the e-th smallest cost of joining among non-members.
       std::vector<std::vector<float>> joins = smallest_joins(short_of, v1);
-      for (size_t j = 0; j < k_; ++j) {
-        if (over[j] > 0 && !gaps[j].empty()) {
-          step[j] = nudge(kth_smallest(gaps[j], size_t(over[j])), p_[j]);
-          if (p_[j] < 0) step[j] = std::min(step[j], -p_[j]);
-        } else if (short_of[j] > 0 && !joins[j].empty()) {
-          step[j] = -nudge(kth_smallest(joins[j], size_t(short_of[j])), p_[j]);
-          if (p_[j] > 0) step[j] = std::max(step[j], -p_[j]);
-        }
-      }
+      price_steps(over, short_of, gaps, joins, p_, k_, step);
       for (size_t j = 0; j < k_; ++j) p_[j] += damping * step[j];
       fresh_ = false;
     }
@@ -136,14 +127,6 @@ class SspSolver {
   }
   static constexpr int kMaxRounds = 60;
   static constexpr double kMinDamping = 1.0 / 16;
-  // A price move of g plus a hair, so that the item at the margin really changes side.
-  static double nudge(float g, double p) { return double(g) + 1e-6 * (std::abs(double(g)) + std::abs(p)) + 1e-30; }
-  // The e-th smallest value (1-based; the largest when there are fewer).
-  static float kth_smallest(std::vector<float>& v, size_t e) {
-    const size_t at = std::min(v.size(), e) - 1;
-    std::nth_element(v.begin(), v.begin() + at, v.end());
-    return v[at];
-  }
 
   // Sizes of the clusters under best_, and how far each is off its target (see presolve_prices).
   size_t tally(std::vector<long long>& size, std::vector<long long>& over, std::vector<long long>& short_of) const {

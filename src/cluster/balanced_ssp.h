@@ -13,4 +13,8 @@ namespace tessera::detail {
 double balanced_ssp_solve(MatrixView<const float> cost, SizeBounds bounds, std::vector<double>& prices,
                           int32_t* assign, float* dist, BalancedStats& stats);
 
+/// The checks of BalancedAssigner::assign and BoundedBalancedAssigner::assign (x: n × d, centroids: k × d):
+/// centroids present, d equal, n and k within int32, the bounds feasible, the centroids finite.
+void check_assign_inputs(MatrixView<const float> x, MatrixView<const float> centroids, SizeBounds bounds);
+
 }  // namespace tessera::detail

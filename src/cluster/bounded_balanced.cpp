@@ -355,7 +355,6 @@ class BoundedSolver {
       accepted = p_;
       if (!paid) break;
       damping = std::min(1.0, 1.5 * damping);
-      std::fill(step.begin(), step.end(), 0.0);
       for (size_t j = 0; j < k_; ++j) gaps[j].clear(), joins[j].clear();
       for (size_t i = 0; i < n_; ++i) {
         const size_t a = (size_t)best[i];
@@ -365,27 +364,12 @@ class BoundedSolver {
           if (j != a && short_of[j] > 0) joins[j].push_back(float(double(cco_[t]) + p_[j] - v1[i]));
         }
       }
-      for (size_t j = 0; j < k_; ++j) {
-        if (over[j] > 0 && !gaps[j].empty()) {
-          step[j] = nudge(kth_smallest(gaps[j], size_t(over[j])), p_[j]);
-          if (p_[j] < 0) step[j] = std::min(step[j], -p_[j]);
-        } else if (short_of[j] > 0 && !joins[j].empty()) {
-          step[j] = -nudge(kth_smallest(joins[j], size_t(short_of[j])), p_[j]);
-          if (p_[j] > 0) step[j] = std::max(step[j], -p_[j]);
-        }
-      }
+      price_steps(over, short_of, gaps, joins, p_, k_, step);
       for (size_t j = 0; j < k_; ++j) p_[j] += damping * step[j];
     }
   }
   static constexpr int kMaxRounds = 60;
   static constexpr double kMinDamping = 1.0 / 16;
-  static double nudge(double g, double p) { return g + 1e-6 * (std::abs(g) + std::abs(p)) + 1e-30; }
-  // The e-th smallest value (1-based; the largest when there are fewer).
-  static double kth_smallest(std::vector<float>& v, size_t e) {
-    const size_t at = std::min(v.size(), e) - 1;
-    std::nth_element(v.begin(), v.begin() + at, v.end());
-    return v[at];
-  }
 
   // Every item to its cheapest priced candidate (ties: its previous cluster, within rounding, then the
   // lowest index); sizes, and the flows to T as complementary slackness wants them.
@@ -669,14 +653,7 @@ BoundedBalancedAssigner::BoundedBalancedAssigner(SizeBounds bounds, BoundedBalan
 
 double BoundedBalancedAssigner::assign(MatrixView<const float> x, MatrixView<const float> centroids, int32_t* assign,
                                        float* dist, const float* x_norms) {
-  TESSERA_CHECK_ARG(centroids.rows > 0, "balanced assignment: no centroids");
-  TESSERA_CHECK_ARG(x.cols == centroids.cols, "dimension mismatch: points have " << x.cols << " columns, centroids "
-                                                                               << centroids.cols);
-  TESSERA_CHECK_ARG(x.rows <= (size_t)std::numeric_limits<int32_t>::max() &&
-                        centroids.rows <= (size_t)std::numeric_limits<int32_t>::max(),
-                    "balanced assignment: too many points or centroids");
-  check_size_bounds(x.rows, centroids.rows, bounds_);
-  check_finite(centroids, "centroids");
+  detail::check_assign_inputs(x, centroids, bounds_);
   const detail::L2Rows src(x, centroids, x_norms);
   return detail::bounded_solve(src, bounds_, params_, prices_, assign, dist, stats_);
 }

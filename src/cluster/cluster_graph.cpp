@@ -81,4 +81,33 @@ void prices_relative_to_sink(std::vector<double>& p, const ClusterFlow& f, size_
   }
 }
 
+namespace {
+
+// A price move of g plus a hair, so that the item at the margin really changes side.
+double nudge(double g, double p) { return g + 1e-6 * (std::abs(g) + std::abs(p)) + 1e-30; }
+
+// The e-th smallest value (1-based; the largest when there are fewer).
+float kth_smallest(std::vector<float>& v, size_t e) {
+  const size_t at = std::min(v.size(), e) - 1;
+  std::nth_element(v.begin(), v.begin() + at, v.end());
+  return v[at];
+}
+
+}  // namespace
+
+void price_steps(const std::vector<long long>& over, const std::vector<long long>& short_of,
+                 std::vector<std::vector<float>>& gaps, std::vector<std::vector<float>>& joins,
+                 const std::vector<double>& p, size_t k, std::vector<double>& step) {
+  for (size_t j = 0; j < k; ++j) {
+    step[j] = 0;
+    if (over[j] > 0 && !gaps[j].empty()) {
+      step[j] = nudge(kth_smallest(gaps[j], size_t(over[j])), p[j]);
+      if (p[j] < 0) step[j] = std::min(step[j], -p[j]);
+    } else if (short_of[j] > 0 && !joins[j].empty()) {
+      step[j] = -nudge(kth_smallest(joins[j], size_t(short_of[j])), p[j]);
+      if (p[j] > 0) step[j] = std::max(step[j], -p[j]);
+    }
+  }
+}
+
 }  // namespace tessera::detail

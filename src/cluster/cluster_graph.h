@@ -79,4 +79,12 @@ bool push_along_tree(size_t t, const float* move, const int32_t* who, ClusterFlo
 /// still fall has p_j ≥ p_T; the Dijkstra updates may leave a rounding error of the wrong sign, snapped to 0.
 void prices_relative_to_sink(std::vector<double>& p, const ClusterFlow& f, size_t k);
 
+/// One Jacobi round of the price pre-pass (docs/balanced-assignment.md, section 4.1), for clusters 0 … k − 1:
+/// a cluster over[j] > 0 items above its target moves its price up just past the over[j]-th smallest gap to
+/// its members' second choice (gaps[j]), one short_of[j] > 0 items below it down just past the short_of[j]-th
+/// smallest joining cost (joins[j]), never across 0; step[j] = 0 otherwise. gaps and joins are reordered.
+void price_steps(const std::vector<long long>& over, const std::vector<long long>& short_of,
+                 std::vector<std::vector<float>>& gaps, std::vector<std::vector<float>>& joins,
+                 const std::vector<double>& p, size_t k, std::vector<double>& step);
+
 }  // namespace tessera::detail

@@ -9,11 +9,14 @@
 #include <random>
 #include <vector>
 
+#include "balanced_test_util.h"
 #include "tessera/cluster/balanced_assignment.h"
 #include "tessera/core/distances.h"
 #include "tessera/core/threading.h"
 
 using namespace tessera;
+using tessera::testing::cost_of;
+using tessera::testing::expect_sizes_within;
 
 namespace {
 
@@ -54,25 +57,6 @@ FloatMatrix cost_matrix(const FloatMatrix& x, const FloatMatrix& c) {
   FloatMatrix d(x.rows(), c.rows());
   l2_sqr_distances(x.view(), c.view(), nullptr, d.data());
   return d;
-}
-
-void expect_sizes_within(const std::vector<int32_t>& a, size_t k, SizeBounds b) {
-  std::vector<size_t> sz(k, 0);
-  for (int32_t j : a) {
-    ASSERT_GE(j, 0);
-    ASSERT_LT((size_t)j, k);
-    ++sz[j];
-  }
-  for (size_t j = 0; j < k; ++j) {
-    EXPECT_GE(sz[j], b.lo) << "cluster " << j;
-    EXPECT_LE(sz[j], b.hi) << "cluster " << j;
-  }
-}
-
-double cost_of(const FloatMatrix& d, const std::vector<int32_t>& a) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += d(i, a[i]);
-  return s;
 }
 
 struct Case {

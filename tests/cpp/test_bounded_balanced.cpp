@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "balanced_test_util.h"
+#include "test_helpers.h"
 #include "tessera/cluster/balanced_assignment.h"
 #include "tessera/cluster/bounded_balanced_assignment.h"
 #include "tessera/cluster/kmeans.h"
@@ -21,22 +23,10 @@
 #include "tessera/core/threading.h"
 
 using namespace tessera;
+using tessera::testing::cost_of;
+using tessera::testing::expect_sizes_within;
 
 namespace {
-
-// A Gaussian mixture (n × d) with `modes` centres.
-FloatMatrix mixture(size_t n, size_t d, size_t modes, uint64_t seed, float spread = 0.3f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> g;
-  FloatMatrix c(modes, d), x(n, d);
-  for (size_t i = 0; i < c.size(); ++i) c.data()[i] = g(rng);
-  std::uniform_int_distribution<size_t> pick(0, modes - 1);
-  for (size_t i = 0; i < n; ++i) {
-    const size_t m = pick(rng);
-    for (size_t t = 0; t < d; ++t) x(i, t) = c(m, t) + spread * g(rng);
-  }
-  return x;
-}
 
 FloatMatrix some_rows(const FloatMatrix& x, size_t k, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -61,19 +51,6 @@ double total(const FloatMatrix& d, const std::vector<int32_t>& a) {
   return s;
 }
 
-void expect_within(const std::vector<int32_t>& a, size_t k, SizeBounds b) {
-  std::vector<size_t> sz(k, 0);
-  for (int32_t j : a) {
-    ASSERT_GE(j, 0);
-    ASSERT_LT((size_t)j, k);
-    ++sz[j];
-  }
-  for (size_t j = 0; j < k; ++j) {
-    EXPECT_GE(sz[j], b.lo) << "cluster " << j;
-    EXPECT_LE(sz[j], b.hi) << "cluster " << j;
-  }
-}
-
 // The bounded solver on d equals the dense one and the exact reference, with a valid certificate.
 void expect_same_optimum(const FloatMatrix& d, SizeBounds b, BoundedBalancedParams prm, const char* what) {
   const size_t n = d.rows(), k = d.cols();
@@ -82,7 +59,7 @@ void expect_same_optimum(const FloatMatrix& d, SizeBounds b, BoundedBalancedPara
   const double ref = dense.assign_costs(d.view(), ad.data());
   BoundedBalancedAssigner bounded(b, prm);
   const double got = bounded.assign_costs(d.view(), ab.data());
-  expect_within(ab, k, b);
+  expect_sizes_within(ab, k, b);
   EXPECT_NEAR(got, total(d, ab), 1e-9 * std::abs(got) + 1e-9) << what;
   EXPECT_NEAR(got, ref, 1e-6 * std::abs(ref) + 1e-6) << what << " n " << n << " k " << k << " bounds " << b.lo
                                                      << ".." << b.hi << " c " << prm.candidates;
@@ -170,7 +147,7 @@ TEST(BoundedBalanced, DegenerateShapes) {
 // with moved centroids (as in Lloyd's iterations).
 TEST(BoundedBalanced, PointsPathAndWarmStarts) {
   const size_t n = 5000, k = 48, dd = 16;
-  FloatMatrix x = mixture(n, dd, 6, 3);
+  FloatMatrix x = tessera::testing::gaussian_mixture(n, dd, 6, 3);
   FloatMatrix c = some_rows(x, k, 4);
   const SizeBounds b = default_size_bounds(n, k);
   for (const size_t sample : {size_t(0), BoundedBalancedParams::kAuto, size_t(1000)}) {
@@ -185,7 +162,7 @@ TEST(BoundedBalanced, PointsPathAndWarmStarts) {
       const double got = bounded.assign(x.view(), cc.view(), ab.data(), db.data());
       const double ref = dense.assign(x.view(), cc.view(), ad.data(), dist.data());
       const FloatMatrix d = l2_costs(x, cc);
-      expect_within(ab, k, b);
+      expect_sizes_within(ab, k, b);
       EXPECT_NEAR(got, ref, 1e-6 * ref) << "sample " << sample << " call " << call;
       EXPECT_LE(balanced_certificate_violation(d.view(), b, ab.data(), bounded.prices()), 1e-5 * (1 + ref / n));
       for (size_t i = 0; i < n; i += 97) EXPECT_NEAR(db[i], d(i, ab[i]), 1e-4 * (1 + d(i, ab[i])));
@@ -201,7 +178,7 @@ TEST(BoundedBalanced, PointsPathAndWarmStarts) {
 // clusters that must grow, and the certificate rounds add the arcs.
 TEST(BoundedBalanced, HubCentroidsColdStart) {
   const size_t n = 4800, k = 24, dd = 8;
-  FloatMatrix x = mixture(n, dd, 5, 41);
+  FloatMatrix x = tessera::testing::gaussian_mixture(n, dd, 5, 41);
   FloatMatrix c = some_rows(x, k, 42);
   for (size_t j = 0; j < k; ++j)
     for (size_t t = 0; t < dd; ++t) c(j, t) *= j < 3 ? 0.01f : 3.0f;
@@ -215,7 +192,7 @@ TEST(BoundedBalanced, HubCentroidsColdStart) {
 
 TEST(BoundedBalanced, IdenticalForOneAndTwoThreads) {
   const size_t n = 4000, k = 64;
-  FloatMatrix x = mixture(n, 24, 20, 11);
+  FloatMatrix x = tessera::testing::gaussian_mixture(n, 24, 20, 11);
   FloatMatrix c = some_rows(x, k, 12);
   const SizeBounds b = default_size_bounds(n, k);
   std::vector<int32_t> a1(n), a2(n);
@@ -238,7 +215,7 @@ TEST(BoundedBalanced, IdenticalForOneAndTwoThreads) {
 // the same run (the sample warm start and the full rows both switch).
 TEST(BoundedBalanced, BalancedKMeansGivesTheSameResultOnBothPaths) {
   const size_t n = 4000, k = 16;
-  FloatMatrix x = mixture(n, 8, 10, 5);
+  FloatMatrix x = tessera::testing::gaussian_mixture(n, 8, 10, 5);
   KMeansParams p;
   p.k = k;
   p.max_iter = 12;
@@ -252,7 +229,7 @@ TEST(BoundedBalanced, BalancedKMeansGivesTheSameResultOnBothPaths) {
     const KMeansResult bounded = kmeans(x.view(), p);
     EXPECT_NEAR(bounded.objective, dense.objective, 1e-6 * dense.objective) << "warm " << warm;
     EXPECT_EQ(bounded.iterations, dense.iterations);
-    expect_within(bounded.assignment, k, *p.size_bounds);
+    expect_sizes_within(bounded.assignment, k, *p.size_bounds);
   }
 }
 
@@ -263,7 +240,7 @@ TEST(BoundedBalanced, DISABLED_Scale1M) {
   const char* path = std::getenv("TESSERA_BALANCED_PATH");
   const bool dense_path = path && std::string(path) == "dense";
   const size_t n = 1000000, dd = 128, k = 256;
-  FloatMatrix x = mixture(n, dd, 300, 1, 0.5f);
+  FloatMatrix x = tessera::testing::gaussian_mixture(n, dd, 300, 1, 0.5f);
   FloatMatrix c = some_rows(x, k, 2);
   using clk = std::chrono::steady_clock;
   auto secs = [](clk::time_point a) { return std::chrono::duration<double>(clk::now() - a).count(); };
@@ -289,6 +266,6 @@ TEST(BoundedBalanced, DISABLED_Scale1M) {
                   it ? "warm" : "cold", secs(t0), cost, bounded.stats().steps, bounded.stats().phases,
                   bounded.stats().rounds, bounded.stats().rows_checked, bounded.stats().arcs, bounded.stats().arcs_added,
                   bounded.stats().reconnects);
-    expect_within(a, k, b);
+    expect_sizes_within(a, k, b);
   }
 }
