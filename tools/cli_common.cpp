@@ -1,11 +1,14 @@
 #include "cli_common.h"
 
 #include <algorithm>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <unordered_set>
 
 #include "tessera/core/distances.h"
 #include "tessera/core/error.h"
+#include "tessera/core/interrupt.h"
 #include "tessera/io/atomic_file.h"
 #include "tessera/io/hdf5.h"
 #include "tessera/io/npy.h"
@@ -14,6 +17,28 @@
 #include "tessera/sid/pipeline.h"
 
 namespace tessera::cli {
+
+namespace {
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_signal(int sig) { g_signal = sig; }
+}  // namespace
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  set_interrupt_check([] { return g_signal != 0; });
+}
+
+int received_signal() { return g_signal ? int(g_signal) : SIGINT; }
+
+bool verbose_errors(bool flag) {
+  const char* env = std::getenv("TESSERA_VERBOSE");
+  return flag || (env && *env && std::string(env) != "0");
+}
 
 namespace fs = std::filesystem;
 

@@ -1,4 +1,5 @@
-// What the `aq` and `rabitq` commands share: output checks, ground truth, recall, timing, result files.
+// What the commands (and both binaries, tessera and tessera-neural) share: signals, error detail, output
+// checks, ground truth, recall, timing, result files.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -9,6 +10,14 @@
 #include "tessera/core/matrix.h"
 
 namespace tessera::cli {
+
+/// SIGINT/SIGTERM only raise a flag that the library polls (set_interrupt_check), so work unwinds and outputs
+/// are cleaned up; the handler resets itself, so a second signal ends the process at once.
+void install_signal_handlers();
+/// The signal that stopped the work (SIGINT when none was recorded).
+int received_signal();
+/// Whether errors also name where they were detected: the flag (--verbose) or TESSERA_VERBOSE=1.
+bool verbose_errors(bool flag);
 
 double seconds_since(std::chrono::steady_clock::time_point t0);
 

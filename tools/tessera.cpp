@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "aq_commands.h"
+#include "cli_common.h"
 #include "neural_commands.h"
 #include "rabitq_commands.h"
 #include "progress_bar.h"
@@ -22,28 +23,6 @@
 namespace {
 
 using namespace tessera;
-
-// SIGINT/SIGTERM only raise this flag; the library polls it (set_interrupt_check) and unwinds, so outputs
-// are cleaned up. The handler resets itself: a second signal ends the process at once.
-volatile std::sig_atomic_t g_signal = 0;
-
-extern "C" void on_signal(int sig) { g_signal = sig; }
-
-void install_signal_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  set_interrupt_check([] { return g_signal != 0; });
-}
-
-// Where an error was detected is for debugging: shown with --verbose or TESSERA_VERBOSE=1.
-bool verbose_errors(bool flag) {
-  const char* env = std::getenv("TESSERA_VERBOSE");
-  return flag || (env && *env && std::string(env) != "0");
-}
 
 std::vector<size_t> parse_sizes(const std::string& s) {
   std::vector<size_t> out;
@@ -173,7 +152,7 @@ int main(int argc, char** argv) {
   tessera::cli::NeuralCommands neural(app, argv);
 
   CLI11_PARSE(app, argc, argv);
-  install_signal_handlers();
+  cli::install_signal_handlers();
 
   try {
     if (build->parsed()) {
@@ -228,13 +207,13 @@ int main(int argc, char** argv) {
       rabitq.run();
     }
   } catch (const tessera::Interrupted&) {
-    const int sig = g_signal ? int(g_signal) : SIGINT;
+    const int sig = cli::received_signal();
     std::fprintf(stderr, "%stessera: stopped by %s; no output was written\n", quiet || aq.quiet() || neural.quiet() ? "" : "\n",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
     return 128 + sig;
   } catch (const tessera::Error& e) {
     std::fprintf(stderr, "tessera: error: %s", e.what());
-    if (verbose_errors(verbose) && !e.location().empty()) std::fprintf(stderr, " [%s]", e.location().c_str());
+    if (cli::verbose_errors(verbose) && !e.location().empty()) std::fprintf(stderr, " [%s]", e.location().c_str());
     std::fprintf(stderr, "\n");
     return 1;
   } catch (const std::exception& e) {

@@ -9,27 +9,10 @@
 
 #include <unistd.h>
 
+#include "cli_common.h"
 #include "neural_commands.h"
 #include "tessera/core/error.h"
 #include "tessera/core/interrupt.h"
-
-namespace {
-
-volatile std::sig_atomic_t g_neural_signal = 0;
-
-extern "C" void on_neural_signal(int sig) { g_neural_signal = sig; }
-
-void install_neural_signal_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_neural_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  tessera::set_interrupt_check([] { return g_neural_signal != 0; });
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   // As tessera.cpp: OpenMP workers wait without spinning (set before libgomp loads, so start again once).
@@ -41,17 +24,16 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "errors also name where in the source they were detected (or TESSERA_VERBOSE=1)");
   tessera::cli::NeuralCommands neural(app);
   CLI11_PARSE(app, argc, argv);
-  install_neural_signal_handlers();
+  tessera::cli::install_signal_handlers();
   try {
     neural.run();
   } catch (const tessera::Interrupted&) {
-    const int sig = g_neural_signal ? int(g_neural_signal) : SIGINT;
+    const int sig = tessera::cli::received_signal();
     std::fprintf(stderr, "tessera: stopped by %s; no output was written\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     return 128 + sig;
   } catch (const tessera::Error& e) {
     std::fprintf(stderr, "tessera: error: %s", e.what());
-    const char* env = std::getenv("TESSERA_VERBOSE");
-    if ((verbose || (env && *env && std::string(env) != "0")) && !e.location().empty())
+    if (tessera::cli::verbose_errors(verbose) && !e.location().empty())
       std::fprintf(stderr, " [%s]", e.location().c_str());
     std::fprintf(stderr, "\n");
     return 1;
