@@ -22,6 +22,10 @@ struct RQVAEConfig {
   double beta = 0.25;          ///< commitment weight in each level's loss
   double quant_weight = 1.0;   ///< weight of the VQ loss in the total loss
   bool residual_encoder = false;  ///< RQ-KMeans+: z = x + MLP(x), needs e_dim == in_dim
+  /// Sinkhorn balanced assignment per level while training (MiniOneRec's sk_epsilons): empty = none; else one
+  /// ε per level (a length other than codebook_sizes' is an error), ε ≤ 0 = argmin on that level.
+  std::vector<double> sk_epsilons;
+  int sk_iters = 50;           ///< Sinkhorn iterations (MiniOneRec's rqvae.py default)
   uint64_t seed = 42;          ///< encoder from derive_seed(seed, 0), quantizer 1, decoder 2
 };
 
