@@ -6,11 +6,17 @@
 namespace tessera::neural {
 
 ResidualVectorQuantizerImpl::ResidualVectorQuantizerImpl(std::vector<int64_t> codebook_sizes, int64_t e_dim,
-                                                         double beta, uint64_t seed)
+                                                         double beta, uint64_t seed,
+                                                         const std::vector<double>& sk_epsilons, int sk_iters)
     : codebook_sizes_(std::move(codebook_sizes)), e_dim_(e_dim) {
   TESSERA_CHECK_ARG(!codebook_sizes_.empty(), "a residual quantizer needs at least one level");
+  TESSERA_CHECK_ARG(sk_epsilons.empty() || sk_epsilons.size() == codebook_sizes_.size(),
+                    "sk_epsilons has " << sk_epsilons.size() << " entries but codebook_sizes has "
+                                       << codebook_sizes_.size()
+                                       << " levels: give one Sinkhorn ε per level (0: argmin), or none");
   for (size_t l = 0; l < codebook_sizes_.size(); ++l) {
-    VectorQuantizer vq(codebook_sizes_[l], e_dim, beta, derive_seed(seed, l));
+    VectorQuantizer vq(codebook_sizes_[l], e_dim, beta, derive_seed(seed, l),
+                       sk_epsilons.empty() ? 0.0 : sk_epsilons[l], sk_iters);
     vq_layers_->push_back(vq);
     levels_.push_back(vq);
   }

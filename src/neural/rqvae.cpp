@@ -28,6 +28,16 @@ RQVAEImpl::RQVAEImpl(RQVAEConfig config) : config_(std::move(config)) {
   TESSERA_CHECK_ARG(!config_.residual_encoder || config_.e_dim == config_.in_dim,
                     "a residual encoder (RQ-KMeans+: z = x + MLP(x)) needs e_dim equal to the input dimension "
                         << config_.in_dim << ", got e_dim = " << config_.e_dim);
+  const std::vector<double>& eps = config_.sk_epsilons;
+  TESSERA_CHECK_ARG(eps.empty() || eps.size() == config_.codebook_sizes.size(),
+                    "sk_epsilons has " << eps.size() << " entries but codebook_sizes has "
+                                       << config_.codebook_sizes.size()
+                                       << " levels: give one Sinkhorn ε per level (0: argmin), or none");
+  for (size_t l = 0; l < eps.size(); ++l)
+    TESSERA_CHECK_ARG(std::isfinite(eps[l]),
+                      "sk_epsilons[" << l << "] must be finite (≤ 0 for argmin codes), got " << eps[l]);
+  TESSERA_CHECK_ARG(std::none_of(eps.begin(), eps.end(), [](double e) { return e > 0; }) || config_.sk_iters >= 1,
+                    "sk_iters must be at least 1 when a Sinkhorn ε is > 0, got " << config_.sk_iters);
   const MLPConfig enc = encoder_config(config_);
   MLPConfig dec = enc;
   std::reverse(dec.dims.begin(), dec.dims.end());
@@ -37,7 +47,8 @@ RQVAEImpl::RQVAEImpl(RQVAEConfig config) : config_(std::move(config)) {
   else
     register_module("encoder", encoder_mlp_);
   rq_ = register_module("rq", ResidualVectorQuantizer(config_.codebook_sizes, config_.e_dim, config_.beta,
-                                                      derive_seed(config_.seed, 1)));
+                                                      derive_seed(config_.seed, 1), config_.sk_epsilons,
+                                                      config_.sk_iters));
   decoder_ = register_module("decoder", MLP(dec, derive_seed(config_.seed, 2)));
 }
 

@@ -8,15 +8,21 @@
 #include "neural/tensor_convert.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
+#include "tessera/neural/sinkhorn.h"
 
 namespace tessera::neural {
 
-VectorQuantizerImpl::VectorQuantizerImpl(int64_t codebook_size, int64_t e_dim, double beta, uint64_t seed)
-    : codebook_size_(codebook_size), e_dim_(e_dim), beta_(beta) {
+VectorQuantizerImpl::VectorQuantizerImpl(int64_t codebook_size, int64_t e_dim, double beta, uint64_t seed,
+                                         double sk_epsilon, int sk_iters)
+    : codebook_size_(codebook_size), e_dim_(e_dim), beta_(beta), sk_epsilon_(sk_epsilon), sk_iters_(sk_iters) {
   ::tessera::detail::prepare_blas();  // as MLPImpl's constructor says
   TESSERA_CHECK_ARG(codebook_size >= 1, "codebook size must be at least 1, got " << codebook_size);
   TESSERA_CHECK_ARG(e_dim >= 1, "e_dim must be at least 1, got " << e_dim);
   TESSERA_CHECK_ARG(beta >= 0 && std::isfinite(beta), "beta must be finite and ≥ 0, got " << beta);
+  TESSERA_CHECK_ARG(std::isfinite(sk_epsilon),
+                    "Sinkhorn ε must be finite (≤ 0 for argmin codes), got " << sk_epsilon);
+  TESSERA_CHECK_ARG(sk_epsilon <= 0 || sk_iters >= 1,
+                    "Sinkhorn needs at least one iteration (sk_iters) when ε > 0, got " << sk_iters);
   embedding = register_module("embedding", torch::nn::Embedding(codebook_size, e_dim));
   std::vector<float> init(size_t(codebook_size * e_dim));
   Rng rng(seed);
@@ -42,7 +48,14 @@ torch::Tensor VectorQuantizerImpl::assign(const torch::Tensor& z) const {
 
 VQOutput VectorQuantizerImpl::forward(const torch::Tensor& z) {
   VQOutput out;
-  out.codes = assign(z);
+  if (is_training() && sk_epsilon_ > 0) {
+    TESSERA_CHECK_ARG(z.dim() == 2 && z.size(1) == e_dim_,
+                      "vector quantizer input must be B × " << e_dim_ << ", got " << z.sizes());
+    torch::NoGradGuard no_grad;
+    out.codes = sinkhorn_codes(squared_distances(z.detach(), embedding->weight.detach()), sk_epsilon_, sk_iters_);
+  } else {
+    out.codes = assign(z);
+  }
   const torch::Tensor e = embedding->forward(out.codes);
   namespace F = torch::nn::functional;
   out.loss = F::mse_loss(e, z.detach()) + beta_ * F::mse_loss(e.detach(), z);

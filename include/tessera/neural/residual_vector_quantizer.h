@@ -22,13 +22,17 @@ struct RQOutput {
 class ResidualVectorQuantizerImpl : public torch::nn::Module {
  public:
   /// codebook_sizes: K_l ≥ 1 for each of the L ≥ 1 levels; level l's codebook from derive_seed(seed, l).
-  ResidualVectorQuantizerImpl(std::vector<int64_t> codebook_sizes, int64_t e_dim, double beta, uint64_t seed);
+  /// sk_epsilons: empty (no Sinkhorn) or one ε per level (level l's VectorQuantizer sk_epsilon; another length
+  /// is an InvalidArgument naming both: MiniOneRec's zip drops levels silently); sk_iters for every level.
+  ResidualVectorQuantizerImpl(std::vector<int64_t> codebook_sizes, int64_t e_dim, double beta, uint64_t seed,
+                              const std::vector<double>& sk_epsilons = {}, int sk_iters = 50);
 
   /// z: B × e_dim. r_0 = z, (q_l, loss_l, k_l) = VQ_l(r_l), r_{l+1} = r_l − q_l. With the straight-through
-  /// estimator, r_{l+1} has no gradient: the encoder learns through level 0 only (as MiniOneRec).
+  /// estimator, r_{l+1} has no gradient: the encoder learns through level 0 only (as MiniOneRec). In training
+  /// mode, levels with ε > 0 take Sinkhorn's balanced codes of the batch.
   RQOutput forward(const torch::Tensor& z);
 
-  /// Greedy residual codes (no gradient): z: B × e_dim → B × L int64.
+  /// Greedy residual codes (argmin on every level, never Sinkhorn; no gradient): z: B × e_dim → B × L int64.
   torch::Tensor assign(const torch::Tensor& z) const;
 
   size_t num_levels() const { return levels_.size(); }
