@@ -3,6 +3,7 @@
 #include <string>
 
 #include "bind_quant.h"
+#include "bind_sid.h"
 #include "tessera/core/threading.h"
 #include "tessera/sid/collisions.h"
 #include "tessera/sid/index_json.h"
@@ -11,11 +12,6 @@
 namespace tessera_py {
 
 namespace {
-
-struct PySids {
-  tessera::SemanticIds s;
-  py::object model;  // the PyRQ wrapping s.model
-};
 
 PyRQ& model_of(PySids& s) { return s.model.cast<PyRQ&>(); }
 
