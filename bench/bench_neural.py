@@ -14,9 +14,10 @@ Without torch it prints a skip message and exits 0; without the neural CLI (buil
 speed: seconds per epoch of `tessera rqvae|rqkmeans-plus train` and of bench/torch_rqvae.py's loop (the same
 model, AdamW, batch 2048, clipping at 1.0, MiniOneRec's default layers), each in its own process, at each
 --threads: wall and process CPU time per epoch, the first epoch left out as warm-up. tessera's CPU time per
-epoch is read from /proc/<pid>/stat when the CLI prints each epoch's line (--eval-every 0; the last epoch's
-interval also holds the final evaluation on all rows, so it is left out of the CPU figure); its wall time is
-the trainer's own `seconds` in config.json. PyTorch's are time.perf_counter / time.process_time around each
+epoch is read from /proc/<pid>/stat when the CLI prints each epoch's line (--eval-every 0; the last line
+comes after an evaluation on all rows, and the CPU time the process spends after that line — one more
+evaluation and writing its files — is taken off the last interval); its wall time is the trainer's own
+`seconds` in config.json. PyTorch's are time.perf_counter / time.process_time around each
 epoch in its worker.
 
 quality: on each set, `tessera sid build` (balanced RQ-KMeans, 3 × 256), `tessera rqkmeans-plus train`
@@ -123,7 +124,7 @@ def run_cli(args, cmd, log: Path, epoch_re=None):
     for line in p.stderr:
         err.append(line)
         m = epoch_re.search(line) if epoch_re else None
-        if m:
+        if m and (not stamps or int(m.group(1)) > stamps[-1][0]):  # the first line of each epoch, in order
             stamps.append((int(m.group(1)), time.perf_counter() - t0, proc_cpu(p.pid)))
     out = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
@@ -177,7 +178,11 @@ def worker(spec_path):
                              seed=spec["seed"],
                              on_epoch=lambda r: print(f"torch epoch {r['epoch']}  loss {r['loss']:.6g}  "
                                                       f"{r['wall_s']:.1f} s", file=sys.stderr, flush=True))
-    Path(spec["out"]).write_text(json.dumps(dict(epochs=reps, torch=torch.__version__,
+    codes = model.codes(x)  # after the timed epochs, as tessera's final evaluation: the same model collapses alike
+    used = [int(np.unique(codes[:, l]).size) for l in range(codes.shape[1])]
+    coll = 1.0 - np.unique(codes, axis=0).shape[0] / codes.shape[0]
+    Path(spec["out"]).write_text(json.dumps(dict(epochs=reps, torch=torch.__version__, codes_used=used,
+                                                 collision_rate=coll,
                                                  torch_threads=torch.get_num_threads(),
                                                  blas=torch.__config__.show())))
 
@@ -202,7 +207,7 @@ def speed(a, report, work: Path):
                 tag = f"{name}-{method}-t{th}"
                 od = work / f"speed-{tag}"
                 r = run_cli(a, train_cmd(a, method, xp, od, T, th, books / "codebooks.npz"), work / f"{tag}.log",
-                            re.compile(r"epoch (\d+)/\d+"))
+                            re.compile(rf"epoch (\d+)/{T}\b"))
                 tess = dict(ok=r["rc"] == 0, process_wall_s=r["wall_s"], process_cpu_s=r["cpu_s"])
                 if tess["ok"]:
                     hist = json.loads((od / "config.json").read_text())["training"]["history"]
@@ -210,12 +215,18 @@ def speed(a, report, work: Path):
                     st = {e: (w, c) for e, w, c in r["stamps"]}
                     cpu = [st[e][1] - st[e - 1][1] for e in range(1, T + 1) if e in st and e - 1 in st]
                     wall_st = [st[e][0] - st[e - 1][0] for e in range(1, T + 1) if e in st and e - 1 in st]
-                    tess.update(epoch_wall_s=secs, epoch_cpu_s=cpu, epoch_stamp_wall_s=wall_st,
-                                losses=[h.get("loss") for h in hist[1:]],
-                                wall=mean(secs[skip:]),
-                                cpu=mean(cpu[skip:T - 1] if T > 1 else cpu),  # the last holds the final eval
-                                cpu_check=abs((st[T][1] if T in st else 0) - r["cpu_s"]))
-                    # cpu_check: CPU seen at the last epoch line vs the process's total (exec'd, same pid)
+                    # The last epoch's line comes after an evaluation on all rows; after it the CLI evaluates
+                    # once more and writes its files: that tail's CPU time is taken off the last interval.
+                    tail = r["cpu_s"] - st[T][1] if T in st else None
+                    if len(cpu) == T and tail is not None and 0 <= tail < cpu[-1]:
+                        cpu = cpu[:-1] + [cpu[-1] - tail]
+                    else:
+                        cpu = []  # the epoch lines were not as expected: no CPU figure rather than a wrong one
+                    cfg = json.loads((od / "config.json").read_text())["training"]
+                    tess.update(codes_used=cfg.get("final_codes_used"), collision_rate=cfg.get("final_collision_rate"))
+                    tess.update(epoch_wall_s=secs, epoch_cpu_s=cpu, epoch_stamp_wall_s=wall_st, cpu_tail_s=tail,
+                                losses=[h.get("loss") for h in hist[1:]], wall=mean(secs[skip:]),
+                                cpu=mean(cpu[skip:]))
                 spec = dict(method=method, data=str(xp), codebooks=str(books / "codebooks.npz"), epochs=T,
                             threads=th, seed=42, out=str(work / f"{tag}.torch.json"))
                 load0 = os.getloadavg()[0]
@@ -259,13 +270,19 @@ def print_speed_row(r):
 
 
 def print_speed(rows, T, skip):
-    print(f"\n== speed: seconds per epoch, mean of epochs {skip + 1}..{T} (tessera CPU: {skip + 1}..{T - 1}; the "
-          f"last interval holds the final evaluation); t/p = tessera / PyTorch ==")
+    print(f"\n== speed: seconds per epoch, mean of epochs {skip + 1}..{T}; t/p = tessera / PyTorch; CPU = the "
+          f"process's CPU time (robust on a shared machine), wall inflated by other load ==")
     print(SPEED_HDR)
     print("-" * len(SPEED_HDR))
     for r in rows:
         print_speed_row(r)
     ok = [r for r in rows if r["tessera"].get("ok") and r["torch"].get("ok")]
+    print(f"   after the {T} timed epochs (same model, same data; different initial weights and shuffles): "
+          "collision rate and codes used per level, tessera | PyTorch")
+    for r in ok:
+        t, p = r["tessera"], r["torch"]
+        print(f"   {r['set']:<10} {r['method']:<14} t{r['threads']}: {t.get('collision_rate', 0):.4f} "
+              f"{t.get('codes_used')} | {p.get('collision_rate', 0):.4f} {p.get('codes_used')}")
     for r in ok:
         t, p = r["tessera"], r["torch"]
         met = t["cpu"] <= p["cpu"] if t.get("cpu") and p.get("cpu") else None
