@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cli_common.h"
+#include "progress_bar.h"
 #include "tessera/core/error.h"
 #include "tessera/core/threading.h"
 #include "tessera/io/atomic_file.h"
@@ -38,8 +39,8 @@ const char* method_name(Method m) { return m == Method::rqkmeans_plus ? "rqkmean
 // docs/neural.md, "Command line".
 struct TrainOptions {
   std::string data, codebooks, out, layers = "2048,1024,512,256,128,64", codebook_sizes = "256,256,256";
-  std::string schedule = "constant";
-  int epochs = 0, warmup_epochs = 0, threads = 0, kmeans_iters = 100, eval_every = 1;
+  std::string schedule = "constant", resume, sk_epsilons;
+  int epochs = 0, warmup_epochs = 0, threads = 0, kmeans_iters = 100, eval_every = 10, keep_last = 5, sk_iters = 50;
   double lr = 1e-3, weight_decay = 0, dropout = 0, beta = 0.25, quant_weight = 1, clip = 1;
   size_t batch_size = 2048, e_dim = 32, rows_per_centroid = 64;
   uint64_t seed = 42;
@@ -79,6 +80,29 @@ struct GenerateOptions {
   return out;
 }
 
+// "0,0,0.003" → values (finite, ≥ 0).
+[[maybe_unused]] std::vector<double> parse_real_list(const std::string& text, const char* what) {
+  std::vector<double> out;
+  if (text.empty()) return out;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t comma = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, comma - at);
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    TESSERA_CHECK_ARG(used == item.size() && !item.empty() && std::isfinite(v) && v >= 0,
+                      what << ": '" << item << "' is not a number ≥ 0 (expected e.g. 0,0,0.003)");
+    out.push_back(v);
+    at = comma + 1;
+  }
+  return out;
+}
+
 [[maybe_unused]] std::vector<std::string> lines_per_row(const std::string& path, size_t n, const char* what) {
   if (path.empty()) return {};
   auto lines = read_lines(path);
@@ -90,9 +114,9 @@ struct GenerateOptions {
 void add_train_options(CLI::App* cmd, TrainOptions& o, Method m) {
   cmd->add_option("--data", o.data, "embeddings: .npy (float16/32/64), .fvecs or .bvecs (N × d)")->required();
   if (m == Method::rqkmeans_plus)
-    cmd->add_option("--codebooks", o.codebooks, "codebooks.npz written by `tessera sid build` (codebook_0, …)")
-        ->required();
-  cmd->add_option("--out", o.out, "output directory: state_dict.pt and config.json")->required();
+    cmd->add_option("--codebooks", o.codebooks,
+                    "codebooks.npz written by `tessera sid build` (codebook_0, …); required unless --resume");
+  cmd->add_option("--out", o.out, "output directory: state_dict.pt, config.json and checkpoints/")->required();
   cmd->add_option("--epochs", o.epochs, "training epochs; 0 writes the initial model (MiniOneRec: 5000)")
       ->required()
       ->check(CLI::NonNegativeNumber);
@@ -125,9 +149,19 @@ void add_train_options(CLI::App* cmd, TrainOptions& o, Method m) {
   cmd->add_flag("--batch-norm", o.batch_norm, "BatchNorm1d after every hidden Linear");
   cmd->add_option("--beta", o.beta, "commitment weight of the VQ loss")->capture_default_str();
   cmd->add_option("--quant-weight", o.quant_weight, "weight of the VQ loss in the total loss")->capture_default_str();
-  cmd->add_option("--eval-every", o.eval_every, "collision rate on all rows every N epochs (0: only at the end)")
+  cmd->add_option("--sk-epsilons", o.sk_epsilons,
+                  "Sinkhorn balanced assignment while training: one ε per level, 0 = argmin (e.g. 0,0,0.003)");
+  cmd->add_option("--sk-iters", o.sk_iters, "Sinkhorn iterations")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--eval-every", o.eval_every,
+                  "collision rate on all rows and a checkpoint every N epochs, and after the last (0: only after the last)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--keep-last", o.keep_last, "epoch checkpoints kept in OUT/checkpoints (besides the best two)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--resume", o.resume,
+                  "continue a run from one of its checkpoints (OUT/checkpoints/epoch_N.ckpt), with the same data, "
+                  "--batch-size and --seed; the model comes from the checkpoint");
   cmd->add_option("--seed", o.seed, "random seed (weights, k-means, shuffling, dropout)")->capture_default_str();
   cmd->add_option("--threads", o.threads, "threads, at least 1 (default: all cores)")->check(CLI::Range(1, 1 << 16));
   cmd->add_flag("-q,--quiet", o.quiet, "no per-epoch lines on stderr");
@@ -135,7 +169,8 @@ void add_train_options(CLI::App* cmd, TrainOptions& o, Method m) {
 
 void add_generate_options(CLI::App* cmd, GenerateOptions& o, Method m) {
   cmd->add_option("--checkpoint", o.checkpoint,
-                  std::string("state_dict.pt written by `tessera ") + method_name(m) + " train` (config.json next to it)")
+                  std::string("state_dict.pt written by `tessera ") + method_name(m) +
+                      " train` (config.json next to it), or one of its checkpoints (checkpoints/*.ckpt)")
       ->required();
   cmd->add_option("--data", o.data, "embeddings to encode (.npy, .fvecs, .bvecs), one item per row")->required();
   cmd->add_option("--out", o.out, "output directory: index.json, codes.npy, metrics.json")->required();
@@ -178,6 +213,8 @@ nlohmann::ordered_json config_json(const RQVAEConfig& c) {
   j["quant_weight"] = c.quant_weight;
   j["residual_encoder"] = c.residual_encoder;
   j["seed"] = c.seed;
+  j["sk_epsilons"] = c.sk_epsilons;
+  j["sk_iters"] = c.sk_iters;
   return j;
 }
 
@@ -215,6 +252,8 @@ RQVAEConfig read_model_config(const std::string& checkpoint, Method method) {
     c.quant_weight = mj.at("quant_weight").get<double>();
     c.residual_encoder = mj.at("residual_encoder").get<bool>();
     c.seed = mj.at("seed").get<uint64_t>();
+    c.sk_epsilons = mj.value("sk_epsilons", std::vector<double>{});
+    c.sk_iters = mj.value("sk_iters", 50);
   } catch (const nlohmann::json::exception& e) {
     TESSERA_THROW_FORMAT(path << ": bad \"model\" entry (" << e.what() << ")");
   }
@@ -223,10 +262,48 @@ RQVAEConfig read_model_config(const std::string& checkpoint, Method method) {
   return c;
 }
 
-void print_epoch(Method m, int epoch, int epochs, double loss, const std::optional<neural::CodeStats>& s, double secs) {
-  std::fprintf(stderr, "%s epoch %d/%d", method_name(m), epoch, epochs);
-  if (epoch > 0) std::fprintf(stderr, "  loss %.6g", loss);
-  if (s) std::fprintf(stderr, "  collision rate %.4f", s->collision_rate);
+bool is_checkpoint_file(const std::string& path) { return fs::path(path).extension() == ".ckpt"; }
+
+// The model of a checkpoint (checkpoints/*.ckpt) or of a state_dict.pt with its config.json, for `method`.
+RQVAEModel load_model(const std::string& path, Method method) {
+  if (is_checkpoint_file(path)) {
+    RQVAEModel model = RQVAEModel::from_checkpoint(path);
+    const bool plus = model.config().residual_encoder;
+    TESSERA_CHECK_ARG(plus == (method == Method::rqkmeans_plus),
+                      path << " is a checkpoint of `tessera " << (plus ? "rqkmeans-plus" : "rqvae")
+                           << " train`: use `tessera " << (plus ? "rqkmeans-plus" : "rqvae") << " generate`, not "
+                           << method_name(method));
+    return model;
+  }
+  RQVAEModel model(read_model_config(path, method));
+  try {
+    model.load_state_dict(path);
+  } catch (const tessera::Error&) {
+    throw;
+  } catch (const std::exception& e) {  // torch's own errors (c10::Error): a file torch cannot read
+    TESSERA_THROW_FORMAT("checkpoint " << path << " cannot be read as a state_dict: " << e.what());
+  }
+  return model;
+}
+
+nlohmann::ordered_json epoch_json(const neural::EpochReport& r) {
+  nlohmann::ordered_json h;
+  h["epoch"] = r.epoch;
+  h["loss"] = r.loss;
+  h["reconstruction"] = r.reconstruction;
+  h["quantization"] = r.quantization;
+  h["seconds"] = r.seconds;
+  if (r.evaluated) {
+    h["collision_rate"] = r.collision_rate;
+    h["codes_used"] = r.codes_used;
+  }
+  return h;
+}
+
+void print_epoch(Method m, const neural::EpochReport& r, int epochs, double secs) {
+  std::fprintf(stderr, "%s epoch %d/%d", method_name(m), r.epoch, epochs);
+  if (r.epoch > 0) std::fprintf(stderr, "  loss %.6g", r.loss);
+  if (r.evaluated) std::fprintf(stderr, "  collision rate %.4f", r.collision_rate);
   std::fprintf(stderr, "  (%.1f s)\n", secs);
 }
 
@@ -235,6 +312,8 @@ void train(Method method, const TrainOptions& o) {
   set_threads(o.threads);
   TESSERA_CHECK_ARG(std::isfinite(o.lr) && o.lr >= 0, "--lr must be finite and ≥ 0, got " << o.lr);
   TESSERA_CHECK_ARG(std::isfinite(o.weight_decay) && o.weight_decay >= 0, "--weight-decay must be ≥ 0");
+  TESSERA_CHECK_ARG(method != Method::rqkmeans_plus || !o.codebooks.empty() || !o.resume.empty(),
+                    "--codebooks is required (the codebooks.npz of `tessera sid build`), unless --resume");
   RQVAEConfig c;
   c.layers = parse_int_list(o.layers, "--layers", true);
   c.dropout = o.dropout;
@@ -242,6 +321,8 @@ void train(Method method, const TrainOptions& o) {
   c.beta = o.beta;
   c.quant_weight = o.quant_weight;
   c.seed = o.seed;
+  c.sk_epsilons = parse_real_list(o.sk_epsilons, "--sk-epsilons");
+  c.sk_iters = o.sk_iters;
   neural::TrainerParams tp;
   tp.lr = o.lr;
   tp.weight_decay = o.weight_decay;
@@ -251,13 +332,23 @@ void train(Method method, const TrainOptions& o) {
   tp.schedule = o.schedule == "linear" ? neural::LrSchedule::linear : neural::LrSchedule::constant;
   tp.clip_grad_norm = o.clip;
   tp.seed = o.seed;
+  tp.eval_every = o.eval_every;
+  tp.keep_last = o.keep_last;
+  tp.checkpoint_dir = (fs::path(o.out) / "checkpoints").string();
+  tp.resume = o.resume;
 
   // Everything that can be checked is checked before the work starts.
   const FloatMatrix x = read_input(o.data, "data");
   check_output_dir(o.out);
   c.in_dim = int64_t(x.cols());
   std::optional<RQVAEModel> model;
-  if (method == Method::rqkmeans_plus) {
+  if (!o.resume.empty()) {
+    // The model is the checkpoint's (its configuration, weights loaded again by the trainer with the optimiser).
+    model.emplace(RQVAEModel::from_checkpoint(o.resume));
+    TESSERA_CHECK_ARG(model->config().residual_encoder == (method == Method::rqkmeans_plus),
+                      o.resume << " is a checkpoint of `tessera "
+                               << (model->config().residual_encoder ? "rqkmeans-plus" : "rqvae") << " train`");
+  } else if (method == Method::rqkmeans_plus) {
     c.e_dim = c.in_dim;
     c.residual_encoder = true;
     c.codebook_sizes.clear();  // from the npz
@@ -274,42 +365,53 @@ void train(Method method, const TrainOptions& o) {
   }
 
   nlohmann::ordered_json history = nlohmann::ordered_json::array();
-  auto record = [&](int epoch, const neural::EpochReport* r, bool evaluate) {
-    std::optional<neural::CodeStats> s;
-    if (evaluate) s = model->codes(x.view());
+  if (o.resume.empty()) {  // the initial model (RQ-KMeans+: RQ-KMeans's greedy codes) as epoch 0
+    const neural::CodeStats s0 = model->codes(x.view());
+    neural::EpochReport r0;
+    r0.evaluated = true;
+    r0.collision_rate = s0.collision_rate;
+    r0.codes_used = s0.codes_used;
     nlohmann::ordered_json h;
-    h["epoch"] = epoch;
-    if (r) {
-      h["loss"] = r->loss;
-      h["reconstruction"] = r->reconstruction;
-      h["quantization"] = r->quantization;
-      h["seconds"] = r->seconds;
-    }
-    if (s) {
-      h["collision_rate"] = s->collision_rate;
-      h["codes_used"] = s->codes_used;
-    }
+    h["epoch"] = 0;
+    h["collision_rate"] = s0.collision_rate;
+    h["codes_used"] = s0.codes_used;
     history.push_back(h);
-    if (!o.quiet) print_epoch(method, epoch, o.epochs, r ? r->loss : 0, s, seconds_since(t0));
-  };
-  record(0, nullptr, true);  // the initial model (RQ-KMeans+: RQ-KMeans's greedy codes)
-  // The trainer reports each epoch's loss; the collision rate is measured here on all rows, in evaluation mode
-  // (that draws no random numbers: the run is the same with or without it).
-  tp.progress = [&](const ProgressEvent& e) {
-    const int epoch = int(e.done);
-    neural::EpochReport r;
-    r.loss = e.value;
-    record(epoch, &r, epoch == o.epochs || (o.eval_every > 0 && epoch % o.eval_every == 0));
-  };
-  const std::vector<neural::EpochReport> reports = model->train(x.view(), tp);
-  // The trainer's full reports replace what the progress events carried.
-  for (size_t e = 0; e < reports.size() && e + 1 < history.size(); ++e) {
-    auto& h = history[e + 1];
-    h["loss"] = reports[e].loss;
-    h["reconstruction"] = reports[e].reconstruction;
-    h["quantization"] = reports[e].quantization;
-    h["seconds"] = reports[e].seconds;
+    if (!o.quiet) print_epoch(method, r0, o.epochs, seconds_since(t0));
   }
+  // A bar over each epoch's batches on a terminal; a line per evaluated epoch (per epoch on a terminal).
+  const bool tty = !o.quiet && isatty(2);
+  const ProgressFn bar = progress_bar(!tty);
+  std::string last_rate;
+  if (tty)
+    tp.progress = [&](const ProgressEvent& e) { bar(ProgressEvent{e.stage + last_rate, e.done, e.total, e.value}); };
+  tp.on_epoch = [&](const neural::EpochReport& r) {
+    if (r.evaluated) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "  collision %.4f", r.collision_rate);
+      last_rate = buf;
+    }
+    if (o.quiet || !(r.evaluated || tty)) return;
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    print_epoch(method, r, o.epochs, seconds_since(t0));
+  };
+
+  const std::string ckpt_dir = tp.checkpoint_dir;
+  const bool existed = fs::exists(o.out);
+  std::vector<neural::EpochReport> reports;
+  try {
+    reports = model->train(x.view(), tp);
+  } catch (...) {
+    // Complete checkpoints stay (resumable); a directory this command made and left empty goes.
+    std::error_code ec;
+    if (fs::is_directory(ckpt_dir, ec) && !fs::is_empty(ckpt_dir, ec)) {
+      if (tty) std::fprintf(stderr, "\n");
+      std::fprintf(stderr, "checkpoints kept in %s (continue with --resume)\n", ckpt_dir.c_str());
+    } else if (!existed) {
+      fs::remove_all(o.out, ec);
+    }
+    throw;
+  }
+  for (const neural::EpochReport& r : reports) history.push_back(epoch_json(r));
   const neural::CodeStats final_stats = model->codes(x.view());
 
   nlohmann::ordered_json j;
@@ -320,7 +422,8 @@ void train(Method method, const TrainOptions& o) {
   nlohmann::ordered_json t;
   t["data"] = o.data;
   t["n_items"] = x.rows();
-  if (method == Method::rqkmeans_plus) t["codebooks"] = o.codebooks;
+  if (method == Method::rqkmeans_plus && o.resume.empty()) t["codebooks"] = o.codebooks;
+  if (!o.resume.empty()) t["resumed_from"] = o.resume;
   t["epochs"] = o.epochs;
   t["lr"] = o.lr;
   t["weight_decay"] = o.weight_decay;
@@ -330,7 +433,10 @@ void train(Method method, const TrainOptions& o) {
   t["clip_grad_norm"] = o.clip;
   t["seed"] = o.seed;
   t["threads"] = num_threads();
-  if (method == Method::rqvae) {
+  t["eval_every"] = o.eval_every;
+  t["checkpoints"] = "checkpoints";
+  t["keep_last"] = o.keep_last;
+  if (method == Method::rqvae && o.resume.empty()) {
     t["kmeans_iters"] = o.kmeans_iters;
     t["kmeans_rows_per_centroid"] = o.rows_per_centroid;
   }
@@ -341,30 +447,23 @@ void train(Method method, const TrainOptions& o) {
   j["state_dict"] = "state_dict.pt";
 
   // config.json and state_dict.pt as a pair: the state_dict (written atomically by the library) first, then
-  // config.json renamed into place; on failure neither is left (nor the directory, if created here).
-  const bool existed = fs::exists(o.out);
+  // config.json renamed into place; on failure neither is left.
   const std::string sd = (fs::path(o.out) / "state_dict.pt").string();
   const bool sd_existed = fs::exists(sd);
+  prepare_output_dir(o.out);
+  AtomicFile cfg((fs::path(o.out) / "config.json").string());
+  cfg.write(j.dump(2) + "\n");
+  model->save_state_dict(sd);
   try {
-    prepare_output_dir(o.out);
-    AtomicFile cfg((fs::path(o.out) / "config.json").string());
-    cfg.write(j.dump(2) + "\n");
-    model->save_state_dict(sd);
-    try {
-      cfg.commit();
-    } catch (...) {
-      std::error_code ec;
-      if (!sd_existed) fs::remove(sd, ec);
-      throw;
-    }
+    cfg.commit();
   } catch (...) {
     std::error_code ec;
-    if (!existed) fs::remove_all(o.out, ec);
+    if (!sd_existed) fs::remove(sd, ec);
     throw;
   }
 
-  std::printf("%s: %d epochs on %zu × %zu in %.2f s -> %s/state_dict.pt, config.json\n", method_name(method),
-              o.epochs, x.rows(), x.cols(), seconds_since(t0), o.out.c_str());
+  std::printf("%s: %d epochs on %zu × %zu in %.2f s -> %s/state_dict.pt, config.json, checkpoints/\n",
+              method_name(method), o.epochs, x.rows(), x.cols(), seconds_since(t0), o.out.c_str());
   if (!reports.empty())
     std::printf("  last epoch: loss %.6g (reconstruction %.6g, quantization %.6g)\n", reports.back().loss,
                 reports.back().reconstruction, reports.back().quantization);
@@ -378,15 +477,8 @@ void generate(Method method, const GenerateOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   set_threads(o.threads);
   const Dedup dedup = parse_dedup(o.dedup);
-  const RQVAEConfig c = read_model_config(o.checkpoint, method);
-  RQVAEModel model(c);
-  try {
-    model.load_state_dict(o.checkpoint);
-  } catch (const tessera::Error&) {
-    throw;
-  } catch (const std::exception& e) {  // torch's own errors (c10::Error): a file torch cannot read
-    TESSERA_THROW_FORMAT("checkpoint " << o.checkpoint << " cannot be read as a state_dict: " << e.what());
-  }
+  const RQVAEModel model = load_model(o.checkpoint, method);
+  const RQVAEConfig& c = model.config();
   const FloatMatrix x = read_input(o.data, "data", size_t(c.in_dim));
   const auto keys = lines_per_row(o.ids, x.rows(), "id");
   if (!keys.empty()) check_unique_keys(keys);

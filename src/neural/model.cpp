@@ -4,6 +4,7 @@
 
 #include "neural/tensor_convert.h"
 #include "tessera/core/error.h"
+#include "tessera/neural/checkpoint.h"
 #include "tessera/neural/rqkmeans_plus.h"
 #include "tessera/neural/rqvae.h"
 #include "tessera/neural/state_dict.h"
@@ -15,6 +16,18 @@ RQVAEModel::RQVAEModel(const RQVAEConfig& config) : impl_(RQVAE(config).ptr()) {
 
 RQVAEModel RQVAEModel::rqkmeans_plus(RQVAEConfig config, const std::string& codebooks_npz) {
   return RQVAEModel(make_rqkmeans_plus(std::move(config), codebooks_npz).ptr());
+}
+
+RQVAEModel RQVAEModel::from_checkpoint(const std::string& path) {
+  Checkpoint c = read_checkpoint(path);
+  RQVAEModel model(c.config);
+  try {
+    load_state(*model.impl_, c.state_dict);
+  } catch (const InvalidArgument& e) {
+    TESSERA_THROW_FORMAT(path << ": " << e.what());
+  }
+  model.impl_->eval();
+  return model;
 }
 
 const RQVAEConfig& RQVAEModel::config() const { return impl_->config(); }

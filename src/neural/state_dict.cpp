@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 
+#include "neural/pickle_file.h"
 #include "tessera/core/error.h"
 #include "tessera/io/atomic_file.h"
 
@@ -35,6 +36,11 @@ std::string name_list(const std::vector<std::string>& names) {
   if (names.size() > 5) s << ", … (" << names.size() << " in all)";
   return s.str();
 }
+}  // namespace
+
+namespace detail {
+
+namespace {
 // torch.save's format: a zip archive holding data.pkl (pickle protocol 2) and one record per tensor storage.
 // As torch::pickle_save, but the dict is pickled untagged: tagged, it is wrapped in a call of
 // torch.jit._pickle.restore_type_tag, which torch.load(weights_only=True) — the default from torch 2.6 on —
@@ -63,39 +69,51 @@ std::vector<char> pickle_untagged(const c10::IValue& value) {
 }
 }  // namespace
 
+void save_pickle_file(const c10::IValue& value, const std::string& path) {
+  std::vector<char> bytes;
+  try {
+    bytes = pickle_untagged(value);
+  } catch (const c10::Error& e) {
+    TESSERA_THROW_IO("cannot serialise " << path << ": " << e.what_without_backtrace());
+  }
+  write_file_atomic(path, std::string_view(bytes.data(), bytes.size()));
+}
+
+c10::IValue load_pickle_file(const std::string& path, const std::string& hint) {
+  const std::string bytes = read_file(path);
+  try {
+    return torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  } catch (const c10::Error& e) {
+    // libtorch's unpickler turns a collections.OrderedDict (what Module.state_dict() returns) into None
+    // and then fails on its items.
+    const std::string what = e.what_without_backtrace();
+    if (what.find("but got None") != std::string::npos)
+      TESSERA_THROW_FORMAT(path << " holds a collections.OrderedDict, which libtorch cannot read: " << hint);
+    TESSERA_THROW_FORMAT(path << " is not a file of torch.save: " << what.substr(0, what.find('\n')));
+  }
+}
+
+}  // namespace detail
+
 std::vector<std::pair<std::string, torch::Tensor>> named_state(const torch::nn::Module& module) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   collect(module, "", out);
   return out;
 }
 
-void save_state_dict(const torch::nn::Module& module, const std::string& path) {
+c10::Dict<std::string, at::Tensor> state_dict_value(const torch::nn::Module& module) {
   c10::Dict<std::string, at::Tensor> dict;
   for (const auto& [name, t] : named_state(module)) dict.insert(name, t.detach().cpu().contiguous());
-  std::vector<char> bytes;
-  try {
-    bytes = pickle_untagged(c10::IValue(dict));
-  } catch (const c10::Error& e) {
-    TESSERA_THROW_IO("cannot serialise the state_dict for " << path << ": " << e.what_without_backtrace());
-  }
-  write_file_atomic(path, std::string_view(bytes.data(), bytes.size()));
+  return dict;
+}
+
+void save_state_dict(const torch::nn::Module& module, const std::string& path) {
+  detail::save_pickle_file(c10::IValue(state_dict_value(module)), path);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> read_state_dict(const std::string& path) {
-  const std::string bytes = read_file(path);
-  c10::IValue v;
-  try {
-    v = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const c10::Error& e) {
-    // libtorch's unpickler turns a collections.OrderedDict (what Module.state_dict() returns) into None
-    // and then fails on its items.
-    const std::string what = e.what_without_backtrace();
-    if (what.find("but got None") != std::string::npos)
-      TESSERA_THROW_FORMAT(path << " holds a collections.OrderedDict, which libtorch cannot read: save a plain dict "
-                                   "instead, torch.save(dict(model.state_dict()), path)");
-    TESSERA_THROW_FORMAT(path << " is not a PyTorch state_dict file (torch.save of a dict of tensors): "
-                              << what.substr(0, what.find('\n')));
-  }
+  const c10::IValue v = detail::load_pickle_file(
+      path, "save a plain dict instead, torch.save(dict(model.state_dict()), path)");
   TESSERA_CHECK_FORMAT(v.isGenericDict(), path << " does not hold a dict of tensors (it holds a "
                                                 << v.tagKind() << "); save dict(model.state_dict())");
   std::vector<std::pair<std::string, torch::Tensor>> out;

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "tessera/core/matrix.h"
@@ -40,6 +42,20 @@ struct CodebookInitParams {
   size_t batch_size = 4096;  ///< rows encoded at a time
 };
 
+struct EpochReport {
+  int epoch = 0;              ///< 1-based: epochs done when this report was made
+  double loss = 0;            ///< mean total loss over the epoch's rows (MiniOneRec sums over batches)
+  double reconstruction = 0;  ///< mean reconstruction MSE over the rows
+  double quantization = 0;    ///< mean VQ loss over the rows
+  double seconds = 0;
+  bool evaluated = false;     ///< collision_rate and codes_used hold the codes of all rows after this epoch
+  double collision_rate = 0;
+  std::vector<size_t> codes_used;
+};
+
+/// Called after every epoch (and evaluation, checkpoint) with its report, e.g. for a log line.
+using EpochFn = std::function<void(const EpochReport&)>;
+
 enum class LrSchedule { constant, linear };
 
 struct TrainerParams {
@@ -53,14 +69,22 @@ struct TrainerParams {
   /// Shuffling of epoch e from derive_seed(seed, e); dropout from torch's global generator, seeded with
   /// derive_seed(seed, e) at the start of epoch e (so a run resumed at an epoch continues identically).
   uint64_t seed = 42;
-  ProgressFn progress;  ///< one event per epoch: stage "epoch", done = epochs finished, value = epoch loss
-};
-
-struct EpochReport {
-  double loss = 0;            ///< mean total loss over the epoch's rows (MiniOneRec sums over batches)
-  double reconstruction = 0;  ///< mean reconstruction MSE over the rows
-  double quantization = 0;    ///< mean VQ loss over the rows
-  double seconds = 0;
+  /// Codes of all rows (collision rate, codes used per level; evaluation mode, which draws no random numbers)
+  /// after every eval_every-th epoch and after the last one; 0: only after the last one when checkpoints are
+  /// written, else never. MiniOneRec's eval_step (50).
+  int eval_every = 0;
+  /// Checkpoints (checkpoint.h) after every evaluation into this directory (created; empty: none):
+  /// epoch_{e}.ckpt, of which the keep_last newest are kept (MiniOneRec's save_limit), best_loss.ckpt when the
+  /// epoch's loss is the lowest so far, best_collision.ckpt when the collision rate is.
+  std::string checkpoint_dir;
+  int keep_last = 5;
+  /// A checkpoint to continue from (empty: a new run). The model gets its weights, the optimiser its state,
+  /// and training goes on at the epoch after it: with the same data, batch size, seed and settings the result
+  /// is bit for bit the run that never stopped. Data, batch size or seed other than the checkpoint's, or a
+  /// model of another configuration, is an InvalidArgument.
+  std::string resume;
+  EpochFn on_epoch;  ///< after every epoch, with its report
+  ProgressFn progress;  ///< per batch: stage "epoch e/E", done/total = batches of the epoch, value = mean loss so far
 };
 
 /// What the codes of a data set look like (MiniOneRec's evaluation, and more).

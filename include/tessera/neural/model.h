@@ -23,12 +23,16 @@ class RQVAEModel {
   /// RQ-KMeans+ warm-started from the codebooks.npz of `tessera sid build` (make_rqkmeans_plus).
   static RQVAEModel rqkmeans_plus(RQVAEConfig config, const std::string& codebooks_npz);
 
+  /// The model of a training checkpoint (checkpoint.h): its configuration and weights.
+  static RQVAEModel from_checkpoint(const std::string& path);
+
   const RQVAEConfig& config() const;
   size_t num_levels() const { return config().codebook_sizes.size(); }
 
   /// k-means initialisation of the codebooks on a sample of x (n × in_dim): init_codebooks_kmeans.
   void init_codebooks_kmeans(MatrixView<const float> x, const CodebookInitParams& p = {});
-  /// Train on x (n × in_dim): neural::train. One report per epoch.
+  /// Train on x (n × in_dim): neural::train, with evaluations, checkpoints and resume as p says. One report
+  /// per epoch.
   std::vector<EpochReport> train(MatrixView<const float> x, const TrainerParams& p);
   /// Greedy codes of x (n × in_dim) with collision rate and per-level use: evaluate_codes.
   CodeStats codes(MatrixView<const float> x, size_t batch_size = 4096) const;

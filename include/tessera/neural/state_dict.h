@@ -16,6 +16,9 @@ namespace tessera::neural {
 /// share storage with the module.
 std::vector<std::pair<std::string, torch::Tensor>> named_state(const torch::nn::Module& module);
 
+/// named_state as a dict of detached, contiguous CPU tensors: the value a state_dict file holds.
+c10::Dict<std::string, at::Tensor> state_dict_value(const torch::nn::Module& module);
+
 /// Write module's state (named_state) to `path` as torch.save would (zip archive holding a pickled dict of
 /// tensors, readable by torch.load with weights_only=True), atomically (temporary file + rename): an error
 /// leaves no partial file.

@@ -19,11 +19,13 @@ namespace tessera::neural {
 /// during warm-up (0 at step 0), then 1 (constant) or max(0, (total − step) / (total − warmup)) (linear).
 double lr_factor(LrSchedule schedule, size_t step, size_t warmup_steps, size_t total_steps);
 
-/// Train model on x (n × in_dim, finite) for p.epochs epochs; returns one report per epoch. The model is
-/// in training mode while it trains and is left in evaluation mode. Rows are shuffled every epoch, the last
-/// partial batch is kept (with batch norm, a last batch of one row joins the previous batch: batch norm
-/// cannot train on one row). A NaN or infinite loss is an Error naming the epoch and batch. Deterministic
-/// for a given seed and torch thread count. Sets torch's global seed (dropout) as TrainerParams::seed says.
+/// Train model on x (n × in_dim, finite) for p.epochs epochs; returns one report per epoch (with
+/// p.resume, the checkpoint's epochs first). The model is in training mode while it trains and is left in
+/// evaluation mode. Rows are shuffled every epoch, the last partial batch is kept (with batch norm, a last
+/// batch of one row joins the previous batch: batch norm cannot train on one row). Evaluations and
+/// checkpoints as TrainerParams says (checkpoint.h). A NaN or infinite loss is an Error naming the epoch and
+/// batch. Deterministic for a given seed and torch thread count, also across a resume. Sets torch's global
+/// seed (dropout) as TrainerParams::seed says.
 std::vector<EpochReport> train(RQVAEImpl& model, MatrixView<const float> x, const TrainerParams& p);
 
 /// Codes of every row of x (n × in_dim) by model.codes (evaluation mode, no gradient), in batches.

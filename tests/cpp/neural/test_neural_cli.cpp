@@ -161,6 +161,46 @@ TEST_F(NeuralCli, RQVAETrainsAndGenerates) {
                             "tessera rqvae generate", dir / "bad");
 }
 
+// A run stopped after epoch 2 and resumed with --resume writes the same state_dict.pt, byte for byte, as the run
+// that went through; generate reads a checkpoint as well as a state_dict.
+TEST_F(NeuralCli, ResumeFromACheckpointEqualsTheRunThatNeverStopped) {
+  const std::string common = " --data " + x_npy() + " --codebooks " + (dir / "sid/codebooks.npz") +
+                             " --layers 16 --lr 1e-3 --batch-size 128 --eval-every 2 --keep-last 1 --threads 1 -q";
+  CliRun r = neural_cli_run(dir, "rqkmeans-plus train --epochs 4 --out " + (dir / "full") + common);
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::set<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir / "full/checkpoints")) files.insert(e.path().filename().string());
+  EXPECT_EQ(files, (std::set<std::string>{"best_collision.ckpt", "best_loss.ckpt", "epoch_4.ckpt"}));
+  r = neural_cli_run(dir, "rqkmeans-plus train --epochs 2 --out " + (dir / "part") + common);
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = neural_cli_run(dir, "rqkmeans-plus train --epochs 4 --out " + (dir / "part") + common + " --resume " +
+                              (dir / "part/checkpoints/epoch_2.ckpt"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(tessera_test::slurp(dir / "part/state_dict.pt"), tessera_test::slurp(dir / "full/state_dict.pt"));
+  const nlohmann::json cfg = neural_cli_json(dir / "part/config.json");
+  ASSERT_EQ(cfg["training"]["history"].size(), 4u);  // epochs 1-4 (epoch 0 belongs to the first run)
+  EXPECT_EQ(cfg["training"]["history"][3]["loss"], neural_cli_json(dir / "full/config.json")["training"]["history"][4]["loss"]);
+
+  r = neural_cli_run(dir, "rqkmeans-plus generate --checkpoint " + (dir / "full/checkpoints/epoch_4.ckpt") +
+                              " --data " + x_npy() + " --out " + (dir / "from-ckpt") + " -q");
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = neural_cli_run(dir, "rqkmeans-plus generate --checkpoint " + (dir / "full/state_dict.pt") + " --data " +
+                              x_npy() + " --out " + (dir / "from-sd") + " -q");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(tessera_test::slurp(dir / "from-ckpt/codes.npy"), tessera_test::slurp(dir / "from-sd/codes.npy"));
+  // Another run's data: a clear error, nothing written.
+  const FloatMatrix other = tessera::testing::gaussian_mixture(400, 12, 16, 78);
+  write_npy(dir / "other.npy", other.view());
+  neural_cli_expect_failure(dir,
+                            "rqkmeans-plus train --epochs 4 --data " + (dir / "other.npy") + " --layers 16 --out " +
+                                (dir / "other") + " --resume " + (dir / "part/checkpoints/epoch_4.ckpt"),
+                            "trained on other data", dir / "other");
+  neural_cli_expect_failure(dir,
+                            "rqvae generate --checkpoint " + (dir / "full/checkpoints/epoch_4.ckpt") + " --data " +
+                                x_npy() + " --out " + (dir / "other"),
+                            "tessera rqkmeans-plus generate", dir / "other");
+}
+
 TEST_F(NeuralCli, BadInputFailsClearlyAndWritesNothing) {
   const std::string books = dir / "sid/codebooks.npz", out = dir / "bad";
   const std::string train = "rqkmeans-plus train --layers 8 --epochs 0 -q --out " + out;

@@ -47,14 +47,16 @@ TEST(NeuralTrainer, LossFallsAndRunsAreDeterministic) {
   p.epochs = 15;
   p.lr = 3e-3;
   p.seed = 9;
-  size_t events = 0;
-  p.progress = [&](const ProgressEvent& ev) { events += ev.stage == "epoch"; };
+  size_t events = 0, epochs_reported = 0;
+  p.progress = [&](const ProgressEvent& ev) { events += ev.stage.rfind("epoch ", 0) == 0 && ev.total == 8; };
+  p.on_epoch = [&](const EpochReport& r) { epochs_reported += r.epoch == int(epochs_reported + 1); };
   RQVAE a(trainer_config()), b(trainer_config());
   init_codebooks_kmeans(*a, x.view());
   init_codebooks_kmeans(*b, x.view());
   const std::vector<EpochReport> ra = train(*a, x.view(), p);
   ASSERT_EQ(ra.size(), 15u);
-  EXPECT_EQ(events, 15u);
+  EXPECT_EQ(events, 15u * 8u);  // 1000 rows: 8 batches per epoch
+  EXPECT_EQ(epochs_reported, 15u);
   // The reconstruction error falls. The total may rise for a while: the encoder spreads the latents faster than
   // the codebooks follow, so the VQ loss grows (as MiniOneRec's users report, MiniOneRec #60, LC-Rec #8); it
   // falls again once the codebooks catch up.
