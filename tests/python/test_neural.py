@@ -78,6 +78,20 @@ def test_missing_extension_is_a_clear_import_error():
     assert out.stdout.startswith("built without libtorch:"), out.stdout + out.stderr
 
 
+def test_refuses_a_torch_of_another_version_already_imported():
+    # Two libtorch versions in one process crash it: a clear ImportError instead (a stand-in torch 0.1 here).
+    code = (
+        "import sys, types\n"
+        "sys.modules['torch'] = types.SimpleNamespace(__version__='0.1.0', __file__='/elsewhere/torch/__init__.py')\n"
+        "try:\n"
+        "    import tessera.neural\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), check=True)
+    assert "cannot share a process" in out.stdout, out.stdout + out.stderr
+
+
 # --- RQ-VAE ------------------------------------------------------------------------------------------------
 
 
