@@ -7,22 +7,73 @@ greedy codes of its ResidualQuantizer and the same semantic IDs; bad input raise
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tessera
 
-try:
-    import tessera.neural as tn
-except ImportError as e:  # a build without libtorch
-    pytest.skip(f"tessera.neural is unavailable: {e}", allow_module_level=True)
+
+def _other_torch() -> str:
+    """Why this process must not load tessera.neural ("" if it may): a torch of another version than the libtorch
+    tessera._neural is linked with is importable here, and another test module (test_neural_torch_interop.py)
+    imports it; two libtorch versions crash a process."""
+    if os.environ.get("TESSERA_NEURAL_CHILD"):
+        return ""
+    try:
+        from tessera._neural_build import torch_version
+    except ImportError:
+        return ""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    version = "?"
+    try:
+        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
+        version = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text).group(1)
+    except (OSError, AttributeError):
+        pass
+    if version.split(".")[:2] == torch_version.split(".")[:2]:
+        return ""
+    return f"torch {version} is importable here and tessera._neural uses libtorch {torch_version}"
+
+
+OTHER_TORCH = _other_torch()
+if OTHER_TORCH:
+    tn = None
+else:
+    try:
+        import tessera.neural as tn
+    except ImportError as e:  # a build without libtorch
+        pytest.skip(f"tessera.neural is unavailable: {e}", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def _in_this_process(request):
+    if OTHER_TORCH and request.node.name != "test_all_in_a_fresh_process":
+        pytest.skip(f"{OTHER_TORCH}: run in a fresh process by test_all_in_a_fresh_process")
+
+
+def test_all_in_a_fresh_process():
+    """With a torch of another version importable, every test of this file runs in a child pytest (this process
+    may load that torch for other test modules)."""
+    if not OTHER_TORCH:
+        pytest.skip("not needed: the tests run in this process")
+    env = dict(os.environ, TESSERA_NEURAL_CHILD="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          "-k", "not test_all_in_a_fresh_process"],
+                         capture_output=True, text=True, env=env, timeout=1200)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and " skipped" not in out.stdout, out.stdout[-3000:]
 
 N, D = 500, 16
 SMALL = dict(e_dim=8, layers=(32,), codebook_sizes=(8, 8))
