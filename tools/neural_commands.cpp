@@ -48,7 +48,7 @@ struct TrainOptions {
 };
 
 struct GenerateOptions {
-  std::string checkpoint, data, out, dedup = "append", ids, labels;
+  std::string checkpoint, data, out, dedup = "append", ids, labels, balance = "none";
   int token_base = 1, threads = 0;
   size_t batch_size = 4096;
   bool quiet = false;
@@ -176,6 +176,11 @@ void add_generate_options(CLI::App* cmd, GenerateOptions& o, Method m) {
   cmd->add_option("--out", o.out, "output directory: index.json, codes.npy, metrics.json")->required();
   cmd->add_option("--dedup", o.dedup, "collision resolution, as `tessera sid`")
       ->check(CLI::IsMember({"append", "append-all", "reassign", "none"}))
+      ->capture_default_str();
+  cmd->add_option("--balance", o.balance,
+                  "exact size bounds over all items: none (the model's greedy codes), last (the last level "
+                  "assigned with sizes in [n/K-1, n/K+1] after the greedy earlier levels) or all (every level)")
+      ->check(CLI::IsMember({"none", "last", "all"}))
       ->capture_default_str();
   o.token_base = m == Method::rqkmeans_plus ? 1 : 0;  // MiniOneRec: generate_indices_plus.py 1-based, LC-Rec's 0-based
   cmd->add_option("--token-base", o.token_base, "index.json tokens count from 0 or 1")
@@ -495,9 +500,15 @@ void generate(Method method, const GenerateOptions& o) {
   TokenFormat fmt;
   fmt.zero_based = o.token_base == 0;
   // Resolution, metrics and files are the semantic-ID module's, on the model's latents and codebooks.
+  if (o.balance != "none") {
+    // Exact size bounds over all items (not Sinkhorn within a batch): the balanced assigner on the latents'
+    // residuals, after the model's greedy codes of the earlier levels.
+    const size_t first = o.balance == "last" ? sizes.size() - 1 : 0;
+    rq->assign_balanced_from(first, z.view(), stats.codes.data());
+  }
+  const FloatMatrix rec = model.decode(stats.codes, o.batch_size);  // what the written codes reconstruct
   SemanticIds s = semantic_ids_from_codes(rq, z.view(), std::move(stats.codes), dedup, fmt,
                                           labels.empty() ? nullptr : &labels);
-  const FloatMatrix rec = model.reconstruct(x.view(), o.batch_size);
   s.metrics.recon_mse = mean_squared_error(x.view(), rec.view());
   s.metrics.seconds_total = seconds_since(t0);
   write_semantic_ids(o.out, s, keys.empty() ? nullptr : &keys, false);

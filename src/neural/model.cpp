@@ -84,6 +84,37 @@ FloatMatrix RQVAEModel::reconstruct(MatrixView<const float> x, size_t batch_size
                       [&m](const torch::Tensor& t) { return m.forward(t).reconstruction; });
 }
 
+FloatMatrix RQVAEModel::decode(const CodeMatrix& codes, size_t batch_size) const {
+  RQVAEImpl& m = *impl_;
+  const size_t n = codes.rows(), L = num_levels();
+  TESSERA_CHECK_ARG(codes.cols() == L, "codes have " << codes.cols() << " levels, the model " << L);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t l = 0; l < L; ++l)
+      TESSERA_CHECK_ARG(codes(i, l) >= 0 && codes(i, l) < m.config().codebook_sizes[l],
+                        "code " << codes(i, l) << " of row " << i << " is out of level " << l << "'s range");
+  FloatMatrix out(n, size_t(m.config().in_dim));
+  const bool was_training = m.is_training();
+  m.eval();
+  try {
+    torch::NoGradGuard no_grad;
+    const size_t bs = std::max<size_t>(1, batch_size);
+    for (size_t b0 = 0; b0 < n; b0 += bs) {
+      const size_t nb = std::min(bs, n - b0);
+      torch::Tensor idx = torch::empty({int64_t(nb), int64_t(L)}, torch::kInt64);
+      for (size_t i = 0; i < nb * L; ++i) idx.data_ptr<int64_t>()[i] = codes.data()[b0 * L + i];
+      torch::Tensor sum = torch::zeros({int64_t(nb), m.config().e_dim});
+      for (size_t l = 0; l < L; ++l) sum += m.rq()->level(l)->codebook().index_select(0, idx.select(1, int64_t(l)));
+      const torch::Tensor r = m.decoder()->forward(sum).contiguous();
+      std::copy(r.data_ptr<float>(), r.data_ptr<float>() + r.numel(), out.row(b0));
+    }
+  } catch (...) {
+    m.train(was_training);
+    throw;
+  }
+  m.train(was_training);
+  return out;
+}
+
 FloatMatrix RQVAEModel::codebook(size_t level) const {
   TESSERA_CHECK_ARG(level < num_levels(), "level " << level << " out of range: the model has " << num_levels());
   return detail::matrix_from(impl_->rq()->level(level)->codebook());

@@ -202,18 +202,27 @@ void ResidualQuantizer::keep_greedy_where_better(MatrixView<const float> x, int3
   }
 }
 
-void ResidualQuantizer::assign_balanced(MatrixView<const float> x, int32_t* codes,
-                                        const std::vector<SizeBounds>& bounds,
-                                        std::vector<LevelReport>* reports) const {
+void ResidualQuantizer::assign_balanced_from(size_t first_level, MatrixView<const float> x, int32_t* codes,
+                                             const std::vector<SizeBounds>& bounds,
+                                             std::vector<LevelReport>* reports) const {
   check_trained("balanced assignment");
   check_input(x, "input");
   const size_t n = x.rows, M = num_codebooks();
   TESSERA_CHECK_ARG(bounds.empty() || bounds.size() == M,
                     "expected " << M << " size bounds (one per level), got " << bounds.size());
+  TESSERA_CHECK_ARG(first_level <= M, "first level " << first_level << " beyond the " << M << " levels");
   FloatMatrix r = FloatMatrix::copy_of(x);
   std::vector<int32_t> col(n);
+  for (size_t m = 0; m < first_level; ++m) {
+    for (size_t i = 0; i < n; ++i) {
+      col[i] = codes[i * M + m];
+      TESSERA_CHECK_ARG(col[i] >= 0 && size_t(col[i]) < codebook_sizes_[m],
+                        "code " << col[i] << " of row " << i << " is out of level " << m << "'s range");
+    }
+    subtract_codewords(r.view(), codebook(m), col.data());
+  }
   if (reports) reports->assign(M, LevelReport{});
-  for (size_t m = 0; m < M; ++m) {
+  for (size_t m = first_level; m < M; ++m) {
     const auto t0 = Clock::now();
     const SizeBounds b = bounds.empty() ? default_size_bounds(n, codebook_sizes_[m]) : bounds[m];
     check_size_bounds(n, codebook_sizes_[m], b);

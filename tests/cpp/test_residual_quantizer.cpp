@@ -91,6 +91,31 @@ TEST(ResidualQuantizer, BalancedLevelsRespectBoundsAlsoWithATrainingSample) {
   }
 }
 
+// assign_balanced_from keeps the given codes of the levels before and balances the rest on what they leave;
+// from level 0 it is assign_balanced.
+TEST(ResidualQuantizer, BalancedAssignmentFromALevelKeepsTheEarlierCodes) {
+  const auto x = gaussian_mixture(2000, 8, 6, 7);
+  ResidualQuantizer q(8, {16, 16}, quick(false));
+  q.train(x.view());
+  std::vector<int32_t> greedy(2000 * 2), last = greedy, all = greedy, from0 = greedy;
+  q.encode_greedy(x.view(), greedy.data());
+  last = greedy;
+  q.assign_balanced_from(1, x.view(), last.data());
+  std::vector<size_t> sizes(16);
+  for (size_t i = 0; i < 2000; ++i) {
+    EXPECT_EQ(last[i * 2], greedy[i * 2]) << "row " << i;
+    ++sizes[last[i * 2 + 1]];
+  }
+  for (size_t s : sizes) EXPECT_TRUE(s >= 124 && s <= 126) << s;  // default bounds [n/K - 1, n/K + 1]
+  q.assign_balanced(x.view(), all.data());
+  q.assign_balanced_from(0, x.view(), from0.data());
+  EXPECT_EQ(all, from0);
+  std::vector<int32_t> bad = greedy;
+  bad[6] = 16;
+  EXPECT_THROW(q.assign_balanced_from(1, x.view(), bad.data()), InvalidArgument);
+  EXPECT_THROW(q.assign_balanced_from(3, x.view(), bad.data()), InvalidArgument);
+}
+
 TEST(ResidualQuantizer, PerLevelSizesAndPacking) {
   const auto x = gaussian_mixture(2000, 4, 8, 4);
   ResidualQuantizer q(4, {1024, 256, 64}, quick(false));

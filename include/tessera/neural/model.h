@@ -40,6 +40,10 @@ class RQVAEModel {
   FloatMatrix latent(MatrixView<const float> x, size_t batch_size = 4096) const;
   /// The decoder's reconstruction of x (n × in_dim → n × in_dim), in evaluation mode.
   FloatMatrix reconstruct(MatrixView<const float> x, size_t batch_size = 4096) const;
+  /// The decoder's output for given codes (n × L, 0-based): dec(Σ_l codebook_l[codes_l]), in evaluation
+  /// mode: n × in_dim. For the greedy codes of x it is reconstruct(x); for other codes (balanced levels) it is
+  /// what those codes reconstruct. InvalidArgument on a code out of range.
+  FloatMatrix decode(const CodeMatrix& codes, size_t batch_size = 4096) const;
   /// Codebook of level l: K_l × e_dim (a copy).
   FloatMatrix codebook(size_t level) const;
 

@@ -86,7 +86,15 @@ class ResidualQuantizer : public AdditiveQuantizer {
   /// residuals that minimises the squared error with code sizes within `bounds[m]` (default bounds for
   /// n when empty). codes: n × M. reports (optional): per-level MSE.
   void assign_balanced(MatrixView<const float> x, int32_t* codes, const std::vector<SizeBounds>& bounds = {},
-                       std::vector<LevelReport>* reports = nullptr) const;
+                       std::vector<LevelReport>* reports = nullptr) const {
+    assign_balanced_from(0, x, codes, bounds, reports);
+  }
+  /// assign_balanced for levels first_level … M−1 only: the levels before keep the codes given in `codes`
+  /// (e.g. greedy ones), and the later levels assign what they leave. bounds: one per level (those of the kept
+  /// levels are unused) or empty; reports: per-level MSE of the assigned levels.
+  void assign_balanced_from(size_t first_level, MatrixView<const float> x, int32_t* codes,
+                            const std::vector<SizeBounds>& bounds = {},
+                            std::vector<LevelReport>* reports = nullptr) const;
 
   /// The bounds level m uses for n rows under these params.
   SizeBounds level_bounds(size_t m, size_t n) const;

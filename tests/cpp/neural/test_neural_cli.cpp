@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -199,6 +200,37 @@ TEST_F(NeuralCli, ResumeFromACheckpointEqualsTheRunThatNeverStopped) {
                             "rqvae generate --checkpoint " + (dir / "full/checkpoints/epoch_4.ckpt") + " --data " +
                                 x_npy() + " --out " + (dir / "other"),
                             "tessera rqkmeans-plus generate", dir / "other");
+}
+
+// --balance last|all: exact size bounds over all items with the balanced assigner; the levels before keep the
+// model's greedy codes, and recon_mse is what the written codes reconstruct.
+TEST_F(NeuralCli, GenerateWithBalancedLevels) {
+  CliRun r = neural_cli_run(dir, "rqvae train --data " + x_npy() + " --out " + (dir / "v") +
+                                     " --epochs 1 --codebook-sizes 16,16 --e-dim 4 --layers 16 --batch-size 100 --threads 1 -q");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::map<std::string, CodeMatrix> codes;
+  std::map<std::string, double> recon;
+  for (const std::string mode : {"none", "last", "all"}) {
+    r = neural_cli_run(dir, "rqvae generate --checkpoint " + (dir / "v/state_dict.pt") + " --data " + x_npy() +
+                                " --out " + (dir / ("g-" + mode)) + " --dedup none --balance " + mode + " -q");
+    ASSERT_EQ(r.status, 0) << r.output;
+    codes[mode] = read_npy_i32(dir / ("g-" + mode + "/codes.npy"));
+    recon[mode] = neural_cli_json(dir / ("g-" + mode + "/metrics.json"))["recon_mse"].get<double>();
+  }
+  auto sizes = [](const CodeMatrix& c, size_t level) {
+    std::vector<size_t> s(16, 0);
+    for (size_t i = 0; i < c.rows(); ++i) s[size_t(c(i, level))]++;
+    return s;
+  };
+  auto within = [](const std::vector<size_t>& s) {  // 400 items, 16 codes: [24, 26]
+    return *std::min_element(s.begin(), s.end()) >= 24 && *std::max_element(s.begin(), s.end()) <= 26;
+  };
+  for (size_t i = 0; i < 400; ++i) EXPECT_EQ(codes["last"](i, 0), codes["none"](i, 0)) << "row " << i;
+  EXPECT_TRUE(within(sizes(codes["last"], 1)));
+  EXPECT_TRUE(within(sizes(codes["all"], 0)));
+  EXPECT_TRUE(within(sizes(codes["all"], 1)));
+  EXPECT_FALSE(within(sizes(codes["none"], 0)) && within(sizes(codes["none"], 1))) << "the test data are too easy";
+  EXPECT_NE(recon["last"], recon["none"]);
 }
 
 TEST_F(NeuralCli, BadInputFailsClearlyAndWritesNothing) {

@@ -50,6 +50,14 @@ TEST(NeuralModel, RQKMeansPlusThroughTheTorchFreeInterface) {
   model.module()->eval();
   const torch::Tensor ref = model.module()->forward(detail::tensor_from(x.view())).reconstruction;
   EXPECT_TRUE(torch::allclose(detail::tensor_from(recon.view()), ref, 1e-5, 1e-6));
+  // decode() of the greedy codes is the same reconstruction; of other codes, another one.
+  const FloatMatrix decoded = model.decode(s.codes, 300);
+  EXPECT_TRUE(torch::allclose(detail::tensor_from(decoded.view()), ref, 1e-5, 1e-6));
+  CodeMatrix shifted = s.codes.clone();
+  for (size_t i = 0; i < 800; ++i) shifted(i, 1) = (shifted(i, 1) + 1) % 8;
+  EXPECT_FALSE(torch::allclose(detail::tensor_from(model.decode(shifted).view()), ref, 1e-5, 1e-6));
+  shifted(5, 0) = 16;
+  EXPECT_THROW(model.decode(shifted), InvalidArgument);
 
   model.save_state_dict(dir / "m.pt");
   RQVAEConfig plain = model.config();
