@@ -113,7 +113,8 @@ void save_state_dict(const torch::nn::Module& module, const std::string& path) {
 
 std::vector<std::pair<std::string, torch::Tensor>> read_state_dict(const std::string& path) {
   const c10::IValue v = detail::load_pickle_file(
-      path, "save a plain dict instead, torch.save(dict(model.state_dict()), path)");
+      path, "save a plain dict instead, torch.save(dict(model.state_dict()), path), or convert the file with "
+      "`python -m tessera.minionerec FILE --out DIR` (also for MiniOneRec's .pth checkpoints)");
   TESSERA_CHECK_FORMAT(v.isGenericDict(), path << " does not hold a dict of tensors (it holds a "
                                                 << v.tagKind() << "); save dict(model.state_dict())");
   std::vector<std::pair<std::string, torch::Tensor>> out;

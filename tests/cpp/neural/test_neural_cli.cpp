@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../io_test_util.h"
+#include "neural_test_util.h"
 #include "tessera/io/atomic_file.h"
 #include "tessera/io/npy.h"
 #include "tessera/io/npz.h"
@@ -231,6 +232,46 @@ TEST_F(NeuralCli, GenerateWithBalancedLevels) {
   EXPECT_TRUE(within(sizes(codes["all"], 1)));
   EXPECT_FALSE(within(sizes(codes["none"], 0)) && within(sizes(codes["none"], 1))) << "the test data are too easy";
   EXPECT_NE(recon["last"], recon["none"]);
+}
+
+// A MiniOneRec checkpoint (a dict with an argparse Namespace and the OrderedDict of state_dict(), which libtorch
+// cannot read) converted by python/tessera/minionerec.py gives the model's codes; the OrderedDict itself is a
+// clear error that names the converter.
+TEST_F(NeuralCli, MiniOneRecCheckpointConverts) {
+  if (const std::string why = testing::missing_torch_python(); !why.empty()) GTEST_SKIP() << why;
+  CliRun r = neural_cli_run(dir, "rqvae train --data " + x_npy() + " --out " + (dir / "v") +
+                                     " --epochs 1 --codebook-sizes 8,8 --e-dim 4 --layers 16 --batch-norm --threads 1 -q");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto [status, out] = testing::run_python(
+      "import argparse, collections, torch\n"
+      "sd = torch.load('" + (dir / "v/state_dict.pt") + "')\n"
+      "args = argparse.Namespace(layers=[16], e_dim=4, num_emb_list=[8, 8, 8], sk_epsilons=[0.0, 0.003],\n"
+      "                          dropout_prob=0.0, bn=True, beta=0.25, quant_loss_weight=1.0, sk_iters=50)\n"
+      "od = collections.OrderedDict(sd)\n"
+      "torch.save({'args': args, 'epoch': 7, 'best_loss': 0.5, 'best_collision_rate': 0.1, 'state_dict': od,\n"
+      "            'optimizer': {}}, '" + (dir / "m.pth") + "')\n"
+      "torch.save(od, '" + (dir / "od.pt") + "')\n"
+      "import sys, runpy\n"
+      "sys.argv = ['minionerec', '" + (dir / "m.pth") + "', '--out', '" + (dir / "conv") + "']\n"
+      "runpy.run_path('" + std::string(TESSERA_SOURCE_DIR) + "/python/tessera/minionerec.py', run_name='__main__')\n");
+  ASSERT_EQ(status, 0) << out;
+  const nlohmann::json cfg = neural_cli_json(dir / "conv/config.json");
+  EXPECT_EQ(cfg["method"], "rqvae");
+  EXPECT_EQ(cfg["model"]["codebook_sizes"], nlohmann::json({8, 8}));  // from the weights: num_emb_list lies
+  EXPECT_EQ(cfg["model"]["layers"], nlohmann::json({16}));
+  EXPECT_EQ(cfg["model"]["batch_norm"], true);
+  EXPECT_EQ(cfg["model"]["sk_epsilons"], nlohmann::json({0.0, 0.003}));
+  for (const std::string ckpt : {"v", "conv"}) {
+    r = neural_cli_run(dir, "rqvae generate --checkpoint " + (dir / (ckpt + "/state_dict.pt")) + " --data " + x_npy() +
+                                " --out " + (dir / ("g-" + ckpt)) + " -q");
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  EXPECT_EQ(tessera_test::slurp(dir / "g-conv/codes.npy"), tessera_test::slurp(dir / "g-v/codes.npy"));
+  fs::copy_file(dir / "v/config.json", dir / "config.json");
+  neural_cli_expect_failure(dir,
+                            "rqvae generate --checkpoint " + (dir / "od.pt") + " --data " + x_npy() + " --out " +
+                                (dir / "bad"),
+                            "python -m tessera.minionerec", dir / "bad");
 }
 
 TEST_F(NeuralCli, BadInputFailsClearlyAndWritesNothing) {
