@@ -13,12 +13,16 @@ ProgressFn = Callable[[str, int, int, float], object]
 
 __version__: str
 
-class EpochReport(TypedDict):
+class _EpochReportBase(TypedDict):
     epoch: int
     loss: float
     reconstruction: float
     quantization: float
     seconds: float
+
+class EpochReport(_EpochReportBase, total=False):
+    collision_rate: float  # after an evaluation (eval_every, the last epoch with checkpoints)
+    codes_used: List[int]
 
 class RQVAEConfigDict(TypedDict):
     in_dim: int
@@ -67,6 +71,9 @@ class RQVAE:
         seed: int = 42,
     ) -> "RQVAE":
         """RQ-KMeans+ warm-started from a codebooks.npz (codebook_0, ...): e_dim = in_dim = the codebooks' width."""
+    @staticmethod
+    def from_checkpoint(path: PathLike) -> "RQVAE":
+        """The model (configuration and weights) of a training checkpoint."""
     def init_codebooks_kmeans(
         self,
         x: ArrayLike,
@@ -91,9 +98,16 @@ class RQVAE:
         schedule: str = "constant",
         clip_grad_norm: float = 1.0,
         seed: int = 42,
+        eval_every: int = 0,
+        checkpoint_dir: Optional[PathLike] = None,
+        keep_last: int = 5,
+        resume: Optional[PathLike] = None,
+        on_epoch: Optional[Callable[[EpochReport], object]] = None,
         progress: Optional[ProgressFn] = None,
     ) -> List[EpochReport]:
-        """Train on x: n × in_dim (AdamW; lr None: 1e-4 for RQ-KMeans+, 1e-3 for RQ-VAE); one dict per epoch."""
+        """Train on x: n × in_dim (AdamW; lr None: 1e-4 for RQ-KMeans+, 1e-3 for RQ-VAE); one dict per epoch.
+        checkpoint_dir: epoch_{e}.ckpt (keep_last newest), best_loss.ckpt, best_collision.ckpt after every
+        evaluation; resume: continue from such a checkpoint, bit for bit."""
     def codes(self, x: ArrayLike, *, batch_size: int = 4096) -> npt.NDArray[np.int32]:
         """Greedy codes: x: n × in_dim → n × L int32 (0-based)."""
     def code_stats(self, x: ArrayLike, *, batch_size: int = 4096) -> Dict[str, object]:
@@ -103,6 +117,8 @@ class RQVAE:
         """Encoder output: n × in_dim → n × e_dim."""
     def reconstruct(self, x: ArrayLike, *, batch_size: int = 4096) -> npt.NDArray[np.float32]:
         """Decoder's reconstruction: n × in_dim → n × in_dim."""
+    def decode(self, codes: ArrayLike, *, batch_size: int = 4096) -> npt.NDArray[np.float32]:
+        """The decoder's output for codes: n × L → n × in_dim."""
     def codebook(self, level: int) -> npt.NDArray[np.float32]:
         """K_l × e_dim (a copy)."""
     @property
@@ -129,6 +145,7 @@ class RQVAE:
         *,
         dedup: str = "append",
         token_base: Optional[int] = None,
+        balance: str = "none",
         labels: Optional[Sequence[object]] = None,
         batch_size: int = 4096,
     ) -> SemanticIds:

@@ -251,6 +251,74 @@ def test_semantic_ids_rqvae(x, tmp_path):
         assert json.load(f) == sids.tokens()
 
 
+def test_evaluations_checkpoints_and_resume(x, tmp_path):
+    seen = []
+    a = small_model(x)
+    full = a.fit(x, 4, batch_size=100, eval_every=2, checkpoint_dir=tmp_path / "ck", keep_last=5, on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == [1, 2, 3, 4] and seen == full
+    assert "collision_rate" not in full[0] and "collision_rate" in full[1] and "collision_rate" in full[3]
+    assert full[3]["collision_rate"] == pytest.approx(a.collision_rate(x))
+    assert len(full[3]["codes_used"]) == 2
+    assert (tmp_path / "ck" / "epoch_2.ckpt").is_file() and (tmp_path / "ck" / "best_loss.ckpt").is_file()
+    # a checkpoint's model
+    m2 = tn.RQVAE.from_checkpoint(tmp_path / "ck" / "epoch_4.ckpt")
+    assert m2.config == a.config
+    np.testing.assert_array_equal(m2.codes(x), a.codes(x))
+    # resumed at epoch 2: the same weights as the run that never stopped
+    b = small_model(x)
+    rest = b.fit(x, 4, batch_size=100, eval_every=2, resume=tmp_path / "ck" / "epoch_2.ckpt")
+    after = [r for r in rest if r["epoch"] > 2]  # (the reports may include the checkpoint's history)
+    assert [r["epoch"] for r in after] == [3, 4]
+    assert [r["loss"] for r in after] == [r["loss"] for r in full[2:]]
+    np.testing.assert_array_equal(b.reconstruct(x), a.reconstruct(x))
+
+
+def test_on_epoch_exception_propagates(x):
+    m = small_model(x)
+
+    class Stop(Exception):
+        pass
+
+    def on_epoch(report):
+        raise Stop(report["epoch"])
+
+    with pytest.raises(Stop):
+        m.fit(x, 3, on_epoch=on_epoch)
+    with pytest.raises(TypeError):
+        m.fit(x, 1, on_epoch=3)
+
+
+def test_decode(x):
+    m = small_model(x)
+    m.fit(x, 2, batch_size=100)
+    codes = m.codes(x)
+    np.testing.assert_allclose(m.decode(codes), m.reconstruct(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(tessera.InvalidArgument):
+        m.decode(codes[:, :1])
+    bad = codes.copy()
+    bad[0, 0] = 8
+    with pytest.raises(tessera.InvalidArgument):
+        m.decode(bad)
+
+
+def test_semantic_ids_balanced_last_level(x):
+    m = small_model(x)
+    m.fit(x, 2, batch_size=100)
+    sids = m.semantic_ids(x, balance="last")
+    greedy = m.codes(x)
+    np.testing.assert_array_equal(sids.codes[:, 0], greedy[:, 0])  # earlier levels: the model's greedy codes
+    lo, hi = tessera.default_size_bounds(N, 8)  # over all items (MiniOneRec's bounds)
+    sizes = np.bincount(sids.codes[:, 1], minlength=8)
+    assert sizes.min() >= lo and sizes.max() <= hi
+    assert sids.metrics["recon_mse"] == pytest.approx(float(np.mean((m.decode(sids.codes) - x) ** 2)), rel=1e-5)
+    every = m.semantic_ids(x, balance="all")
+    for l in range(2):
+        sizes = np.bincount(every.codes[:, l], minlength=8)
+        assert sizes.min() >= lo and sizes.max() <= hi
+    with pytest.raises(tessera.InvalidArgument, match="balance"):
+        m.semantic_ids(x, balance="first")
+
+
 # --- RQ-KMeans+ --------------------------------------------------------------------------------------------
 
 

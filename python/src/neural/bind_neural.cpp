@@ -176,6 +176,47 @@ void reading_state_dict(const std::string& path, F&& f) {
   }
 }
 
+/// A Python callable(report: dict) called after every epoch (with the GIL); an exception it raises stops
+/// training and propagates (as Progress does for progress callbacks).
+class EpochCallback {
+ public:
+  explicit EpochCallback(py::object fn) : fn_(std::move(fn)) {
+    if (!fn_.is_none() && !PyCallable_Check(fn_.ptr()))
+      throw py::type_error("on_epoch must be a callable(report: dict) or None");
+  }
+  nn::EpochFn fn();
+  py::error_already_set* error() { return error_.get(); }
+
+ private:
+  py::object fn_;
+  std::unique_ptr<py::error_already_set> error_;
+};
+
+py::dict report_dict(const nn::EpochReport& r) {
+  py::dict d("epoch"_a = r.epoch, "loss"_a = r.loss, "reconstruction"_a = r.reconstruction,
+             "quantization"_a = r.quantization, "seconds"_a = r.seconds);
+  if (r.evaluated) {
+    d["collision_rate"] = r.collision_rate;
+    d["codes_used"] = r.codes_used;
+  }
+  return d;
+}
+
+nn::EpochFn EpochCallback::fn() {
+  if (fn_.is_none()) return {};
+  return [this](const nn::EpochReport& r) {
+    py::gil_scoped_acquire gil;
+    if (error_) throw CallbackAbort();
+    try {
+      fn_(report_dict(r));
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    } catch (py::error_already_set& ex) {
+      error_ = std::make_unique<py::error_already_set>(std::move(ex));
+      throw CallbackAbort();
+    }
+  };
+}
+
 nn::LrSchedule parse_schedule(const std::string& s) {
   if (s == "constant") return nn::LrSchedule::constant;
   if (s == "linear") return nn::LrSchedule::linear;
@@ -256,6 +297,17 @@ void bind_neural(py::module_& m) {
       "SemanticIds.save() write them): before training its codes are exactly RQ-KMeans's greedy codes.\n"
       "in_dim (= e_dim) and the codebook sizes come from the file; in_dim, when given, must match it.");
 
+  cls.def_static(
+      "from_checkpoint",
+      [](const py::object& path) {
+        const std::string p = path_str(path);
+        auto model = without_gil(nullptr, [&] { return nn::RQVAEModel::from_checkpoint(p); });
+        return std::make_unique<PyRQVAE>(std::move(model));
+      },
+      "path"_a,
+      "The model of a training checkpoint (fit(checkpoint_dir=...): epoch_{e}.ckpt, best_loss.ckpt, ...): its\n"
+      "configuration and weights.");
+
   cls.def(
       "init_codebooks_kmeans",
       [](PyRQVAE& r, const py::object& x, size_t rows_per_centroid, size_t sample, int max_iter, int n_init,
@@ -279,7 +331,8 @@ void bind_neural(py::module_& m) {
       "fit",
       [](PyRQVAE& r, const py::object& x, int epochs, const py::object& lr, long long batch_size,
          double weight_decay, int warmup_epochs, const std::string& schedule, double clip_grad_norm, uint64_t seed,
-         const py::object& progress) {
+         int eval_every, const py::object& checkpoint_dir, int keep_last, const py::object& resume,
+         const py::object& on_epoch, const py::object& progress) {
         F32In in = model_input(r, x);
         if (epochs < 0) throw_invalid("epochs must be ≥ 0, got " + std::to_string(epochs));
         nn::TrainerParams p;
@@ -292,24 +345,38 @@ void bind_neural(py::module_& m) {
         p.schedule = parse_schedule(schedule);
         p.clip_grad_norm = clip_grad_norm;
         p.seed = seed;
+        p.eval_every = eval_every;
+        if (!checkpoint_dir.is_none()) p.checkpoint_dir = path_str(checkpoint_dir);
+        p.keep_last = keep_last;
+        if (!resume.is_none()) p.resume = path_str(resume);
         Progress prog(progress);
+        EpochCallback epoch_cb(on_epoch);
         p.progress = prog.fn();
-        const auto reports = locked(r, &prog, [&] { return r.m.train(in.view, p); });
+        p.on_epoch = epoch_cb.fn();
+        std::vector<nn::EpochReport> reports;
+        try {
+          reports = locked(r, nullptr, [&] { return r.m.train(in.view, p); });
+        } catch (const CallbackAbort&) {
+          if (py::error_already_set* e = epoch_cb.error()) throw *e;
+          prog.rethrow();
+        }
         py::list out;
-        for (size_t e = 0; e < reports.size(); ++e)
-          out.append(py::dict("epoch"_a = e + 1, "loss"_a = reports[e].loss,
-                              "reconstruction"_a = reports[e].reconstruction,
-                              "quantization"_a = reports[e].quantization, "seconds"_a = reports[e].seconds));
+        for (const auto& rep : reports) out.append(report_dict(rep));
         return out;
       },
       "x"_a, "epochs"_a, py::kw_only(), "lr"_a = py::none(), "batch_size"_a = 2048, "weight_decay"_a = 0.0,
       "warmup_epochs"_a = 0, "schedule"_a = "constant", "clip_grad_norm"_a = 1.0, "seed"_a = 42,
-      "progress"_a = py::none(),
+      "eval_every"_a = 0, "checkpoint_dir"_a = py::none(), "keep_last"_a = 5, "resume"_a = py::none(),
+      "on_epoch"_a = py::none(), "progress"_a = py::none(),
       "Train on x: n × in_dim for `epochs` epochs (AdamW; lr None: 1e-4 for RQ-KMeans+, 1e-3 for RQ-VAE, as\n"
       "MiniOneRec; warm-up then a 'constant' or 'linear' schedule; gradients clipped to clip_grad_norm, <= 0:\n"
-      "no clipping). Same seed → same weights. Returns one dict per epoch: epoch, loss (mean total loss per\n"
-      "row), reconstruction, quantization, seconds. progress(stage, done, total, value) as elsewhere in\n"
-      "tessera; Ctrl-C stops training with KeyboardInterrupt (the model keeps the last finished step).");
+      "no clipping). Same seed → same weights. eval_every: codes of all rows (collision rate, codes used) after\n"
+      "every eval_every-th epoch and the last one. checkpoint_dir: checkpoints after every evaluation\n"
+      "(epoch_{e}.ckpt, the keep_last newest kept; best_loss.ckpt, best_collision.ckpt); resume: a checkpoint\n"
+      "to continue from (same data, batch size and seed: the run that never stopped, bit for bit).\n"
+      "Returns one dict per epoch: epoch, loss (mean total loss per row), reconstruction, quantization,\n"
+      "seconds, and collision_rate, codes_used after an evaluation. on_epoch(report: dict) after every epoch;\n"
+      "progress(stage, done, total, value) per batch; Ctrl-C stops training with KeyboardInterrupt.");
 
   cls.def(
       "codes",
@@ -367,6 +434,20 @@ void bind_neural(py::module_& m) {
       "The decoder's reconstruction of x: n × in_dim → n × in_dim float32, evaluation mode.");
 
   cls.def(
+      "decode",
+      [](PyRQVAE& r, const py::object& codes, long long batch_size) {
+        I32In c = as_i32(codes, "codes", "n × L int32");
+        if (c.view.cols != r.m.num_levels())
+          throw_invalid("codes has " + std::to_string(c.view.cols) + " columns, the model " +
+                        std::to_string(r.m.num_levels()) + " levels");
+        const size_t bs = batch_arg(batch_size);
+        tessera::CodeMatrix m = tessera::CodeMatrix::copy_of(c.view);
+        return matrix_to_numpy(locked(r, nullptr, [&] { return r.m.decode(m, bs); }));
+      },
+      "codes"_a, py::kw_only(), "batch_size"_a = 4096,
+      "The decoder's output for codes: n × L (0-based) → n × in_dim float32 (for the codes of x: reconstruct(x)).");
+
+  cls.def(
       "codebook",
       [](PyRQVAE& r, long long level) {
         const long long L = (long long)r.m.num_levels();
@@ -422,7 +503,7 @@ void bind_neural(py::module_& m) {
   cls.def(
       "semantic_ids",
       [](PyRQVAE& r, const py::object& x, const std::string& dedup, const py::object& token_base,
-         const py::object& labels, long long batch_size) {
+         const std::string& balance, const py::object& labels, long long batch_size) {
         const auto t0 = std::chrono::steady_clock::now();
         F32In in = model_input(r, x);
         const size_t bs = batch_arg(batch_size);
@@ -433,6 +514,8 @@ void bind_neural(py::module_& m) {
         const long long base = token_base.is_none() ? (c.residual_encoder ? 1 : 0) : token_base.cast<long long>();
         if (base != 0 && base != 1) throw_invalid("token_base must be 0 or 1, got " + std::to_string(base));
         fmt.zero_based = base == 0;
+        if (balance != "none" && balance != "last" && balance != "all")
+          throw_invalid("balance must be 'none', 'last' or 'all', got '" + balance + "'");
         auto lab = opt_strings(labels, "labels", in.view.rows);
         auto s = std::make_unique<PySids>();
         std::shared_ptr<tessera::ResidualQuantizer> rq;
@@ -444,11 +527,14 @@ void bind_neural(py::module_& m) {
           std::vector<tessera::FloatMatrix> books;
           for (size_t l = 0; l < sizes.size(); ++l) books.push_back(r.m.codebook(l));
           rq->set_codebooks(std::move(books));
-          // Resolution and metrics are the semantic-ID module's, on the model's latents and codebooks (as
-          // `tessera rqvae|rqkmeans-plus generate`).
+          // As `tessera rqvae|rqkmeans-plus generate`: balance = exact size bounds over all items with the
+          // balanced assigner on the latents' residuals, after the model's greedy codes of the earlier levels;
+          // resolution and metrics are the semantic-ID module's, on the latents and the model's codebooks.
+          if (balance != "none")
+            rq->assign_balanced_from(balance == "last" ? sizes.size() - 1 : 0, z.view(), stats.codes.data());
+          const tessera::FloatMatrix rec = r.m.decode(stats.codes, bs);  // what these codes reconstruct
           tessera::SemanticIds sids = tessera::semantic_ids_from_codes(rq, z.view(), std::move(stats.codes), d, fmt,
                                                                        lab ? &*lab : nullptr);
-          const tessera::FloatMatrix rec = r.m.reconstruct(in.view, bs);
           sids.metrics.recon_mse = tessera::mean_squared_error(in.view, rec.view());
           sids.metrics.seconds_total =
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -458,12 +544,14 @@ void bind_neural(py::module_& m) {
         s->model = py::cast(std::make_unique<PyRQ>(s->s.model));
         return s;
       },
-      "x"_a, py::kw_only(), "dedup"_a = "append", "token_base"_a = py::none(), "labels"_a = py::none(),
-      "batch_size"_a = 4096,
+      "x"_a, py::kw_only(), "dedup"_a = "append", "token_base"_a = py::none(), "balance"_a = "none",
+      "labels"_a = py::none(), "batch_size"_a = 4096,
       "Semantic IDs of x: n × in_dim with this model, as `tessera rqvae|rqkmeans-plus generate` makes them:\n"
       "the model's codes resolved with dedup ('append', 'append-all', 'reassign' on the latents and the last\n"
       "codebook, 'none'), with the metrics of the semantic-ID module on the latents (dim = e_dim) plus\n"
-      "recon_mse (the decoder's reconstruction error). token_base: 1 (MiniOneRec, the default for RQ-KMeans+)\n"
+      "recon_mse (the decoder's reconstruction error from the codes given). balance: 'none' (the model's\n"
+      "greedy codes), 'last' or 'all' (exact size bounds over all items on the last / every level, with the\n"
+      "balanced assigner on the latents' residuals). token_base: 1 (MiniOneRec, the default for RQ-KMeans+)\n"
       "or 0 (LC-Rec, the default for RQ-VAE). Returns tessera.SemanticIds (its model: a ResidualQuantizer of\n"
       "the model's codebooks in latent space); save(dir, with_model=False) writes what the CLI writes.");
 
