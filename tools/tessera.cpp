@@ -14,8 +14,10 @@
 #include "rabitq_commands.h"
 #include "progress_bar.h"
 #include "tessera/core/interrupt.h"
+#include "tessera/core/peak_memory.h"
 #include "tessera/core/runtime.h"
 #include "tessera/core/threading.h"
+#include "tessera/io/npy_shards.h"
 #include "tessera/io/vectors.h"
 #include "tessera/sid/index_json.h"
 #include "tessera/sid/pipeline.h"
@@ -72,6 +74,20 @@ std::vector<std::string> optional_lines(const std::string& path, size_t n, const
   return lines;
 }
 
+bool ends_with_npy(const std::string& path) {
+  return path.size() >= 4 && path.compare(path.size() - 4, 4, ".npy") == 0;
+}
+
+// sid build's input: one file of any supported format (a float32 .npy is memory-mapped), or a directory or
+// glob of .npy shards concatenated in sorted path order (a NaN is named by shard and row).
+FloatMatrix read_build_input(const std::string& path) {
+  if (!is_shard_pattern(path)) return read_vectors(path);
+  const NpyShards shards = NpyShards::open(path);
+  FloatMatrix x = shards.read_all();
+  shards.check_finite(0, x.view());
+  return x;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -99,7 +115,10 @@ int main(int argc, char** argv) {
   int n_init = 3, max_iter = 100, threads = 0;
   double tol = 1e-4;
   bool zero_based = false, quiet = false, all_rows_lloyd = false;
-  build->add_option("input", input, "embeddings: .npy (float16/32/64), .fvecs or .bvecs (N × d)")->required();
+  build->add_option("input", input,
+                    "embeddings: .npy (float16/32/64), .fvecs or .bvecs (N × d), or a directory or glob of .npy "
+                    "shards (quote the glob)")
+      ->required();
   build->add_option("--out", out_dir, "output directory")->required();
   auto* levels_opt = build->add_option("--levels", levels, "number of levels L")->capture_default_str();
   build->add_option("--codebook-size", codebook_size, "codes per level K")->capture_default_str();
@@ -139,7 +158,14 @@ int main(int argc, char** argv) {
   std::string model_path, enc_input, enc_out, enc_ids, enc_dedup;
   int enc_threads = 0;
   encode->add_option("model", model_path, "model.tsq written by `sid build`")->required();
-  encode->add_option("input", enc_input, "embeddings (.npy, .fvecs, .bvecs)")->required();
+  encode->add_option("input", enc_input,
+                     "embeddings (.npy, .fvecs, .bvecs), or a directory or glob of .npy shards (quote the glob); "
+                     ".npy input is streamed")
+      ->required();
+  size_t chunk_rows = 0;
+  encode->add_option("--chunk-rows", chunk_rows,
+                     "rows of .npy input encoded at a time (default: 256 MiB of float32, at most 1,000,000)")
+      ->check(CLI::PositiveNumber);
   encode->add_option("--out", enc_out, "output directory")->required();
   encode->add_option("--ids", enc_ids, "text file: one item id per line");
   encode->add_option("--dedup", enc_dedup, "collision resolution (default: the model's)")
@@ -183,24 +209,39 @@ int main(int argc, char** argv) {
       if (size_max) p.size_max = size_max;
       p.progress = cli::progress_bar(quiet);
       // Everything that can be checked is checked before the work starts.
-      const FloatMatrix x = read_vectors(input);
+      const FloatMatrix x = read_build_input(input);
       const auto keys = optional_lines(ids_file, x.rows(), "id");
       if (!keys.empty()) check_unique_keys(keys);
       const auto labels = optional_lines(labels_file, x.rows(), "label");
       check_output_dir(out_dir);
-      const SemanticIds s = build_semantic_ids(x.view(), p, labels.empty() ? nullptr : &labels);
+      SemanticIds s = build_semantic_ids(x.view(), p, labels.empty() ? nullptr : &labels);
       if (!quiet) std::fprintf(stderr, "\n");
+      s.metrics.peak_rss_bytes = peak_rss_bytes();
       write_semantic_ids(out_dir, s, keys.empty() ? nullptr : &keys, true);
       print_summary(s, out_dir);
     } else if (encode->parsed()) {
       set_num_threads(enc_threads);
       SidModel m = load_sid_model(model_path);
+      const Dedup d = enc_dedup.empty() ? m.dedup : parse_dedup(enc_dedup);
+      SemanticIds s;
+      if (ends_with_npy(enc_input) || is_shard_pattern(enc_input)) {
+        // Streamed: memory is one chunk of the input, the codes and the model.
+        const NpyShards shards = NpyShards::open(enc_input);
+        const auto keys = optional_lines(enc_ids, shards.rows(), "id");
+        if (!keys.empty()) check_unique_keys(keys);
+        check_output_dir(enc_out);
+        s = encode_semantic_ids(m.model, shards, d, m.format, chunk_rows);
+        s.metrics.peak_rss_bytes = peak_rss_bytes();
+        write_semantic_ids(enc_out, s, keys.empty() ? nullptr : &keys, false);
+        print_summary(s, enc_out);
+        return 0;
+      }
       const FloatMatrix x = read_vectors(enc_input);
       const auto keys = optional_lines(enc_ids, x.rows(), "id");
       if (!keys.empty()) check_unique_keys(keys);
       check_output_dir(enc_out);
-      const Dedup d = enc_dedup.empty() ? m.dedup : parse_dedup(enc_dedup);
-      const SemanticIds s = encode_semantic_ids(m.model, x.view(), d, m.format);
+      s = encode_semantic_ids(m.model, x.view(), d, m.format);
+      s.metrics.peak_rss_bytes = peak_rss_bytes();
       write_semantic_ids(enc_out, s, keys.empty() ? nullptr : &keys, false);
       print_summary(s, enc_out);
     } else if (!aq.run() && !neural.run()) {

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "io/mapped_file.h"
+#include "io/npy_detail.h"
 #include "tessera/io/atomic_file.h"
 
 namespace tessera {
@@ -379,6 +380,22 @@ void write_npy_impl(const std::string& path, MatrixView<const T> x) {
 const std::string kMemoryName = "npy image";
 
 }  // namespace
+
+namespace io_detail {
+
+NpyFloatLayout npy_float_layout(const unsigned char* data, size_t size, const std::string& src) {
+  const NpyHeader h = parse_header(data, size, src);
+  const Layout l = check_layout(h, size, true, src);
+  return {l.rows, l.cols, h.data_offset, l.dtype.kind, l.dtype.size, dtype_name(l.dtype)};
+}
+
+void npy_to_float(const unsigned char* src, size_t count, char kind, size_t elem_size, float* dst) {
+  to_float(src, count, Dtype{kind, elem_size}, dst);
+}
+
+std::string npy_header_bytes(const char* descr, size_t rows, size_t cols) { return npy_header(descr, rows, cols); }
+
+}  // namespace io_detail
 
 NpyHeader parse_npy_header(const void* data, size_t size) {
   return parse_header(static_cast<const unsigned char*>(data), size, kMemoryName);

@@ -97,6 +97,7 @@ std::string SidMetrics::to_json() const {
   j["colliding_items"] = before.colliding_items;
   j["final_collisions"] = final_collisions;
   j["max_id_length"] = max_id_length;
+  if (peak_rss_bytes > 0) j["peak_rss_bytes"] = peak_rss_bytes;
   if (dedup == "reassign") {
     j["reassigned_items"] = reassigned_items;
     j["mse_after_resolution"] = mse_after_resolution;

@@ -7,7 +7,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
+#include <numeric>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,6 +19,8 @@
 #include "tessera/io/atomic_file.h"
 #include "tessera/sid/index_json.h"
 #include "tessera/io/npy.h"
+#include "tessera/io/npy_shards.h"
+#include "tessera/io/npy_stream_writer.h"
 #include "tessera/io/npz.h"
 #include "tessera/quant/serialization.h"
 
@@ -31,8 +36,32 @@ double reconstruction_mse(const ResidualQuantizer& q, MatrixView<const float> x,
   return mean_squared_error(x, rec.view());
 }
 
+// Σ x², Σ (x − y)²: mean_square / mean_squared_error before the division, with the same loops, so that one
+// chunk gives the same bits as the whole-matrix functions.
+double sum_square(MatrixView<const float> x) {
+  double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static) num_threads(::tessera::num_threads())
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
+    for (size_t j = 0; j < x.cols; ++j) s += double(x(i, j)) * x(i, j);
+  return s;
+}
+
+double sum_squared_error(MatrixView<const float> x, MatrixView<const float> y) {
+  double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static) num_threads(::tessera::num_threads())
+  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
+    double r = 0;
+    for (size_t j = 0; j < x.cols; ++j) {
+      const double t = double(x(i, j)) - y(i, j);
+      r += t * t;
+    }
+    s += r;
+  }
+  return s;
+}
+
 // r −= the codewords of level l (r: n × d residuals, codes: n × L).
-void subtract_level(const ResidualQuantizer& q, size_t l, const CodeMatrix& codes, FloatMatrix& r) {
+void subtract_level(const ResidualQuantizer& q, size_t l, MatrixView<const int32_t> codes, FloatMatrix& r) {
   const MatrixView<const float> book = q.codebook(l);
 #pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
   for (ptrdiff_t i = 0; i < (ptrdiff_t)r.rows(); ++i) {
@@ -58,7 +87,9 @@ CodeMatrix drop_empty_suffix(CodeMatrix ids, size_t levels) {
   return out;
 }
 
-void resolve(SemanticIds& s, MatrixView<const float> x) {
+// Collision resolution; `reassign` (for Dedup::reassign) moves colliding codes in place and fills
+// metrics.reassigned_items and metrics.mse_after_resolution.
+void resolve(SemanticIds& s, const std::function<void(CodeMatrix& moved)>& reassign) {
   const size_t L = s.codes.cols();
   switch (s.dedup) {
     case Dedup::none: s.ids = s.codes.clone(); break;
@@ -66,10 +97,7 @@ void resolve(SemanticIds& s, MatrixView<const float> x) {
     case Dedup::append_all: s.ids = append_suffix(s.codes.view(), true); break;
     case Dedup::reassign: {
       CodeMatrix moved = s.codes.clone();
-      const FloatMatrix r = last_level_residual(*s.model, x, s.codes);
-      const ReassignReport rep = reassign_last_level(moved.view(), r.view(), s.model->codebook(L - 1));
-      s.metrics.reassigned_items = rep.moved;
-      s.metrics.mse_after_resolution = reconstruction_mse(*s.model, x, moved);
+      reassign(moved);
       // What could not move (a prefix with more than K_L items) falls back to append.
       s.ids = drop_empty_suffix(append_suffix(moved.view(), false), L);
       break;
@@ -84,6 +112,39 @@ void resolve(SemanticIds& s, MatrixView<const float> x) {
     longest = std::max(longest, len);
   }
   s.metrics.max_id_length = longest;
+}
+
+void resolve(SemanticIds& s, MatrixView<const float> x) {
+  resolve(s, [&](CodeMatrix& moved) {
+    const FloatMatrix r = last_level_residual(*s.model, x, s.codes);
+    const ReassignReport rep = reassign_last_level(moved.view(), r.view(), s.model->codebook(s.codes.cols() - 1));
+    s.metrics.reassigned_items = rep.moved;
+    s.metrics.mse_after_resolution = reconstruction_mse(*s.model, x, moved);
+  });
+}
+
+// The rows (ascending) whose prefix (first L − 1 codes) group holds two items with the same full code tuple:
+// the only rows `reassign` looks at or moves.
+std::vector<size_t> rows_in_colliding_prefix_groups(const CodeMatrix& codes) {
+  const size_t n = codes.rows(), L = codes.cols();
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::lexicographical_compare(codes.row(a), codes.row(a) + L, codes.row(b), codes.row(b) + L) ||
+           (std::equal(codes.row(a), codes.row(a) + L, codes.row(b)) && a < b);
+  });
+  std::vector<size_t> out;
+  for (size_t g = 0; g < n;) {
+    size_t e = g + 1;
+    while (e < n && std::equal(codes.row(order[g]), codes.row(order[g]) + L - 1, codes.row(order[e]))) ++e;
+    bool collides = false;
+    for (size_t t = g + 1; t < e && !collides; ++t)
+      collides = codes(order[t], L - 1) == codes(order[t - 1], L - 1);
+    if (collides) out.insert(out.end(), order.begin() + g, order.begin() + e);
+    g = e;
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 // Per level, the mean square of the residual before and after that level's codewords (what fit reports,
@@ -177,6 +238,97 @@ SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, Matrix
   // unbalanced levels give the training rows the codes `sid build` gave them.
   model->encode_greedy(x, codes.data());
   SemanticIds s = semantic_ids_from_codes(std::move(model), x, std::move(codes), dedup, format, labels);
+  s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
+  return s;
+}
+
+size_t default_chunk_rows(size_t dim) {
+  const size_t by_bytes = (size_t(256) << 20) / (std::max<size_t>(dim, 1) * sizeof(float));
+  return std::clamp<size_t>(by_bytes, 1024, 1000000);
+}
+
+SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, const NpyShards& input, Dedup dedup,
+                                TokenFormat format, size_t chunk_rows) {
+  const auto t0 = Clock::now();
+  TESSERA_CHECK_ARG(model && model->is_trained(), "encoding needs a trained model");
+  const size_t n = input.rows(), d = input.cols(), L = model->num_codebooks();
+  TESSERA_CHECK_ARG(n > 0, "no items to encode");
+  TESSERA_CHECK_ARG(d == model->dim(), "dimension mismatch: the vectors have " << d << " columns, the model "
+                                                                             << model->dim());
+  const size_t chunk = chunk_rows ? chunk_rows : default_chunk_rows(d);
+  SemanticIds s;
+  s.model = std::move(model);
+  s.codes = CodeMatrix(n, L);
+  s.dedup = dedup;
+  s.format = format;
+  // One pass: codes, and the sums behind the metrics fill_metrics computes on a whole matrix.
+  double sq = 0, err = 0;
+  std::vector<double> level_before(L), level_after(L);
+  FloatMatrix buffer, rec, r;
+  for (size_t a = 0; a < n; a += chunk) {
+    check_interrupt();
+    const size_t b = std::min(n, a + chunk);
+    const MatrixView<const float> x = input.read(a, b, buffer);
+    input.check_finite(a, x);
+    const MatrixView<const int32_t> cc(s.codes.row(a), b - a, L);
+    s.model->encode_greedy(x, s.codes.row(a));
+    sq += sum_square(x);
+    if (rec.rows() != b - a) rec = FloatMatrix(b - a, d);
+    s.model->decode(cc.data, b - a, rec.data());
+    err += sum_squared_error(x, rec.view());
+    r = FloatMatrix::copy_of(x);
+    for (size_t l = 0; l < L; ++l) {
+      level_before[l] += sum_square(r.view());
+      subtract_level(*s.model, l, cc, r);
+      level_after[l] += sum_square(r.view());
+    }
+    input.release(a, b);
+  }
+  const double nd = double(n) * double(d);
+  SidMetrics& m = s.metrics;
+  m.balance = "none";
+  m.n_items = n;
+  m.dim = d;
+  m.codebook_sizes = s.model->codebook_sizes();
+  m.dedup = dedup_name(dedup);
+  m.mse_before = sq / nd;
+  m.mse = err / nd;
+  m.before = collision_stats(s.codes.view());
+  m.levels = code_usage(s.codes.view(), m.codebook_sizes);
+  for (size_t l = 0; l < L; ++l) {
+    m.levels[l].mse_before = level_before[l] / nd;
+    m.levels[l].mse_after = level_after[l] / nd;
+  }
+  resolve(s, [&](CodeMatrix& moved) {
+    // Only the items of prefix groups with a collision take part: their last-level residuals, read again.
+    const std::vector<size_t> rows = rows_in_colliding_prefix_groups(s.codes);
+    ReassignReport rep;
+    if (!rows.empty()) {
+      CodeMatrix sub(rows.size(), L);
+      for (size_t i = 0; i < rows.size(); ++i) std::copy(s.codes.row(rows[i]), s.codes.row(rows[i]) + L, sub.row(i));
+      FloatMatrix res(rows.size(), d);
+      input.gather(rows, res.data());
+      for (size_t l = 0; l + 1 < L; ++l) subtract_level(*s.model, l, sub.view(), res);
+      rep = reassign_last_level(sub.view(), res.view(), s.model->codebook(L - 1));
+      for (size_t i = 0; i < rows.size(); ++i) std::copy(sub.row(i), sub.row(i) + L, moved.row(rows[i]));
+    }
+    s.metrics.reassigned_items = rep.moved;
+    if (rep.moved == 0) {
+      s.metrics.mse_after_resolution = s.metrics.mse;
+      return;
+    }
+    double e2 = 0;  // a second pass: the error of the moved codes, summed as the first pass summed its own
+    for (size_t a = 0; a < n; a += chunk) {
+      check_interrupt();
+      const size_t b = std::min(n, a + chunk);
+      const MatrixView<const float> x = input.read(a, b, buffer);
+      if (rec.rows() != b - a) rec = FloatMatrix(b - a, d);
+      s.model->decode(moved.row(a), b - a, rec.data());
+      e2 += sum_squared_error(x, rec.view());
+      input.release(a, b);
+    }
+    s.metrics.mse_after_resolution = e2 / nd;
+  });
   s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
   return s;
 }
@@ -275,7 +427,14 @@ void write_semantic_ids(const std::string& dir, const SemanticIds& s, const std:
       save_quantizer(*s.model, base + "model.tsq", meta.dump());
       names = {"codebooks.npz", "model.tsq"};
     }
-    write_npy(base + "codes.npy", s.codes.view());
+    {  // written a block at a time: no second copy of the n × L codes as one string
+      NpyStreamWriter w(base + "codes.npy", NpyStreamWriter::Dtype::int32, s.codes.rows(), s.codes.cols());
+      for (size_t a = 0; a < s.codes.rows(); a += 1 << 20) {
+        const size_t b = std::min(s.codes.rows(), a + (size_t(1) << 20));
+        w.append(MatrixView<const int32_t>(s.codes.row(a), b - a, s.codes.cols()));
+      }
+      w.commit();
+    }
     write_file_atomic(base + "metrics.json", s.metrics.to_json() + "\n");
     write_file_atomic(base + "index.json", index_json(s.ids.view(), s.codes.cols(), s.format, keys));
     // The index last: a reader that sees index.json sees everything it refers to.

@@ -43,6 +43,8 @@ struct SidMetrics {
   size_t max_id_length = 0;
   size_t reassigned_items = 0;    ///< reassign: items moved at the last level
   double mse_after_resolution = 0;///< reassign: MSE with the moved codes
+  /// Peak resident memory of the process (peak_rss_bytes()) when the front end records it; written when > 0.
+  size_t peak_rss_bytes = 0;
   std::vector<LevelMetrics> levels;
 
   std::string to_json() const;

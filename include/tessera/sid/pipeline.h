@@ -47,6 +47,21 @@ SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p,
 SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, MatrixView<const float> x, Dedup dedup,
                                 TokenFormat format, const std::vector<std::string>* labels = nullptr);
 
+class NpyShards;
+
+/// encode_semantic_ids over the rows of `input` (one .npy or a set of shards), read chunk_rows at a time
+/// (0: default_chunk_rows): memory is one chunk of the input plus the n × L codes and the model, whatever n.
+/// Non-finite values are an InvalidArgument naming the shard and the row within it. `reassign` reads again the
+/// rows of the prefix groups that hold a collision (their residuals are the only ones held) and, when codes
+/// moved, makes a second pass for the MSE after resolution. With chunk_rows ≥ n the result is that of
+/// encode_semantic_ids on the whole matrix, bit for bit; with smaller chunks the codes and IDs are the same and the
+/// MSEs are summed chunk by chunk (equal within rounding).
+SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, const NpyShards& input, Dedup dedup,
+                                TokenFormat format, size_t chunk_rows = 0);
+
+/// Rows per chunk for streaming d-dimensional input: 256 MiB of float32, within [1024, 1,000,000].
+size_t default_chunk_rows(size_t dim);
+
 /// IDs from codes made elsewhere (e.g. an RQ-VAE's quantizer): codes (n × L, 0-based) of the vectors x (n × d)
 /// under the codebooks of `model` (trained, L levels of width d), resolved with `dedup`, with the metrics of
 /// encode_semantic_ids (reconstruction errors are those of x by the codewords). encode_semantic_ids is this
