@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <type_traits>
 
 #include "neural/pickle_file.h"
 #include "tessera/core/error.h"
@@ -169,7 +170,15 @@ std::vector<EpochReport> read_history(const Reader& r, size_t levels, const std:
   return h;
 }
 
-std::string optimizer_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+// The key of a parameter's state in an optimiser's state map: libtorch 1.x uses the TensorImpl's address as a
+// string, 2.x the address itself.
+template <class StateMap>
+typename StateMap::key_type optimizer_key(const StateMap&, const torch::Tensor& p) {
+  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>)
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  else
+    return static_cast<typename StateMap::key_type>(p.unsafeGetTensorImpl());
+}
 
 }  // namespace
 
@@ -195,7 +204,7 @@ void save_checkpoint(const std::string& path, const RQVAEImpl& model, const torc
   std::vector<at::Tensor> avg, avg_sq;
   const auto& state = opt.state();
   for (const torch::Tensor& p : model.parameters()) {
-    const auto it = state.find(optimizer_key(p));
+    const auto it = state.find(optimizer_key(state, p));
     if (it == state.end()) {
       steps.push_back(-1);
       avg.push_back(torch::empty({0}));
@@ -302,7 +311,7 @@ void restore_optimizer(torch::optim::AdamW& opt, RQVAEImpl& model, const Checkpo
     st->step(a.step);
     st->exp_avg(a.exp_avg.to(params[i].dtype()).clone());
     st->exp_avg_sq(a.exp_avg_sq.to(params[i].dtype()).clone());
-    state[optimizer_key(params[i])] = std::move(st);
+    state[optimizer_key(state, params[i])] = std::move(st);
   }
 }
 
