@@ -17,8 +17,10 @@ torch::Tensor sinkhorn_normalize(const torch::Tensor& distances);
 
 /// log Q of Sinkhorn(d', ε, iters) (float64, B × K), d' normalised distances (sinkhorn_normalize):
 ///   Q = exp(−d'/ε); Q /= ΣQ; repeat iters: Q_ik /= Σ_k Q_ik, Q /= B; Q_ik /= Σ_i Q_ik, Q /= K; Q *= B,
-/// each step done on log Q with log-sum-exp. Ending on the column step, every column of Q sums to B/K (up to
-/// rounding) and the rows to about 1. ε > 0 and finite, iters ≥ 0; InvalidArgument otherwise.
+/// computed in scaling form (Q = diag(u) G diag(v), two matrix-vector products per iteration) where float64
+/// holds G = exp(−(d' − min d')/ε) without zeros (ε ≥ 2/700) and u, v stay finite, else on log Q with
+/// log-sum-exp. Ending on the column step, every column of Q sums to B/K (up to rounding) and the rows to about
+/// 1. ε > 0 and finite, iters ≥ 0; InvalidArgument otherwise.
 torch::Tensor sinkhorn_log(const torch::Tensor& normalized, double epsilon, int iters);
 
 /// Q = exp(sinkhorn_log(normalized, epsilon, iters)).
