@@ -138,6 +138,11 @@ int main(int argc, char** argv) {
   build->add_option("--size-min", size_min, "smallest cluster size (default max(1, N/K - 1))");
   build->add_option("--size-max", size_max, "largest cluster size (default N/K + 1)");
   build->add_option("--train-sample", train_sample, "train on N sampled rows, then assign every row");
+  size_t build_chunk_rows = 0;
+  build->add_option("--chunk-rows", build_chunk_rows,
+                    "with --balance none and --train-sample on .npy input: only the sample is held, and all rows are "
+                    "encoded this many at a time (default: 64 MiB of float32)")
+      ->check(CLI::PositiveNumber);
   build->add_flag("--no-sample-warm-start", all_rows_lloyd,
                   "every Lloyd iteration on all rows (default: from 32·K rows on, restarts run on a sample of "
                   "min(256·K, N/2) rows and the last quarter of the iterations on all rows)");
@@ -164,7 +169,7 @@ int main(int argc, char** argv) {
       ->required();
   size_t chunk_rows = 0;
   encode->add_option("--chunk-rows", chunk_rows,
-                     "rows of .npy input encoded at a time (default: 256 MiB of float32, at most 1,000,000)")
+                     "rows of .npy input encoded at a time (default: 64 MiB of float32, at most 1,000,000)")
       ->check(CLI::PositiveNumber);
   encode->add_option("--out", enc_out, "output directory")->required();
   encode->add_option("--ids", enc_ids, "text file: one item id per line");
@@ -209,12 +214,27 @@ int main(int argc, char** argv) {
       if (size_max) p.size_max = size_max;
       p.progress = cli::progress_bar(quiet);
       // Everything that can be checked is checked before the work starts.
+      SemanticIds s;
+      if (!p.balance && p.train_sample && (ends_with_npy(input) || is_shard_pattern(input))) {
+        // Greedy levels trained on a sample: the input is streamed, never held whole.
+        const NpyShards shards = NpyShards::open(input);
+        const auto keys = optional_lines(ids_file, shards.rows(), "id");
+        if (!keys.empty()) check_unique_keys(keys);
+        const auto labels = optional_lines(labels_file, shards.rows(), "label");
+        check_output_dir(out_dir);
+        s = build_semantic_ids(shards, p, labels.empty() ? nullptr : &labels, build_chunk_rows);
+        if (!quiet) std::fprintf(stderr, "\n");
+        s.metrics.peak_rss_bytes = peak_rss_bytes();
+        write_semantic_ids(out_dir, s, keys.empty() ? nullptr : &keys, true);
+        print_summary(s, out_dir);
+        return 0;
+      }
       const FloatMatrix x = read_build_input(input);
       const auto keys = optional_lines(ids_file, x.rows(), "id");
       if (!keys.empty()) check_unique_keys(keys);
       const auto labels = optional_lines(labels_file, x.rows(), "label");
       check_output_dir(out_dir);
-      SemanticIds s = build_semantic_ids(x.view(), p, labels.empty() ? nullptr : &labels);
+      s = build_semantic_ids(x.view(), p, labels.empty() ? nullptr : &labels);
       if (!quiet) std::fprintf(stderr, "\n");
       s.metrics.peak_rss_bytes = peak_rss_bytes();
       write_semantic_ids(out_dir, s, keys.empty() ? nullptr : &keys, true);

@@ -6,6 +6,7 @@
 #include "tessera/core/error.h"
 #include "tessera/io/idx.h"
 #include "tessera/io/npy.h"
+#include "tessera/io/npy_shards.h"
 #include "tessera/io/npz.h"
 #include "tessera/io/texmex.h"
 #include "tessera/io/vectors.h"
@@ -76,6 +77,26 @@ void bind_io(py::module_& m) {
       "path"_a,
       "Read vectors by file extension: .npy, .fvecs, .bvecs, .ivecs, idx (-ubyte, optionally .gz).\n"
       "Returns x: n × d float32 (a little-endian float32 .npy is memory-mapped copy-on-write, not read).");
+  m.def(
+      "read_shards",
+      [](const py::object& paths) {
+        std::vector<std::string> list;
+        const bool one = py::isinstance<py::str>(paths) || py::hasattr(paths, "__fspath__");
+        if (!one)
+          for (const py::handle p : paths) list.push_back(path_str(py::reinterpret_borrow<py::object>(p)));
+        const std::string spec = one ? path_str(paths) : std::string();
+        return matrix_to_numpy(without_gil(nullptr, [&] {
+          const tessera::NpyShards s = one ? tessera::NpyShards::open(spec) : tessera::NpyShards::open(list);
+          tessera::FloatMatrix x = s.read_all();
+          s.check_finite(0, x.view());
+          return x;
+        }));
+      },
+      "paths"_a,
+      "Read .npy shards as one n × d float32 matrix: a path (one .npy file, a directory of .npy files, or a glob\n"
+      "such as 'emb/part-*.npy'; sorted path order) or a list of paths (in that order). All shards must have the\n"
+      "same width and dtype and at least one row; NaN/Inf is an InvalidArgument naming the shard and row.\n"
+      "A single float32 file is memory-mapped, not copied.");
   m.def(
       "read_npy",
       [](const py::object& path) -> py::array {

@@ -80,6 +80,7 @@ from ._tessera import (
     read_ivecs,
     read_npy,
     read_npz,
+    read_shards,
     read_vectors,
     set_num_threads,
     write_index,
@@ -123,6 +124,87 @@ def IndexIVFLocalSearchQuantizer(d, nlist, M, nbits, metric="l2", search_type=ST
     """An IVF index over a new LSQ++ quantizer (faiss's IndexIVFLocalSearchQuantizer, without its coarse-quantizer
     argument). ``lsq_params`` go to :class:`LocalSearchQuantizer` (e.g. ``train_iters``)."""
     return IndexIVFAdditiveQuantizer(LocalSearchQuantizer(d, M, nbits, search_type, **lsq_params), nlist, metric)
+
+def _input_files(paths, suffix):
+    """A path (file, directory of ``*suffix`` files, or glob; sorted) or a list of paths (kept in order)."""
+    import glob
+
+    if isinstance(paths, (str, _os.PathLike)):
+        p = _os.fspath(paths)
+        if _os.path.isdir(p):
+            files = sorted(_os.path.join(p, f) for f in _os.listdir(p) if f.endswith(suffix))
+            if not files:
+                raise InvalidArgument(f"{p}: the directory holds no {suffix} files")
+            return files
+        if any(c in p for c in "*?[") and not _os.path.exists(p):
+            files = sorted(f for f in glob.glob(p) if not _os.path.isdir(f))
+            if not files:
+                raise InvalidArgument(f"{p}: the pattern matches no file")
+            return files
+        return [p]
+    files = [_os.fspath(f) for f in paths]
+    if not files:
+        raise InvalidArgument("no files given")
+    return files
+
+
+def read_parquet(paths, column="embedding"):
+    """Embeddings from Parquet files: the list or fixed-size-list column ``column`` of every row, as one
+    n × d float32 array. ``paths``: a file, a directory (its ``*.parquet`` files), a glob (sorted path order),
+    or a list of paths (in that order). Needs ``pyarrow`` (``pip install pyarrow``; ImportError otherwise).
+    Rows of another length than the first, null rows, NaN/Inf and files without rows raise
+    :class:`InvalidArgument` naming the file and the row within it."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("tessera.read_parquet needs pyarrow: pip install pyarrow") from e
+    import numpy as np
+
+    blocks, width = [], None
+    for f in _input_files(paths, ".parquet"):
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        if column not in names:
+            raise InvalidArgument(f"{f}: no column {column!r} (the columns are {', '.join(names)})")
+        row0 = 0
+        for batch in pf.iter_batches(columns=[column]):
+            arr = batch.column(0)
+            t = arr.type
+            if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+                raise InvalidArgument(f"{f}: column {column!r} is {t}, expected a list or fixed-size list of floats")
+            if not (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)):
+                raise InvalidArgument(f"{f}: column {column!r} holds {t.value_type}, expected floats")
+            if arr.null_count:
+                bad = int(np.flatnonzero(np.asarray(arr.is_null()))[0])
+                raise InvalidArgument(f"{f} row {row0 + bad}: the embedding is null")
+            if pa.types.is_fixed_size_list(t):
+                lengths = np.full(len(arr), t.list_size)
+                values = arr.flatten()
+            else:
+                lengths = np.asarray(arr.value_lengths())
+                values = arr.flatten()
+            if width is None and len(arr):
+                width = int(lengths[0])
+            wrong = np.flatnonzero(lengths != width)
+            if wrong.size:
+                r = int(wrong[0])
+                raise InvalidArgument(f"{f} row {row0 + r}: an embedding of {int(lengths[r])} values, "
+                                      f"expected {width} (the first row's)")
+            x = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(arr), width)
+            finite = np.isfinite(x).all(axis=1)
+            if not finite.all():
+                r = int(np.flatnonzero(~finite)[0])
+                raise InvalidArgument(f"{f} row {row0 + r}: a non-finite value (NaN or Inf): every value must be "
+                                      "a finite number")
+            blocks.append(x)
+            row0 += len(arr)
+        if row0 == 0:
+            raise InvalidArgument(f"{f} holds no rows: every file must hold at least one")
+    if width == 0:
+        raise InvalidArgument("the embeddings are empty (0 values per row)")
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
 
 __all__ = [
     "__version__",
@@ -172,6 +254,8 @@ __all__ = [
     "read_ivecs",
     "read_npy",
     "read_npz",
+    "read_parquet",
+    "read_shards",
     "read_vectors",
     "set_num_threads",
     "write_index",

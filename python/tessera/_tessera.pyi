@@ -37,6 +37,9 @@ def build_info() -> dict[str, str | int]: ...
 def read_vectors(path: PathLike) -> npt.NDArray[np.float32]:
     """.npy / .fvecs / .bvecs / .ivecs / idx(.gz) by extension → x: n × d float32."""
 
+def read_shards(paths: Union[PathLike, Sequence[PathLike]]) -> npt.NDArray[np.float32]:
+    """.npy shards (a file, a directory, a glob — sorted — or a list, in order) → one n × d float32 matrix."""
+
 def read_npy(path: PathLike) -> Union[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
     """2-D .npy: floats (and int8/uint8) → n × d float32; wider integers → n × m int32."""
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tessera/core/interrupt.h"
+#include "tessera/core/rng.h"
 #include "tessera/io/atomic_file.h"
 #include "tessera/sid/index_json.h"
 #include "tessera/io/npy.h"
@@ -192,6 +193,10 @@ void check_labels(const std::vector<std::string>* labels, size_t n) {
 
 }  // namespace
 
+namespace {
+ResidualQuantizerParams rq_params(const SidParams& p);
+}  // namespace
+
 SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p, const std::vector<std::string>* labels) {
   const auto t0 = Clock::now();
   TESSERA_CHECK_ARG(x.rows > 0 && x.cols > 0, "no items: the input is " << x.rows << " × " << x.cols);
@@ -199,6 +204,22 @@ SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p, co
                     "between 1 and 25 levels are supported, got " << p.codebook_sizes.size());
   check_labels(labels, x.rows);
   check_finite(x, "embeddings");
+  SemanticIds s;
+  s.model = std::make_shared<ResidualQuantizer>(x.cols, p.codebook_sizes, rq_params(p));
+  s.codes = CodeMatrix(x.rows, p.codebook_sizes.size());
+  const auto reports = s.model->fit(x, s.codes.data());
+  s.dedup = p.dedup;
+  s.format = p.format;
+  s.metrics.balance = p.balance ? "exact" : "none";
+  fill_metrics(s, x, &reports, labels);
+  resolve(s, x);
+  s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
+  return s;
+}
+
+namespace {
+
+ResidualQuantizerParams rq_params(const SidParams& p) {
   ResidualQuantizerParams rp;
   rp.max_iter = p.max_iter;
   rp.tol = p.tol;
@@ -214,18 +235,10 @@ SemanticIds build_semantic_ids(MatrixView<const float> x, const SidParams& p, co
   // Semantic IDs are greedy prefix codes (the first token is the item's nearest coarse cluster): the saved
   // model says so, so that its encode() gives the same codes as `sid encode` (a beam would not).
   rp.max_beam_size = 1;
-  SemanticIds s;
-  s.model = std::make_shared<ResidualQuantizer>(x.cols, p.codebook_sizes, rp);
-  s.codes = CodeMatrix(x.rows, p.codebook_sizes.size());
-  const auto reports = s.model->fit(x, s.codes.data());
-  s.dedup = p.dedup;
-  s.format = p.format;
-  s.metrics.balance = p.balance ? "exact" : "none";
-  fill_metrics(s, x, &reports, labels);
-  resolve(s, x);
-  s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
-  return s;
+  return rp;
 }
+
+}  // namespace
 
 SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, MatrixView<const float> x, Dedup dedup,
                                 TokenFormat format, const std::vector<std::string>* labels) {
@@ -243,7 +256,7 @@ SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, Matrix
 }
 
 size_t default_chunk_rows(size_t dim) {
-  const size_t by_bytes = (size_t(256) << 20) / (std::max<size_t>(dim, 1) * sizeof(float));
+  const size_t by_bytes = (size_t(64) << 20) / (std::max<size_t>(dim, 1) * sizeof(float));
   return std::clamp<size_t>(by_bytes, 1024, 1000000);
 }
 
@@ -329,6 +342,48 @@ SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, const 
     }
     s.metrics.mse_after_resolution = e2 / nd;
   });
+  s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
+  return s;
+}
+
+SemanticIds build_semantic_ids(const NpyShards& input, const SidParams& p, const std::vector<std::string>* labels,
+                               size_t chunk_rows) {
+  const auto t0 = Clock::now();
+  const size_t n = input.rows(), d = input.cols();
+  if (p.balance || p.train_sample == 0 || p.train_sample >= n) {
+    // Balanced levels assign all residuals at once: the whole input (a single float32 shard stays mapped).
+    const FloatMatrix x = input.read_all();
+    input.check_finite(0, x.view());
+    return build_semantic_ids(x.view(), p, labels);
+  }
+  TESSERA_CHECK_ARG(!p.codebook_sizes.empty() && p.codebook_sizes.size() <= 25,
+                    "between 1 and 25 levels are supported, got " << p.codebook_sizes.size());
+  check_labels(labels, n);
+  for (size_t l = 0; l < p.codebook_sizes.size(); ++l)
+    TESSERA_CHECK_ARG(p.codebook_sizes[l] <= p.train_sample, "a training sample of " << p.train_sample
+                                                                << " rows is smaller than K = " << p.codebook_sizes[l]
+                                                                << " at level " << l);
+  // The rows ResidualQuantizer::fit samples for train_sample (the same seed stream), read alone; the model is
+  // then the one fit trains on them, and every row gets its greedy codes chunk by chunk.
+  const std::vector<size_t> rows = sample_rows(n, p.train_sample, derive_seed(p.seed, 0x7a1u));
+  FloatMatrix sample(rows.size(), d);
+  input.gather(rows, sample.data());
+  for (size_t i = 0; i < rows.size(); ++i) input.check_finite(rows[i], MatrixView<const float>(sample.row(i), 1, d));
+  ResidualQuantizerParams rp = rq_params(p);
+  rp.train_sample = 0;
+  auto model = std::make_shared<ResidualQuantizer>(d, p.codebook_sizes, rp);
+  const auto reports = model->fit(sample.view(), nullptr);
+  sample = FloatMatrix();
+  SemanticIds s = encode_semantic_ids(std::move(model), input, p.dedup, p.format, chunk_rows);
+  for (size_t l = 0; l < s.metrics.levels.size(); ++l) {
+    LevelMetrics& m = s.metrics.levels[l];
+    m.seconds = reports[l].seconds;
+    m.iterations = reports[l].iterations;
+    m.warm_start_rows = reports[l].warm_start_rows;
+    m.size_lo = 0;
+    m.size_hi = n;
+  }
+  if (labels) add_purity(s.metrics.levels, s.codes.view(), *labels);
   s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
   return s;
 }

@@ -110,6 +110,37 @@ TEST_F(SidStreaming, BuildOnShardsEqualsBuildOnOneFile) {
   EXPECT_GT(j["peak_rss_bytes"].get<double>(), 1e6);
 }
 
+TEST_F(SidStreaming, GreedyBuildOnASampleStreamsAndEqualsTheInMemoryBuild) {
+  for (const std::string dedup : {"append", "reassign"}) {
+    SidParams p;
+    p.codebook_sizes = {8, 8};
+    p.balance = false;
+    p.max_iter = 10;
+    p.n_init = 1;
+    p.train_sample = 500;
+    p.dedup = parse_dedup(dedup);
+    const SemanticIds ref = build_semantic_ids(x.view(), p);
+    const std::string lib = dir + "/lib-" + dedup;
+    write_semantic_ids(lib, ref, nullptr, true);
+    for (const std::string& input : {dir + "/x.npy", dir + "/shards"})
+      for (const std::string chunk : {"", "--chunk-rows 700"}) {
+        SCOPED_TRACE(input + " " + chunk + " " + dedup);
+        const std::string out = dir + "/b";
+        fs::remove_all(out);
+        build(input, out, "--balance none --train-sample 500 --dedup " + dedup + " " + chunk);
+        for (const char* f : {"codes.npy", "index.json", "codebooks.npz", "model.tsq"})
+          EXPECT_EQ(slurp(out + "/" + f), slurp(lib + "/" + f)) << f;
+        const auto got = metrics_without_run_facts(out + "/metrics.json"),
+                   want = metrics_without_run_facts(lib + "/metrics.json");
+        if (chunk.empty())
+          EXPECT_EQ(got, want);
+        else
+          EXPECT_NEAR(got["mse"].get<double>(), want["mse"].get<double>(), 1e-12 * want["mse"].get<double>());
+        EXPECT_GT(nlohmann::json::parse(slurp(out + "/metrics.json"))["peak_rss_bytes"].get<double>(), 1e6);
+      }
+  }
+}
+
 TEST_F(SidStreaming, BadShardsFailNamingTheShardAndWriteNothing) {
   build(dir + "/x.npy", dir + "/model");
   FloatMatrix bad = FloatMatrix::copy_of(MatrixView<const float>(x.row(0), 50, x.cols()));

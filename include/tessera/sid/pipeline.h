@@ -59,7 +59,16 @@ class NpyShards;
 SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, const NpyShards& input, Dedup dedup,
                                 TokenFormat format, size_t chunk_rows = 0);
 
-/// Rows per chunk for streaming d-dimensional input: 256 MiB of float32, within [1024, 1,000,000].
+/// build_semantic_ids on the rows of `input`. With balanced levels (or no train_sample) the whole input is read
+/// (a single float32 shard stays memory-mapped) and this is build_semantic_ids on that matrix. With
+/// balance = false and 0 < train_sample < n, only the sampled rows (those fit would sample) are read for training,
+/// and every row is then encoded chunk by chunk as by the streaming encode_semantic_ids: the same model, codes and
+/// IDs as build_semantic_ids on the whole matrix, in memory O(train_sample + chunk).
+SemanticIds build_semantic_ids(const NpyShards& input, const SidParams& p, const std::vector<std::string>* labels,
+                               size_t chunk_rows = 0);
+
+/// Rows per chunk for streaming d-dimensional input: 64 MiB of float32, within [1024, 1,000,000] (encoding holds
+/// about four chunk-sized buffers: the rows, a residual copy, their reconstruction, the mapped pages).
 size_t default_chunk_rows(size_t dim);
 
 /// IDs from codes made elsewhere (e.g. an RQ-VAE's quantizer): codes (n × L, 0-based) of the vectors x (n × d)
