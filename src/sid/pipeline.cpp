@@ -368,6 +368,7 @@ SemanticIds build_semantic_ids(const NpyShards& input, const SidParams& p, const
   const std::vector<size_t> rows = sample_rows(n, p.train_sample, derive_seed(p.seed, 0x7a1u));
   FloatMatrix sample(rows.size(), d);
   input.gather(rows, sample.data());
+  input.release(0, n);  // the pages the scattered reads touched
   for (size_t i = 0; i < rows.size(); ++i) input.check_finite(rows[i], MatrixView<const float>(sample.row(i), 1, d));
   ResidualQuantizerParams rp = rq_params(p);
   rp.train_sample = 0;
