@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <sstream>
 #include <type_traits>
 
 #include "neural/pickle_file.h"
@@ -174,9 +175,11 @@ std::vector<EpochReport> read_history(const Reader& r, size_t levels, const std:
 // string, 2.x the address itself.
 template <class StateMap>
 typename StateMap::key_type optimizer_key(const StateMap&, const torch::Tensor& p) {
-  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>)
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
-  else
+  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>) {
+    std::ostringstream s;  // c10::guts::to_string of the pointer, which libtorch 2 no longer has
+    s << static_cast<const void*>(p.unsafeGetTensorImpl());
+    return s.str();
+  } else
     return static_cast<typename StateMap::key_type>(p.unsafeGetTensorImpl());
 }
 
