@@ -29,33 +29,6 @@ PyObject* make_exception(py::module_& m, const char* name, py::tuple bases, cons
   return t;
 }
 
-// The exception a signal handler raised in the last check that said "stop", on this thread. Touched
-// only with the GIL held; a raw pointer so that nothing runs at thread exit.
-thread_local py::error_already_set* t_interrupt = nullptr;
-
-bool python_interrupt_check() {
-  // Daemon threads may still be working while the interpreter shuts down: taking the GIL then would
-  // never return.
-#if PY_VERSION_HEX >= 0x030D0000
-  if (!Py_IsInitialized() || Py_IsFinalizing()) return false;
-#else
-  if (!Py_IsInitialized() || _Py_IsFinalizing()) return false;
-#endif
-  py::gil_scoped_acquire gil;  // this thread may hold it already (then a no-op) or not
-  if (PyErr_CheckSignals() == 0) return false;
-  delete std::exchange(t_interrupt, new py::error_already_set());  // takes the pending exception
-  return true;
-}
-
-/// Set the Python error for a tessera::Interrupted: what the signal handler raised, else KeyboardInterrupt.
-void set_interrupted_error() {
-  std::unique_ptr<py::error_already_set> e(std::exchange(t_interrupt, nullptr));
-  if (e)
-    e->restore();
-  else
-    PyErr_SetNone(PyExc_KeyboardInterrupt);
-}
-
 }  // namespace
 
 void bind_core(py::module_& m) {
@@ -68,21 +41,7 @@ void bind_core(py::module_& m) {
                             "A file is truncated, corrupted, foreign or of an unsupported layout.");
   g_ioerror = make_exception(m, "IOError", py::make_tuple(py::handle(g_error), py::handle(PyExc_OSError)),
                              "The operating system refused to open, read, write or rename a file.");
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const tessera::Interrupted&) {
-      set_interrupted_error();
-    } catch (const tessera::InvalidArgument& e) {
-      set_error(g_invalid, e.what(), e.location());
-    } catch (const tessera::FormatError& e) {
-      set_error(g_format, e.what(), e.location());
-    } catch (const tessera::IOError& e) {
-      set_error(g_ioerror, e.what(), e.location());
-    } catch (const tessera::Error& e) {
-      set_error(g_error, e.what(), e.location());
-    }
-  });
+  py::register_exception_translator(&translate_tessera_error);
 
   // --- interrupts ------------------------------------------------------------------------------------
   tessera::set_interrupt_check(&python_interrupt_check);

@@ -1,6 +1,11 @@
 #include "common.h"
 
 #include <cstring>
+#include <memory>
+#include <utility>
+
+#include "tessera/core/error.h"
+#include "tessera/core/interrupt.h"
 
 namespace tessera_py {
 
@@ -50,6 +55,53 @@ void set_error(PyObject* type, const std::string& msg, const std::string& locati
       py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(location.data(), py::ssize_t(location.size()), "replace"));
   if (!where || PyObject_SetAttrString(exc.ptr(), "location", where.ptr()) != 0) return;
   PyErr_SetObject(type, exc.ptr());
+}
+
+// Interrupts (see bind_core.cpp): the check tessera's loops call, and the error an Interrupted becomes.
+namespace {
+// The exception a signal handler raised in the last check that said "stop", on this thread. Touched
+// only with the GIL held; a raw pointer so that nothing runs at thread exit.
+thread_local py::error_already_set* t_interrupt = nullptr;
+
+// Set the Python error for a tessera::Interrupted: what the signal handler raised, else KeyboardInterrupt.
+void set_interrupted_error() {
+  std::unique_ptr<py::error_already_set> e(std::exchange(t_interrupt, nullptr));
+  if (e)
+    e->restore();
+  else
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+}
+
+}  // namespace
+
+bool python_interrupt_check() {
+  // Daemon threads may still be working while the interpreter shuts down: taking the GIL then would
+  // never return.
+#if PY_VERSION_HEX >= 0x030D0000
+  if (!Py_IsInitialized() || Py_IsFinalizing()) return false;
+#else
+  if (!Py_IsInitialized() || _Py_IsFinalizing()) return false;
+#endif
+  py::gil_scoped_acquire gil;  // this thread may hold it already (then a no-op) or not
+  if (PyErr_CheckSignals() == 0) return false;
+  delete std::exchange(t_interrupt, new py::error_already_set());  // takes the pending exception
+  return true;
+}
+
+void translate_tessera_error(std::exception_ptr p) {
+  try {
+    if (p) std::rethrow_exception(p);
+  } catch (const tessera::Interrupted&) {
+    set_interrupted_error();
+  } catch (const tessera::InvalidArgument& e) {
+    set_error(g_invalid, e.what(), e.location());
+  } catch (const tessera::FormatError& e) {
+    set_error(g_format, e.what(), e.location());
+  } catch (const tessera::IOError& e) {
+    set_error(g_ioerror, e.what(), e.location());
+  } catch (const tessera::Error& e) {
+    set_error(g_error, e.what(), e.location());
+  }
 }
 
 std::string location_str(const char* file, unsigned line) {

@@ -104,6 +104,11 @@ extern PyObject* g_ioerror;
 /// type is one of the g_* exception types. Never throws: if building the exception fails, that failure
 /// is the error set instead.
 void set_error(PyObject* type, const std::string& msg, const std::string& location);
+/// The interrupt check for tessera::set_interrupt_check: runs Python's pending signal handlers (main thread)
+/// and keeps the exception one raised for the translator.
+bool python_interrupt_check();
+/// pybind11's exception translator for tessera's errors: each to its g_* type, Interrupted to KeyboardInterrupt.
+void translate_tessera_error(std::exception_ptr p);
 /// "python/src/bind_io.cpp:42": a source location as tessera's errors name it (path below the project root).
 std::string location_str(const char* file, unsigned line);
 /// Raise `type`(msg) located at the caller. (__builtin_FILE / __builtin_LINE rather than std::source_location,

@@ -37,30 +37,6 @@ double reconstruction_mse(const ResidualQuantizer& q, MatrixView<const float> x,
   return mean_squared_error(x, rec.view());
 }
 
-// Σ x², Σ (x − y)²: mean_square / mean_squared_error before the division, with the same loops, so that one
-// chunk gives the same bits as the whole-matrix functions.
-double sum_square(MatrixView<const float> x) {
-  double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static) num_threads(::tessera::num_threads())
-  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i)
-    for (size_t j = 0; j < x.cols; ++j) s += double(x(i, j)) * x(i, j);
-  return s;
-}
-
-double sum_squared_error(MatrixView<const float> x, MatrixView<const float> y) {
-  double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static) num_threads(::tessera::num_threads())
-  for (ptrdiff_t i = 0; i < (ptrdiff_t)x.rows; ++i) {
-    double r = 0;
-    for (size_t j = 0; j < x.cols; ++j) {
-      const double t = double(x(i, j)) - y(i, j);
-      r += t * t;
-    }
-    s += r;
-  }
-  return s;
-}
-
 // r −= the codewords of level l (r: n × d residuals, codes: n × L).
 void subtract_level(const ResidualQuantizer& q, size_t l, MatrixView<const int32_t> codes, FloatMatrix& r) {
   const MatrixView<const float> book = q.codebook(l);

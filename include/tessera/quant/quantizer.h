@@ -36,6 +36,11 @@ class Quantizer {
   size_t d_;
 };
 
+/// Σ‖x_i‖² and Σ‖x_i − y_i‖² in double: what mean_square and mean_squared_error divide by n·d (chunked
+/// callers add them up).
+double sum_square(MatrixView<const float> x);
+double sum_squared_error(MatrixView<const float> x, MatrixView<const float> y);
+
 /// Mean square per component, Σ‖x_i‖² / (n·d): the MSE of coding everything as zero.
 double mean_square(MatrixView<const float> x);
 

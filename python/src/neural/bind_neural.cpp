@@ -49,31 +49,6 @@ py::module_& tessera_module() {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Interrupts: as bind_core.cpp, for this module's copy of the library.
-
-thread_local py::error_already_set* t_interrupt = nullptr;
-
-bool python_interrupt_check() {
-#if PY_VERSION_HEX >= 0x030D0000
-  if (!Py_IsInitialized() || Py_IsFinalizing()) return false;
-#else
-  if (!Py_IsInitialized() || _Py_IsFinalizing()) return false;
-#endif
-  py::gil_scoped_acquire gil;
-  if (PyErr_CheckSignals() == 0) return false;
-  delete std::exchange(t_interrupt, new py::error_already_set());
-  return true;
-}
-
-void set_interrupted_error() {
-  std::unique_ptr<py::error_already_set> e(std::exchange(t_interrupt, nullptr));
-  if (e)
-    e->restore();
-  else
-    PyErr_SetNone(PyExc_KeyboardInterrupt);
-}
-
-// ---------------------------------------------------------------------------------------------------
 // The model: a handle and a lock. Every call takes the lock (evaluation switches the torch module to eval
 // mode and back, so even reading calls change it); a call from this model's own progress callback is refused.
 
@@ -581,21 +556,7 @@ PYBIND11_MODULE(_neural, m) {
   g_invalid = py::object(t.attr("InvalidArgument")).release().ptr();
   g_format = py::object(t.attr("FormatError")).release().ptr();
   g_ioerror = py::object(t.attr("IOError")).release().ptr();
-  py::register_local_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const tessera::Interrupted&) {
-      set_interrupted_error();
-    } catch (const tessera::InvalidArgument& e) {
-      set_error(g_invalid, e.what(), e.location());
-    } catch (const tessera::FormatError& e) {
-      set_error(g_format, e.what(), e.location());
-    } catch (const tessera::IOError& e) {
-      set_error(g_ioerror, e.what(), e.location());
-    } catch (const tessera::Error& e) {
-      set_error(g_error, e.what(), e.location());
-    }
-  });
+  py::register_local_exception_translator(&translate_tessera_error);
   tessera::set_interrupt_check(&python_interrupt_check);
 
   bind_neural(m);
