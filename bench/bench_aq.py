@@ -125,7 +125,7 @@ def main():
     ap.add_argument("--configs", default="8x8,16x8,16x4", help="M x nbits, comma-separated")
     ap.add_argument("--methods", default="lsq,rq1,rq5", help=f"of {','.join(METHODS)}")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--out", default="/tmp/tessera-bench-aq")
+    ap.add_argument("--out", default=str(machine.SCRATCH / "aq"))
     ap.add_argument("--data-cache", default=None, help="float32 .npy cache (default OUT/data)")
     machine.add_run_options(ap, REPO)
     ap.add_argument("--reuse-faiss", action="store_true",

@@ -168,7 +168,7 @@ def main():
     ap.add_argument("--rerank", type=int, default=None, help="tessera's rerank_factor (default: the index's, 4)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="search time as wall clock or as the process's CPU time (all threads)")
-    ap.add_argument("--out", default="/tmp/tessera-bench-fast-scan")
+    ap.add_argument("--out", default=str(machine.SCRATCH / "fast-scan"))
     machine.add_run_options(ap, REPO)
     a = ap.parse_args()
     if a.worker:

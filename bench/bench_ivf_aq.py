@@ -339,8 +339,8 @@ def main():
     ap.add_argument("--tessera-lsq", default="{}", help="JSON of extra tessera.LocalSearchQuantizer keywords")
     ap.add_argument("--min-reps", type=int, default=5, help="timed searches per nprobe, at least")
     ap.add_argument("--budget", type=float, default=0.5, help="more timed searches while under this many s")
-    ap.add_argument("--out", default=None, help="default /tmp/tessera-bench-ivfaq/ivfaq-<timestamp>")
-    ap.add_argument("--data-cache", default="/tmp/tessera-bench-ivfaq/data")
+    ap.add_argument("--out", default=None, help="default $TESSERA_BENCH_OUT/ivfaq/ivfaq-<timestamp>")
+    ap.add_argument("--data-cache", default=str(machine.SCRATCH / "ivfaq" / "data"))
     machine.add_run_options(ap, REPO)
     a = ap.parse_args()
     if a.worker:
@@ -351,7 +351,7 @@ def main():
     if a.cli == str(REPO / "build" / "tessera") and (Path(a.pymodule).parent / "tessera").is_file():
         a.cli = str(Path(a.pymodule).parent / "tessera")  # the CLI of the same build tree, for its BLAS line
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    a.out = a.out or f"/tmp/tessera-bench-ivfaq/ivfaq-{stamp}"
+    a.out = a.out or str(machine.SCRATCH / "ivfaq" / f"ivfaq-{stamp}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     a.peer_env = machine.peer_blas_env(a.cli, a.peer_blas)

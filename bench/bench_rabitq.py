@@ -39,7 +39,8 @@ Written into OUT: results.json, curves.csv (one row per contender / data set / b
 rabitq-t<threads>.png (recall@10 vs QPS, log QPS, one panel per data set, one line per contender × bits).
 Benchmarks are not tests: nothing here fails on absolute time.
 
-Data (materialised once as .npz in --data-cache, default /tmp/tessera-bench-rabitq/data):
+Data (materialised once as .npz in --data-cache, default $TESSERA_BENCH_OUT/rabitq/data, $TESSERA_BENCH_OUT
+being tessera-bench in the temporary directory unless set):
   siftsmall      10,000 × 128 base, its 100 queries and top-100 ground truth (../shared/data or TESSERA_DATA)
   bigann10k      10,000 × 128 (uint8 → float32); its 100 queries are base rows 0..99: the self-match is dropped
                  from the results and the ground truth (top 100 of the other rows, computed exactly here)
@@ -480,8 +481,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0x12345, help="tessera's k-means and rotation, faiss's rotation")
     ap.add_argument("--min-reps", type=int, default=3, help="timed k = 10 searches per point, at least")
     ap.add_argument("--budget", type=float, default=0.3, help="more timed searches while under this many s")
-    ap.add_argument("--out", default=None, help="default /tmp/tessera-bench-rabitq/rabitq-<timestamp>")
-    ap.add_argument("--data-cache", default="/tmp/tessera-bench-rabitq/data")
+    ap.add_argument("--out", default=None, help="default $TESSERA_BENCH_OUT/rabitq/rabitq-<timestamp>")
+    ap.add_argument("--data-cache", default=str(machine.SCRATCH / "rabitq" / "data"))
     ap.add_argument("--no-snapshot", action="store_true",
                     help="import tessera from --pymodule itself instead of a copy made in OUT/module at the start")
     machine.add_run_options(ap, REPO)
@@ -492,7 +493,7 @@ def main():
         a.sets, a.bits, a.threads, a.nprobe = "siftsmall", "1,4", "1", "1,2,4,8,16,32,64"
         a.min_reps, a.budget = 2, 0.1
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    a.out = a.out or f"/tmp/tessera-bench-rabitq/rabitq-{stamp}"
+    a.out = a.out or str(machine.SCRATCH / "rabitq" / f"rabitq-{stamp}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     a.thread_list = [int(v) for v in a.threads.split(",")]

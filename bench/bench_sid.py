@@ -560,7 +560,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small N, few iterations, no 1M case (~3 minutes)")
     ap.add_argument("--only", default="", help=f"comma-separated cases to run: {', '.join(CASES)}")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="/tmp/tessera-bench", help="results go to OUT/results/<timestamp>.json")
+    ap.add_argument("--out", default=str(machine.SCRATCH),
+                    help="results go to OUT/results/<timestamp>.json ($TESSERA_BENCH_OUT)")
     ap.add_argument("--data-cache", default=None, help="float32 .npy dataset cache (default OUT/data)")
     ap.add_argument("--cli", default=None, help="tessera CLI (default build-bench/tessera, else build/tessera)")
     ap.add_argument("--backend", choices=["cli", "py"], default="cli",

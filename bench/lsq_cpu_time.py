@@ -20,6 +20,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
+import machine  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("lib", choices=["tessera", "faiss"])
@@ -27,7 +28,7 @@ ap.add_argument("set", choices=["siftsmall", "bigann10k"])
 ap.add_argument("config", help="M x nbits, e.g. 8x8")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--pymodule", default=str(HERE.parent / "build" / "python"))
-ap.add_argument("--data-cache", default="/tmp/tessera-bench-aq/data")
+ap.add_argument("--data-cache", default=str(machine.SCRATCH / "aq" / "data"))
 args = ap.parse_args()
 
 x = datasets.load(args.set, args.data_cache)

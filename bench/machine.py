@@ -12,7 +12,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+# Where the bench scripts put scratch files, caches and results: $TESSERA_BENCH_OUT, else tessera-bench in the
+# system's temporary directory.
+SCRATCH = Path(os.environ.get("TESSERA_BENCH_OUT") or Path(tempfile.gettempdir()) / "tessera-bench")
 
 
 def add_run_options(ap, repo: Path) -> None:

@@ -29,6 +29,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
+
 
 def cpu_min(fn, reps):
     best = float("inf")
@@ -111,7 +114,7 @@ def main():
     ap.add_argument("--n", type=int, default=200_000, help="rows for ivf-encode")
     ap.add_argument("--search-n", type=int, default=1_000_000, help="rows of the index for search")
     ap.add_argument("--rabitqlib", action="store_true", help="ivf-encode: rabitqlib's build too")
-    ap.add_argument("--data-cache", default="/tmp/tessera-bench-rabitq/data")
+    ap.add_argument("--data-cache", default=str(machine.SCRATCH / "rabitq" / "data"))
     a = ap.parse_args()
     sys.path.insert(0, a.pymodule)
     import tessera
