@@ -46,21 +46,18 @@ CodeStats RQVAEModel::codes(MatrixView<const float> x, size_t batch_size) const 
 
 namespace {
 
-// Rows of x through f (evaluation mode, no gradient) in batches: n × width.
+// f(first row, rows) for batches of n rows, in evaluation mode without gradient (the module's mode is
+// restored): the n × width results.
 template <class F>
-FloatMatrix batched_eval(RQVAEImpl& m, MatrixView<const float> x, size_t batch_size, int64_t width, F f) {
-  const int64_t d = m.config().in_dim;
-  TESSERA_CHECK_ARG(int64_t(x.cols) == d, "dimension mismatch: data has " << x.cols << " columns, the model " << d);
-  check_finite(x, "data");
-  FloatMatrix out(x.rows, size_t(width));
+FloatMatrix batched_eval(RQVAEImpl& m, size_t n, size_t batch_size, int64_t width, F f) {
+  FloatMatrix out(n, size_t(width));
   const bool was_training = m.is_training();
   m.eval();
   try {
     torch::NoGradGuard no_grad;
     const size_t bs = std::max<size_t>(1, batch_size);
-    for (size_t b0 = 0; b0 < x.rows; b0 += bs) {
-      const size_t nb = std::min(bs, x.rows - b0);
-      const torch::Tensor r = f(detail::tensor_from(x.rows_slice(b0, nb))).contiguous();
+    for (size_t b0 = 0; b0 < n; b0 += bs) {
+      const torch::Tensor r = f(b0, std::min(bs, n - b0)).contiguous();
       std::copy(r.data_ptr<float>(), r.data_ptr<float>() + r.numel(), out.row(b0));
     }
   } catch (...) {
@@ -71,16 +68,26 @@ FloatMatrix batched_eval(RQVAEImpl& m, MatrixView<const float> x, size_t batch_s
   return out;
 }
 
+// batched_eval of g on the rows of x (n × in_dim, finite).
+template <class G>
+FloatMatrix batched_rows(RQVAEImpl& m, MatrixView<const float> x, size_t batch_size, int64_t width, G g) {
+  const int64_t d = m.config().in_dim;
+  TESSERA_CHECK_ARG(int64_t(x.cols) == d, "dimension mismatch: data has " << x.cols << " columns, the model " << d);
+  check_finite(x, "data");
+  return batched_eval(m, x.rows, batch_size, width,
+                      [&](size_t b0, size_t nb) { return g(detail::tensor_from(x.rows_slice(b0, nb))); });
+}
+
 }  // namespace
 
 FloatMatrix RQVAEModel::latent(MatrixView<const float> x, size_t batch_size) const {
   RQVAEImpl& m = *impl_;
-  return batched_eval(m, x, batch_size, m.config().e_dim, [&m](const torch::Tensor& t) { return m.encode(t); });
+  return batched_rows(m, x, batch_size, m.config().e_dim, [&m](const torch::Tensor& t) { return m.encode(t); });
 }
 
 FloatMatrix RQVAEModel::reconstruct(MatrixView<const float> x, size_t batch_size) const {
   RQVAEImpl& m = *impl_;
-  return batched_eval(m, x, batch_size, m.config().in_dim,
+  return batched_rows(m, x, batch_size, m.config().in_dim,
                       [&m](const torch::Tensor& t) { return m.forward(t).reconstruction; });
 }
 
@@ -92,27 +99,13 @@ FloatMatrix RQVAEModel::decode(const CodeMatrix& codes, size_t batch_size) const
     for (size_t l = 0; l < L; ++l)
       TESSERA_CHECK_ARG(codes(i, l) >= 0 && codes(i, l) < m.config().codebook_sizes[l],
                         "code " << codes(i, l) << " of row " << i << " is out of level " << l << "'s range");
-  FloatMatrix out(n, size_t(m.config().in_dim));
-  const bool was_training = m.is_training();
-  m.eval();
-  try {
-    torch::NoGradGuard no_grad;
-    const size_t bs = std::max<size_t>(1, batch_size);
-    for (size_t b0 = 0; b0 < n; b0 += bs) {
-      const size_t nb = std::min(bs, n - b0);
-      torch::Tensor idx = torch::empty({int64_t(nb), int64_t(L)}, torch::kInt64);
-      for (size_t i = 0; i < nb * L; ++i) idx.data_ptr<int64_t>()[i] = codes.data()[b0 * L + i];
-      torch::Tensor sum = torch::zeros({int64_t(nb), m.config().e_dim});
-      for (size_t l = 0; l < L; ++l) sum += m.rq()->level(l)->codebook().index_select(0, idx.select(1, int64_t(l)));
-      const torch::Tensor r = m.decoder()->forward(sum).contiguous();
-      std::copy(r.data_ptr<float>(), r.data_ptr<float>() + r.numel(), out.row(b0));
-    }
-  } catch (...) {
-    m.train(was_training);
-    throw;
-  }
-  m.train(was_training);
-  return out;
+  return batched_eval(m, n, batch_size, m.config().in_dim, [&](size_t b0, size_t nb) {
+    torch::Tensor idx = torch::empty({int64_t(nb), int64_t(L)}, torch::kInt64);
+    for (size_t i = 0; i < nb * L; ++i) idx.data_ptr<int64_t>()[i] = codes.data()[b0 * L + i];
+    torch::Tensor sum = torch::zeros({int64_t(nb), m.config().e_dim});
+    for (size_t l = 0; l < L; ++l) sum += m.rq()->level(l)->codebook().index_select(0, idx.select(1, int64_t(l)));
+    return m.decoder()->forward(sum);
+  });
 }
 
 FloatMatrix RQVAEModel::codebook(size_t level) const {
