@@ -22,7 +22,7 @@
 #ifdef TESSERA_WITH_NEURAL
 #include "tessera/neural/config.h"
 #include "tessera/neural/model.h"
-#include "tessera/quant/residual_quantizer.h"
+#include "tessera/neural/semantic_ids.h"
 #endif
 
 namespace tessera::cli {
@@ -483,33 +483,17 @@ void generate(Method method, const GenerateOptions& o) {
   set_threads(o.threads);
   const Dedup dedup = parse_dedup(o.dedup);
   const RQVAEModel model = load_model(o.checkpoint, method);
-  const RQVAEConfig& c = model.config();
-  const FloatMatrix x = read_input(o.data, "data", size_t(c.in_dim));
+  const FloatMatrix x = read_input(o.data, "data", size_t(model.config().in_dim));
   const auto keys = lines_per_row(o.ids, x.rows(), "id");
   if (!keys.empty()) check_unique_keys(keys);
   const auto labels = lines_per_row(o.labels, x.rows(), "label");
   check_output_dir(o.out);
 
-  neural::CodeStats stats = model.codes(x.view(), o.batch_size);
-  const FloatMatrix z = model.latent(x.view(), o.batch_size);
-  std::vector<size_t> sizes(c.codebook_sizes.begin(), c.codebook_sizes.end());
-  auto rq = std::make_shared<ResidualQuantizer>(size_t(c.e_dim), sizes);
-  std::vector<FloatMatrix> books;
-  for (size_t l = 0; l < sizes.size(); ++l) books.push_back(model.codebook(l));
-  rq->set_codebooks(std::move(books));
   TokenFormat fmt;
   fmt.zero_based = o.token_base == 0;
   // Resolution, metrics and files are the semantic-ID module's, on the model's latents and codebooks.
-  if (o.balance != "none") {
-    // Exact size bounds over all items (not Sinkhorn within a batch): the balanced assigner on the latents'
-    // residuals, after the model's greedy codes of the earlier levels.
-    const size_t first = o.balance == "last" ? sizes.size() - 1 : 0;
-    rq->assign_balanced_from(first, z.view(), stats.codes.data());
-  }
-  const FloatMatrix rec = model.decode(stats.codes, o.batch_size);  // what the written codes reconstruct
-  SemanticIds s = semantic_ids_from_codes(rq, z.view(), std::move(stats.codes), dedup, fmt,
-                                          labels.empty() ? nullptr : &labels);
-  s.metrics.recon_mse = mean_squared_error(x.view(), rec.view());
+  SemanticIds s = neural::model_semantic_ids(model, x.view(), dedup, fmt, neural::parse_balance(o.balance),
+                                             labels.empty() ? nullptr : &labels, o.batch_size);
   s.metrics.seconds_total = seconds_since(t0);
   write_semantic_ids(o.out, s, keys.empty() ? nullptr : &keys, false);
 

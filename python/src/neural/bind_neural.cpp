@@ -31,6 +31,7 @@
 #include "tessera/io/npz.h"
 #include "tessera/neural/config.h"
 #include "tessera/neural/model.h"
+#include "tessera/neural/semantic_ids.h"
 #include "tessera/quant/quantizer.h"
 #include "tessera/quant/residual_quantizer.h"
 #include "tessera/sid/collisions.h"
@@ -489,28 +490,12 @@ void bind_neural(py::module_& m) {
         const long long base = token_base.is_none() ? (c.residual_encoder ? 1 : 0) : token_base.cast<long long>();
         if (base != 0 && base != 1) throw_invalid("token_base must be 0 or 1, got " + std::to_string(base));
         fmt.zero_based = base == 0;
-        if (balance != "none" && balance != "last" && balance != "all")
-          throw_invalid("balance must be 'none', 'last' or 'all', got '" + balance + "'");
+        const nn::Balance bal = nn::parse_balance(balance);
         auto lab = opt_strings(labels, "labels", in.view.rows);
         auto s = std::make_unique<PySids>();
-        std::shared_ptr<tessera::ResidualQuantizer> rq;
         s->s = locked(r, nullptr, [&] {
-          nn::CodeStats stats = r.m.codes(in.view, bs);
-          const tessera::FloatMatrix z = r.m.latent(in.view, bs);
-          std::vector<size_t> sizes(c.codebook_sizes.begin(), c.codebook_sizes.end());
-          rq = std::make_shared<tessera::ResidualQuantizer>(size_t(c.e_dim), sizes);
-          std::vector<tessera::FloatMatrix> books;
-          for (size_t l = 0; l < sizes.size(); ++l) books.push_back(r.m.codebook(l));
-          rq->set_codebooks(std::move(books));
-          // As `tessera rqvae|rqkmeans-plus generate`: balance = exact size bounds over all items with the
-          // balanced assigner on the latents' residuals, after the model's greedy codes of the earlier levels;
-          // resolution and metrics are the semantic-ID module's, on the latents and the model's codebooks.
-          if (balance != "none")
-            rq->assign_balanced_from(balance == "last" ? sizes.size() - 1 : 0, z.view(), stats.codes.data());
-          const tessera::FloatMatrix rec = r.m.decode(stats.codes, bs);  // what these codes reconstruct
-          tessera::SemanticIds sids = tessera::semantic_ids_from_codes(rq, z.view(), std::move(stats.codes), d, fmt,
-                                                                       lab ? &*lab : nullptr);
-          sids.metrics.recon_mse = tessera::mean_squared_error(in.view, rec.view());
+          // As `tessera rqvae|rqkmeans-plus generate`.
+          tessera::SemanticIds sids = nn::model_semantic_ids(r.m, in.view, d, fmt, bal, lab ? &*lab : nullptr, bs);
           sids.metrics.seconds_total =
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           return sids;
