@@ -3,6 +3,8 @@
 
 #include <chrono>
 
+#include "tessera/cluster/balanced_assignment.h"
+#include "tessera/cluster/bounded_balanced_assignment.h"
 #include "tessera/core/distances.h"
 #include "tessera/core/interrupt.h"
 #include "tessera/core/rng.h"
@@ -208,8 +210,6 @@ void ResidualQuantizer::assign_balanced_from(size_t first_level, MatrixView<cons
   check_trained("balanced assignment");
   check_input(x, "input");
   const size_t n = x.rows, M = num_codebooks();
-  TESSERA_CHECK_ARG(bounds.empty() || bounds.size() == M,
-                    "expected " << M << " size bounds (one per level), got " << bounds.size());
   TESSERA_CHECK_ARG(first_level <= M, "first level " << first_level << " beyond the " << M << " levels");
   FloatMatrix r = FloatMatrix::copy_of(x);
   std::vector<int32_t> col(n);
@@ -221,24 +221,44 @@ void ResidualQuantizer::assign_balanced_from(size_t first_level, MatrixView<cons
     }
     subtract_codewords(r.view(), codebook(m), col.data());
   }
+  assign_balanced_residuals(first_level, r.view(), codes, bounds, reports);
+}
+
+void ResidualQuantizer::assign_balanced_residuals(size_t first_level, MatrixView<float> r, int32_t* codes,
+                                                  const std::vector<SizeBounds>& bounds,
+                                                  std::vector<LevelReport>* reports) const {
+  check_trained("balanced assignment");
+  const size_t n = r.rows, M = num_codebooks();
+  TESSERA_CHECK_ARG(r.cols == dim(), "dimension mismatch: the residuals have " << r.cols << " columns, the model "
+                                                                                << dim());
+  TESSERA_CHECK_ARG(bounds.empty() || bounds.size() == M,
+                    "expected " << M << " size bounds (one per level), got " << bounds.size());
+  TESSERA_CHECK_ARG(first_level <= M, "first level " << first_level << " beyond the " << M << " levels");
+  std::vector<int32_t> col(n);
   if (reports) reports->assign(M, LevelReport{});
   for (size_t m = first_level; m < M; ++m) {
     const auto t0 = Clock::now();
-    const SizeBounds b = bounds.empty() ? default_size_bounds(n, codebook_sizes_[m]) : bounds[m];
-    check_size_bounds(n, codebook_sizes_[m], b);
-    if (reports) (*reports)[m].mse_before = mean_square(r.view());
-    BalancedAssigner assigner(b);
-    report(params_.progress, "level " + std::to_string(m + 1) + "/" + std::to_string(M) + " balanced assignment",
-           0, 1);
-    assigner.assign(r.view(), codebook(m), col.data(), nullptr);
-    report(params_.progress, "level " + std::to_string(m + 1) + "/" + std::to_string(M) + " balanced assignment",
-           1, 1);
-    subtract_codewords(r.view(), codebook(m), col.data());
+    const size_t K = codebook_sizes_[m];
+    const SizeBounds b = bounds.empty() ? default_size_bounds(n, K) : bounds[m];
+    check_size_bounds(n, K, b);
+    if (reports) (*reports)[m].mse_before = mean_square(MatrixView<const float>(r));
+    const std::string label = "level " + std::to_string(m + 1) + "/" + std::to_string(M) + " balanced assignment";
+    report(params_.progress, label, 0, 1);
+    // The dense assigner holds n × K distances; above the budget the bounded one gives the same optimum.
+    if (n > params_.balanced_dense_max_bytes / sizeof(float) / std::max<size_t>(1, K)) {
+      BoundedBalancedAssigner assigner(b);
+      assigner.assign(r, codebook(m), col.data(), nullptr);
+    } else {
+      BalancedAssigner assigner(b);
+      assigner.assign(r, codebook(m), col.data(), nullptr);
+    }
+    report(params_.progress, label, 1, 1);
+    subtract_codewords(r, codebook(m), col.data());
     for (size_t i = 0; i < n; ++i) codes[i * M + m] = col[i];
     if (reports) {
       auto& rep = (*reports)[m];
-      rep.codebook_size = codebook_sizes_[m];
-      rep.mse_after = mean_square(r.view());
+      rep.codebook_size = K;
+      rep.mse_after = mean_square(MatrixView<const float>(r));
       rep.bounds = b;
       rep.seconds = seconds_since(t0);
     }

@@ -116,6 +116,47 @@ TEST(ResidualQuantizer, BalancedAssignmentFromALevelKeepsTheEarlierCodes) {
   EXPECT_THROW(q.assign_balanced_from(3, x.view(), bad.data()), InvalidArgument);
 }
 
+// Balanced assignment of all rows takes the bounded assigner where n × K floats exceed
+// balanced_dense_max_bytes: the same optimum level by level, whether every level is dense, every level bounded,
+// or the choice flips between levels (K = 32 above the budget, K = 16 below); and the in-place form on a
+// residual matrix is assign_balanced on a copy.
+TEST(ResidualQuantizer, BalancedAssignmentIsTheSameOptimumOnTheDenseAndTheBoundedAssigner) {
+  const size_t n = 6000, d = 8, M = 2;
+  const auto x = gaussian_mixture(n, d, 12, 9);
+  ResidualQuantizer q(d, {32, 16}, quick(false));
+  q.train(x.view());
+  const size_t flip = n * 24 * sizeof(float);  // between n × 16 and n × 32 floats
+  std::vector<std::vector<int32_t>> codes;
+  std::vector<std::vector<LevelReport>> reps;
+  for (const size_t budget : {SIZE_MAX, size_t(0), flip}) {
+    q.params().balanced_dense_max_bytes = budget;
+    codes.emplace_back(n * M);
+    reps.emplace_back();
+    q.assign_balanced(x.view(), codes.back().data(), {}, &reps.back());
+    const std::vector<size_t> K = {32, 16};
+    for (size_t m = 0; m < M; ++m) {
+      std::vector<size_t> sizes(K[m]);
+      for (size_t i = 0; i < n; ++i) ++sizes[codes.back()[i * M + m]];
+      const SizeBounds b = default_size_bounds(n, K[m]);
+      for (size_t sz : sizes) EXPECT_TRUE(sz >= b.lo && sz <= b.hi) << "budget " << budget << " level " << m;
+    }
+  }
+  for (size_t t = 1; t < codes.size(); ++t) {
+    for (size_t m = 0; m < M; ++m) {
+      EXPECT_NEAR(reps[t][m].mse_after, reps[0][m].mse_after, 1e-6 * reps[0][m].mse_after) << t << " " << m;
+      EXPECT_NEAR(reps[t][m].mse_before, reps[0][m].mse_before, 1e-6 * reps[0][m].mse_before) << t << " " << m;
+    }
+    EXPECT_EQ(codes[t], codes[0]) << "budget " << t;  // no ties in continuous data: the optimum is unique
+  }
+  FloatMatrix r = FloatMatrix::copy_of(x.view());  // (a FloatMatrix copy shares its data)
+  std::vector<int32_t> in_place(n * M);
+  q.assign_balanced_residuals(0, r.view(), in_place.data());
+  EXPECT_EQ(in_place, codes.back());
+  const FloatMatrix rec = reference_decode(q, in_place, n);
+  for (size_t i = 0; i < n; i += 37)
+    for (size_t j = 0; j < d; ++j) EXPECT_NEAR(r(i, j), x(i, j) - rec(i, j), 1e-4f);
+}
+
 TEST(ResidualQuantizer, PerLevelSizesAndPacking) {
   const auto x = gaussian_mixture(2000, 4, 8, 4);
   ResidualQuantizer q(4, {1024, 256, 64}, quick(false));

@@ -33,6 +33,11 @@ struct ResidualQuantizerParams {
   /// Training and fit()'s codes stay level by level whatever it is (k-means or balanced assignment per level),
   /// and semantic IDs are encoded greedily (encode_greedy), so a token prefix is always its coarse cluster.
   int max_beam_size = 5;
+  /// Balanced assignment of all rows (assign_balanced, and fit() after a training sample) holds the n × K_m
+  /// float distances of a level (BalancedAssigner) while they take at most this many bytes, and above it uses
+  /// BoundedBalancedAssigner (the same optimum in memory O(n·c), distances computed block by block).
+  /// 0: always the bounded one.
+  size_t balanced_dense_max_bytes = size_t(256) << 20;
   ProgressFn progress;
 };
 
@@ -95,6 +100,14 @@ class ResidualQuantizer : public AdditiveQuantizer {
   void assign_balanced_from(size_t first_level, MatrixView<const float> x, int32_t* codes,
                             const std::vector<SizeBounds>& bounds = {},
                             std::vector<LevelReport>* reports = nullptr) const;
+
+  /// assign_balanced_from on residuals the caller holds, in place (no copy of the input): r (n × d) is what
+  /// enters level first_level (the input minus the codewords of the levels before it, as codes give them)
+  /// and leaves as the input minus the codewords of all M levels. Codes and reports as assign_balanced_from,
+  /// which is this on a copy of x. codes: n × M.
+  void assign_balanced_residuals(size_t first_level, MatrixView<float> r, int32_t* codes,
+                                 const std::vector<SizeBounds>& bounds = {},
+                                 std::vector<LevelReport>* reports = nullptr) const;
 
   /// The bounds level m uses for n rows under these params.
   SizeBounds level_bounds(size_t m, size_t n) const;
