@@ -140,8 +140,8 @@ int main(int argc, char** argv) {
   build->add_option("--train-sample", train_sample, "train on N sampled rows, then assign every row");
   size_t build_chunk_rows = 0;
   build->add_option("--chunk-rows", build_chunk_rows,
-                    "with --balance none and --train-sample on .npy input: only the sample is held, and all rows are "
-                    "encoded this many at a time (default: 64 MiB of float32)")
+                    "with --train-sample on .npy input: rows read (and, with --balance none, encoded) this many at a "
+                    "time (default: 64 MiB of float32)")
       ->check(CLI::PositiveNumber);
   build->add_flag("--no-sample-warm-start", all_rows_lloyd,
                   "every Lloyd iteration on all rows (default: from 32·K rows on, restarts run on a sample of "
@@ -215,8 +215,9 @@ int main(int argc, char** argv) {
       p.progress = cli::progress_bar(quiet);
       // Everything that can be checked is checked before the work starts.
       SemanticIds s;
-      if (!p.balance && p.train_sample && (ends_with_npy(input) || is_shard_pattern(input))) {
-        // Greedy levels trained on a sample: the input is streamed, never held whole.
+      if (p.train_sample && (ends_with_npy(input) || is_shard_pattern(input))) {
+        // Levels trained on a sample: only the sample is read for training; greedy codes are then streamed
+        // (the input never held whole), balanced ones assigned on one residual matrix filled chunk by chunk.
         const NpyShards shards = NpyShards::open(input);
         const auto keys = optional_lines(ids_file, shards.rows(), "id");
         if (!keys.empty()) check_unique_keys(keys);

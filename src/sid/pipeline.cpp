@@ -322,25 +322,15 @@ SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, const 
   return s;
 }
 
-SemanticIds build_semantic_ids(const NpyShards& input, const SidParams& p, const std::vector<std::string>* labels,
-                               size_t chunk_rows) {
-  const auto t0 = Clock::now();
+namespace {
+
+// The rows ResidualQuantizer::fit samples for p.train_sample (the same seed stream), read alone and checked, and
+// the model fit trains on them: the codebooks of build_semantic_ids on the whole matrix, bit for bit.
+// Explicit size bounds are for all n rows: the model trains with the sample's default bounds (as fit does
+// with a sample) and then gets them back for the assignment of all rows.
+std::shared_ptr<ResidualQuantizer> train_on_sample(const NpyShards& input, const SidParams& p,
+                                                   std::vector<LevelReport>& reports) {
   const size_t n = input.rows(), d = input.cols();
-  if (p.balance || p.train_sample == 0 || p.train_sample >= n) {
-    // Balanced levels assign all residuals at once: the whole input (a single float32 shard stays mapped).
-    const FloatMatrix x = input.read_all();
-    input.check_finite(0, x.view());
-    return build_semantic_ids(x.view(), p, labels);
-  }
-  TESSERA_CHECK_ARG(!p.codebook_sizes.empty() && p.codebook_sizes.size() <= 25,
-                    "between 1 and 25 levels are supported, got " << p.codebook_sizes.size());
-  check_labels(labels, n);
-  for (size_t l = 0; l < p.codebook_sizes.size(); ++l)
-    TESSERA_CHECK_ARG(p.codebook_sizes[l] <= p.train_sample, "a training sample of " << p.train_sample
-                                                                << " rows is smaller than K = " << p.codebook_sizes[l]
-                                                                << " at level " << l);
-  // The rows ResidualQuantizer::fit samples for train_sample (the same seed stream), read alone; the model is
-  // then the one fit trains on them, and every row gets its greedy codes chunk by chunk.
   const std::vector<size_t> rows = sample_rows(n, p.train_sample, derive_seed(p.seed, 0x7a1u));
   FloatMatrix sample(rows.size(), d);
   input.gather(rows, sample.data());
@@ -348,9 +338,145 @@ SemanticIds build_semantic_ids(const NpyShards& input, const SidParams& p, const
   for (size_t i = 0; i < rows.size(); ++i) input.check_finite(rows[i], MatrixView<const float>(sample.row(i), 1, d));
   ResidualQuantizerParams rp = rq_params(p);
   rp.train_sample = 0;
+  rp.size_min.reset();
+  rp.size_max.reset();
   auto model = std::make_shared<ResidualQuantizer>(d, p.codebook_sizes, rp);
-  const auto reports = model->fit(sample.view(), nullptr);
-  sample = FloatMatrix();
+  reports = model->fit(sample.view(), nullptr);
+  model->params().size_min = p.size_min;
+  model->params().size_max = p.size_max;
+  return model;
+}
+
+void check_sampled_build(const NpyShards& input, const SidParams& p, const std::vector<std::string>* labels) {
+  TESSERA_CHECK_ARG(!p.codebook_sizes.empty() && p.codebook_sizes.size() <= 25,
+                    "between 1 and 25 levels are supported, got " << p.codebook_sizes.size());
+  check_labels(labels, input.rows());
+  for (size_t l = 0; l < p.codebook_sizes.size(); ++l) {
+    TESSERA_CHECK_ARG(p.codebook_sizes[l] <= input.rows(), "level " << l << " has K = " << p.codebook_sizes[l]
+                                                                   << " codes but there are only " << input.rows()
+                                                                   << " rows (N < K)");
+    TESSERA_CHECK_ARG(p.codebook_sizes[l] <= p.train_sample, "a training sample of " << p.train_sample
+                                                                << " rows is smaller than K = " << p.codebook_sizes[l]
+                                                                << " at level " << l);
+  }
+}
+
+// Balanced levels trained on a sample: the sample alone is read for training; then one n × d residual matrix is
+// filled from the input chunk by chunk (each chunk's mapped pages given back), every level's balanced
+// assignment runs in place on it, and collision resolution reads the residuals of the colliding prefix groups
+// from it. The codes, IDs and model of build_semantic_ids on the whole matrix; MSEs within rounding (the
+// reconstruction error is the final residual's mean square).
+SemanticIds build_balanced_streamed(const NpyShards& input, const SidParams& p, const std::vector<std::string>* labels,
+                                    size_t chunk_rows) {
+  const auto t0 = Clock::now();
+  const size_t n = input.rows(), d = input.cols(), L = p.codebook_sizes.size();
+  check_sampled_build(input, p, labels);
+  {
+    // fit's checks of the bounds for all n rows, before any work.
+    ResidualQuantizer probe(d, p.codebook_sizes, rq_params(p));
+    for (size_t l = 0; l < L; ++l) check_size_bounds(n, p.codebook_sizes[l], probe.level_bounds(l, n));
+  }
+  std::vector<LevelReport> reports;
+  SemanticIds s;
+  s.model = train_on_sample(input, p, reports);
+  s.dedup = p.dedup;
+  s.format = p.format;
+  const ResidualQuantizer& q = *s.model;
+
+  const auto t_fill = Clock::now();
+  const size_t chunk = chunk_rows ? chunk_rows : default_chunk_rows(d);
+  FloatMatrix r(n, d), buffer;
+  for (size_t a = 0; a < n; a += chunk) {
+    check_interrupt();
+    const size_t b = std::min(n, a + chunk);
+    const MatrixView<const float> x = input.read(a, b, buffer);
+    input.check_finite(a, x);
+    for (size_t i = 0; i < b - a; ++i) std::copy(x.row(i), x.row(i) + d, r.row(a + i));
+    input.release(a, b);
+  }
+  buffer = FloatMatrix();
+  SidMetrics& m = s.metrics;
+  m.balance = "exact";
+  m.n_items = n;
+  m.dim = d;
+  m.codebook_sizes = q.codebook_sizes();
+  m.dedup = dedup_name(p.dedup);
+  m.mse_before = mean_square(r.view());
+  const double fill_seconds = std::chrono::duration<double>(Clock::now() - t_fill).count();
+
+  std::vector<SizeBounds> bounds(L);
+  for (size_t l = 0; l < L; ++l) bounds[l] = q.level_bounds(l, n);
+  s.codes = CodeMatrix(n, L);
+  std::vector<LevelReport> all;
+  q.assign_balanced_residuals(0, r.view(), s.codes.data(), bounds, &all);
+  m.mse = all[L - 1].mse_after;
+  m.before = collision_stats(s.codes.view());
+  m.levels = code_usage(s.codes.view(), m.codebook_sizes);
+  for (size_t l = 0; l < L; ++l) {
+    LevelMetrics& lm = m.levels[l];
+    lm.mse_before = all[l].mse_before;
+    lm.mse_after = all[l].mse_after;
+    lm.seconds = reports[l].seconds + all[l].seconds + (l == 0 ? fill_seconds : 0);
+    lm.iterations = reports[l].iterations;
+    lm.warm_start_rows = reports[l].warm_start_rows;
+    lm.size_lo = all[l].bounds.lo;
+    lm.size_hi = all[l].bounds.hi;
+  }
+  if (labels) add_purity(m.levels, s.codes.view(), *labels);
+
+  resolve(s, [&](CodeMatrix& moved) {
+    // Only the items of prefix groups with a collision take part: what entered their last level is their final
+    // residual plus their last codeword.
+    const std::vector<size_t> rows = rows_in_colliding_prefix_groups(s.codes);
+    const MatrixView<const float> last = q.codebook(L - 1);
+    ReassignReport rep;
+    double err = sum_square(r.view());
+    if (!rows.empty()) {
+      CodeMatrix sub(rows.size(), L);
+      FloatMatrix res(rows.size(), d);
+      for (size_t i = 0; i < rows.size(); ++i) {
+        std::copy(s.codes.row(rows[i]), s.codes.row(rows[i]) + L, sub.row(i));
+        const float* c = last.row(sub(i, L - 1));
+        for (size_t j = 0; j < d; ++j) res(i, j) = r(rows[i], j) + c[j];
+      }
+      rep = reassign_last_level(sub.view(), res.view(), last);
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const int32_t was = s.codes(rows[i], L - 1), now = sub(i, L - 1);
+        moved(rows[i], L - 1) = now;
+        if (was == now) continue;
+        double before = 0, after = 0;
+        for (size_t j = 0; j < d; ++j) {
+          before += double(r(rows[i], j)) * r(rows[i], j);
+          const double t = double(res(i, j)) - last(now, j);
+          after += t * t;
+        }
+        err += after - before;
+      }
+    }
+    s.metrics.reassigned_items = rep.moved;
+    s.metrics.mse_after_resolution = rep.moved ? err / (double(n) * double(d)) : s.metrics.mse;
+  });
+  s.metrics.seconds_total = std::chrono::duration<double>(Clock::now() - t0).count();
+  return s;
+}
+
+}  // namespace
+
+SemanticIds build_semantic_ids(const NpyShards& input, const SidParams& p, const std::vector<std::string>* labels,
+                               size_t chunk_rows) {
+  const auto t0 = Clock::now();
+  const size_t n = input.rows();
+  if (p.balance && p.train_sample && p.train_sample < n) return build_balanced_streamed(input, p, labels, chunk_rows);
+  if (p.balance || p.train_sample == 0 || p.train_sample >= n) {
+    // Without a sample, k-means trains on all rows: the whole input (a single float32 shard stays mapped).
+    const FloatMatrix x = input.read_all();
+    input.check_finite(0, x.view());
+    return build_semantic_ids(x.view(), p, labels);
+  }
+  check_sampled_build(input, p, labels);
+  // The model fit trains on the sample; every row then gets its greedy codes chunk by chunk.
+  std::vector<LevelReport> reports;
+  auto model = train_on_sample(input, p, reports);
   SemanticIds s = encode_semantic_ids(std::move(model), input, p.dedup, p.format, chunk_rows);
   for (size_t l = 0; l < s.metrics.levels.size(); ++l) {
     LevelMetrics& m = s.metrics.levels[l];

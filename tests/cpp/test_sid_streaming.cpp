@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <cmath>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -136,6 +137,58 @@ TEST_F(SidStreaming, GreedyBuildOnASampleStreamsAndEqualsTheInMemoryBuild) {
           EXPECT_EQ(got, want);
         else
           EXPECT_NEAR(got["mse"].get<double>(), want["mse"].get<double>(), 1e-12 * want["mse"].get<double>());
+        EXPECT_GT(nlohmann::json::parse(slurp(out + "/metrics.json"))["peak_rss_bytes"].get<double>(), 1e6);
+      }
+  }
+}
+
+// Balanced levels trained on a sample: only the sample is read for training, then one residual matrix is filled
+// chunk by chunk and balanced in place; the files are those of the in-memory build (codes, IDs and model byte for
+// byte; MSEs within float rounding: the final residual's mean square against the reconstruction's error). Explicit size bounds are for all rows, also on this path; reassign moves codes.
+TEST_F(SidStreaming, BalancedBuildOnASampleEqualsTheInMemoryBuild) {
+  struct Case {
+    std::string dedup;
+    std::optional<size_t> lo, hi;
+    size_t budget;  // balanced_dense_max_bytes: the in-memory build on the dense or the bounded assigner
+  };
+  for (const Case& c : {Case{"append", {}, {}, size_t(256) << 20}, Case{"reassign", {}, {}, 0},
+                        Case{"append", 300, 450, size_t(256) << 20}}) {
+    SidParams p;
+    p.codebook_sizes = {8, 8};
+    p.balance = true;
+    p.max_iter = 10;
+    p.n_init = 1;
+    p.train_sample = 500;
+    p.size_min = c.lo;
+    p.size_max = c.hi;
+    p.dedup = parse_dedup(c.dedup);
+    const SemanticIds ref = build_semantic_ids(x.view(), p);
+    const std::string lib = dir + "/lib-" + c.dedup + (c.lo ? "-bounds" : "");
+    write_semantic_ids(lib, ref, nullptr, true);
+    if (c.dedup == "reassign") ASSERT_GT(ref.metrics.reassigned_items, 0u);
+    const auto want = metrics_without_run_facts(lib + "/metrics.json");
+    const std::string bounds = c.lo ? " --size-min 300 --size-max 450" : "";
+    for (const std::string& input : {dir + "/x.npy", dir + "/shards"})
+      for (const std::string chunk : {"", "--chunk-rows 700"}) {
+        SCOPED_TRACE(input + " " + chunk + " " + c.dedup + bounds);
+        const std::string out = dir + "/b";
+        fs::remove_all(out);
+        build(input, out, "--train-sample 500 --dedup " + c.dedup + bounds + " " + chunk);
+        for (const char* f : {"codes.npy", "index.json", "codebooks.npz", "model.tsq"})
+          EXPECT_EQ(slurp(out + "/" + f), slurp(lib + "/" + f)) << f;
+        auto got = metrics_without_run_facts(out + "/metrics.json");
+        for (const char* k : {"mse", "mse_after_resolution", "mse_increase_from_resolution", "mse_before"})
+          if (want.contains(k)) {
+            EXPECT_NEAR(got[k].get<double>(), want[k].get<double>(), 1e-7 * want["mse"].get<double>()) << k;
+            got[k] = want[k];
+          }
+        for (size_t l = 0; l < want["levels"].size(); ++l)
+          for (const char* k : {"mse_before", "mse_after"}) {
+            EXPECT_NEAR(got["levels"][l][k].get<double>(), want["levels"][l][k].get<double>(),
+                        1e-7 * want["levels"][l][k].get<double>());
+            got["levels"][l][k] = want["levels"][l][k];
+          }
+        EXPECT_EQ(got, want);  // everything else: the same
         EXPECT_GT(nlohmann::json::parse(slurp(out + "/metrics.json"))["peak_rss_bytes"].get<double>(), 1e6);
       }
   }

@@ -59,11 +59,16 @@ class NpyShards;
 SemanticIds encode_semantic_ids(std::shared_ptr<ResidualQuantizer> model, const NpyShards& input, Dedup dedup,
                                 TokenFormat format, size_t chunk_rows = 0);
 
-/// build_semantic_ids on the rows of `input`. With balanced levels (or no train_sample) the whole input is read
+/// build_semantic_ids on the rows of `input`. Without train_sample (or with train_sample ≥ n) the whole input is read
 /// (a single float32 shard stays memory-mapped) and this is build_semantic_ids on that matrix. With
-/// balance = false and 0 < train_sample < n, only the sampled rows (those fit would sample) are read for training,
-/// and every row is then encoded chunk by chunk as by the streaming encode_semantic_ids: the same model, codes and
-/// IDs as build_semantic_ids on the whole matrix, in memory O(train_sample + chunk).
+/// 0 < train_sample < n, only the sampled rows (those fit would sample) are read for training, so the model is that
+/// of build_semantic_ids on the whole matrix; then with balance = false every row is encoded chunk by chunk as by
+/// the streaming encode_semantic_ids (memory O(train_sample + chunk)), and with balanced levels one n × d float32
+/// residual matrix is filled chunk by chunk (the chunks' mapped pages given back) and every level's balanced
+/// assignment runs in place on it (memory: that matrix, the codes, and the bounded assigner's O(n·c) candidate
+/// lists when n × K floats exceed ResidualQuantizerParams::balanced_dense_max_bytes). Either way the codes and
+/// IDs are those of build_semantic_ids on the whole matrix; MSEs are equal within rounding (summed by chunk, or,
+/// balanced, the reconstruction error taken as the final residual's mean square).
 SemanticIds build_semantic_ids(const NpyShards& input, const SidParams& p, const std::vector<std::string>* labels,
                                size_t chunk_rows = 0);
 
