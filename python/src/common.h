@@ -55,6 +55,7 @@ void bind_index(py::module_& m);    // IndexAdditiveQuantizer (after the quantiz
 void bind_rabitq(py::module_& m);   // IVFRaBitQ
 void bind_rabitq_codec(py::module_& m);  // RaBitQuantizer
 void bind_sid(py::module_& m);      // semantic IDs
+void bind_distributed(py::module_& m);  // chunk kernels of tessera.distributed
 
 // ---------------------------------------------------------------------------------------------------
 // Progress callbacks and the GIL.

@@ -1,7 +1,7 @@
 // The pybind11 extension tessera._tessera: numpy in, numpy out, the GIL released around all heavy work.
 // Conventions (arrays, errors, progress) are described in common.h; each library area has its binding
 // file: bind_core (exceptions, threads), bind_io, bind_cluster, bind_quant (with bind_additive.h), bind_lsq,
-// bind_index, bind_rabitq, bind_rabitq_codec, bind_sid.
+// bind_index, bind_rabitq, bind_rabitq_codec, bind_sid, bind_distributed.
 #include "common.h"
 
 PYBIND11_MODULE(_tessera, m) {
@@ -17,4 +17,5 @@ PYBIND11_MODULE(_tessera, m) {
   tessera_py::bind_rabitq(m);
   tessera_py::bind_rabitq_codec(m);
   tessera_py::bind_sid(m);
+  tessera_py::bind_distributed(m);
 }

@@ -574,3 +574,31 @@ def encode_semantic_ids(
     threads: Optional[int] = None,
 ) -> SemanticIds:
     """Semantic IDs of new items x: n × d with a trained model (or a model.tsq path)."""
+
+# --- distributed chunk kernels (tessera.distributed) ------------------------------------------------
+def sid_training_rows(n: int, train_sample: int, seed: int) -> npt.NDArray[np.int64]:
+    """The ascending rows build_semantic_ids(..., train_sample=S, seed=seed) trains on for n items."""
+
+def squared_distances(x: ArrayLike, centroids: ArrayLike) -> npt.NDArray[np.float32]:
+    """x: n × d, centroids: k × d → n × k squared L2 distances, as the balanced assignment computes them."""
+
+def balanced_assign_with_prices(
+    x: ArrayLike, centroids: ArrayLike, size_min: int, size_max: int
+) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+    """Exact balanced assignment of x to centroids → (labels: n, certifying cluster prices: k)."""
+
+def balanced_assign_sparse(
+    offsets: ArrayLike, clusters: ArrayLike, costs: ArrayLike, k: int, size_min: ArrayLike, size_max: ArrayLike
+) -> Union[
+    Tuple[Literal[True], npt.NDArray[np.int32], npt.NDArray[np.float64], float], Tuple[Literal[False], None, None, None]
+]:
+    """Exact assignment over CSR candidate arcs (offsets n + 1, clusters/costs per arc) with per-cluster windows
+    [size_min[j], size_max[j]] → (feasible, labels: n, prices: k, total) or (False, None, None, None)."""
+
+def reassign_last_level(
+    codes: ArrayLike, residual: ArrayLike, last_codebook: ArrayLike
+) -> Tuple[npt.NDArray[np.int32], int, int]:
+    """The `reassign` collision strategy on whole prefix groups → (codes n × L, moved, unresolved)."""
+
+def index_json_fragment(ids: ArrayLike, levels: int, zero_based: bool, first_row: int) -> bytes:
+    """index.json entries for rows first_row.. (no braces); pieces join with b',\\n' inside b'{\\n' .. b'\\n}'."""

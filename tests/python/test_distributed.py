@@ -1,0 +1,310 @@
+"""tessera.distributed (semantic IDs on Dask) against the single-process build: the same codes and ids with the
+same seed and train_sample on a LocalCluster of 2 worker processes; the per-cluster-window restricted solver
+against a dense exact reference; a worker killed mid-run; input, scheduler and output-directory errors."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import tessera
+
+dask = pytest.importorskip("dask", reason="tessera.distributed needs dask: pip install -r requirements/distributed.txt")
+pytest.importorskip("distributed", reason="tessera.distributed needs distributed: pip install -r "
+                    "requirements/distributed.txt")
+import dask.array as da  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+import tessera.distributed as td  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _mixture(n, d, modes, seed):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(modes, d)).astype(np.float32) * 3
+    lab = rng.integers(0, modes, size=n)
+    return (centers[lab] + rng.normal(size=(n, d)).astype(np.float32)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _shards(tmp_path, x, cuts, name="emb"):
+    d = tmp_path / name
+    d.mkdir()
+    edges = [0] + list(cuts) + [len(x)]
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        np.save(d / f"part-{i:03d}.npy", x[a:b])
+    return d
+
+
+def _level_costs(x, codes, model):
+    """Per level, Σ ‖residual − codeword‖² of the given codes (the residual of their own earlier levels)."""
+    offs = model.codebook_offsets
+    cb = np.asarray(model.codebooks)
+    r = x.astype(np.float64).copy()
+    out = []
+    for m in range(codes.shape[1]):
+        book = cb[offs[m]:offs[m + 1]].astype(np.float64)
+        diff = r - book[codes[:, m]]
+        out.append(float((diff ** 2).sum()))
+        r = diff
+    return out
+
+
+def _assert_same_optimum(x, got, want, model, K):
+    """Equal codes, or (ties) the same objective at the first level that differs, with the bounds held."""
+    if np.array_equal(got, want):
+        return
+    m = int(np.flatnonzero((got != want).any(axis=0))[0])
+    lo, hi = tessera.default_size_bounds(len(x), K)
+    sizes = np.bincount(got[:, m], minlength=K)
+    assert sizes.min() >= lo and sizes.max() <= hi
+    a = _level_costs(x, got[:, :m + 1], model)[m]
+    b = _level_costs(x, want[:, :m + 1], model)[m]
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_import_tessera_does_not_import_dask():
+    code = "import sys, tessera; assert 'dask' not in sys.modules and 'distributed' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
+@pytest.mark.parametrize("dedup", ["append", "append-all", "reassign", "none"])
+def test_same_codes_and_ids_as_single_process(client, dedup):
+    x = _mixture(6000, 16, 40, seed=1)
+    K, S = 16, 1500
+    want = tessera.build_semantic_ids(x, levels=2, codebook_size=K, balance=True, dedup=dedup, seed=5,
+                                      train_sample=S)
+    res = td.build_semantic_ids(da.from_array(x, chunks=(1100, 16)), client=client, levels=2, codebook_size=K,
+                                dedup=dedup, seed=5, train_sample=S)
+    np.testing.assert_array_equal(np.asarray(res.model.codebooks), np.asarray(want.model.codebooks))
+    got = res.codes.compute()
+    assert got.dtype == np.int32 and got.shape == (6000, 2)
+    np.testing.assert_array_equal(got, want.codes)  # the optimum is unique on continuous data
+    ids = res.ids.compute()
+    np.testing.assert_array_equal(ids, want.ids)
+    m, w = res.metrics, want.metrics
+    for key in ("n_items", "dim", "levels_count", "collision_rate", "unique_ids_before", "largest_collision_group",
+                "colliding_items", "final_collisions", "max_id_length"):
+        assert m[key] == w[key], key
+    assert m["mse"] == pytest.approx(w["mse"], rel=1e-5)
+    if dedup == "reassign":
+        assert m["reassigned_items"] == w["reassigned_items"]
+        assert m["mse_after_resolution"] == pytest.approx(w["mse_after_resolution"], rel=1e-5)
+    for a, b in zip(m["levels"], w["levels"]):
+        for key in ("unique_codes", "min_cluster_size", "max_cluster_size", "size_min", "size_max"):
+            assert a[key] == b[key], key
+
+
+def test_three_levels_from_shards_and_save(client, tmp_path):
+    x = _mixture(9000, 24, 60, seed=2)
+    K, S = 32, 3000
+    src = _shards(tmp_path, x, [2500, 2600, 7000])
+    want = tessera.build_semantic_ids(x, levels=3, codebook_size=K, seed=11, train_sample=S)
+    res = td.build_semantic_ids(str(src), client=client, levels=3, codebook_size=K, seed=11, train_sample=S,
+                                chunk_rows=2000)
+    got = res.codes.compute()
+    _assert_same_optimum(x, got, np.asarray(want.codes), want.model, K)
+    st = res.metrics["distributed"]["assignment"]
+    assert all(s["certificate_rounds"] >= 1 and s["boundary_rows"] > 0 for s in st)
+    out = tmp_path / "out"
+    res.save(out, index_json=True)
+    assert sorted(p for p in os.listdir(out)) == ["codebooks.npz", "codes", "index.json", "metrics.json",
+                                                  "model.tsq"]
+    if np.array_equal(got, want.codes):
+        assert (out / "index.json").read_text() == want.index_json()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_items"] == 9000 and "seconds_assign" in metrics["distributed"]
+    loaded = tessera.ResidualQuantizer.load(str(out / "model.tsq"))
+    np.testing.assert_array_equal(np.asarray(loaded.codebooks), np.asarray(want.model.codebooks))
+    files = sorted(os.listdir(out / "codes"))
+    if files[0].endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(out / "codes").sort_by("item")
+        np.testing.assert_array_equal(np.stack(t.column("codes").to_numpy(zero_copy_only=False)), got)
+        assert t.column("tokens")[0].as_py() == json.loads(want.index_json())["0"]
+    else:
+        codes = np.concatenate([np.load(out / "codes" / f) for f in files if f.startswith("codes-")])
+        np.testing.assert_array_equal(codes, got)
+    with pytest.raises(FileExistsError, match="already exists"):
+        res.save(out)
+    res.save(out, overwrite=True)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or ".old-" in p]
+
+
+def _lsa_reference(offsets, clusters, costs, k, lo, hi):
+    """Optimal total over the listed arcs with per-cluster windows: Hungarian method on replicated slots (the first
+    lo[j] slots of cluster j carry a large bonus so that they fill first). inf when infeasible."""
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(offsets) - 1
+    if sum(lo) > n or sum(min(h, n) for h in hi) < n:
+        return np.inf
+    slots = [(j, s < lo[j]) for j in range(k) for s in range(min(hi[j], n))]
+    big = 1e6
+    inf = 1e12
+    C = np.full((n, len(slots)), inf)
+    for i in range(n):
+        for a in range(offsets[i], offsets[i + 1]):
+            for t, (j, must) in enumerate(slots):
+                if j == clusters[a]:
+                    C[i, t] = min(C[i, t], costs[a] - (big if must else 0))
+    r, c = linear_sum_assignment(C)
+    total = C[r, c].sum()
+    if (C[r, c] >= inf / 2).any():
+        return np.inf
+    filled = sum(1 for t in c if slots[t][1])
+    if filled < sum(lo):
+        return np.inf
+    return float(total + big * sum(lo))
+
+
+@pytest.mark.parametrize("trial", range(8))
+def test_restricted_solver_matches_dense_reference(trial):
+    rng = np.random.default_rng(100 + trial)
+    n, k = int(rng.integers(5, 30)), int(rng.integers(2, 6))
+    per = int(rng.integers(1, k + 1))
+    adversarial = trial % 2 == 1
+    offsets, clusters, costs = [0], [], []
+    for i in range(n):
+        ids = rng.permutation(k)[:per] if not adversarial else np.arange(per)  # hub clusters listed by everyone
+        for j in ids:
+            clusters.append(int(j))
+            costs.append(float(np.floor(rng.uniform(0, 3))) if adversarial else float(rng.uniform(0, 10)))
+        offsets.append(len(clusters))
+    lo = [int(v) for v in rng.integers(0, max(1, n // k), size=k)]
+    hi = [lo[j] + int(rng.integers(0, n)) for j in range(k)]
+    feasible, lab, prices, total = tessera._tessera.balanced_assign_sparse(
+        np.array(offsets, np.int64), np.array(clusters, np.int32), np.array(costs, np.float32), k,
+        np.array(lo, np.int64), np.array(hi, np.int64))
+    ref = _lsa_reference(offsets, clusters, np.float32(costs).astype(np.float64), k, lo, hi)
+    assert feasible == np.isfinite(ref)
+    if not feasible:
+        return
+    assert total == pytest.approx(ref, rel=1e-6, abs=1e-6)
+    sizes = np.bincount(lab, minlength=k)
+    assert (sizes >= lo).all() and (sizes <= hi).all()
+    for j in range(k):  # condition 3
+        if prices[j] > 1e-9:
+            assert sizes[j] == hi[j]
+        if prices[j] < -1e-9:
+            assert sizes[j] == lo[j]
+    for i in range(n):  # condition 1 on the listed arcs
+        a = slice(offsets[i], offsets[i + 1])
+        pc = np.float32(costs)[a].astype(np.float64) + prices[np.array(clusters)[a]]
+        own = min(pc[t] for t, j in enumerate(np.array(clusters)[a]) if j == lab[i])
+        assert own <= pc.min() + 1e-6
+
+
+def test_restricted_solver_equal_windows_matches_balanced_assign_exact():
+    rng = np.random.default_rng(3)
+    n, k = 200, 7
+    cost = rng.uniform(0, 5, size=(n, k)).astype(np.float32)
+    lo, hi = tessera.default_size_bounds(n, k)
+    _, want = tessera.balanced_assign_exact(cost, lo, hi)
+    feasible, lab, prices, total = tessera._tessera.balanced_assign_sparse(
+        np.arange(0, n * k + 1, k, dtype=np.int64), np.tile(np.arange(k, dtype=np.int32), n), cost.ravel(), k,
+        np.full(k, lo), np.full(k, hi))
+    assert feasible and total == pytest.approx(want, rel=1e-9)
+
+
+def test_worker_killed_mid_run_gives_the_same_result(tmp_path):
+    x = _mixture(12000, 16, 50, seed=4)
+    K, S = 32, 2000
+    want = tessera.build_semantic_ids(x, levels=2, codebook_size=K, seed=3, train_sample=S)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = Client(cluster)
+    try:
+        killed = []
+
+        def kill_one(stage, done, total, value):
+            # after the first level: the victim holds input chunks and level-0 codes that must be recomputed
+            if stage == "assign" and done == 1 and not killed:
+                victim = sorted(c.scheduler_info()["workers"])[0]
+                killed.append(victim)
+                try:
+                    c.run(os._exit, 1, workers=[victim], wait=False)
+                except Exception:  # noqa: BLE001 - the connection to the dying worker may drop
+                    pass
+                time.sleep(0.5)
+
+        res = td.build_semantic_ids(da.from_array(x, chunks=(1500, 16)), client=c, levels=2, codebook_size=K,
+                                    seed=3, train_sample=S, progress=kill_one)
+        assert killed
+        got = res.codes.compute()
+        _assert_same_optimum(x, got, np.asarray(want.codes), want.model, K)
+        np.testing.assert_array_equal(res.ids.compute()[:, :2], got)
+    finally:
+        c.close()
+        cluster.close()
+
+
+def test_shard_errors_name_the_shard(client, tmp_path):
+    x = _mixture(600, 8, 4, seed=5)
+    d = tmp_path / "widths"
+    d.mkdir()
+    np.save(d / "a.npy", x[:300])
+    np.save(d / "b.npy", x[300:, :6])
+    with pytest.raises(tessera.InvalidArgument, match=r"b\.npy has 6 columns but .*a\.npy has 8"):
+        td.build_semantic_ids(str(d), client=client, levels=1, codebook_size=4, train_sample=200)
+    d = tmp_path / "empty"
+    d.mkdir()
+    np.save(d / "a.npy", x[:300])
+    np.save(d / "b.npy", x[:0])
+    with pytest.raises(tessera.InvalidArgument, match=r"b\.npy holds no rows"):
+        td.build_semantic_ids(str(d), client=client, levels=1, codebook_size=4, train_sample=200)
+    d = tmp_path / "nan"
+    d.mkdir()
+    bad = x[300:].copy()
+    bad[17, 3] = np.nan
+    np.save(d / "a.npy", x[:300])
+    np.save(d / "b.npy", bad)
+    with pytest.raises(Exception, match=r"b\.npy row 17: a non-finite value"):
+        td.build_semantic_ids(str(d), client=client, levels=1, codebook_size=4, train_sample=200)
+    with pytest.raises(tessera.InvalidArgument, match="the pattern matches no file"):
+        td.build_semantic_ids(str(tmp_path / "nothing-*.npy"), client=client, levels=1, codebook_size=4)
+
+
+def _cli(*args, timeout=120):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.dirname(os.path.dirname(tessera.__file__)),
+                                                    env.get("PYTHONPATH", "")] if p)
+    return subprocess.run([sys.executable, "-m", "tessera.distributed", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path):
+    src = _shards(tmp_path, _mixture(100, 4, 2, seed=6), [])
+    t0 = time.perf_counter()
+    p = _cli("build", str(src), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9",
+             "--connect-timeout", "3")
+    assert time.perf_counter() - t0 < 30
+    assert p.returncode == 2
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in p.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_command_line_local_workers_and_existing_output(tmp_path):
+    x = _mixture(3000, 16, 20, seed=7)
+    src = _shards(tmp_path, x, [1000])
+    out = tmp_path / "out"
+    p = _cli("build", str(src), "--out", str(out), "--local-workers", "2", "--levels", "2", "--codebook-size", "16",
+             "--train-sample", "1000", "--seed", "9", "--index-json", "--chunk-rows", "700")
+    assert p.returncode == 0, p.stderr
+    want = tessera.build_semantic_ids(x, levels=2, codebook_size=16, seed=9, train_sample=1000)
+    assert (out / "index.json").read_text() == want.index_json()
+    p = _cli("build", str(src), "--out", str(out), "--local-workers", "1", "--levels", "2", "--codebook-size", "16")
+    assert p.returncode == 2 and "already exists" in p.stderr
