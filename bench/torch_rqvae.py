@@ -57,8 +57,9 @@ class MLPLayers(nn.Module):
         return [m for m in self.mlp_layers if isinstance(m, nn.Linear)][-1]
 
 
-class ResidualEncoder(nn.Module):
-    """RQ-KMeans+'s encoder: z = x + mlp(x), the last Linear of `mlp` zero-initialised (z = x at start)."""
+class ResidualMLP(nn.Module):
+    """y = x + mlp(x), the last Linear of `mlp` zero-initialised (y = x at start): RQ-KMeans+'s encoder, and
+    tessera's residual decoder."""
 
     def __init__(self, mlp: MLPLayers):
         super().__init__()
@@ -109,26 +110,28 @@ class ResidualVectorQuantizer(nn.Module):
 
 
 class RQVAE(nn.Module):
-    """RQ-VAE (residual_encoder=False) or RQ-KMeans+ (residual_encoder=True, e_dim = in_dim)."""
+    """RQ-VAE (residual_encoder=False) or RQ-KMeans+ (residual_encoder=True, e_dim = in_dim); residual_decoder:
+    x̂ = q + MLP(q) (e_dim = in_dim)."""
 
     def __init__(self, in_dim: int, e_dim: int, layers: list[int], codebook_sizes: list[int],
                  dropout: float = 0.0, batch_norm: bool = False, beta: float = 0.25, quant_weight: float = 1.0,
-                 residual_encoder: bool = False):
+                 residual_encoder: bool = False, residual_decoder: bool = False):
         super().__init__()
-        if residual_encoder and e_dim != in_dim:
-            raise ValueError(f"RQ-KMeans+ needs e_dim = in_dim, got e_dim {e_dim} and in_dim {in_dim}")
+        if (residual_encoder or residual_decoder) and e_dim != in_dim:
+            raise ValueError(f"a residual encoder or decoder needs e_dim = in_dim, got e_dim {e_dim} and in_dim {in_dim}")
         self.quant_weight = quant_weight
         enc = MLPLayers([in_dim] + list(layers) + [e_dim], dropout, batch_norm)
-        self.encoder = ResidualEncoder(enc) if residual_encoder else enc
+        self.encoder = ResidualMLP(enc) if residual_encoder else enc
         self.rq = ResidualVectorQuantizer(list(codebook_sizes), e_dim, beta)
-        self.decoder = MLPLayers([e_dim] + list(reversed(layers)) + [in_dim], dropout, batch_norm)
+        dec = MLPLayers([e_dim] + list(reversed(layers)) + [in_dim], dropout, batch_norm)
+        self.decoder = ResidualMLP(dec) if residual_decoder else dec
 
     @classmethod
     def from_config(cls, cfg: dict) -> "RQVAE":
         """From the `model` object of tessera's config.json (format tessera-neural-config)."""
         return cls(cfg["in_dim"], cfg["e_dim"], cfg["layers"], cfg["codebook_sizes"], cfg.get("dropout", 0.0),
                    cfg.get("batch_norm", False), cfg.get("beta", 0.25), cfg.get("quant_weight", 1.0),
-                   cfg.get("residual_encoder", False))
+                   cfg.get("residual_encoder", False), cfg.get("residual_decoder", False))
 
     def forward(self, x):
         z = self.encoder(x)

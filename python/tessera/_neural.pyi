@@ -1,6 +1,6 @@
 """Type stubs of tessera._neural (RQ-VAE, RQ-KMeans+ on libtorch), used through tessera.neural."""
 from os import PathLike as _PathLike
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypedDict, Union
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ class RQVAEConfigDict(TypedDict):
     beta: float
     quant_weight: float
     residual_encoder: bool
+    residual_decoder: bool
     sk_epsilons: Optional[Tuple[float, ...]]
     sk_iters: int
     seed: int
@@ -48,6 +49,7 @@ class RQVAE:
         e_dim: int = 32,
         layers: Sequence[int] = (2048, 1024, 512, 256, 128, 64),
         codebook_sizes: Sequence[int] = (256, 256, 256),
+        decoder: Literal["mlp", "residual"] = "mlp",
         dropout: float = 0.0,
         batch_norm: bool = False,
         beta: float = 0.25,
@@ -62,6 +64,7 @@ class RQVAE:
         *,
         in_dim: Optional[int] = None,
         layers: Sequence[int] = (2048, 1024, 512, 256, 128, 64),
+        decoder: Literal["mlp", "residual"] = "residual",
         dropout: float = 0.0,
         batch_norm: bool = False,
         beta: float = 0.25,

@@ -91,6 +91,8 @@ def model_config(state, args=None):
         "beta": float(arg("beta", 0.25)),
         "quant_weight": float(arg("quant_loss_weight", 1.0)),
         "residual_encoder": residual,
+        # tessera's residual decoder (x̂ = q + MLP(q)): MiniOneRec's decoders are plain
+        "residual_decoder": any(k.startswith("decoder.mlp.") for k in state),
         "seed": 2024,  # MiniOneRec's fixed seed; generation does not use it
         "sk_epsilons": sk,
         "sk_iters": int(arg("sk_iters", 50)),

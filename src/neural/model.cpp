@@ -104,7 +104,7 @@ FloatMatrix RQVAEModel::decode(const CodeMatrix& codes, size_t batch_size) const
     for (size_t i = 0; i < nb * L; ++i) idx.data_ptr<int64_t>()[i] = codes.data()[b0 * L + i];
     torch::Tensor sum = torch::zeros({int64_t(nb), m.config().e_dim});
     for (size_t l = 0; l < L; ++l) sum += m.rq()->level(l)->codebook().index_select(0, idx.select(1, int64_t(l)));
-    return m.decoder()->forward(sum);
+    return m.decode(sum);
   });
 }
 

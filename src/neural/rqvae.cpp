@@ -28,6 +28,9 @@ RQVAEImpl::RQVAEImpl(RQVAEConfig config) : config_(std::move(config)) {
   TESSERA_CHECK_ARG(!config_.residual_encoder || config_.e_dim == config_.in_dim,
                     "a residual encoder (RQ-KMeans+: z = x + MLP(x)) needs e_dim equal to the input dimension "
                         << config_.in_dim << ", got e_dim = " << config_.e_dim);
+  TESSERA_CHECK_ARG(!config_.residual_decoder || config_.e_dim == config_.in_dim,
+                    "a residual decoder (x̂ = q + MLP(q)) needs e_dim equal to the input dimension "
+                        << config_.in_dim << ", got e_dim = " << config_.e_dim);
   const std::vector<double>& eps = config_.sk_epsilons;
   TESSERA_CHECK_ARG(eps.empty() || eps.size() == config_.codebook_sizes.size(),
                     "sk_epsilons has " << eps.size() << " entries but codebook_sizes has "
@@ -43,13 +46,22 @@ RQVAEImpl::RQVAEImpl(RQVAEConfig config) : config_(std::move(config)) {
   std::reverse(dec.dims.begin(), dec.dims.end());
   encoder_mlp_ = MLP(enc, derive_seed(config_.seed, 0));
   if (config_.residual_encoder)
-    register_module("encoder", ResidualEncoder(encoder_mlp_));
+    register_module("encoder", ResidualMLP(encoder_mlp_));
   else
     register_module("encoder", encoder_mlp_);
   rq_ = register_module("rq", ResidualVectorQuantizer(config_.codebook_sizes, config_.e_dim, config_.beta,
                                                       derive_seed(config_.seed, 1), config_.sk_epsilons,
                                                       config_.sk_iters));
-  decoder_ = register_module("decoder", MLP(dec, derive_seed(config_.seed, 2)));
+  decoder_ = MLP(dec, derive_seed(config_.seed, 2));
+  if (config_.residual_decoder) {
+    torch::NoGradGuard no_grad;
+    torch::nn::Linear last = decoder_->linears().back();
+    last->weight.zero_();
+    last->bias.zero_();
+    register_module("decoder", ResidualMLP(decoder_));
+  } else {
+    register_module("decoder", decoder_);
+  }
 }
 
 torch::Tensor RQVAEImpl::encode(const torch::Tensor& x) {
@@ -59,9 +71,14 @@ torch::Tensor RQVAEImpl::encode(const torch::Tensor& x) {
   return config_.residual_encoder ? x + h : h;
 }
 
+torch::Tensor RQVAEImpl::decode(const torch::Tensor& q) {
+  torch::Tensor h = decoder_->forward(q);
+  return config_.residual_decoder ? q + h : h;
+}
+
 RQVAEOutput RQVAEImpl::forward(const torch::Tensor& x) {
   RQOutput q = rq_->forward(encode(x));
-  return {decoder_->forward(q.quantized), q.loss, q.codes};
+  return {decode(q.quantized), q.loss, q.codes};
 }
 
 RQVAELoss RQVAEImpl::loss(const RQVAEOutput& out, const torch::Tensor& x) const {
@@ -87,9 +104,9 @@ torch::Tensor RQVAEImpl::codes(const torch::Tensor& x) {
   return c;
 }
 
-ResidualEncoderImpl::ResidualEncoderImpl(MLP mlp) : mlp_(std::move(mlp)) {
+ResidualMLPImpl::ResidualMLPImpl(MLP mlp) : mlp_(std::move(mlp)) {
   const MLPConfig& c = mlp_->config();
-  TESSERA_CHECK_ARG(c.dims.front() == c.dims.back(), "a residual encoder's MLP must map a dimension to itself, got "
+  TESSERA_CHECK_ARG(c.dims.front() == c.dims.back(), "a residual MLP must map a dimension to itself, got "
                                                          << c.dims.front() << " → " << c.dims.back());
   register_module("mlp", mlp_);
 }

@@ -342,6 +342,22 @@ def test_rqkmeans_plus_starts_at_greedy_rqkmeans(x, sid_dir):
     assert not np.array_equal(m.latent(x), x)
 
 
+def test_rqkmeans_plus_residual_decoder_reconstructs_as_rqkmeans(x, sid_dir):
+    sids, out = sid_dir
+    m = tn.rqkmeans_plus(out / "codebooks.npz", layers=(32,))
+    assert m.config["residual_decoder"] is True  # the default: x̂ = q + MLP(q), last Linear at zero
+    greedy = sids.model.encode(x)
+    np.testing.assert_allclose(m.reconstruct(x), sids.model.decode(greedy), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.decode(greedy), sids.model.decode(greedy), rtol=1e-5, atol=1e-6)
+    plain = tn.rqkmeans_plus(out / "codebooks.npz", layers=(32,), decoder="mlp")  # MiniOneRec's decoder
+    assert plain.config["residual_decoder"] is False
+    assert not np.allclose(plain.reconstruct(x), sids.model.decode(greedy), atol=1e-3)
+    with pytest.raises(tessera.InvalidArgument, match="decoder must be"):
+        tn.rqkmeans_plus(out / "codebooks.npz", decoder="linear")
+    with pytest.raises(tessera.InvalidArgument, match="residual decoder"):
+        tn.RQVAE(D, e_dim=4, layers=(8,), codebook_sizes=(4,), decoder="residual")
+
+
 def test_rqkmeans_plus_in_dim_given_and_checked(sid_dir):
     _, out = sid_dir
     m = tn.RQVAE.rqkmeans_plus(str(out / "codebooks.npz"), in_dim=D, layers=(32,))

@@ -58,7 +58,8 @@ def data(tmp_path_factory):
 
 
 def expected_names(residual: bool, in_dim: int, e_dim: int) -> dict[str, tuple]:
-    """MiniOneRec's names: Linears at Sequential indices 1, 4, 7, ... (Dropout, Linear, ReLU per pair)."""
+    """MiniOneRec's names: Linears at Sequential indices 1, 4, 7, ... (Dropout, Linear, ReLU per pair); with
+    `residual` (RQ-KMeans+: residual encoder and tessera's residual decoder) under encoder.mlp / decoder.mlp."""
     out = {}
     enc = "encoder.mlp.mlp_layers" if residual else "encoder.mlp_layers"
     dims = [in_dim] + LAYERS + [e_dim]
@@ -69,8 +70,9 @@ def expected_names(residual: bool, in_dim: int, e_dim: int) -> dict[str, tuple]:
         out[f"rq.vq_layers.{l}.embedding.weight"] = (K, e_dim)
     dims = [e_dim] + LAYERS[::-1] + [in_dim]
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        out[f"decoder.mlp_layers.{3 * i + 1}.weight"] = (b, a)
-        out[f"decoder.mlp_layers.{3 * i + 1}.bias"] = (b,)
+        dec = "decoder.mlp.mlp_layers" if residual else "decoder.mlp_layers"
+        out[f"{dec}.{3 * i + 1}.weight"] = (b, a)
+        out[f"{dec}.{3 * i + 1}.bias"] = (b,)
     return out
 
 

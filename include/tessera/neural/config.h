@@ -24,6 +24,10 @@ struct RQVAEConfig {
   double beta = 0.25;          ///< commitment weight in each level's loss
   double quant_weight = 1.0;   ///< weight of the VQ loss in the total loss
   bool residual_encoder = false;  ///< RQ-KMeans+: z = x + MLP(x), needs e_dim == in_dim
+  /// x̂ = q + MLP(q) with the MLP's last Linear starting at zero (needs e_dim == in_dim): with RQ-KMeans+ the
+  /// model then reconstructs at step 0 exactly as RQ-KMeans (x̂ = Σ_l codeword_l) instead of through a random
+  /// decoder. Not in MiniOneRec (names `decoder.mlp.mlp_layers.…`).
+  bool residual_decoder = false;
   /// Sinkhorn balanced assignment per level while training (MiniOneRec's sk_epsilons): empty = none; else one
   /// ε per level (a length other than codebook_sizes' is an error), ε ≤ 0 = argmin on that level.
   std::vector<double> sk_epsilons;

@@ -5,7 +5,8 @@
 // weight`, `decoder.mlp_layers.…`), so state_dicts move between them (neural/state_dict.h).
 //
 // With `residual_encoder` the model is RQ-KMeans+'s (rqkmeans_plus.h): the encoder is z = x + MLP(x), its
-// MLP a child `mlp` (names `encoder.mlp.mlp_layers.…`) whose last Linear starts at zero.
+// MLP a child `mlp` (names `encoder.mlp.mlp_layers.…`) whose last Linear starts at zero. `residual_decoder`
+// does the same for the decoder: x̂ = q + MLP(q) (names `decoder.mlp.mlp_layers.…`), last Linear at zero.
 #pragma once
 #include <torch/nn/module.h>
 
@@ -41,13 +42,16 @@ class RQVAEImpl : public torch::nn::Module {
   RQVAELoss loss(const RQVAEOutput& out, const torch::Tensor& x) const;
   /// z = enc(x) (or x + MLP(x)): B × in_dim → B × e_dim.
   torch::Tensor encode(const torch::Tensor& x);
+  /// x̂ = dec(q) (or q + MLP(q)): B × e_dim → B × in_dim.
+  torch::Tensor decode(const torch::Tensor& q);
   /// Greedy residual codes of x without gradient, in evaluation mode (batch norm's running statistics, no
   /// dropout; the module's mode is restored): B × in_dim → B × L int64. MiniOneRec's get_indices.
   torch::Tensor codes(const torch::Tensor& x);
 
   const RQVAEConfig& config() const { return config_; }
   MLP encoder_mlp() const { return encoder_mlp_; }
-  MLP decoder() const { return decoder_; }
+  /// The decoder's MLP (with residual_decoder, the MLP inside x̂ = q + MLP(q)).
+  MLP decoder_mlp() const { return decoder_; }
   ResidualVectorQuantizer rq() const { return rq_; }
 
  private:
@@ -57,17 +61,18 @@ class RQVAEImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RQVAE);
 
-/// The residual encoder of RQ-KMeans+: z = x + mlp(x). Child name `mlp`, as MiniOneRec's wrapper.
-class ResidualEncoderImpl : public torch::nn::Module {
+/// y = x + mlp(x): RQ-KMeans+'s residual encoder, and the residual decoder. Child name `mlp`, as MiniOneRec's
+/// encoder wrapper.
+class ResidualMLPImpl : public torch::nn::Module {
  public:
-  explicit ResidualEncoderImpl(MLP mlp);
+  explicit ResidualMLPImpl(MLP mlp);
   torch::Tensor forward(const torch::Tensor& x) { return x + mlp_->forward(x); }
   MLP mlp() const { return mlp_; }
 
  private:
   MLP mlp_;
 };
-TORCH_MODULE(ResidualEncoder);
+TORCH_MODULE(ResidualMLP);
 
 /// k-means initialisation of every level's codebook (MiniOneRec's kmeans_init, on a sample instead of one
 /// batch, with tessera's kmeans): encode a sample of x (n × in_dim, finite) in evaluation mode, then for

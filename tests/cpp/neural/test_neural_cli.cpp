@@ -83,6 +83,7 @@ TEST_F(NeuralCli, RQKMeansPlusWarmStartGivesTheGreedyCodesThroughTheSidModule) {
   EXPECT_EQ(cfg["model"]["e_dim"], 12);
   EXPECT_EQ(cfg["model"]["codebook_sizes"], nlohmann::json({16, 16, 16}));
   EXPECT_EQ(cfg["model"]["layers"], nlohmann::json({32, 16}));
+  EXPECT_EQ(cfg["model"]["residual_decoder"], true);  // rqkmeans-plus's default --decoder residual
 
   r = neural_cli_run(dir, "rqkmeans-plus generate --checkpoint " + (dir / "m0/state_dict.pt") + " --data " + x_npy() +
                               " --out " + (dir / "g0"));

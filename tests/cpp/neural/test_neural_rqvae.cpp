@@ -2,6 +2,7 @@
 // from `tessera sid build`'s codebooks.npz (step-0 codes = the greedy RQ-KMeans codes).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,48 @@ TEST(NeuralRQKMeansPlus, StepZeroCodesAreTheGreedyRQKMeansCodes) {
   EXPECT_EQ(mismatches, 0u);
   // Balanced codes are not greedy ones: the comparison above is with the right reference.
   EXPECT_GT(differs_from_balanced, 0u);
+}
+
+// The residual decoder x̂ = q + MLP(q), last Linear at zero: before training RQ-KMeans+ reconstructs every item
+// exactly as RQ-KMeans does from its greedy codes (Σ_l codeword_l), and training reaches the decoder (the zero
+// Linear gets a gradient). Its names sit under decoder.mlp.
+TEST(NeuralRQKMeansPlus, ResidualDecoderStartsAtTheRQKMeansReconstruction) {
+  ScratchDir dir;
+  const SidFixture f = build_sids(dir);
+  const size_t n = f.x.rows(), d = f.x.cols();
+  RQVAEConfig c;
+  c.in_dim = c.e_dim = int64_t(d);
+  c.layers = {32, 16};
+  c.codebook_sizes = {};
+  c.residual_decoder = true;
+  RQVAE model = make_rqkmeans_plus(c, f.npz);
+  const std::vector<std::string> names = state_names(*model);
+  EXPECT_EQ(names.back(), "decoder.mlp.mlp_layers.7.bias");
+
+  std::vector<int32_t> greedy(n * 3);
+  f.sids.model->encode_greedy(f.x.view(), greedy.data());
+  FloatMatrix rq_recon(n, d);
+  f.sids.model->decode_unpacked(n, greedy.data(), rq_recon.data());
+  const torch::Tensor xt = tensor_from(f.x.view());
+  const RQVAEOutput out = model->forward(xt);
+  EXPECT_TRUE(torch::allclose(out.reconstruction, tensor_from(rq_recon.view()), 1e-5, 1e-6));
+  double rq_mse = 0;
+  for (size_t i = 0; i < n * d; ++i) rq_mse += std::pow(double(f.x.data()[i]) - rq_recon.data()[i], 2);
+  rq_mse /= double(n * d);
+  EXPECT_NEAR(model->loss(out, xt).reconstruction.item<double>(), rq_mse, 1e-6 * rq_mse + 1e-9);
+
+  model->loss(out, xt).total.backward();
+  const torch::nn::Linear last = model->decoder_mlp()->linears().back();
+  EXPECT_GT(last->weight.grad().abs().sum().item<double>(), 0.0);
+
+  // A plain RQ-VAE (e_dim ≠ in_dim) cannot have one.
+  RQVAEConfig bad;
+  bad.in_dim = 12;
+  bad.e_dim = 4;
+  bad.layers = {8};
+  bad.codebook_sizes = {4};
+  bad.residual_decoder = true;
+  EXPECT_NE(error_of<InvalidArgument>([&] { RQVAE m(bad); }).find("residual decoder"), std::string::npos);
 }
 
 TEST(NeuralRQKMeansPlus, BadCodebooksAndDimensionsAreErrorsThatNameThem) {
