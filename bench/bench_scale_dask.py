@@ -32,7 +32,8 @@ def run_dask_build(input, out, workers, levels=3, codebook_size=256, train_sampl
 
     import tessera.distributed as td
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           env=td._worker_env(1))
     client = Client(cluster)
     try:
         t0 = time.perf_counter()

@@ -116,10 +116,14 @@ def _top_arcs(P, D, c):
     return idx, np.take_along_axis(D, idx, axis=1).astype(np.float32)
 
 
-def _scan_chunk(x, codes, books, m, prices, margin, c, T):
+def _scan_chunk(x, codes, books, m, prices, margin, c, T, own_margin=None, join_margin=None):
     """One pass of level m over a chunk under `prices`: argmin counts, the T smallest leaving gaps of each
-    cluster's members and joining costs of its non-members (for the price update), and the boundary rows
-    (gap <= margin) with their top-c arcs; counts of the other rows (fixed at their argmin)."""
+    cluster's members and joining costs of its non-members (for the price update and the margins), and the
+    boundary rows with their top-c arcs (plus one arc to the cluster they may join); counts of the other rows
+    (fixed at their argmin). A row is a boundary row when its gap (second-best minus best priced cost) is at
+    most `margin` or `own_margin[its cluster]` (over-full clusters: enough members must be free to leave),
+    or its joining cost to some cluster k is at most `join_margin[k]` (under-full clusters: enough rows must
+    be free to join)."""
     book = books[m]
     K = book.shape[0]
     r = _residual(x, codes, books, m)
@@ -151,30 +155,49 @@ def _scan_chunk(x, codes, books, m, prices, margin, c, T):
         g[bs[keep], rank[keep]] = gs[keep]
         gaps_top = np.sort(np.concatenate([gaps_top, g], axis=1), axis=1)[:, :T]
         # non-members' joining costs: the T smallest per cluster, with the row and its raw cost (the arcs that
-        # connect a cluster short of rows when the boundary rows' own arcs cannot fill it)
+        # connect a cluster short of rows when the boundary rows' own arcs cannot fill it). Only entries below
+        # the current T-th value of their cluster can enter: a comparison, not a partition, per block.
         J = P2 - pb[:, None]
-        tt = min(T, nb)
-        pick = np.argpartition(J, tt - 1, axis=0)[:tt] if nb > tt else np.broadcast_to(np.arange(nb)[:, None], (nb, K))
-        jv = np.take_along_axis(J, pick, axis=0).T
-        jr = (a + pick).T.astype(np.int64)
-        jd = np.take_along_axis(D, pick, axis=0).T
-        allv = np.concatenate([joins_top, jv], axis=1)
-        order = np.argsort(allv, axis=1, kind="stable")[:, :T]
-        joins_top = np.take_along_axis(allv, order, axis=1)
-        join_rows = np.take_along_axis(np.concatenate([join_rows, jr], axis=1), order, axis=1)
-        join_cost = np.take_along_axis(np.concatenate([join_cost, jd], axis=1), order, axis=1)
-        # each joiner's own cluster (its argmin: where it sits if fixed)
-        join_own = np.take_along_axis(np.concatenate([join_own, best[pick].T.astype(np.int32)], axis=1), order,
-                                      axis=1)
-        join_ownd = np.take_along_axis(np.concatenate([join_ownd, D[pick, best[pick]].T], axis=1), order, axis=1)
+        thr = joins_top[:, T - 1]
+        if nb > T and not np.isfinite(thr).all():
+            # the first block: its own T-th smallest per cluster bounds the final one from above
+            thr = np.minimum(thr, np.partition(np.ascontiguousarray(J.T), T - 1, axis=1)[:, T - 1])
+        ii, kk = np.nonzero(J <= thr[None, :])
+        if ii.size:
+            k_all = np.concatenate([np.repeat(np.arange(K), T), kk])
+            v_all = np.concatenate([joins_top.ravel(), J[ii, kk]])
+            r_all = np.concatenate([join_rows.ravel(), a + ii])
+            c_all = np.concatenate([join_cost.ravel(), D[ii, kk]])
+            o_all = np.concatenate([join_own.ravel(), best[ii].astype(np.int32)])
+            d_all = np.concatenate([join_ownd.ravel(), D[ii, best[ii]]])
+            order = np.lexsort((r_all, v_all, k_all))
+            ks = k_all[order]
+            rank = np.arange(len(order)) - np.searchsorted(ks, np.arange(K))[ks]
+            keep = order[rank < T]
+            slot = (k_all[keep], rank[rank < T])
+            for arr, src in ((joins_top, v_all), (join_rows, r_all), (join_cost, c_all), (join_own, o_all),
+                             (join_ownd, d_all)):
+                arr[slot] = src[keep]
         sel = gap <= margin
+        extra = best
+        if own_margin is not None:
+            sel |= gap <= own_margin[best]
+        if join_margin is not None:
+            slack = J - join_margin[None, :]
+            kstar = slack.argmin(axis=1)
+            js = slack[ar, kstar] <= 0
+            sel |= js
+            extra = np.where(js, kstar, best)
         fixed += np.bincount(best[~sel], minlength=K)
         if sel.any():
             ids, costs = _top_arcs(P[sel], D[sel], c)
+            ex = extra[sel].astype(np.int32)
+            ids = np.concatenate([ids, ex[:, None]], axis=1)
+            costs = np.concatenate([costs, D[np.flatnonzero(sel), ex][:, None].astype(np.float32)], axis=1)
             rows.append(a + np.flatnonzero(sel))
             arc_ids.append(ids)
             arc_costs.append(costs)
-    cc = min(c, K)
+    cc = min(c, K) + 1
     return {
         "counts": counts,
         "fixed": fixed,
@@ -605,6 +628,13 @@ def _publish(staging, out_dir, overwrite):
 # ---------------------------------------------------------------------------------------------------------
 # The build
 
+def _worker_env(threads_per_worker):
+    """Worker processes' environment: as many OpenMP/BLAS threads as Dask threads, so that N workers on N cores
+    do not each start one thread per core (tessera's kernels are parallel inside a task)."""
+    t = str(max(1, int(threads_per_worker)))
+    return {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def _connect(client, scheduler=None, local_workers=None, threads_per_worker=1, connect_timeout=8):
     """(client, owned) where owned = (client, cluster) when this call started a LocalCluster."""
     from distributed import Client, LocalCluster
@@ -626,7 +656,7 @@ def _connect(client, scheduler=None, local_workers=None, threads_per_worker=1, c
         except ValueError:
             local_workers = min(os.cpu_count() or 1, 4)
     cluster = LocalCluster(n_workers=local_workers, threads_per_worker=threads_per_worker, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0", env=_worker_env(threads_per_worker))
     c = Client(cluster)
     return c, (c, cluster)
 
@@ -842,7 +872,7 @@ def _price_update(p, counts, gaps, joins, lo, hi, T):
 def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c, fraction, price_rounds, tol, say):
     """Level m's exact balanced assignment of all rows (see the module docstring); returns the codes futures
     with the new column and what it did."""
-    T = 64
+    T = 128
     st = {"level": m, "price_rounds": 0, "scans": 0, "certificate_rounds": 0, "boundary_fraction": fraction,
           "connects": 0, "candidates": c}
     t0 = time.perf_counter()
@@ -850,15 +880,20 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
     starts = inp.starts
     cand = [c]
 
+    own_m = join_m = None
+
     def scan(p, margin):
         st["scans"] += 1
-        futs = [client.submit(_scan_chunk, xf, cf, books_f, m, p, margin, cand[0], T, pure=True)
+        ts = time.perf_counter()
+        futs = [client.submit(_scan_chunk, xf, cf, books_f, m, p, margin, cand[0], T, own_m, join_m, pure=True)
                 for xf, cf in zip(inp.chunks, codes)]
-        return client.gather(futs)
+        out = client.gather(futs)
+        st["seconds_scans"] = st.get("seconds_scans", 0.0) + time.perf_counter() - ts
+        return out
 
     margin = _margin(sample_gaps, fraction)
     p = p0
-    scans = scan(p, margin)
+    scans = scan(p, -np.inf)  # price rounds: counts and gaps only, no boundary rows
     counts, fixed, gaps, joins = _merge_scans(scans, T)
     imb = _imbalance(counts, lo, hi)
     st["imbalance_from_sample_prices"] = imb
@@ -867,7 +902,7 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
         if imb == 0:
             break
         q = p + step * (_price_update(p, counts, gaps, joins, lo, hi, T) - p)
-        s2 = scan(q, margin)
+        s2 = scan(q, -np.inf)
         c2 = _merge_scans(s2, T)
         st["price_rounds"] += 1
         i2 = _imbalance(c2[0], lo, hi)
@@ -879,6 +914,20 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
             if step < 1 / 16:
                 break
     st["imbalance_after_prices"] = imb
+    # per-cluster margins: an over-full cluster frees (excess + slack) members, an under-full one attracts
+    # (deficit + slack) joiners, so that the restricted problem is feasible at once in the usual case
+    over = np.maximum(counts - hi, 0)
+    under = np.maximum(lo - counts, 0)
+    own_m = np.full(K, -np.inf)
+    join_m = np.full(K, -np.inf)
+    for k in np.flatnonzero(over):
+        e = int(over[k])
+        own_m[k] = gaps[k, min(T, e + max(8, e // 4)) - 1]
+    for k in np.flatnonzero(under):
+        e = int(under[k])
+        join_m[k] = joins[k, min(T, e + max(8, e // 4)) - 1]
+    scans = scan(p, margin)
+    counts, fixed, gaps, joins = _merge_scans(scans, T)
 
     def widen():
         """More boundary rows (a larger margin), then more candidates per row; a new scan under p."""
@@ -922,8 +971,10 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
             hi_r = hi - fixed_now
             feasible = bool((hi_r >= 0).all())
             if feasible:
+                ts = time.perf_counter()
                 feasible, lab, p_new, _ = _t.balanced_assign_sparse(offsets, np.asarray(cl, np.int32),
                                                                       np.asarray(co, np.float32), K, lo_r, hi_r)
+                st["seconds_restricted_solve"] = st.get("seconds_restricted_solve", 0.0) + time.perf_counter() - ts
                 if not feasible and not connected:
                     # connect the clusters the boundary rows' arcs cannot fill: each cluster's T cheapest joiners
                     # (priced) get an arc to it; a fixed joiner enters the boundary set with its own cluster too
@@ -963,7 +1014,9 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
             certs = [client.submit(_certify_chunk, xf, cf, books_f, m, p, p_new, np.asarray(b_rows[ch], np.int64),
                                    np.asarray(b_lab[ch], np.int32), tol, cand[0], abs_tol, pure=True)
                      for ch, (xf, cf) in enumerate(zip(inp.chunks, codes))]
+            ts = time.perf_counter()
             viols = client.gather([client.submit(operator.getitem, ce, 1, pure=True) for ce in certs])
+            st["seconds_certificate"] = st.get("seconds_certificate", 0.0) + time.perf_counter() - ts
             nv = 0
             for ch, v in enumerate(viols):
                 for r, lb, inb, ids, cs in zip(v["rows"].tolist(), v["labels"].tolist(), v["in_b"].tolist(),
