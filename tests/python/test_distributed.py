@@ -3,6 +3,7 @@ same seed and train_sample on a LocalCluster of 2 worker processes; the per-clus
 against a dense exact reference; a worker killed mid-run; input, scheduler and output-directory errors."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -239,12 +240,10 @@ def test_worker_killed_mid_run_gives_the_same_result(tmp_path):
         def kill_one(stage, done, total, value):
             # after the first level: the victim holds input chunks and level-0 codes that must be recomputed
             if stage == "assign" and done == 1 and not killed:
-                victim = sorted(c.scheduler_info()["workers"])[0]
+                pids = c.run(os.getpid)
+                victim = sorted(pids)[0]
                 killed.append(victim)
-                try:
-                    c.run(os._exit, 1, workers=[victim], wait=False)
-                except Exception:  # noqa: BLE001 - the connection to the dying worker may drop
-                    pass
+                os.kill(pids[victim], signal.SIGKILL)  # the worker process of this test's own cluster
                 time.sleep(0.5)
 
         res = td.build_semantic_ids(da.from_array(x, chunks=(1500, 16)), client=c, levels=2, codebook_size=K,
