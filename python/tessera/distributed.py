@@ -783,7 +783,8 @@ def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_bas
              "utilisation": float((cnt > 0).sum()) / sizes[m], "min_cluster_size": int(cnt.min()),
              "max_cluster_size": int(cnt.max()), "entropy_bits": h, "perplexity": float(2.0 ** h),
              "mse_before": sum(mt["before"][m] for mt in mets) / nd,
-             "mse_after": sum(mt["after"][m] for mt in mets) / nd, "seconds": 0.0}
+             "mse_after": sum(mt["after"][m] for mt in mets) / nd,
+             "seconds": level_stats[m].get("seconds", 0.0) if m < len(level_stats) else 0.0}
         if balance:
             lo, hi = tessera.default_size_bounds(n, sizes[m])
             e["size_min"], e["size_max"] = int(lo), int(hi)

@@ -277,7 +277,7 @@ def test_shard_errors_name_the_shard(client, tmp_path):
     bad[17, 3] = np.nan
     np.save(d / "a.npy", x[:300])
     np.save(d / "b.npy", bad)
-    with pytest.raises(Exception, match=r"b\.npy row 17: a non-finite value"):
+    with pytest.raises(tessera.InvalidArgument, match=r"b\.npy row 17: a non-finite value"):
         td.build_semantic_ids(str(d), client=client, levels=1, codebook_size=4, train_sample=200)
     with pytest.raises(tessera.InvalidArgument, match="the pattern matches no file"):
         td.build_semantic_ids(str(tmp_path / "nothing-*.npy"), client=client, levels=1, codebook_size=4)
