@@ -339,6 +339,14 @@ def quality(a, report, work: Path):
             row["history"] = [{k: h.get(k) for k in ("epoch", "loss", "reconstruction", "collision_rate",
                                                      "codes_used", "seconds")} for h in hist]
             rows.append(row)
+            if method == "rqkmeans-plus" and E > 0:  # the same model, its last level balanced over all items
+                bd = work / f"q-{tag}-ids-balanced"
+                r = run_cli(a, [a.cli, method, "generate", "--checkpoint", od / "state_dict.pt", "--data", xp,
+                                "--out", bd, "--dedup", "append", "--labels", lp, "--balance", "last",
+                                "--threads", th, "-q"], work / f"{tag}-gen-balanced.log")
+                if r["rc"] == 0:
+                    rows.append(dict(label=f"{label}, generate --balance last", method=method, epochs=E,
+                                     **neural_metrics(json.loads((bd / "metrics.json").read_text()))))
         q = dict(set=name, n=n, d=d, input_mean_square=ms, threads=th, rows=rows)
         q["targets"] = targets(rows, a.epochs)
         out.append(q)
@@ -363,19 +371,19 @@ def print_quality(q):
     print(f"\n== quality on {q['set']} ({q['n']} × {q['d']}, input mean square {q['input_mean_square']:.4g}, "
           f"{q['threads']} threads; dedup append; labels: "
           f"{'Debian sections' if q['set'] == 'debian' else 'mixture clusters'}) ==")
-    hdr = (f"{'method':<34} {'recon MSE':>10} {'coll. before':>12} {'codes used / level':>20} "
+    hdr = (f"{'method':<50} {'recon MSE':>10} {'coll. before':>12} {'codes used / level':>20} "
            f"{'dup after':>9} {'max len':>7} {'purity L1 / L2 / L3 (chance L1)':>34} {'time s':>7}")
     print(hdr)
     print("-" * len(hdr))
     for r in q["rows"]:
         if "error" in r:
-            print(f"{r['label']:<34} failed: {r['error'][:150]}")
+            print(f"{r['label']:<50} failed: {r['error'][:150]}")
             continue
         pur = " / ".join(f"{p:.3f}" if p is not None else "—" for p in r["purity"])
         ch = r["purity_chance"][0]
-        print(f"{r['label']:<34} {r['recon_mse']:>10.5g} {r['collision_rate']:>12.4f} "
+        print(f"{r['label']:<50} {r['recon_mse']:>10.5g} {r['collision_rate']:>12.4f} "
               f"{' '.join(str(c) for c in r['codes_used']):>20} {r['final_collisions']:>9} {r['max_id_length']:>7} "
-              f"{pur + (f' ({ch:.3f})' if ch is not None else ''):>34} {r['seconds']:>7.0f}")
+              f"{pur + (f' ({ch:.3f})' if ch is not None else ''):>34} {r.get('seconds', float('nan')):>7.0f}")
     for k, v in q["targets"].items():
         print(f"   target: {k}: {'MET' if v else 'NOT MET'}")
     sys.stdout.flush()

@@ -42,6 +42,15 @@ void gemm_abt(size_t m, size_t n, size_t k, float alpha, const float* a, size_t 
   });
 }
 
+void gemm_ab(size_t m, size_t n, size_t k, float alpha, const float* a, size_t lda, const float* b, size_t ldb,
+             float beta, float* c, size_t ldc) {
+  if (m == 0 || n == 0) return;
+  over_row_chunks(m, [&](size_t r, size_t rows) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)n, (int)k, alpha, a + r * lda, (int)lda, b,
+                (int)ldb, beta, c + r * ldc, (int)ldc);
+  });
+}
+
 void gemm_atb(size_t m, size_t n, size_t k, float alpha, const float* a, size_t lda, const float* b, size_t ldb,
               float beta, float* c, size_t ldc) {
   if (m == 0 || n == 0) return;

@@ -1,5 +1,7 @@
 #include "tessera/neural/mlp.h"
 
+#include "neural/deterministic_linear.h"
+
 #include <torch/nn/init.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
@@ -55,7 +57,16 @@ MLPImpl::MLPImpl(MLPConfig config, uint64_t seed) : config_(std::move(config)) {
 torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
   TESSERA_CHECK_ARG(x.dim() == 2 && x.size(1) == config_.dims.front(),
                     "MLP input must be B × " << config_.dims.front() << ", got " << x.sizes());
-  return mlp_layers_->forward(x);
+  // The Sequential's modules in order, its Linears on deterministic_linear (the same weights, names and
+  // results at every thread count).
+  torch::Tensor h = x;
+  for (auto& m : *mlp_layers_) {
+    if (auto* linear = m.ptr()->as<torch::nn::LinearImpl>())
+      h = detail::deterministic_linear(h, linear->weight, linear->bias);
+    else
+      h = m.forward(h);
+  }
+  return h;
 }
 
 }  // namespace tessera::neural

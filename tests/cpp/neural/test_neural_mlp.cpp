@@ -6,6 +6,10 @@
 #include <vector>
 
 #include "tessera/core/error.h"
+#include <torch/nn/functional/linear.h>
+
+#include "neural/deterministic_linear.h"
+#include "tessera/core/threading.h"
 #include "tessera/neural/mlp.h"
 
 namespace tessera::neural {
@@ -89,6 +93,35 @@ TEST(NeuralMLP, BadConfigurationAndInputAreErrors) {
   EXPECT_THROW(MLP(MLPConfig{{5, 3}, 1.0, false}, 1), InvalidArgument);
   MLP mlp(MLPConfig{{5, 3}, 0.0, false}, 1);
   EXPECT_THROW(mlp->forward(torch::zeros({2, 4})), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace tessera::neural
+
+namespace tessera::neural {
+namespace {
+
+// deterministic_linear is torch's linear (values and the three gradients), and gives the same bits with one
+// and two threads on shapes whose GEMMs split into several row chunks.
+TEST(NeuralDeterministicLinear, EqualsTorchLinearAndIgnoresTheThreadCount) {
+  torch::manual_seed(3);
+  const torch::Tensor x0 = torch::randn({1100, 70}), w0 = torch::randn({600, 70}), b0 = torch::randn({600});
+  const torch::Tensor upstream = torch::randn({1100, 600});
+  auto run = [&](bool ours, int threads) {
+    ScopedThreads scoped(threads);
+    torch::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_(), b = b0.clone().requires_grad_();
+    torch::Tensor y = ours ? detail::deterministic_linear(x, w, b) : torch::nn::functional::linear(x, w, b);
+    (y * upstream).sum().backward();
+    return std::vector<torch::Tensor>{y.detach(), x.grad(), w.grad(), b.grad()};
+  };
+  const auto ref = run(false, 1), one = run(true, 1), two = run(true, 2);
+  for (size_t i = 0; i < ref.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(one[i], ref[i], 1e-4, 1e-3)) << "tensor " << i;
+    EXPECT_TRUE(torch::equal(one[i], two[i])) << "tensor " << i << " differs between 1 and 2 threads";
+  }
+  // Without gradient (evaluation) it is the same function.
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(detail::deterministic_linear(x0, w0, b0), one[0]));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "../test_helpers.h"
 #include "neural/tensor_convert.h"
 #include "tessera/core/error.h"
+#include "tessera/core/threading.h"
 #include "tessera/neural/rqkmeans_plus.h"
 #include "tessera/neural/state_dict.h"
 #include "tessera/neural/trainer.h"
@@ -96,14 +97,15 @@ TEST(NeuralTrainer, SameWeightsForOneAndTwoThreads) {
   p.batch_size = 4096;
   p.epochs = 2;
   const int before = torch::get_num_threads();
-  torch::set_num_threads(1);
-  RQVAE a(trainer_config());
-  init_codebooks_kmeans(*a, x.view());
-  train(*a, x.view(), p);
-  torch::set_num_threads(2);
-  RQVAE b(trainer_config());
-  init_codebooks_kmeans(*b, x.view());
-  train(*b, x.view(), p);
+  auto trained = [&](int threads) {  // torch's element-wise work and tessera's GEMMs (deterministic_linear)
+    torch::set_num_threads(threads);
+    ScopedThreads scoped(threads);
+    RQVAE m(trainer_config());
+    init_codebooks_kmeans(*m, x.view());
+    train(*m, x.view(), p);
+    return m;
+  };
+  RQVAE a = trained(1), b = trained(2);
   torch::set_num_threads(before);
   const auto sa = named_state(*a), sb = named_state(*b);
   for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i].second, sb[i].second)) << sa[i].first;
