@@ -663,8 +663,8 @@ def _connect(client, scheduler=None, local_workers=None, threads_per_worker=1, c
 
 def build_semantic_ids(x, client=None, levels=3, codebook_size=256, balance=True, dedup="append", seed=42,
                        train_sample=None, *, codebook_sizes=None, zero_based=False, n_init=3, init="auto",
-                       max_iter=100, tol=1e-4, chunk_rows=65536, candidates=8, boundary_fraction=0.05,
-                       price_rounds=4, certificate_tol=1e-6, progress=None):
+                       max_iter=100, tol=1e-4, chunk_rows=65536, candidates=8, boundary_fraction=0.02,
+                       price_rounds=6, certificate_tol=1e-6, progress=None):
     """Semantic IDs of x on Dask: the same codes as ``tessera.build_semantic_ids(x, balance=..., seed=...,
     train_sample=S)`` on one machine (codebooks trained on the same S sample rows; every row then assigned
     level by level, exactly balanced with sizes in ``default_size_bounds(n, K)``, or greedily with
@@ -946,35 +946,37 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
         counts, fixed, gaps, joins = _merge_scans(scans, T)
 
     while True:
-        # the boundary set: global row -> arcs (cluster ids, raw costs)
-        arcs = {}
+        # the boundary set as arcs in coordinate form (global row, cluster, raw cost); duplicates are dropped
+        # when the compressed rows are built (the first one is kept: the same float32 distance in any case)
+        arc_r, arc_k, arc_c = [], [], []
         for ci, sc in enumerate(scans):
-            for r, ids, cs in zip(sc["rows"].tolist(), sc["arc_ids"].tolist(), sc["arc_costs"].tolist()):
-                arcs[starts[ci] + r] = (ids, cs)
+            w = sc["arc_ids"].shape[1]
+            arc_r.append(np.repeat(sc["rows"].astype(np.int64) + starts[ci], w))
+            arc_k.append(sc["arc_ids"].ravel())
+            arc_c.append(sc["arc_costs"].ravel())
         fixed_now = fixed.astype(np.int64).copy()
         joiners = _merge_joiners(scans, starts, T)
         connected = False
         restart = False
         while True:
             st["certificate_rounds"] += 1
-            keys = np.array(sorted(arcs), np.int64)
-            offsets = np.zeros(len(keys) + 1, np.int64)
-            cl, co = [], []
-            for i, g in enumerate(keys.tolist()):
-                ids, cs = arcs[g]
-                seen = {}
-                for a, v in zip(ids, cs):
-                    seen.setdefault(a, v)
-                cl.extend(seen.keys())
-                co.extend(seen.values())
-                offsets[i + 1] = len(cl)
+            R = np.concatenate(arc_r)
+            Kc = np.concatenate(arc_k).astype(np.int32)
+            C = np.concatenate(arc_c).astype(np.float32)
+            order = np.lexsort((Kc, R))
+            R, Kc, C = R[order], Kc[order], C[order]
+            first = np.ones(len(R), bool)
+            first[1:] = (R[1:] != R[:-1]) | (Kc[1:] != Kc[:-1])
+            R, Kc, C = R[first], Kc[first], C[first]
+            arc_r, arc_k, arc_c = [R], [Kc], [C]
+            keys, offsets = np.unique(R, return_index=True)
+            offsets = np.append(offsets, len(R)).astype(np.int64)
             lo_r = np.maximum(lo - fixed_now, 0)
             hi_r = hi - fixed_now
             feasible = bool((hi_r >= 0).all())
             if feasible:
                 ts = time.perf_counter()
-                feasible, lab, p_new, _ = _t.balanced_assign_sparse(offsets, np.asarray(cl, np.int32),
-                                                                      np.asarray(co, np.float32), K, lo_r, hi_r)
+                feasible, lab, p_new, _ = _t.balanced_assign_sparse(offsets, Kc, C, K, lo_r, hi_r)
                 st["seconds_restricted_solve"] = st.get("seconds_restricted_solve", 0.0) + time.perf_counter() - ts
                 if not feasible and not connected:
                     # connect the clusters the boundary rows' arcs cannot fill: each cluster's T cheapest joiners
@@ -982,17 +984,19 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
                     connected = True
                     st["connects"] += 1
                     jr, jc, jo, jod = joiners
-                    for k in range(K):
-                        for g, cost, own, owncost in zip(jr[k].tolist(), jc[k].tolist(), jo[k].tolist(),
-                                                         jod[k].tolist()):
-                            if g < 0:
-                                continue
-                            if g in arcs:
-                                ids, cs = arcs[g]
-                                arcs[g] = (ids + [k], cs + [cost])
-                            else:
-                                fixed_now[own] -= 1
-                                arcs[g] = ([own, k], [owncost, cost])
+                    ok = jr >= 0
+                    g = jr[ok]
+                    kk = np.broadcast_to(np.arange(K)[:, None], jr.shape)[ok]
+                    arc_r.append(g)
+                    arc_k.append(kk.astype(np.int32))
+                    arc_c.append(jc[ok].astype(np.float32))
+                    new = ~np.isin(g, keys)
+                    gn, first_at = np.unique(g[new], return_index=True)
+                    own = jo[ok][new][first_at]
+                    fixed_now -= np.bincount(own, minlength=K)
+                    arc_r.append(gn)
+                    arc_k.append(own.astype(np.int32))
+                    arc_c.append(jod[ok][new][first_at].astype(np.float32))
                     continue
             if not feasible:
                 widen()
@@ -1000,40 +1004,34 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
                 break
             p_new = np.asarray(p_new, np.float64).copy()
             # the restricted solve's integer scaling of the costs: a few units of it are not a violation
-            abs_tol = 8.0 * (max(map(abs, co)) if co else 1.0) * (len(keys) + 1) / 2.0 ** 50
+            abs_tol = 8.0 * (float(np.abs(C).max()) if len(C) else 1.0) * (len(keys) + 1) / 2.0 ** 50
             sizes_r = np.bincount(lab, minlength=K)
             # a cluster whose fixed rows already exceed lo (window clamped at 0, so it took no boundary row) may
             # not keep a negative price (condition 3 on the whole problem); 0 keeps condition 1 for the boundary
             clamp = (p_new < 0) & (fixed_now + sizes_r != lo)
             p_new[clamp] = 0.0
-            b_rows = [[] for _ in range(nchunks)]
-            b_lab = [[] for _ in range(nchunks)]
-            chunk_of = np.searchsorted(starts, keys, side="right") - 1
-            for g, ch, lb in zip(keys.tolist(), chunk_of.tolist(), lab.tolist()):
-                b_rows[ch].append(g - starts[ch])
-                b_lab[ch].append(lb)
-            certs = [client.submit(_certify_chunk, xf, cf, books_f, m, p, p_new, np.asarray(b_rows[ch], np.int64),
-                                   np.asarray(b_lab[ch], np.int32), tol, cand[0], abs_tol, pure=True)
+            cut = np.searchsorted(keys, starts)
+            certs = [client.submit(_certify_chunk, xf, cf, books_f, m, p, p_new,
+                                   keys[cut[ch]:cut[ch + 1]] - starts[ch], lab[cut[ch]:cut[ch + 1]], tol, cand[0],
+                                   abs_tol, pure=True)
                      for ch, (xf, cf) in enumerate(zip(inp.chunks, codes))]
             ts = time.perf_counter()
             viols = client.gather([client.submit(operator.getitem, ce, 1, pure=True) for ce in certs])
             st["seconds_certificate"] = st.get("seconds_certificate", 0.0) + time.perf_counter() - ts
             nv = 0
             for ch, v in enumerate(viols):
-                for r, lb, inb, ids, cs in zip(v["rows"].tolist(), v["labels"].tolist(), v["in_b"].tolist(),
-                                               v["arc_ids"].tolist(), v["arc_costs"].tolist()):
-                    g = starts[ch] + r
-                    nv += 1
-                    if inb:
-                        old_ids, old_cs = arcs[g]
-                        arcs[g] = (old_ids + ids, old_cs + cs)
-                    else:
-                        fixed_now[lb] -= 1
-                        arcs[g] = (ids, cs)
+                if not len(v["rows"]):
+                    continue
+                nv += len(v["rows"])
+                w = v["arc_ids"].shape[1]
+                arc_r.append(np.repeat(v["rows"].astype(np.int64) + starts[ch], w))
+                arc_k.append(v["arc_ids"].ravel().astype(np.int32))
+                arc_c.append(v["arc_costs"].ravel().astype(np.float32))
+                fixed_now -= np.bincount(v["labels"][~v["in_b"]], minlength=K)
             st.setdefault("violations", []).append(nv)
             if nv == 0:
                 st["boundary_rows"] = len(keys)
-                st["arcs"] = len(cl)
+                st["arcs"] = len(C)
                 st["seconds"] = time.perf_counter() - t0
                 new_codes = [client.submit(_append_level, cf, ce, pure=True) for cf, ce in zip(codes, certs)]
                 return new_codes, st
