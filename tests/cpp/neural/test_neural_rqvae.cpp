@@ -126,17 +126,22 @@ SidFixture build_sids(const ScratchDir& dir, size_t n = 1500, size_t d = 12) {
   return f;
 }
 
+// An RQ-KMeans+ configuration for d-dimensional data, its codebook sizes from the npz.
+RQVAEConfig plus_config(size_t d) {
+  RQVAEConfig c;
+  c.in_dim = c.e_dim = int64_t(d);
+  c.layers = {32, 16};
+  c.codebook_sizes = {};
+  return c;
+}
+
 // The warm start: z = x exactly, and the codes (training forward and get_indices) are the greedy RQ-KMeans
 // codes of the same codebooks, i.e. what `tessera sid encode` gives these items.
 TEST(NeuralRQKMeansPlus, StepZeroCodesAreTheGreedyRQKMeansCodes) {
   ScratchDir dir;
   const SidFixture f = build_sids(dir);
   const size_t n = f.x.rows(), d = f.x.cols();
-  RQVAEConfig c;
-  c.in_dim = c.e_dim = int64_t(d);
-  c.layers = {32, 16};
-  c.codebook_sizes = {};  // from the file
-  RQVAE model = make_rqkmeans_plus(c, f.npz);
+  RQVAE model = make_rqkmeans_plus(plus_config(d), f.npz);
   EXPECT_EQ(model->config().codebook_sizes, (std::vector<int64_t>{16, 8, 8}));
   for (size_t l = 0; l < 3; ++l)
     EXPECT_TRUE(torch::equal(model->rq()->level(l)->codebook(), tensor_from(f.sids.model->codebook(l))));
@@ -166,10 +171,7 @@ TEST(NeuralRQKMeansPlus, ResidualDecoderStartsAtTheRQKMeansReconstruction) {
   ScratchDir dir;
   const SidFixture f = build_sids(dir);
   const size_t n = f.x.rows(), d = f.x.cols();
-  RQVAEConfig c;
-  c.in_dim = c.e_dim = int64_t(d);
-  c.layers = {32, 16};
-  c.codebook_sizes = {};
+  RQVAEConfig c = plus_config(d);
   c.residual_decoder = true;
   RQVAE model = make_rqkmeans_plus(c, f.npz);
   const std::vector<std::string> names = state_names(*model);
