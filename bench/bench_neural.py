@@ -168,7 +168,8 @@ def worker(spec_path):
     d = x.shape[1]
     plus = spec["method"] == "rqkmeans-plus"
     model = torch_rqvae.RQVAE(d, d if plus else E_DIM, LAYERS, SIZES, residual_encoder=plus,
-                              residual_decoder=plus)  # tessera's rqkmeans-plus default (--decoder residual)
+                              residual_decoder=plus,  # tessera's rqkmeans-plus defaults (--decoder residual,
+                              partial_sum_commitment=plus)  # --commitment partial-sums)
     if plus:  # the same warm start as tessera's
         with np.load(spec["codebooks"]) as z, torch.no_grad():
             for l, vq in enumerate(model.rq.vq_layers):

@@ -92,9 +92,10 @@ class VectorQuantizer(nn.Module):
 
 
 class ResidualVectorQuantizer(nn.Module):
-    def __init__(self, sizes: list[int], e_dim: int, beta: float):
+    def __init__(self, sizes: list[int], e_dim: int, beta: float, partial_sum_commitment: bool = False):
         super().__init__()
         self.vq_layers = nn.ModuleList([VectorQuantizer(K, e_dim, beta) for K in sizes])
+        self.partial_sum_commitment = partial_sum_commitment
 
     def forward(self, z):
         r = z
@@ -102,6 +103,9 @@ class ResidualVectorQuantizer(nn.Module):
         losses, codes = [], []
         for vq in self.vq_layers:
             q, loss, k = vq(r)
+            if self.partial_sum_commitment:  # Lee et al.: commit z to e_0 + ... + e_l, not r_l to e_l
+                e = q.detach()
+                loss = (loss - vq.beta * F.mse_loss(e, r) + vq.beta * F.mse_loss(x_q.detach() + e, z))
             r = r - q
             x_q = x_q + q
             losses.append(loss)
@@ -115,14 +119,15 @@ class RQVAE(nn.Module):
 
     def __init__(self, in_dim: int, e_dim: int, layers: list[int], codebook_sizes: list[int],
                  dropout: float = 0.0, batch_norm: bool = False, beta: float = 0.25, quant_weight: float = 1.0,
-                 residual_encoder: bool = False, residual_decoder: bool = False):
+                 residual_encoder: bool = False, residual_decoder: bool = False,
+                 partial_sum_commitment: bool = False):
         super().__init__()
         if (residual_encoder or residual_decoder) and e_dim != in_dim:
             raise ValueError(f"a residual encoder or decoder needs e_dim = in_dim, got e_dim {e_dim} and in_dim {in_dim}")
         self.quant_weight = quant_weight
         enc = MLPLayers([in_dim] + list(layers) + [e_dim], dropout, batch_norm)
         self.encoder = ResidualMLP(enc) if residual_encoder else enc
-        self.rq = ResidualVectorQuantizer(list(codebook_sizes), e_dim, beta)
+        self.rq = ResidualVectorQuantizer(list(codebook_sizes), e_dim, beta, partial_sum_commitment)
         dec = MLPLayers([e_dim] + list(reversed(layers)) + [in_dim], dropout, batch_norm)
         self.decoder = ResidualMLP(dec) if residual_decoder else dec
 
@@ -131,7 +136,8 @@ class RQVAE(nn.Module):
         """From the `model` object of tessera's config.json (format tessera-neural-config)."""
         return cls(cfg["in_dim"], cfg["e_dim"], cfg["layers"], cfg["codebook_sizes"], cfg.get("dropout", 0.0),
                    cfg.get("batch_norm", False), cfg.get("beta", 0.25), cfg.get("quant_weight", 1.0),
-                   cfg.get("residual_encoder", False), cfg.get("residual_decoder", False))
+                   cfg.get("residual_encoder", False), cfg.get("residual_decoder", False),
+                   cfg.get("partial_sum_commitment", False))
 
     def forward(self, x):
         z = self.encoder(x)

@@ -39,7 +39,7 @@ const char* method_name(Method m) { return m == Method::rqkmeans_plus ? "rqkmean
 // docs/neural.md, "Command line".
 struct TrainOptions {
   std::string data, codebooks, out, layers = "2048,1024,512,256,128,64", codebook_sizes = "256,256,256";
-  std::string schedule = "constant", resume, sk_epsilons, decoder;
+  std::string schedule = "constant", resume, sk_epsilons, decoder, commitment;
   int epochs = 0, warmup_epochs = 0, threads = 0, kmeans_iters = 100, eval_every = 10, keep_last = 5, sk_iters = 50;
   double lr = 1e-3, weight_decay = 0, dropout = 0, beta = 0.25, quant_weight = 1, clip = 1;
   size_t batch_size = 2048, e_dim = 32, rows_per_centroid = 64;
@@ -154,6 +154,12 @@ void add_train_options(CLI::App* cmd, TrainOptions& o, Method m) {
                         "(needs --e-dim equal to the input dimension)")
       ->check(CLI::IsMember({"mlp", "residual"}))
       ->capture_default_str();
+  o.commitment = m == Method::rqkmeans_plus ? "partial-sums" : "per-level";
+  cmd->add_option("--commitment", o.commitment,
+                  "commitment term of level l: per-level, mse(sg(e_l), r_l) as MiniOneRec (only level 0 reaches "
+                  "the encoder); partial-sums, mse(sg(e_0 + … + e_l), z) as Lee et al.'s RQ-VAE")
+      ->check(CLI::IsMember({"per-level", "partial-sums"}))
+      ->capture_default_str();
   cmd->add_option("--dropout", o.dropout, "dropout before every Linear")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_flag("--batch-norm", o.batch_norm, "BatchNorm1d after every hidden Linear");
   cmd->add_option("--beta", o.beta, "commitment weight of the VQ loss")->capture_default_str();
@@ -227,6 +233,7 @@ nlohmann::ordered_json config_json(const RQVAEConfig& c) {
   j["quant_weight"] = c.quant_weight;
   j["residual_encoder"] = c.residual_encoder;
   j["residual_decoder"] = c.residual_decoder;
+  j["partial_sum_commitment"] = c.partial_sum_commitment;
   j["seed"] = c.seed;
   j["sk_epsilons"] = c.sk_epsilons;
   j["sk_iters"] = c.sk_iters;
@@ -267,6 +274,7 @@ RQVAEConfig read_model_config(const std::string& checkpoint, Method method) {
     c.quant_weight = mj.at("quant_weight").get<double>();
     c.residual_encoder = mj.at("residual_encoder").get<bool>();
     c.residual_decoder = mj.value("residual_decoder", false);
+    c.partial_sum_commitment = mj.value("partial_sum_commitment", false);
     c.seed = mj.at("seed").get<uint64_t>();
     c.sk_epsilons = mj.value("sk_epsilons", std::vector<double>{});
     c.sk_iters = mj.value("sk_iters", 50);
@@ -335,6 +343,7 @@ void train(Method method, const TrainOptions& o) {
   c.dropout = o.dropout;
   c.batch_norm = o.batch_norm;
   c.residual_decoder = o.decoder == "residual";
+  c.partial_sum_commitment = o.commitment == "partial-sums";
   c.beta = o.beta;
   c.quant_weight = o.quant_weight;
   c.seed = o.seed;

@@ -35,6 +35,7 @@ class RQVAEConfigDict(TypedDict):
     quant_weight: float
     residual_encoder: bool
     residual_decoder: bool
+    partial_sum_commitment: bool
     sk_epsilons: Optional[Tuple[float, ...]]
     sk_iters: int
     seed: int
@@ -50,6 +51,7 @@ class RQVAE:
         layers: Sequence[int] = (2048, 1024, 512, 256, 128, 64),
         codebook_sizes: Sequence[int] = (256, 256, 256),
         decoder: Literal["mlp", "residual"] = "mlp",
+        commitment: Literal["per-level", "partial-sums"] = "per-level",
         dropout: float = 0.0,
         batch_norm: bool = False,
         beta: float = 0.25,
@@ -65,6 +67,7 @@ class RQVAE:
         in_dim: Optional[int] = None,
         layers: Sequence[int] = (2048, 1024, 512, 256, 128, 64),
         decoder: Literal["mlp", "residual"] = "residual",
+        commitment: Literal["per-level", "partial-sums"] = "partial-sums",
         dropout: float = 0.0,
         batch_norm: bool = False,
         beta: float = 0.25,

@@ -93,6 +93,7 @@ def model_config(state, args=None):
         "residual_encoder": residual,
         # tessera's residual decoder (x̂ = q + MLP(q)): MiniOneRec's decoders are plain
         "residual_decoder": any(k.startswith("decoder.mlp.") for k in state),
+        "partial_sum_commitment": False,  # MiniOneRec's per-level commitment (used in training only)
         "seed": 2024,  # MiniOneRec's fixed seed; generation does not use it
         "sk_epsilons": sk,
         "sk_iters": int(arg("sk_iters", 50)),

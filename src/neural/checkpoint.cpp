@@ -46,6 +46,7 @@ IDict config_value(const RQVAEConfig& c) {
   d.insert("quant_weight", c.quant_weight);
   d.insert("residual_encoder", c.residual_encoder);
   d.insert("residual_decoder", c.residual_decoder);
+  d.insert("partial_sum_commitment", c.partial_sum_commitment);
   d.insert("seed", as_signed(c.seed));
   d.insert("sk_epsilons", any_list(c.sk_epsilons));
   d.insert("sk_iters", int64_t(c.sk_iters));
@@ -140,7 +141,8 @@ RQVAEConfig read_config(const Reader& r) {
   c.beta = r.real("beta");
   c.quant_weight = r.real("quant_weight");
   c.residual_encoder = r.boolean("residual_encoder");
-  c.residual_decoder = r.has("residual_decoder") && r.boolean("residual_decoder");  // absent before it existed
+  c.residual_decoder = r.has("residual_decoder") && r.boolean("residual_decoder");  // absent before they existed
+  c.partial_sum_commitment = r.has("partial_sum_commitment") && r.boolean("partial_sum_commitment");
   c.seed = as_unsigned(r.integer("seed"));
   c.sk_epsilons = r.reals("sk_epsilons");
   c.sk_iters = int(r.integer("sk_iters"));
@@ -335,6 +337,7 @@ std::vector<std::string> config_differences(const RQVAEConfig& a, const RQVAECon
   check(a.quant_weight == b.quant_weight, "quant_weight");
   check(a.residual_encoder == b.residual_encoder, "residual_encoder");
   check(a.residual_decoder == b.residual_decoder, "residual_decoder");
+  check(a.partial_sum_commitment == b.partial_sum_commitment, "partial_sum_commitment");
   check(a.seed == b.seed, "seed");
   check(a.sk_epsilons == b.sk_epsilons, "sk_epsilons");
   check(a.sk_iters == b.sk_iters, "sk_iters");

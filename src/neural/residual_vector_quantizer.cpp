@@ -1,5 +1,7 @@
 #include "tessera/neural/residual_vector_quantizer.h"
 
+#include <torch/nn/functional/loss.h>
+
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
 
@@ -7,8 +9,9 @@ namespace tessera::neural {
 
 ResidualVectorQuantizerImpl::ResidualVectorQuantizerImpl(std::vector<int64_t> codebook_sizes, int64_t e_dim,
                                                          double beta, uint64_t seed,
-                                                         const std::vector<double>& sk_epsilons, int sk_iters)
-    : codebook_sizes_(std::move(codebook_sizes)), e_dim_(e_dim) {
+                                                         const std::vector<double>& sk_epsilons, int sk_iters,
+                                                         bool partial_sum_commitment)
+    : codebook_sizes_(std::move(codebook_sizes)), e_dim_(e_dim), partial_sum_commitment_(partial_sum_commitment) {
   TESSERA_CHECK_ARG(!codebook_sizes_.empty(), "a residual quantizer needs at least one level");
   TESSERA_CHECK_ARG(sk_epsilons.empty() || sk_epsilons.size() == codebook_sizes_.size(),
                     "sk_epsilons has " << sk_epsilons.size() << " entries but codebook_sizes has "
@@ -27,8 +30,14 @@ RQOutput ResidualVectorQuantizerImpl::forward(const torch::Tensor& z) {
   RQOutput out;
   torch::Tensor r = z;
   std::vector<torch::Tensor> codes, losses;
+  torch::Tensor partial_sum;  // Σ_{i≤l} e_i, without gradient
   for (VectorQuantizer& vq : levels_) {
     VQOutput o = vq->forward(r);
+    if (partial_sum_commitment_) {
+      const torch::Tensor e = o.quantized.detach();
+      partial_sum = partial_sum.defined() ? partial_sum + e : e;
+      o.loss = o.codebook_loss + vq->beta() * torch::nn::functional::mse_loss(partial_sum, z);
+    }
     r = r - o.quantized;
     out.quantized = out.quantized.defined() ? out.quantized + o.quantized : o.quantized;
     codes.push_back(o.codes);

@@ -51,7 +51,7 @@ RQVAEImpl::RQVAEImpl(RQVAEConfig config) : config_(std::move(config)) {
     register_module("encoder", encoder_mlp_);
   rq_ = register_module("rq", ResidualVectorQuantizer(config_.codebook_sizes, config_.e_dim, config_.beta,
                                                       derive_seed(config_.seed, 1), config_.sk_epsilons,
-                                                      config_.sk_iters));
+                                                      config_.sk_iters, config_.partial_sum_commitment));
   decoder_ = MLP(dec, derive_seed(config_.seed, 2));
   if (config_.residual_decoder) {
     torch::NoGradGuard no_grad;

@@ -58,7 +58,9 @@ VQOutput VectorQuantizerImpl::forward(const torch::Tensor& z) {
   }
   const torch::Tensor e = embedding->forward(out.codes);
   namespace F = torch::nn::functional;
-  out.loss = F::mse_loss(e, z.detach()) + beta_ * F::mse_loss(e.detach(), z);
+  out.codebook_loss = F::mse_loss(e, z.detach());
+  out.commitment_loss = F::mse_loss(e.detach(), z);
+  out.loss = out.codebook_loss + beta_ * out.commitment_loss;
   out.quantized = e.detach() + (z - z.detach());
   return out;
 }

@@ -346,6 +346,7 @@ def test_rqkmeans_plus_residual_decoder_reconstructs_as_rqkmeans(x, sid_dir):
     sids, out = sid_dir
     m = tn.rqkmeans_plus(out / "codebooks.npz", layers=(32,))
     assert m.config["residual_decoder"] is True  # the default: x̂ = q + MLP(q), last Linear at zero
+    assert m.config["partial_sum_commitment"] is True  # and Lee et al.'s commitment
     greedy = sids.model.encode(x)
     np.testing.assert_allclose(m.reconstruct(x), sids.model.decode(greedy), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m.decode(greedy), sids.model.decode(greedy), rtol=1e-5, atol=1e-6)
@@ -354,6 +355,9 @@ def test_rqkmeans_plus_residual_decoder_reconstructs_as_rqkmeans(x, sid_dir):
     assert not np.allclose(plain.reconstruct(x), sids.model.decode(greedy), atol=1e-3)
     with pytest.raises(tessera.InvalidArgument, match="decoder must be"):
         tn.rqkmeans_plus(out / "codebooks.npz", decoder="linear")
+    with pytest.raises(tessera.InvalidArgument, match="commitment must be"):
+        tn.rqkmeans_plus(out / "codebooks.npz", commitment="sum")
+    assert tn.RQVAE(D, e_dim=4, layers=(8,), codebook_sizes=(4,)).config["partial_sum_commitment"] is False
     with pytest.raises(tessera.InvalidArgument, match="residual decoder"):
         tn.RQVAE(D, e_dim=4, layers=(8,), codebook_sizes=(4,), decoder="residual")
 

@@ -28,6 +28,10 @@ struct RQVAEConfig {
   /// model then reconstructs at step 0 exactly as RQ-KMeans (x̂ = Σ_l codeword_l) instead of through a random
   /// decoder. Not in MiniOneRec (names `decoder.mlp.mlp_layers.…`).
   bool residual_decoder = false;
+  /// Each level's commitment term holds the encoder's z to the partial reconstruction Σ_{i≤l} e_i (Lee et al.,
+  /// CVPR 2022) instead of level l's residual to e_l (MiniOneRec: only level 0 then reaches the encoder, and
+  /// z drifts along the reconstruction error, which raised RQ-KMeans+'s error epoch after epoch).
+  bool partial_sum_commitment = false;
   /// Sinkhorn balanced assignment per level while training (MiniOneRec's sk_epsilons): empty = none; else one
   /// ε per level (a length other than codebook_sizes' is an error), ε ≤ 0 = argmin on that level.
   std::vector<double> sk_epsilons;

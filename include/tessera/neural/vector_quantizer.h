@@ -16,7 +16,9 @@ namespace tessera::neural {
 
 struct VQOutput {
   torch::Tensor quantized;  ///< B × e_dim: the codewords' values, with the gradient of z (straight through)
-  torch::Tensor loss;       ///< scalar: mse(e, sg(z)) + β · mse(sg(e), z), means over B · e_dim
+  torch::Tensor loss;       ///< scalar: codebook_loss + β · commitment_loss
+  torch::Tensor codebook_loss;    ///< scalar: mse(e, sg(z)), mean over B · e_dim (moves the codebook)
+  torch::Tensor commitment_loss;  ///< scalar: mse(sg(e), z) (moves the input)
   torch::Tensor codes;      ///< B int64
 };
 

@@ -108,14 +108,18 @@ std::vector<int64_t> int_list(const py::object& seq, const char* name) {
 }
 
 /// The settings shared by RQVAE() and rqkmeans_plus().
-void fill_common(nn::RQVAEConfig& c, const py::object& layers, const std::string& decoder, double dropout,
-                 bool batch_norm, double beta, double quant_weight, const py::object& sk_epsilons, int sk_iters,
-                 uint64_t seed) {
+void fill_common(nn::RQVAEConfig& c, const py::object& layers, const std::string& decoder,
+                 const std::string& commitment, double dropout, bool batch_norm, double beta, double quant_weight,
+                 const py::object& sk_epsilons, int sk_iters, uint64_t seed) {
   c.layers = int_list(layers, "layers");
   if (decoder != "mlp" && decoder != "residual")
     throw_invalid("decoder must be 'mlp' (x̂ = MLP(q), as MiniOneRec) or 'residual' (x̂ = q + MLP(q)), got '" +
                   decoder + "'");
   c.residual_decoder = decoder == "residual";
+  if (commitment != "per-level" && commitment != "partial-sums")
+    throw_invalid("commitment must be 'per-level' (MiniOneRec) or 'partial-sums' (Lee et al.), got '" + commitment +
+                  "'");
+  c.partial_sum_commitment = commitment == "partial-sums";
   c.dropout = dropout;
   c.batch_norm = batch_norm;
   c.beta = beta;
@@ -134,6 +138,7 @@ py::dict config_dict(const nn::RQVAEConfig& c) {
                   "codebook_sizes"_a = py::tuple(py::cast(c.codebook_sizes)), "dropout"_a = c.dropout,
                   "batch_norm"_a = c.batch_norm, "beta"_a = c.beta, "quant_weight"_a = c.quant_weight,
                   "residual_encoder"_a = c.residual_encoder, "residual_decoder"_a = c.residual_decoder,
+                  "partial_sum_commitment"_a = c.partial_sum_commitment,
                   "sk_epsilons"_a = c.sk_epsilons.empty() ? py::object(py::none())
                                                           : py::object(py::tuple(py::cast(c.sk_epsilons))),
                   "sk_iters"_a = c.sk_iters, "seed"_a = c.seed);
@@ -222,38 +227,39 @@ void bind_neural(py::module_& m) {
       "Methods may be called from several Python threads (one at a time per model); heavy ones release the GIL.");
 
   cls.def(py::init([](int64_t in_dim, int64_t e_dim, const py::object& layers, const py::object& codebook_sizes,
-                      const std::string& decoder, double dropout, bool batch_norm, double beta, double quant_weight,
+                      const std::string& decoder, const std::string& commitment, double dropout, bool batch_norm, double beta, double quant_weight,
                       const py::object& sk_epsilons, int sk_iters, uint64_t seed) {
             nn::RQVAEConfig c;
             c.in_dim = in_dim;
             c.e_dim = e_dim;
             c.codebook_sizes = int_list(codebook_sizes, "codebook_sizes");
-            fill_common(c, layers, decoder, dropout, batch_norm, beta, quant_weight, sk_epsilons, sk_iters, seed);
+            fill_common(c, layers, decoder, commitment, dropout, batch_norm, beta, quant_weight, sk_epsilons, sk_iters, seed);
             auto model = without_gil(nullptr, [&] { return nn::RQVAEModel(c); });
             return std::make_unique<PyRQVAE>(std::move(model));
           }),
           "in_dim"_a, py::kw_only(), "e_dim"_a = 32,
           "layers"_a = py::make_tuple(2048, 1024, 512, 256, 128, 64), "codebook_sizes"_a = py::make_tuple(256, 256, 256),
-          "decoder"_a = "mlp", "dropout"_a = 0.0, "batch_norm"_a = false, "beta"_a = 0.25, "quant_weight"_a = 1.0,
+          "decoder"_a = "mlp", "commitment"_a = "per-level", "dropout"_a = 0.0, "batch_norm"_a = false, "beta"_a = 0.25, "quant_weight"_a = 1.0,
           "sk_epsilons"_a = py::none(), "sk_iters"_a = 50, "seed"_a = 42,
           (std::string("A new RQ-VAE with weights drawn from seed: in_dim → layers → e_dim (encoder; the decoder\n"
                        "reversed), L = len(codebook_sizes) levels of K_l codewords of width e_dim. Defaults are\n"
                        "MiniOneRec's (layers ") +
            kLayersDoc +
            "). sk_epsilons: one Sinkhorn epsilon per level (None: argmin). decoder: 'mlp' (x̂ = MLP(q)) or\n"
-           "'residual' (x̂ = q + MLP(q), the MLP's last Linear at zero; needs e_dim == in_dim).\n"
+           "'residual' (x̂ = q + MLP(q), the MLP's last Linear at zero; needs e_dim == in_dim). commitment:\n"
+           "'per-level' (MiniOneRec: mse(sg(e_l), r_l)) or 'partial-sums' (Lee et al.: mse(sg(e_0+...+e_l), z)).\n"
            "Initialise the codebooks with init_codebooks_kmeans(x) before fit(), as MiniOneRec does.")
               .c_str());
 
   cls.def_static(
       "rqkmeans_plus",
       [](const py::object& codebooks_npz, const py::object& in_dim, const py::object& layers,
-         const std::string& decoder, double dropout,
+         const std::string& decoder, const std::string& commitment, double dropout,
          bool batch_norm, double beta, double quant_weight, const py::object& sk_epsilons, int sk_iters,
          uint64_t seed) {
         const std::string path = path_str(codebooks_npz);
         nn::RQVAEConfig c;
-        fill_common(c, layers, decoder, dropout, batch_norm, beta, quant_weight, sk_epsilons, sk_iters, seed);
+        fill_common(c, layers, decoder, commitment, dropout, batch_norm, beta, quant_weight, sk_epsilons, sk_iters, seed);
         const bool dim_given = !in_dim.is_none();
         if (dim_given) c.in_dim = in_dim.cast<int64_t>();
         auto model = without_gil(nullptr, [&] {
@@ -273,7 +279,8 @@ void bind_neural(py::module_& m) {
         return std::make_unique<PyRQVAE>(std::move(model));
       },
       "codebooks_npz"_a, py::kw_only(), "in_dim"_a = py::none(),
-      "layers"_a = py::make_tuple(2048, 1024, 512, 256, 128, 64), "decoder"_a = "residual", "dropout"_a = 0.0,
+      "layers"_a = py::make_tuple(2048, 1024, 512, 256, 128, 64), "decoder"_a = "residual", "commitment"_a = "partial-sums",
+      "dropout"_a = 0.0,
       "batch_norm"_a = false, "beta"_a = 0.25, "quant_weight"_a = 1.0, "sk_epsilons"_a = py::none(), "sk_iters"_a = 50, "seed"_a = 42,
       "RQ-KMeans+: an RQ-VAE whose encoder is z = x + MLP(x) with the MLP's last Linear at zero, and whose\n"
       "codebooks are those of codebooks_npz (codebook_0, codebook_1, ... as `tessera sid build` and\n"
@@ -281,7 +288,8 @@ void bind_neural(py::module_& m) {
       "in_dim (= e_dim) and the codebook sizes come from the file; in_dim, when given, must match it.\n"
       "decoder: 'residual' (default: x̂ = q + MLP(q), the MLP's last Linear at zero, so the model also\n"
       "reconstructs exactly as RQ-KMeans before training) or 'mlp' (x̂ = MLP(q) from random weights, as\n"
-      "MiniOneRec).");
+      "MiniOneRec). commitment: 'partial-sums' (default: level l holds z to e_0 + ... + e_l, Lee et al.'s\n"
+      "RQ-VAE; training then keeps RQ-KMeans's reconstruction) or 'per-level' (MiniOneRec's mse(sg(e_l), r_l)).");
 
   cls.def_static(
       "from_checkpoint",

@@ -84,6 +84,7 @@ TEST_F(NeuralCli, RQKMeansPlusWarmStartGivesTheGreedyCodesThroughTheSidModule) {
   EXPECT_EQ(cfg["model"]["codebook_sizes"], nlohmann::json({16, 16, 16}));
   EXPECT_EQ(cfg["model"]["layers"], nlohmann::json({32, 16}));
   EXPECT_EQ(cfg["model"]["residual_decoder"], true);  // rqkmeans-plus's default --decoder residual
+  EXPECT_EQ(cfg["model"]["partial_sum_commitment"], true);  // and --commitment partial-sums
 
   r = neural_cli_run(dir, "rqkmeans-plus generate --checkpoint " + (dir / "m0/state_dict.pt") + " --data " + x_npy() +
                               " --out " + (dir / "g0"));

@@ -132,5 +132,34 @@ TEST(NeuralRQ, LossIsTheLevelMeanAndOnlyLevelZeroCommits) {
   }
 }
 
+// Lee et al.'s commitment: level l holds z to the partial sum e_0 + … + e_l; the codebook terms are unchanged.
+TEST(NeuralRQ, PartialSumCommitmentHoldsZToEveryPartialReconstruction) {
+  const int64_t B = 64, d = 6;
+  const double beta = 0.25;
+  ResidualVectorQuantizer rq(std::vector<int64_t>{8, 8, 4}, d, beta, 4, std::vector<double>{}, 50, true);
+  torch::Tensor z = torch::randn({B, d}).requires_grad_(true);
+  RQOutput out = rq->forward(z);
+  torch::Tensor r = z.detach().clone(), partial = torch::zeros_like(r), dz = torch::zeros_like(r);
+  double expected = 0;
+  std::vector<torch::Tensor> residuals, chosen;
+  for (size_t l = 0; l < 3; ++l) {
+    const torch::Tensor e = rq->level(l)->codebook().detach().index_select(0, out.codes.select(1, int64_t(l)));
+    partial = partial + e;
+    expected += ((e - r).pow(2).mean().item<double>() + beta * (partial - z.detach()).pow(2).mean().item<double>()) / 3;
+    dz += beta * 2 * (z.detach() - partial) / double(B * d) / 3.0;
+    residuals.push_back(r.clone());
+    chosen.push_back(e);
+    r = r - e;
+  }
+  EXPECT_NEAR(out.loss.item<double>(), expected, 1e-6 * expected);
+  out.loss.backward();
+  EXPECT_TRUE(torch::allclose(z.grad(), dz, 1e-5, 1e-8));
+  for (size_t l = 0; l < 3; ++l) {
+    torch::Tensor de = torch::zeros_like(rq->level(l)->codebook());
+    de.index_add_(0, out.codes.select(1, int64_t(l)), 2 * (chosen[l] - residuals[l]) / double(B * d) / 3.0);
+    EXPECT_TRUE(torch::allclose(rq->level(l)->embedding->weight.grad(), de, 1e-5, 1e-8)) << "level " << l;
+  }
+}
+
 }  // namespace
 }  // namespace tessera::neural
