@@ -406,7 +406,7 @@ def main():
                     help="training epochs for quality (default 10; --quick 2)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: synthetic only, 1 thread, 2 timing epochs, 2 quality epochs")
-    ap.add_argument("--out", default=str(machine.SCRATCH), help="scratch in OUT/work/neural-<stamp>, data "
+    ap.add_argument("--out", default=str(machine.SCRATCH), help="scratch in the folder work inside OUT (neural-<stamp>), data "
                                                                 "cache in OUT/data ($TESSERA_BENCH_OUT)")
     ap.add_argument("--json", default=None, help="results JSON (default OUT/results/neural-<stamp>.json)")
     ap.add_argument("--cli", default=str(REPO / "build" / "tessera"), help="tessera CLI (with tessera-neural "

@@ -56,26 +56,23 @@ def _require_dask():
 # ---------------------------------------------------------------------------------------------------------
 # Tasks (module-level, pure: the same inputs give the same outputs, so Dask may rerun them on another worker).
 
-def _load_rows(path, a, b, first_row):
-    """Rows [a, b) of the .npy shard `path`, as C-contiguous float32, checked finite."""
-    arr = np.load(path, mmap_mode="r")
-    x = np.ascontiguousarray(arr[a:b], dtype=np.float32)
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        r = int(np.flatnonzero(~finite)[0])
-        raise InvalidArgument(f"{path} row {a + r}: a non-finite value (NaN or Inf): every value must be a "
-                              "finite number")
-    return x
-
-
-def _check_block(x, first_row):
+def _finite_f32(x, where):
+    """x as C-contiguous float32; a row with NaN or Inf is an InvalidArgument naming where(row within x)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         r = int(np.flatnonzero(~finite)[0])
-        raise InvalidArgument(f"input row {first_row + r}: a non-finite value (NaN or Inf): every value must be "
-                              "a finite number")
+        raise InvalidArgument(f"{where(r)}: a non-finite value (NaN or Inf): every value must be a finite number")
     return x
+
+
+def _load_rows(path, a, b, first_row):
+    """Rows [a, b) of the .npy shard `path`, as C-contiguous float32, checked finite."""
+    return _finite_f32(np.load(path, mmap_mode="r")[a:b], lambda r: f"{path} row {a + r}")
+
+
+def _check_block(x, first_row):
+    return _finite_f32(x, lambda r: f"input row {first_row + r}")
 
 
 def _identity(v):
