@@ -8,6 +8,7 @@
 #include <torch/nn/modules/dropout.h>
 
 #include <cmath>
+#include <iterator>
 #include <string>
 
 #include "core/blas.h"
@@ -54,19 +55,36 @@ MLPImpl::MLPImpl(MLPConfig config, uint64_t seed) : config_(std::move(config)) {
   register_module("mlp_layers", mlp_layers_);
 }
 
-torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
+torch::Tensor MLPImpl::forward(const torch::Tensor& x) { return run(x, false); }
+
+torch::Tensor MLPImpl::forward_residual(const torch::Tensor& x) {
+  TESSERA_CHECK_ARG(config_.dims.front() == config_.dims.back(),
+                    "x + MLP(x) needs an MLP that maps a dimension to itself, got " << config_.dims.front() << " → "
+                                                                                     << config_.dims.back());
+  return run(x, true);
+}
+
+torch::Tensor MLPImpl::run(const torch::Tensor& x, bool plus_input) {
   TESSERA_CHECK_ARG(x.dim() == 2 && x.size(1) == config_.dims.front(),
                     "MLP input must be B × " << config_.dims.front() << ", got " << x.sizes());
   // The Sequential's modules in order, its Linears on deterministic_linear (the same weights, names and
-  // results at every thread count).
+  // results at every thread count). A ReLU right after a Linear (no batch norm between) is applied inside the
+  // Linear's product, and so is x + … on the last Linear: the same values and gradients, fewer passes.
   torch::Tensor h = x;
-  for (auto& m : *mlp_layers_) {
-    if (auto* linear = m.ptr()->as<torch::nn::LinearImpl>())
-      h = detail::deterministic_linear(h, linear->weight, linear->bias);
-    else
-      h = m.forward(h);
+  const auto end = mlp_layers_->end();
+  for (auto it = mlp_layers_->begin(); it != end; ++it) {
+    if (auto* linear = it->ptr()->as<torch::nn::LinearImpl>()) {
+      const auto next = std::next(it);
+      const bool relu = next != end && next->ptr()->as<torch::nn::ReLUImpl>() != nullptr;
+      const bool residual = plus_input && next == end;
+      h = detail::deterministic_linear(h, linear->weight, linear->bias, relu, residual ? x : torch::Tensor());
+      if (residual) return h;
+      if (relu) ++it;  // done inside the Linear
+    } else {
+      h = it->forward(h);
+    }
   }
-  return h;
+  return plus_input ? x + h : h;
 }
 
 }  // namespace tessera::neural

@@ -32,11 +32,13 @@ RQOutput ResidualVectorQuantizerImpl::forward(const torch::Tensor& z) {
   std::vector<torch::Tensor> codes, losses;
   torch::Tensor partial_sum;  // Σ_{i≤l} e_i, without gradient
   for (VectorQuantizer& vq : levels_) {
-    VQOutput o = vq->forward(r);
+    // With the partial-sum commitment the level's own commitment term would be computed and dropped.
+    VQOutput o = vq->forward(r, !partial_sum_commitment_);
     if (partial_sum_commitment_) {
       const torch::Tensor e = o.quantized.detach();
       partial_sum = partial_sum.defined() ? partial_sum + e : e;
-      o.loss = o.codebook_loss + vq->beta() * torch::nn::functional::mse_loss(partial_sum, z);
+      o.commitment_loss = torch::nn::functional::mse_loss(partial_sum, z);
+      o.loss = o.codebook_loss + vq->beta() * o.commitment_loss;
     }
     r = r - o.quantized;
     out.quantized = out.quantized.defined() ? out.quantized + o.quantized : o.quantized;

@@ -67,13 +67,11 @@ RQVAEImpl::RQVAEImpl(RQVAEConfig config) : config_(std::move(config)) {
 torch::Tensor RQVAEImpl::encode(const torch::Tensor& x) {
   TESSERA_CHECK_ARG(x.dim() == 2 && x.size(1) == config_.in_dim,
                     "RQ-VAE input must be B × " << config_.in_dim << ", got " << x.sizes());
-  torch::Tensor h = encoder_mlp_->forward(x);
-  return config_.residual_encoder ? x + h : h;
+  return config_.residual_encoder ? encoder_mlp_->forward_residual(x) : encoder_mlp_->forward(x);
 }
 
 torch::Tensor RQVAEImpl::decode(const torch::Tensor& q) {
-  torch::Tensor h = decoder_->forward(q);
-  return config_.residual_decoder ? q + h : h;
+  return config_.residual_decoder ? decoder_->forward_residual(q) : decoder_->forward(q);
 }
 
 RQVAEOutput RQVAEImpl::forward(const torch::Tensor& x) {

@@ -1,5 +1,7 @@
 #include "tessera/neural/vector_quantizer.h"
 
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
 #include <torch/nn/functional/loss.h>
 
 #include <vector>
@@ -33,6 +35,31 @@ VectorQuantizerImpl::VectorQuantizerImpl(int64_t codebook_size, int64_t e_dim, d
 }
 
 namespace {
+
+// sg(e) + (z − sg(z)) in one pass: the value e + (z − z), element by element as torch computes it (e itself,
+// but −0 becomes +0), and the gradient to z the incoming one (the graph's AddBackward and SubBackward pass
+// it on unchanged); e gets none. The same bits as the two-operation graph, without its temporaries.
+class StraightThrough : public torch::autograd::Function<StraightThrough> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext*, const torch::Tensor& e_in, const torch::Tensor& z_in) {
+    const torch::Tensor e = e_in.contiguous(), z = z_in.contiguous();
+    TESSERA_CHECK_ARG(e.sizes() == z.sizes() && e.scalar_type() == torch::kFloat32 &&
+                          z.scalar_type() == torch::kFloat32,
+                      "straight-through: codewords " << e.sizes() << " and input " << z.sizes() << " differ");
+    torch::Tensor q = torch::empty_like(e);
+    const float *ep = e.data_ptr<float>(), *zp = z.data_ptr<float>();
+    float* qp = q.data_ptr<float>();
+    at::parallel_for(0, e.numel(), 32768, [&](int64_t b, int64_t end) {  // element-wise: any split, same bits
+      for (int64_t i = b; i < end; ++i) qp[i] = ep[i] + (zp[i] - zp[i]);
+    });
+    return q;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext*,
+                                               torch::autograd::tensor_list grads) {
+    return {torch::Tensor(), grads[0]};
+  }
+};
+
 // B × K squared distances ‖z_i‖² + ‖e_k‖² − 2 z_i·e_k (MiniOneRec's formula).
 torch::Tensor squared_distances(const torch::Tensor& z, const torch::Tensor& e) {
   return z.pow(2).sum(1, true) + e.pow(2).sum(1).unsqueeze(0) - 2 * torch::matmul(z, e.t());
@@ -46,7 +73,7 @@ torch::Tensor VectorQuantizerImpl::assign(const torch::Tensor& z) const {
   return squared_distances(z.detach(), embedding->weight.detach()).argmin(1);
 }
 
-VQOutput VectorQuantizerImpl::forward(const torch::Tensor& z) {
+VQOutput VectorQuantizerImpl::forward(const torch::Tensor& z, bool with_commitment) {
   VQOutput out;
   if (is_training() && sk_epsilon_ > 0) {
     TESSERA_CHECK_ARG(z.dim() == 2 && z.size(1) == e_dim_,
@@ -59,9 +86,11 @@ VQOutput VectorQuantizerImpl::forward(const torch::Tensor& z) {
   const torch::Tensor e = embedding->forward(out.codes);
   namespace F = torch::nn::functional;
   out.codebook_loss = F::mse_loss(e, z.detach());
-  out.commitment_loss = F::mse_loss(e.detach(), z);
-  out.loss = out.codebook_loss + beta_ * out.commitment_loss;
-  out.quantized = e.detach() + (z - z.detach());
+  if (with_commitment) {
+    out.commitment_loss = F::mse_loss(e.detach(), z);
+    out.loss = out.codebook_loss + beta_ * out.commitment_loss;
+  }
+  out.quantized = StraightThrough::apply(e.detach(), z);
   return out;
 }
 

@@ -30,12 +30,15 @@ class MLPImpl : public torch::nn::Module {
 
   /// x: B × dims.front() → B × dims.back().
   torch::Tensor forward(const torch::Tensor& x);
+  /// x + forward(x) (dims.front() == dims.back(), else InvalidArgument), the sum done inside the last Linear.
+  torch::Tensor forward_residual(const torch::Tensor& x);
 
   const MLPConfig& config() const { return config_; }
   /// The Linears in order (dims.size() − 1 of them).
   const std::vector<torch::nn::Linear>& linears() const { return linears_; }
 
  private:
+  torch::Tensor run(const torch::Tensor& x, bool plus_input);
   MLPConfig config_;
   torch::nn::Sequential mlp_layers_;
   std::vector<torch::nn::Linear> linears_;

@@ -66,7 +66,7 @@ TORCH_MODULE(RQVAE);
 class ResidualMLPImpl : public torch::nn::Module {
  public:
   explicit ResidualMLPImpl(MLP mlp);
-  torch::Tensor forward(const torch::Tensor& x) { return x + mlp_->forward(x); }
+  torch::Tensor forward(const torch::Tensor& x) { return mlp_->forward_residual(x); }
   MLP mlp() const { return mlp_; }
 
  private:

@@ -35,7 +35,10 @@ class VectorQuantizerImpl : public torch::nn::Module {
   /// quantized = sg(e) + (z − sg(z)): the value is exactly the codeword (so the next level's residual
   /// z − quantized is exactly z − e, as RQ-KMeans computes it), and the gradients are MiniOneRec's
   /// z + sg(e − z): identity to z, none to e. Only the loss's first term reaches the codebook.
-  VQOutput forward(const torch::Tensor& z);
+  VQOutput forward(const torch::Tensor& z) { return forward(z, true); }
+  /// The same; without_commitment (with_commitment = false) leaves commitment_loss and loss undefined, for a
+  /// caller that replaces the commitment term (ResidualVectorQuantizer's partial-sum commitment).
+  VQOutput forward(const torch::Tensor& z, bool with_commitment);
 
   /// The nearest codewords' indices (argmin, never Sinkhorn, in either mode; no gradient). z: B × e_dim → B int64.
   torch::Tensor assign(const torch::Tensor& z) const;

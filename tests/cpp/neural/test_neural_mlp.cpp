@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "tessera/core/error.h"
+#include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/linear.h>
 
 #include "neural/deterministic_linear.h"
@@ -122,6 +123,64 @@ TEST(NeuralDeterministicLinear, EqualsTorchLinearAndIgnoresTheThreadCount) {
   // Without gradient (evaluation) it is the same function.
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::equal(detail::deterministic_linear(x0, w0, b0), one[0]));
+}
+
+// The fused forms (ReLU after the product, a residual input added last) give the very bits of the unfused
+// graph they replace — values and every gradient — with one and two threads: the training of RQ-KMeans+ and
+// RQ-VAE is unchanged by the fusion.
+TEST(NeuralDeterministicLinear, FusedReluAndResidualEqualTheUnfusedGraphBitForBit) {
+  torch::manual_seed(5);
+  const torch::Tensor x0 = torch::randn({1100, 70}), w0 = torch::randn({600, 70}), b0 = torch::randn({600});
+  const torch::Tensor r0 = torch::randn({1100, 600}), upstream = torch::randn({1100, 600});
+  for (const bool relu : {true, false}) {
+    auto run = [&](bool fused, int threads) {
+      ScopedThreads scoped(threads);
+      torch::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_(),
+                    b = b0.clone().requires_grad_(), r = r0.clone().requires_grad_();
+      torch::Tensor y;
+      if (fused)
+        y = detail::deterministic_linear(x, w, b, relu, relu ? torch::Tensor() : r);
+      else if (relu)
+        y = torch::relu(detail::deterministic_linear(x, w, b));
+      else
+        y = r + detail::deterministic_linear(x, w, b);
+      (y * upstream).sum().backward();
+      std::vector<torch::Tensor> out{y.detach(), x.grad(), w.grad(), b.grad()};
+      if (!relu) out.push_back(r.grad());
+      return out;
+    };
+    const auto ref = run(false, 1), one = run(true, 1), two = run(true, 2);
+    ASSERT_EQ(ref.size(), one.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      EXPECT_TRUE(torch::equal(one[i], ref[i])) << (relu ? "relu" : "residual") << ": tensor " << i;
+      EXPECT_TRUE(torch::equal(one[i], two[i])) << (relu ? "relu" : "residual") << ": tensor " << i << " differs "
+                                                << "between 1 and 2 threads";
+    }
+  }
+  EXPECT_THROW(detail::deterministic_linear(x0, w0, b0, true, r0), InvalidArgument);
+  EXPECT_THROW(detail::deterministic_linear(x0, w0, b0, false, torch::randn({1100, 5})), InvalidArgument);
+}
+
+// An MLP's forward (ReLUs fused into the Linears) and forward_residual (x + … fused into the last Linear) are
+// the module-by-module computation of the Sequential.
+TEST(NeuralMLP, FusedForwardEqualsTheSequentialModuleByModule) {
+  MLP mlp(MLPConfig{{24, 40, 16, 24}, 0.0, false}, 9);
+  torch::manual_seed(2);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : mlp->parameters()) p.add_(torch::randn_like(p) * 0.1);  // non-zero biases
+  }
+  const torch::Tensor x = torch::randn({300, 24});
+  torch::Tensor h = x;
+  const auto& linears = mlp->linears();
+  for (size_t i = 0; i < linears.size(); ++i) {
+    h = detail::deterministic_linear(h, linears[i]->weight, linears[i]->bias);
+    if (i + 1 < linears.size()) h = torch::relu(h);
+  }
+  EXPECT_TRUE(torch::equal(mlp->forward(x), h));
+  EXPECT_TRUE(torch::equal(mlp->forward_residual(x), x + h));
+  MLP narrowing(MLPConfig{{24, 8}, 0.0, false}, 1);
+  EXPECT_THROW(narrowing->forward_residual(x), InvalidArgument);
 }
 
 }  // namespace
