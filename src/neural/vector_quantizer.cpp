@@ -60,9 +60,21 @@ class StraightThrough : public torch::autograd::Function<StraightThrough> {
   }
 };
 
+// z · eᵀ (B × K) on tessera's row-chunked GEMM: torch::matmul calls OpenBLAS, which tessera keeps on one
+// thread, so at e_dim = 768 (RQ-KMeans+) this product ran on one thread at any thread count. Each element is
+// the same dot product as in one GEMM call.
+torch::Tensor dot_products(const torch::Tensor& z_in, const torch::Tensor& e_in) {
+  const torch::Tensor z = z_in.contiguous(), e = e_in.contiguous();
+  const int64_t b = z.size(0), k = e.size(0), d = z.size(1);
+  torch::Tensor out = torch::empty({b, k}, z.options());
+  ::tessera::detail::gemm_abt(size_t(b), size_t(k), size_t(d), 1.0f, z.data_ptr<float>(), size_t(d),
+                              e.data_ptr<float>(), size_t(d), 0.0f, out.data_ptr<float>(), size_t(k));
+  return out;
+}
+
 // B × K squared distances ‖z_i‖² + ‖e_k‖² − 2 z_i·e_k (MiniOneRec's formula).
 torch::Tensor squared_distances(const torch::Tensor& z, const torch::Tensor& e) {
-  return z.pow(2).sum(1, true) + e.pow(2).sum(1).unsqueeze(0) - 2 * torch::matmul(z, e.t());
+  return z.pow(2).sum(1, true) + e.pow(2).sum(1).unsqueeze(0) - 2 * dot_products(z, e);
 }
 }  // namespace
 
