@@ -16,6 +16,7 @@
 #include "cluster/balanced_ssp.h"
 #include "cluster/cluster_graph.h"
 #include "cluster/dijkstra_sweep.h"
+#include "cluster/mover_lists.h"
 #include "tessera/core/threading.h"
 #include "tessera/core/interrupt.h"
 
@@ -238,26 +239,11 @@ class SspSolver {
     o.pop_back();
   }
 
-  // M[a][b] = min over items i in a of c(i, b) − c(i, a), and the item attaining it (move_, who_).
-  // Behind every entry sits a short sorted list of the next cheapest movers, so that when the
-  // cheapest leaves a the next one is at hand: a rescan of a's members (n/k rows read at cache-miss
-  // prices) is needed only once the whole list has left. Keys order by (value, item) for determinism.
-  struct Mover {
-    float value;
-    int32_t item;
-  };
-  static bool before(Mover x, Mover y) { return x.value < y.value || (x.value == y.value && x.item < y.item); }
-
+  // M[a][b] = min over items i in a of c(i, b) − c(i, a), and the item attaining it, with the next cheapest
+  // behind it (mover_lists.h): a rescan of a's members (n/k rows read at cache-miss prices) is needed only
+  // once an entry's whole list has left.
   void build_moves() {
-    // Lists pay where rescans are dear, i.e. for large clusters; memory stays within kListBudget movers.
-    depth_ = std::clamp<size_t>(n_ / k_ / kMembersPerListSlot, 1, std::clamp<size_t>(kListBudget / (k_ * k_), 1, kMaxDepth));
-    move_.assign(k_ * k_, kInfF);
-    who_.assign(k_ * k_, -1);
-    list_.assign(k_ * k_ * depth_, Mover{kInfF, -1});
-    len_.assign(k_ * k_, 0);
-    // floor_: every member of a outside the list of (a, b) has a key >= floor_ (+inf: none outside).
-    floor_.assign(k_ * k_, Mover{kInfF, -1});
-    floor_value_.assign(k_ * k_, kInfF);
+    table_.reset(k_, MoverLists::depth_for(n_, k_));
     zeros_.assign(k_, 0.0f);
     // Members were added in increasing index order.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(::tessera::num_threads())
@@ -268,37 +254,28 @@ class SspSolver {
   // in increasing index order, so that a later equal value is a later key and strict comparisons are exact.
   TESSERA_CLONE_PER_ISA void build_row(size_t a, const std::vector<int32_t>& members) {
     const size_t row = a * k_;
-    std::fill(&move_[row], &move_[row] + k_, kInfF);
-    std::fill(&who_[row], &who_[row] + k_, -1);
-    std::fill(&len_[row], &len_[row] + k_, 0);
-    std::fill(&floor_[row], &floor_[row] + k_, Mover{kInfF, -1});
-    std::fill(&floor_value_[row], &floor_value_[row] + k_, kInfF);
+    table_.clear_row(a);
     const size_t count = members.size();
-    if (depth_ > 1) {
+    if (table_.depth() > 1) {
       for (size_t x = 0; x < count; ++x) {
         const int32_t i = members[x];
         const float* r = c_.row(i);
         if (x + kRowsAhead < count) prefetch_row(members[x + kRowsAhead]);
-        below_threshold(r, zeros_.data(), &floor_value_[row], k_, r[a], [&](size_t b, float v) {
-          if (b != a) insert(row + b, Mover{v, i});
+        below_threshold(r, zeros_.data(), table_.floor_values(a), k_, r[a], [&](size_t b, float v) {
+          if (b != a) table_.insert(row + b, Mover{v, i});
         });
       }
       return;
     }
     // Single movers: the plain minimum, with the floor at the mover itself.
-    float* m = &move_[row];
-    int32_t* w = &who_[row];
+    float* m = table_.move_row(a);
+    int32_t* w = table_.who_row(a);
     for (size_t x = 0; x < count; ++x) {
       if (x + kRowsAhead < count) prefetch_row(members[x + kRowsAhead]);
       lower_moves(c_.row(members[x]), a, k_, members[x], m, w);
     }
-    m[a] = kInfF, w[a] = -1;
-    for (size_t b = 0; b < k_; ++b) {
-      if (w[b] < 0) continue;
-      list_[row + b] = Mover{m[b], w[b]};
-      len_[row + b] = 1;
-      set_floor(row + b, list_[row + b]);
-    }
+    m[a] = MoverLists::kNone, w[a] = -1;
+    table_.publish_minima(a);
   }
   // Member rows are scattered over the matrix: the one kRowsAhead on is fetched while this one is scanned.
   void prefetch_row(int32_t i) const {
@@ -306,39 +283,13 @@ class SspSolver {
     for (size_t j = 0; j < k_; j += 16) __builtin_prefetch(r + j);
   }
   static constexpr size_t kRowsAhead = 4;
-  static constexpr size_t kListBudget = size_t(1) << 21, kMaxDepth = 16, kMembersPerListSlot = 64;
-
-  // Adds key m to the list of entry e; requires m before floor_[e].
-  void insert(size_t e, Mover m) {
-    Mover* l = &list_[e * depth_];
-    size_t n = len_[e];
-    if (n == depth_) {  // full: the last key (or m itself) falls out and becomes the floor
-      if (!before(m, l[n - 1])) {
-        set_floor(e, m);
-        return;
-      }
-      set_floor(e, l[--n]);
-    }
-    size_t at = n;
-    for (; at > 0 && before(m, l[at - 1]); --at) l[at] = l[at - 1];
-    l[at] = m;
-    len_[e] = (uint8_t)(n + 1);
-    if (at == 0) move_[e] = m.value, who_[e] = m.item;
-  }
-  void set_floor(size_t e, Mover m) {
-    floor_[e] = m;
-    floor_value_[e] = m.value;
-  }
 
   // Item i joined cluster a.
   void consider(size_t a, int32_t i) {
     const float* r = c_.row(i);
     const float base = r[a];
-    for (size_t b = 0; b < k_; ++b) {
-      const size_t e = a * k_ + b;
-      const Mover m{r[b] - base, i};
-      if (b != a && m.value <= floor_value_[e] && before(m, floor_[e])) insert(e, m);
-    }
+    for (size_t b = 0; b < k_; ++b)
+      if (b != a) table_.offer(a * k_ + b, Mover{r[b] - base, i});
   }
   // Item i left cluster a: out of every list of row a; the entries whose list ran dry are rescanned, or,
   // when there are many (an outlier of a is often the cheapest mover towards many clusters), the whole row
@@ -347,24 +298,8 @@ class SspSolver {
     const float* r = c_.row(i);
     const float base = r[a];
     dry_.clear();
-    for (size_t b = 0; b < k_; ++b) {
-      const size_t e = a * k_ + b;
-      const size_t n = len_[e];
-      if (n == 0 || r[b] - base > list_[e * depth_ + n - 1].value) continue;
-      Mover* l = &list_[e * depth_];
-      size_t at = 0;
-      while (at < n && l[at].item != i) ++at;
-      if (at == n) continue;
-      for (; at + 1 < n; ++at) l[at] = l[at + 1];
-      len_[e] = (uint8_t)(n - 1);
-      if (n > 1) {
-        move_[e] = l[0].value, who_[e] = l[0].item;
-      } else if (floor_value_[e] < kInfF) {
-        dry_.push_back(b);
-      } else {
-        move_[e] = kInfF, who_[e] = -1;
-      }
-    }
+    for (size_t b = 0; b < k_; ++b)
+      if (b != a && table_.remove(a * k_ + b, Mover{r[b] - base, i})) dry_.push_back(b);
     // A row rebuild reads a's m member rows (m·k costs, streamed); a rescan reads m costs at cache-miss
     // prices: measured, the rebuild wins from about k/16 dry entries on.
     if (dry_.size() >= std::max<size_t>(kRebuildRowAtLeast, k_ / 16)) {
@@ -380,16 +315,13 @@ class SspSolver {
   // The list of entry (a, b) from scratch over a's members.
   void rescan(size_t a, size_t b) {
     const size_t e = a * k_ + b;
-    len_[e] = 0;
-    set_floor(e, Mover{kInfF, -1});
-    move_[e] = kInfF, who_[e] = -1;
+    table_.clear_entry(e);
     const std::vector<int32_t>& members = members_[a];
     const std::vector<float>& own = own_cost_[a];
     const size_t count = members.size();
     for (size_t x = 0; x < count; ++x) {
       if (x + kPrefetchAhead < count) __builtin_prefetch(&c_(members[x + kPrefetchAhead], b));
-      const Mover m{c_(members[x], b) - own[x], members[x]};
-      if (before(m, floor_[e])) insert(e, m);
+      table_.offer(e, Mover{c_(members[x], b) - own[x], members[x]});
     }
   }
 
@@ -401,7 +333,7 @@ class SspSolver {
   // non-negative and the result is exactly what one path per Dijkstra would give, for far fewer
   // Dijkstras. Returns the number of units pushed (0: no excess left).
   size_t augment_phase() {
-    if (!cluster_shortest_paths(move_.data(), p_, fl_, k_, tree_)) return 0;
+    if (!cluster_shortest_paths(table_.move(), p_, fl_, k_, tree_)) return 0;
     TESSERA_CHECK_ARG(!tree_.targets.empty(), "balanced assignment: no augmenting path (infeasible bounds?)");
     size_t pushed = 0;
     const auto move_item = [this](int32_t i, size_t a, size_t b) {
@@ -412,7 +344,7 @@ class SspSolver {
       consider(b, i);
     };
     for (size_t t : tree_.targets)
-      while (excess_[t] < 0 && push_along_tree(t, move_.data(), who_.data(), fl_, k_, tree_, move_item)) ++pushed;
+      while (excess_[t] < 0 && push_along_tree(t, table_.move(), table_.who(), fl_, k_, tree_, move_item)) ++pushed;
     return pushed;
   }
 
@@ -445,11 +377,8 @@ class SspSolver {
   std::vector<long long>& flow_ = fl_.flow;
   std::vector<long long>& excess_ = fl_.excess;
   ClusterTree tree_;
-  std::vector<float> move_, floor_value_, zeros_;
-  std::vector<int32_t> who_;
-  std::vector<Mover> list_, floor_;
-  std::vector<uint8_t> len_;
-  size_t depth_ = 1;
+  MoverLists table_;
+  std::vector<float> zeros_;
   std::vector<int32_t> sorted_;
   std::vector<size_t> dry_;
 };

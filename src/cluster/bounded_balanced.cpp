@@ -18,6 +18,7 @@
 
 #include "cluster/balanced_ssp.h"
 #include "cluster/cluster_graph.h"
+#include "cluster/mover_lists.h"
 #include "core/blas.h"
 #include "tessera/cluster/bounded_balanced_assignment.h"
 #include "tessera/core/distances.h"
@@ -177,7 +178,45 @@ class BoundedSolver {
     BalancedStats stats;
     balanced_ssp_solve(MatrixView<const float>(sub.data(), s, k_), scaled, p_, assign.data(), nullptr, stats);
     st_.sampled = true;
+    set_join_limits(sub, s, b);
   }
+  // The sample also tells how far each cluster's price may have to fall: the first lists must hold, for
+  // every cluster, at least kListersPerMember · lo items, its cheapest joiners. Without them a cluster the
+  // sample priced too high is listed by few items; the restricted solve then drops its price far below the
+  // optimum to fill it from those few, and the certificate check adds millions of arcs (2M × 128, K = 256:
+  // 4.0M arcs, 3 restarts). join_limit_[j]: that many sample rows' worth of the smallest joining costs
+  // (priced cost less the row's cheapest priced cost) lie below it.
+  void set_join_limits(const std::vector<float>& sub, size_t s, SizeBounds b) {
+    const size_t want = std::min(s, (kListersPerMember * b.lo * s + n_ - 1) / n_);
+    if (want == 0) return;
+    std::vector<float> pf(k_), v1(s, kInfF);
+    for (size_t j = 0; j < k_; ++j) pf[j] = float(p_[j]);
+#pragma omp parallel for schedule(static) num_threads(::tessera::num_threads())
+    for (ptrdiff_t r = 0; r < (ptrdiff_t)s; ++r) {
+      float m = kInfF;
+      for (size_t j = 0; j < k_; ++j) m = std::min(m, sub[size_t(r) * k_ + j] + pf[j]);
+      v1[size_t(r)] = m;
+    }
+    join_limit_.assign(k_, -kInfF);
+    // Columns in groups of a cache line's width, so that each pass over the rows reads whole lines.
+    constexpr size_t kGroup = 16;
+#pragma omp parallel num_threads(::tessera::num_threads())
+    {
+      std::vector<float> cols(kGroup * s);
+#pragma omp for schedule(dynamic, 1)
+      for (ptrdiff_t g = 0; g < (ptrdiff_t)((k_ + kGroup - 1) / kGroup); ++g) {
+        const size_t j0 = size_t(g) * kGroup, w = std::min(kGroup, k_ - j0);
+        for (size_t r = 0; r < s; ++r)
+          for (size_t t = 0; t < w; ++t) cols[t * s + r] = sub[r * k_ + j0 + t] + pf[j0 + t] - v1[r];
+        for (size_t t = 0; t < w; ++t) {
+          const auto col = cols.begin() + ptrdiff_t(t * s);
+          std::nth_element(col, col + ptrdiff_t(want - 1), col + ptrdiff_t(s));
+          join_limit_[j0 + t] = col[ptrdiff_t(want - 1)];
+        }
+      }
+    }
+  }
+  static constexpr size_t kListersPerMember = 4;
   static constexpr uint64_t kSampleSeed = 0x5a3b1e5eed;
 
   // Visits the full rows block by block: f(i, m, costs of rows [i, i + m)) on chunks of every block, maybe
@@ -200,6 +239,9 @@ class BoundedSolver {
     const size_t c1 = std::min(c + 1, k_);
     off_.resize(n_ + 1);
     for (size_t i = 0; i <= n_; ++i) off_[i] = i * c;
+    // Room for the arcs added later (joiners, violations): untouched capacity costs address space, not memory.
+    cid_.clear(), cco_.clear();
+    cid_.reserve(n_ * (c + kReservedArcs)), cco_.reserve(n_ * (c + kReservedArcs));
     cid_.assign(n_ * c, -1);
     cco_.assign(n_ * c, 0.0f);
     theta_.assign(n_, kInfF);
@@ -207,7 +249,15 @@ class BoundedSolver {
     std::vector<float> pf(k_);
     pmax_ = 0;
     for (size_t j = 0; j < k_; ++j) pf[j] = float(p_[j]), pmax_ = std::max(pmax_, std::abs(p_[j]));
+    const bool limits = join_limit_.size() == k_ && c < k_;
+    float limit_max = -kInfF;
+    std::vector<float> reach(k_, -kInfF);  // cost below which an item must list j: limit_j − p_j + its cheapest
+    if (limits)
+      for (size_t j = 0; j < k_; ++j) limit_max = std::max(limit_max, join_limit_[j]), reach[j] = join_limit_[j] - pf[j];
+    std::vector<NewArc> joiners;
+    std::mutex merge;
     for_each_chunk([&](size_t i0, size_t m, const float* costs) {
+      std::vector<NewArc> extra;
       {
         std::vector<float> bv(c1);
         std::vector<int32_t> bj(c1);
@@ -238,26 +288,51 @@ class BoundedSolver {
           const size_t o = i * c;
           for (size_t t = 0; t < c; ++t) cid_[o + t] = bj[t], cco_[o + t] = row[bj[t]];
           if (c1 > c) theta_[i] = bv[c];
+          // Joiners the lists must hold beyond the c cheapest (set_join_limits): j with v_j − v_min < limit_j.
+          if (limits && c1 > c && bv[c] - bv[0] < limit_max) {
+            const float v0 = bv[0];
+            for (size_t j0 = 0; j0 < k_; j0 += kChunk) {
+              const size_t w = std::min(kChunk, k_ - j0);
+              bool any = false;
+              for (size_t t = 0; t < w; ++t) any |= row[j0 + t] < reach[j0 + t] + v0;
+              if (!any) continue;
+              for (size_t j = j0; j < j0 + w; ++j)
+                if (row[j] < reach[j] + v0 && std::find(bj.begin(), bj.begin() + c, int32_t(j)) == bj.begin() + c)
+                  extra.push_back({i, int32_t(j), row[j]});
+            }
+          }
         }
       }
+      if (!extra.empty()) {
+        const std::lock_guard<std::mutex> lock(merge);
+        joiners.insert(joiners.end(), extra.begin(), extra.end());
+        extra.clear();
+      }
     });
+    std::sort(joiners.begin(), joiners.end(), [](const NewArc& x, const NewArc& y) {
+      return x.item < y.item || (x.item == y.item && x.cluster < y.cluster);
+    });
+    add_arcs(joiners);
+    st_.arcs_added -= joiners.size();
+    st_.joiner_arcs = joiners.size();
   }
   static constexpr size_t kChunk = 16;
+  static constexpr size_t kReservedArcs = 4;  // per item
 
-  // Adds arcs (sorted by item, none already present) to the candidate lists.
+  // Adds arcs (sorted by item, none already present) to the candidate lists, in place: from the last item
+  // back, every arc moves up by the number of arcs added before it, so nothing is overwritten unread and the
+  // lists never exist twice (within the capacity reserved by first_candidates, no reallocation either).
   void add_arcs(const std::vector<NewArc>& add) {
     if (add.empty()) return;
-    std::vector<size_t> off(n_ + 1);
-    std::vector<int32_t> cid(cid_.size() + add.size());
-    std::vector<float> cco(cid.size());
-    size_t w = 0, x = 0;
-    for (size_t i = 0; i < n_; ++i) {
-      off[i] = w;
-      for (size_t t = off_[i]; t < off_[i + 1]; ++t) cid[w] = cid_[t], cco[w++] = cco_[t];
-      for (; x < add.size() && add[x].item == i; ++x) cid[w] = add[x].cluster, cco[w++] = add[x].cost;
+    const size_t total = cid_.size() + add.size();
+    cid_.resize(total), cco_.resize(total);
+    size_t w = total, x = add.size();
+    for (size_t i = n_; i-- > 0;) {
+      const size_t begin = off_[i], end = off_[i + 1];
+      off_[i + 1] = w;
+      for (; x > 0 && add[x - 1].item == i; --x) --w, cid_[w] = add[x - 1].cluster, cco_[w] = add[x - 1].cost;
+      for (size_t t = end; t > begin; --t) --w, cid_[w] = cid_[t - 1], cco_[w] = cco_[t - 1];
     }
-    off[n_] = w;
-    off_.swap(off), cid_.swap(cid), cco_.swap(cco);
     st_.arcs_added += add.size();
   }
 
@@ -270,7 +345,7 @@ class BoundedSolver {
       initial_assignment();
       build_moves();
       bool stuck = false;
-      while (cluster_shortest_paths(move_.data(), p_, fl_, k_, tree_)) {
+      while (cluster_shortest_paths(table_.move(), p_, fl_, k_, tree_)) {
         check_interrupt();
         if (tree_.targets.empty()) {
           stuck = true;
@@ -282,7 +357,7 @@ class BoundedSolver {
           join((size_t)i, b);
         };
         for (size_t t : tree_.targets)
-          while (fl_.excess[t] < 0 && push_along_tree(t, move_.data(), who_.data(), fl_, k_, tree_, move_item))
+          while (fl_.excess[t] < 0 && push_along_tree(t, table_.move(), table_.who(), fl_, k_, tree_, move_item))
             ++pushed;
         TESSERA_CHECK_ARG(pushed > 0, "bounded balanced assignment: internal error, a phase pushed nothing");
         st_.steps += pushed, ++st_.phases;
@@ -303,17 +378,19 @@ class BoundedSolver {
     const double pt = p_[k_];
     for (double& v : p_) v -= pt;  // T at 0
     const double arcs = double(cid_.size());
-    // A round reads the lists twice; an item left to the SSP costs half a dense Dijkstra and the rebuild of
-    // a table row over a cluster's members' lists. Measured at 1M × 256, c = 12: weighing the rebuild 2×
-    // its arcs (not 8×) ran fewer rounds and cut a warm call's pre-pass from 1.2 s to 0.8 s, the SSP after
-    // it staying cheap (about 120 paths).
+    // A round reads the lists twice; an item left to the SSP costs about two thirds of a dense Dijkstra (1.5
+    // paths per phase), whose k² steps each cost about three arc reads. Measured at 10M × 128, K = 256 (130M
+    // arcs): a round 1 s, a phase 0.75 ms; the rounds stopped at a gain of 247 took 48 s of the level's 91.
     const double round_cost = 2.0 * arcs;
-    const double unit_cost = 0.5 * double(k_) * double(k_) + 2.0 * arcs / double(k_);
+    const double unit_cost = 2.0 * double(k_) * double(k_);
     const size_t min_gain = std::max<size_t>(8, size_t(round_cost / unit_cost));
     std::vector<int32_t> best(n_);
-    std::vector<double> v1(n_), gap(n_), step(k_, 0.0), accepted = p_;
+    std::vector<float> v1(n_), gap(n_);
+    std::vector<double> step(k_, 0.0), accepted = p_;
     std::vector<long long> size(k_), over(k_), short_of(k_);
-    std::vector<std::vector<float>> gaps(k_), joins(k_);  // float: as many as arcs at worst
+    // Per cluster only the over[j] smallest gaps and short_of[j] smallest joining costs are kept: price_steps
+    // reads no others.
+    std::vector<std::vector<float>> gaps(k_), joins(k_);
     size_t fewest = SIZE_MAX;
     double damping = 1.0;
     for (int round = 0; round < kMaxRounds; ++round) {
@@ -355,17 +432,54 @@ class BoundedSolver {
       accepted = p_;
       if (!paid) break;
       damping = std::min(1.0, 1.5 * damping);
-      for (size_t j = 0; j < k_; ++j) gaps[j].clear(), joins[j].clear();
-      for (size_t i = 0; i < n_; ++i) {
-        const size_t a = (size_t)best[i];
-        if (over[a] > 0 && gap[i] < kInf) gaps[a].push_back(float(gap[i]));
-        for (size_t t = off_[i]; t < off_[i + 1]; ++t) {
-          const size_t j = (size_t)cid_[t];
-          if (j != a && short_of[j] > 0) joins[j].push_back(float(double(cco_[t]) + p_[j] - v1[i]));
-        }
-      }
+      collect_smallest(best, v1, gap, over, short_of, gaps, joins);
       price_steps(over, short_of, gaps, joins, p_, k_, step);
       for (size_t j = 0; j < k_; ++j) p_[j] += damping * step[j];
+    }
+  }
+  // gaps[a]: the over[a] smallest gaps of a's members to their second candidate; joins[j]: the short_of[j]
+  // smallest joining costs (priced cost less the item's cheapest) of the items listing j, j not their cheapest.
+  // Each thread keeps its own bounded max-heaps; the merge keeps the smallest (the same values whatever the
+  // split).
+  void collect_smallest(const std::vector<int32_t>& best, const std::vector<float>& v1, const std::vector<float>& gap,
+                        const std::vector<long long>& over, const std::vector<long long>& short_of,
+                        std::vector<std::vector<float>>& gaps, std::vector<std::vector<float>>& joins) const {
+    for (size_t j = 0; j < k_; ++j) gaps[j].clear(), joins[j].clear();
+    const auto keep = [](std::vector<float>& h, size_t cap, float v) {
+      if (h.size() < cap) {
+        h.push_back(v);
+        std::push_heap(h.begin(), h.end());
+      } else if (v < h.front()) {
+        std::pop_heap(h.begin(), h.end());
+        h.back() = v;
+        std::push_heap(h.begin(), h.end());
+      }
+    };
+    const auto merge = [](std::vector<float>& into, const std::vector<float>& from, size_t cap) {
+      into.insert(into.end(), from.begin(), from.end());
+      if (into.size() > cap) {
+        std::nth_element(into.begin(), into.begin() + (cap - 1), into.end());
+        into.resize(cap);
+      }
+    };
+#pragma omp parallel num_threads(::tessera::num_threads())
+    {
+      std::vector<std::vector<float>> g(k_), jn(k_);
+#pragma omp for schedule(static)
+      for (ptrdiff_t ii = 0; ii < (ptrdiff_t)n_; ++ii) {
+        const size_t i = (size_t)ii;
+        const size_t a = (size_t)best[i];
+        if (over[a] > 0 && gap[i] < kInfF) keep(g[a], (size_t)over[a], gap[i]);
+        for (size_t t = off_[i]; t < off_[i + 1]; ++t) {
+          const size_t j = (size_t)cid_[t];
+          if (j != a && short_of[j] > 0) keep(jn[j], (size_t)short_of[j], float(double(cco_[t]) + p_[j] - v1[i]));
+        }
+      }
+#pragma omp critical(tessera_bounded_collect)
+      for (size_t j = 0; j < k_; ++j) {
+        if (!g[j].empty()) merge(gaps[j], g[j], (size_t)over[j]);
+        if (!jn[j].empty()) merge(joins[j], jn[j], (size_t)short_of[j]);
+      }
     }
   }
   static constexpr int kMaxRounds = 60;
@@ -396,7 +510,7 @@ class BoundedSolver {
     pos_.resize(n_);
     for (size_t i = 0; i < n_; ++i) {
       auto& m = members_[cluster_[i]];
-      pos_[i] = m.size();
+      pos_[i] = (int32_t)m.size();
       m.push_back((int32_t)i);
     }
     fl_.flow.assign(k_, 0);
@@ -414,32 +528,27 @@ class BoundedSolver {
   // float mover values; keeping them where they are saves re-doing those moves after a restart.
   static constexpr double kTieSlack = 4e-7;
 
-  // M[a][b] = min over members i of a listing b of c(i, b) − c(i, a) (ties: lowest item), and who.
+  // M[a][b] = min over members i of a listing b of c(i, b) − c(i, a), with the next cheapest behind it
+  // (mover_lists.h), so that a push refills an entry from a's members only once its whole list has left.
   void build_moves() {
-    move_.assign(k_ * k_, kInfF);
-    who_.assign(k_ * k_, -1);
+    table_.reset(k_, MoverLists::depth_for(n_, k_));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(::tessera::num_threads())
     for (ptrdiff_t a = 0; a < (ptrdiff_t)k_; ++a) build_row((size_t)a);
   }
   void build_row(size_t a) {
-    float* mv = &move_[a * k_];
-    int32_t* wh = &who_[a * k_];
-    std::fill(mv, mv + k_, kInfF);
-    std::fill(wh, wh + k_, -1);
-    for (const int32_t i : members_[a]) offer(a, (size_t)i, mv, wh);
+    table_.clear_row(a);
+    for (const int32_t i : members_[a]) offer(a, (size_t)i);
   }
   // Item i (a member of a) as a mover out of a along its candidate arcs.
-  void offer(size_t a, size_t i, float* mv, int32_t* wh) const {
+  void offer(size_t a, size_t i) {
     const float base = own_[i];
     for (size_t t = off_[i]; t < off_[i + 1]; ++t) {
       const size_t b = (size_t)cid_[t];
-      if (b == a) continue;
-      const float v = cco_[t] - base;
-      if (v < mv[b] || (v == mv[b] && (int32_t)i < wh[b])) mv[b] = v, wh[b] = (int32_t)i;
+      if (b != a) table_.offer(a * k_ + b, Mover{cco_[t] - base, (int32_t)i});
     }
   }
 
-  // Item i leaves a: if it was a cheapest mover of row a, the row is rebuilt over a's remaining members
+  // Item i leaves a: out of row a's lists; a row with a list run dry is rebuilt over a's remaining members
   // (members × list length; the lists are short).
   void leave(size_t i, size_t a) {
     auto& m = members_[a];
@@ -447,11 +556,13 @@ class BoundedSolver {
     m[pos_[i]] = last;
     pos_[last] = pos_[i];
     m.pop_back();
-    for (size_t t = off_[i]; t < off_[i + 1]; ++t)
-      if (who_[a * k_ + (size_t)cid_[t]] == (int32_t)i) {
-        build_row(a);
-        return;
-      }
+    const float base = own_[i];
+    bool dry = false;
+    for (size_t t = off_[i]; t < off_[i + 1]; ++t) {
+      const size_t b = (size_t)cid_[t];
+      if (b != a) dry |= table_.remove(a * k_ + b, Mover{cco_[t] - base, (int32_t)i});
+    }
+    if (dry) build_row(a), ++st_.row_refills;
   }
   // Item i joins b (one of its candidates): its cost there, and its moves out of b.
   void join(size_t i, size_t b) {
@@ -462,9 +573,9 @@ class BoundedSolver {
     cluster_[i] = (int32_t)b;
     own_[i] = cb;
     auto& m = members_[b];
-    pos_[i] = m.size();
+    pos_[i] = (int32_t)m.size();
     m.push_back((int32_t)i);
-    offer(b, i, &move_[b * k_], &who_[b * k_]);
+    offer(b, i);
   }
 
   // No cluster short of items is reachable: for every cluster the search did not reach, its e cheapest
@@ -614,17 +725,17 @@ class BoundedSolver {
   std::vector<int32_t> cid_;
   std::vector<float> cco_;
   std::vector<float> theta_;  // see first_candidates
+  std::vector<float> join_limit_;  // see set_join_limits (empty: none)
   std::vector<double> p0_;    // the prices the lists were made with
   double pmax_ = 0;           // max |p0_|
   // The assignment: cluster and own cost of every item, members of every cluster and positions in them.
   std::vector<int32_t> cluster_;
   std::vector<float> own_;
   std::vector<std::vector<int32_t>> members_;
-  std::vector<size_t> pos_;
+  std::vector<int32_t> pos_;  // items are int32 (checked)
   ClusterFlow fl_;
   ClusterTree tree_;
-  std::vector<float> move_;
-  std::vector<int32_t> who_;
+  MoverLists table_;
 };
 
 double bounded_solve(const CostRows& src, SizeBounds bounds, const BoundedBalancedParams& prm,

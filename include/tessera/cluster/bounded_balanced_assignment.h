@@ -36,9 +36,11 @@ struct BoundedBalancedParams {
 struct BoundedBalancedStats {
   size_t steps = 0;        ///< augmenting paths, over all restricted solves
   size_t phases = 0;       ///< shortest-path computations, over all restricted solves
+  size_t row_refills = 0;  ///< mover-table rows rebuilt after a push emptied one of their lists
   size_t rounds = 0;       ///< certificate checks (the last one found no violation)
   size_t rows_checked = 0; ///< rows whose distances the checks recomputed (the others are safe by a bound)
   size_t arcs = 0;         ///< candidate arcs at the end
+  size_t joiner_arcs = 0;  ///< arcs of the first lists beyond each item's c cheapest (every cluster's joiners)
   size_t arcs_added = 0;   ///< arcs added after the first candidate lists (violations and connectivity)
   size_t reconnects = 0;   ///< restricted solves that had to add arcs to reach a cluster short of items
   bool sampled = false;    ///< a cold start took its first prices from a sample
