@@ -217,7 +217,7 @@ class LloydRows {
       : x_(x), k_(k), norms_(x.rows), assign_(x.rows), dist_(x.rows) {
     row_norms_sqr(x, norms_.data());  // constant over all iterations
     if (bounds) {
-      if (x.rows > dense_max_bytes / sizeof(float) / std::max<size_t>(1, k))
+      if (!dense_balanced_fits(x.rows, k, dense_max_bytes))
         bounded_.emplace(*bounds);
       else
         balanced_.emplace(*bounds);

@@ -20,6 +20,13 @@ struct SizeBounds {
 /// MiniOneRec's bounds: lo = max(1, n/k − 1), hi = n/k + 1 (integer division).
 SizeBounds default_size_bounds(size_t n, size_t k);
 
+/// Whether the dense engine's n × k float distances fit in max_bytes; above, the bounded-memory assigner
+/// (bounded_balanced_assignment.h) gives the same optimum. The one rule balanced k-means and the residual
+/// quantizer's balanced levels choose by.
+inline bool dense_balanced_fits(size_t n, size_t k, size_t max_bytes) {
+  return n <= max_bytes / sizeof(float) / (k > 0 ? k : 1);
+}
+
 /// Throws InvalidArgument unless k·lo ≤ n ≤ k·hi and lo ≤ hi (the message says what would be feasible).
 void check_size_bounds(size_t n, size_t k, SizeBounds b);
 
