@@ -313,7 +313,6 @@ class BoundedSolver {
       return x.item < y.item || (x.item == y.item && x.cluster < y.cluster);
     });
     add_arcs(joiners);
-    st_.arcs_added -= joiners.size();
     st_.joiner_arcs = joiners.size();
   }
   static constexpr size_t kChunk = 16;
@@ -333,7 +332,6 @@ class BoundedSolver {
       for (; x > 0 && add[x - 1].item == i; --x) --w, cid_[w] = add[x - 1].cluster, cco_[w] = add[x - 1].cost;
       for (size_t t = end; t > begin; --t) --w, cid_[w] = cid_[t - 1], cco_[w] = cco_[t - 1];
     }
-    st_.arcs_added += add.size();
   }
 
   // The problem on the candidate arcs, exactly, from the current prices. When the arcs cannot bring a
@@ -644,6 +642,7 @@ class BoundedSolver {
       return x.item < y.item || (x.item == y.item && x.cluster < y.cluster);
     });
     add_arcs(add);
+    st_.arcs_added += add.size();
   }
 
   // Condition 1 of the certificate on the full rows: every item's cluster must be, with prices, within the
@@ -706,6 +705,7 @@ class BoundedSolver {
         for (size_t t = 0; t < count[r]; ++t) add.push_back(slots[r * c + t]);
     }
     add_arcs(add);
+    st_.arcs_added += add.size();
     return add.size();
   }
   // A cluster violates for item i (in a) when its priced cost is below this.
