@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "tessera/cluster/balanced_assignment.h"
+#include "tessera/cluster/candidate_lists.h"
 #include "tessera/cluster/sparse_balanced_assignment.h"
 #include "tessera/core/distances.h"
 #include "tessera/core/rng.h"
@@ -24,6 +25,20 @@ py::array_t<T, py::array::c_style | py::array::forcecast> as_1d(const py::object
   auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(o);
   if (!a || a.ndim() != 1) throw_invalid(std::string(name) + " must be a 1-D array");
   return a;
+}
+
+// (rows × width) reshaped view of a 1-D vector, as numpy.
+template <class T>
+py::array rows_of(std::vector<T> v, size_t rows, size_t width) {
+  return vector_to_numpy(std::move(v)).attr("reshape")(py::ssize_t(rows), py::ssize_t(width));
+}
+
+// A per-cluster vector (k values).
+std::vector<double> as_prices(const py::object& o, size_t k, const char* name = "prices") {
+  auto a = as_1d<double>(o, name);
+  if (size_t(a.size()) != k)
+    throw_invalid(std::string(name) + " must hold k = " + std::to_string(k) + " values, got " + std::to_string(a.size()));
+  return std::vector<double>(a.data(), a.data() + a.size());
 }
 
 }  // namespace
@@ -74,6 +89,73 @@ void bind_distributed(py::module_& m) {
       "Exact balanced assignment of x (n × d) to centroids (k × d), squared L2, sizes in [size_min, size_max],\n"
       "with the cluster prices that certify it. Returns (labels: n int32, prices: k float64); a sample's\n"
       "prices are the warm start of the distributed assignment of all rows (prices do not grow with n).");
+
+  m.def(
+      "candidate_lists",
+      [](const py::object& x, const py::object& centroids, const py::object& prices, size_t width,
+         const py::object& join_limit) {
+        F32In xi = as_f32(x, "x"), ci = as_f32(centroids, "centroids", "k × d float32");
+        if (xi.view.cols != ci.view.cols)
+          throw_invalid("dimension mismatch: x has " + std::to_string(xi.view.cols) + " columns, centroids " +
+                        std::to_string(ci.view.cols));
+        const size_t k = ci.view.rows;
+        const std::vector<double> p = as_prices(prices, k);
+        std::vector<float> limits;
+        if (!join_limit.is_none()) {
+          const std::vector<double> l = as_prices(join_limit, k, "join_limit");
+          limits.assign(l.begin(), l.end());
+        }
+        tessera::CandidateLists l =
+            without_gil(nullptr, [&] { return tessera::make_candidate_lists(xi.view, ci.view, p, width, limits); });
+        return py::make_tuple(vector_to_numpy(std::move(l.offsets)), vector_to_numpy(std::move(l.cluster)),
+                              vector_to_numpy(std::move(l.cost)), vector_to_numpy(std::move(l.theta)));
+      },
+      "x"_a, "centroids"_a, "prices"_a, "width"_a, "join_limit"_a = py::none(),
+      "Candidate lists of x against centroids under prices (k float64), in compressed rows: (offsets n + 1\n"
+      "int64; clusters, costs: row i's arcs at offsets[i]:offsets[i+1], first its `width` cheapest priced\n"
+      "clusters in order, then every other cluster j within join_limit[j] (k values, optional) of its cheapest;\n"
+      "theta n float32: the (width+1)-th cheapest priced cost, +inf when width = k). Under prices p no unlisted\n"
+      "cluster costs less than theta + min(p − prices). The costs are squared_distances' values.");
+
+  m.def(
+      "scan_candidate_lists",
+      [](const py::object& offsets, const py::object& clusters, const py::object& costs, const py::object& theta,
+         size_t k, const py::object& prices, size_t top, double margin, const py::object& own_margin,
+         const py::object& join_margin) {
+        auto off = as_1d<int64_t>(offsets, "offsets");
+        auto ids = as_1d<int32_t>(clusters, "clusters");
+        auto co = as_1d<float>(costs, "costs");
+        auto th = as_1d<float>(theta, "theta");
+        const size_t n = size_t(th.size());
+        if (size_t(off.size()) != n + 1 || ids.size() != co.size() || off.at(n) != ids.size())
+          throw_invalid("offsets, clusters, costs and theta must describe the same compressed lists");
+        const std::vector<double> p = as_prices(prices, k);
+        std::vector<double> own, join;
+        tessera::ListScanParams prm;
+        prm.top = top, prm.margin = margin;
+        if (!own_margin.is_none()) own = as_prices(own_margin, k, "own_margin"), prm.own_margin = own.data();
+        if (!join_margin.is_none()) join = as_prices(join_margin, k, "join_margin"), prm.join_margin = join.data();
+        const tessera::CandidateListsView v{n, k, off.data(), ids.data(), co.data(), th.data()};
+        tessera::ListScan s = without_gil(nullptr, [&] { return tessera::scan_candidate_lists(v, p, prm); });
+        py::dict out;
+        out["counts"] = vector_to_numpy(std::move(s.counts));
+        out["fixed"] = vector_to_numpy(std::move(s.fixed));
+        out["gaps"] = rows_of(std::move(s.gaps), k, s.top);
+        out["joins"] = rows_of(std::move(s.joins), k, s.top);
+        out["join_rows"] = rows_of(std::move(s.join_row), k, s.top);
+        out["join_cost"] = rows_of(std::move(s.join_cost), k, s.top);
+        out["join_own"] = rows_of(std::move(s.join_own), k, s.top);
+        out["join_ownd"] = rows_of(std::move(s.join_own_cost), k, s.top);
+        out["boundary"] = vector_to_numpy(std::move(s.boundary));
+        return out;
+      },
+      "offsets"_a, "clusters"_a, "costs"_a, "theta"_a, "k"_a, "prices"_a, "top"_a, "margin"_a,
+      "own_margin"_a = py::none(), "join_margin"_a = py::none(),
+      "One pass over candidate lists (candidate_lists' output) under prices: every row at its cheapest listed\n"
+      "cluster; per cluster the counts, the counts of non-boundary rows ('fixed'), the `top` smallest member\n"
+      "gaps and joining costs (with the joiners' rows, costs, own clusters and own costs; k × top, ascending,\n"
+      "+inf / -1 padded), and the boundary rows (conservative gap ≤ max(margin, own_margin[cluster]), or a\n"
+      "joining cost ≤ join_margin[cluster]); unlisted clusters are not looked at.");
 
   m.def(
       "balanced_assign_sparse",

@@ -582,6 +582,19 @@ def sid_training_rows(n: int, train_sample: int, seed: int) -> npt.NDArray[np.in
 def squared_distances(x: ArrayLike, centroids: ArrayLike) -> npt.NDArray[np.float32]:
     """x: n × d, centroids: k × d → n × k squared L2 distances, as the balanced assignment computes them."""
 
+def candidate_lists(
+    x: ArrayLike, centroids: ArrayLike, prices: ArrayLike, width: int, join_limit: Optional[ArrayLike] = None
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Candidate lists in compressed rows → (offsets n + 1, clusters, costs, theta n): each row's `width` cheapest
+    clusters under prices, then its joiners (within join_limit[j] of its cheapest); theta bounds the unlisted."""
+
+def scan_candidate_lists(
+    offsets: ArrayLike, clusters: ArrayLike, costs: ArrayLike, theta: ArrayLike, k: int, prices: ArrayLike,
+    top: int, margin: float, own_margin: Optional[ArrayLike] = None, join_margin: Optional[ArrayLike] = None
+) -> Dict[str, npt.NDArray[Any]]:
+    """One pass over candidate lists under prices → counts, fixed, gaps, joins, join_rows, join_cost, join_own,
+    join_ownd (k × top) and boundary (rows)."""
+
 def balanced_assign_with_prices(
     x: ArrayLike, centroids: ArrayLike, size_min: int, size_max: int
 ) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:

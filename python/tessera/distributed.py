@@ -8,14 +8,23 @@ workers:
    are gathered to the client and the codebooks are trained there with the same C++ code, so the
    codebooks are identical. The model (a few MB) then travels in the task graph.
 2. **Assign every row, level by level, exactly balanced** (sizes in ``default_size_bounds(n, K)``), never
-   gathering the rows or their candidate lists: the client keeps K cluster *prices*; workers compute, block
-   by block with the C++ GEMM kernel, each row's priced costs ``d(i, k) + p_k`` (the residual of the earlier
-   levels recomputed from the row and its earlier codes) and return per-cluster counts. Rows whose best and
-   second-best priced costs are within a margin are *boundary* rows (their ids and top-c arcs come back);
-   all others are fixed at their cheapest cluster (f_k per cluster). The client solves the exact restricted
-   problem on the boundary rows with per-cluster windows ``[lo - f_k, hi - f_k]``
-   (``tessera.balanced_assign_sparse``, a min-cost flow) and gets new prices; workers check the optimality
-   certificate on every row and every cluster; violators join the boundary set; repeat until it holds.
+   gathering the rows or their candidate lists. Per level, one pass of GEMMs on the workers makes every
+   row's *candidate lists* (the residual of the earlier levels recomputed from the row and its earlier
+   codes): its c cheapest clusters under the sample's prices, every cluster within that cluster's join limit
+   of its cheapest (the limits come from the sample, so that every cluster is listed by its ~4·lo cheapest
+   joiners), and theta, a bound on every unlisted cluster (``tessera._tessera.candidate_lists``). The lists
+   stay on the workers; every later pass reads only them (``scan_candidate_lists``, O(rows · c)):
+   - *price rounds*: the client keeps K cluster prices; workers return per-cluster counts and the smallest
+     leaving gaps and joining costs; the client takes a Jacobi dual-ascent step (the bounded engine's
+     pre-pass) and keeps the best prices;
+   - *the boundary solve*: rows near a price boundary (small gap; the cheapest leavers of every cluster and
+     joiners of every cluster, more where a cluster is off its size) come back with their arcs, all other
+     rows are fixed at their cheapest listed cluster (f_k per cluster), and the client solves the exact
+     restricted problem with per-cluster windows ``[lo - f_k, hi - f_k]``
+     (``tessera.balanced_assign_sparse``, a min-cost flow), which gives new prices;
+   - *the certificate*: workers check condition 1 on every row, on the lists for listed clusters and, for
+     the few rows whose bound does not clear them, on recomputed distances for the others; violators join
+     the boundary set; repeat until it holds.
    The result is an optimum of the same problem the single-process build solves.
 3. **Resolve collisions** by a hash shuffle of the code tuples (``append``, ``append-all``, ``none`` group
    locally; ``reassign`` gathers only the rows of prefix groups that collide, with their residuals).
@@ -91,167 +100,113 @@ def _residual(x, codes, books, m):
     return r
 
 
-def _priced_blocks(r, book, prices):
-    """Yield (a, b, D float32, P = D + prices float64) for row blocks of r."""
-    for a in range(0, r.shape[0], _BLOCK_ROWS):
-        b = min(r.shape[0], a + _BLOCK_ROWS)
-        d = _t.squared_distances(r[a:b], book)
-        yield a, b, d, d + prices
+def _chunk_lists(x, codes, books, m, prices, c, join_limit):
+    """Level m's candidate lists of a chunk, in compressed rows (offsets, clusters, costs, theta): each row's
+    c cheapest clusters under prices, every cluster within its join limit of the row's cheapest, and theta,
+    the bound on the unlisted ones (tessera._tessera.candidate_lists). The level's one pass of GEMMs; every
+    later pass reads only these."""
+    return _t.candidate_lists(_residual(x, codes, books, m), books[m], prices, c, join_limit)
 
 
-def _top_arcs(P, D, c):
-    """Per row, the c cheapest clusters by priced cost P (ascending, ties to the lower index): (ids, raw costs)."""
-    K = P.shape[1]
-    if c >= K:
-        idx = np.argsort(P, axis=1, kind="stable")
-    else:
-        part = np.argpartition(P, c - 1, axis=1)[:, :c]
-        vals = np.take_along_axis(P, part, axis=1)
-        order = np.lexsort((part, vals), axis=1) if vals.size else np.zeros_like(part)
-        idx = np.take_along_axis(part, order, axis=1)
-    idx = idx.astype(np.int32)
-    return idx, np.take_along_axis(D, idx, axis=1).astype(np.float32)
+def _nearest_chunk(x, codes, books, m):
+    """Level m's greedy labels of a chunk (nearest codeword, ties to the lower index)."""
+    _, ids, _, _ = _t.candidate_lists(_residual(x, codes, books, m), books[m], np.zeros(books[m].shape[0]), 1)
+    return ids
 
 
-def _scan_chunk(x, codes, books, m, prices, margin, c, T, own_margin=None, join_margin=None):
-    """One pass of level m over a chunk under `prices`: argmin counts, the T smallest leaving gaps of each
-    cluster's members and joining costs of its non-members (for the price update and the margins), and the
-    boundary rows with their top-c arcs (plus one arc to the cluster they may join); counts of the other rows
-    (fixed at their argmin). A row is a boundary row when its gap (second-best minus best priced cost) is at
-    most `margin` or `own_margin[its cluster]` (over-full clusters: enough members must be free to leave),
-    or its joining cost to some cluster k is at most `join_margin[k]` (under-full clusters: enough rows must
-    be free to join)."""
+def _arcs_of(off, rows):
+    """(row of each arc, arc positions) of the given rows of compressed lists."""
+    start = off[rows]
+    cnt = off[rows + 1] - start
+    total = int(cnt.sum())
+    idx = np.repeat(start - (np.cumsum(cnt) - cnt), cnt) + np.arange(total)
+    return np.repeat(rows, cnt), idx
+
+
+def _scan_lists(lists, K, prices, T, margin, own_margin=None, join_margin=None):
+    """One pass over a chunk's lists under `prices`: per-cluster counts, the T smallest leaving gaps of each
+    cluster's members and joining costs of its non-members (for the price steps and the margins), and the
+    boundary rows with their listed arcs; counts of the other rows (fixed at their cheapest listed cluster).
+    A row is a boundary row when its gap is at most `margin` or `own_margin[its cluster]` (over-full clusters:
+    enough members must be free to leave), or its joining cost to a listed cluster k is at most
+    `join_margin[k]` (under-full clusters: enough rows must be free to join)."""
+    off, ids, costs, theta = lists
+    out = _t.scan_candidate_lists(off, ids, costs, theta, K, prices, T, margin, own_margin, join_margin)
+    rows, idx = _arcs_of(off, out.pop("boundary"))
+    out["arc_rows"], out["arc_ids"], out["arc_costs"] = rows, ids[idx], costs[idx]
+    return out
+
+
+def _list_labels(off, ids, costs, prices, K):
+    """Every row's cheapest listed cluster under prices (ties to the lower cluster, as scan_candidate_lists)."""
+    P = costs.astype(np.float64) + prices[ids]
+    low = np.minimum.reduceat(P, off[:-1])
+    r_of = np.repeat(np.arange(len(off) - 1), np.diff(off))
+    return np.minimum.reduceat(np.where(P == low[r_of], ids, K), off[:-1]).astype(np.int32)
+
+
+def _certify_lists(x, codes, books, m, lists, p_lists, join_limit, p_fixed, p_new, b_rows, b_labels, tol, c, abs_tol):
+    """Level m's labels of a chunk (rows outside the boundary set at their cheapest listed cluster under
+    p_fixed, boundary rows as the restricted solve put them) and the rows violating condition 1 of the
+    certificate under p_new (their label, whether they were in the boundary set, and arcs: their listed ones,
+    or their c cheapest and their own). Listed clusters are checked on the lists; unlisted ones only for rows
+    whose priced cost exceeds the lists' bound on them, on distances recomputed for those rows. An unlisted
+    cluster j of row i had, under the lists' prices p_lists, a priced cost of at least theta_i, and at least
+    the row's cheapest plus join_limit[j] (else it would be listed); under p_new each moves by
+    p_new_j − p_lists_j."""
+    off, ids, costs, theta = lists
     book = books[m]
     K = book.shape[0]
-    r = _residual(x, codes, books, m)
-    counts = np.zeros(K, np.int64)
-    fixed = np.zeros(K, np.int64)
-    gaps_top = np.full((K, T), np.inf)
-    joins_top = np.full((K, T), np.inf)
-    join_rows = np.full((K, T), -1, np.int64)
-    join_cost = np.zeros((K, T), np.float32)
-    join_own = np.full((K, T), -1, np.int32)
-    join_ownd = np.zeros((K, T), np.float32)
-    rows, arc_ids, arc_costs = [], [], []
-    for a, b, D, P in _priced_blocks(r, book, prices):
-        nb = b - a
-        ar = np.arange(nb)
-        best = P.argmin(axis=1)
-        pb = P[ar, best]
-        P2 = P.copy()
-        P2[ar, best] = np.inf
-        gap = (P2.min(axis=1) - pb) if K > 1 else np.full(nb, np.inf)
-        counts += np.bincount(best, minlength=K)
-        # members' gaps: the T smallest per cluster
-        order = np.lexsort((gap, best))
-        bs, gs = best[order], gap[order]
-        starts = np.searchsorted(bs, np.arange(K))
-        rank = np.arange(nb) - starts[bs]
-        keep = rank < T
-        g = np.full((K, T), np.inf)
-        g[bs[keep], rank[keep]] = gs[keep]
-        gaps_top = np.sort(np.concatenate([gaps_top, g], axis=1), axis=1)[:, :T]
-        # non-members' joining costs: the T smallest per cluster, with the row and its raw cost (the arcs that
-        # connect a cluster short of rows when the boundary rows' own arcs cannot fill it). Only entries below
-        # the current T-th value of their cluster can enter: a comparison, not a partition, per block.
-        J = P2 - pb[:, None]
-        thr = joins_top[:, T - 1]
-        if nb > T and not np.isfinite(thr).all():
-            # the first block: its own T-th smallest per cluster bounds the final one from above
-            thr = np.minimum(thr, np.partition(np.ascontiguousarray(J.T), T - 1, axis=1)[:, T - 1])
-        ii, kk = np.nonzero(J <= thr[None, :])
-        if ii.size:
-            k_all = np.concatenate([np.repeat(np.arange(K), T), kk])
-            v_all = np.concatenate([joins_top.ravel(), J[ii, kk]])
-            r_all = np.concatenate([join_rows.ravel(), a + ii])
-            c_all = np.concatenate([join_cost.ravel(), D[ii, kk]])
-            o_all = np.concatenate([join_own.ravel(), best[ii].astype(np.int32)])
-            d_all = np.concatenate([join_ownd.ravel(), D[ii, best[ii]]])
-            order = np.lexsort((r_all, v_all, k_all))
-            ks = k_all[order]
-            rank = np.arange(len(order)) - np.searchsorted(ks, np.arange(K))[ks]
-            keep = order[rank < T]
-            slot = (k_all[keep], rank[rank < T])
-            for arr, src in ((joins_top, v_all), (join_rows, r_all), (join_cost, c_all), (join_own, o_all),
-                             (join_ownd, d_all)):
-                arr[slot] = src[keep]
-        sel = gap <= margin
-        extra = best
-        if own_margin is not None:
-            sel |= gap <= own_margin[best]
-        if join_margin is not None:
-            slack = J - join_margin[None, :]
-            kstar = slack.argmin(axis=1)
-            js = slack[ar, kstar] <= 0
-            sel |= js
-            extra = np.where(js, kstar, best)
-        fixed += np.bincount(best[~sel], minlength=K)
-        if sel.any():
-            ids, costs = _top_arcs(P[sel], D[sel], c)
-            ex = extra[sel].astype(np.int32)
-            ids = np.concatenate([ids, ex[:, None]], axis=1)
-            costs = np.concatenate([costs, D[np.flatnonzero(sel), ex][:, None].astype(np.float32)], axis=1)
-            rows.append(a + np.flatnonzero(sel))
-            arc_ids.append(ids)
-            arc_costs.append(costs)
-    cc = min(c, K) + 1
-    return {
-        "counts": counts,
-        "fixed": fixed,
-        "gaps": gaps_top,
-        "joins": joins_top,
-        "join_rows": join_rows,
-        "join_cost": join_cost,
-        "join_own": join_own,
-        "join_ownd": join_ownd,
-        "rows": np.concatenate(rows) if rows else np.zeros(0, np.int64),
-        "arc_ids": np.concatenate(arc_ids) if arc_ids else np.zeros((0, cc), np.int32),
-        "arc_costs": np.concatenate(arc_costs) if arc_costs else np.zeros((0, cc), np.float32),
-    }
-
-
-def _certify_chunk(x, codes, books, m, p_fixed, p_new, b_rows, b_labels, tol, c, abs_tol=0.0):
-    """Level m's labels of a chunk (rows outside the boundary set at their argmin under p_fixed, boundary rows
-    as the restricted solve put them) and the rows violating condition 1 of the certificate under p_new
-    (their label, whether they were in the boundary set, and their top-c arcs plus their own cluster)."""
-    book = books[m]
-    r = _residual(x, codes, books, m)
-    n = r.shape[0]
-    labels = np.empty(n, np.int32)
+    n = len(theta)
+    r_of = np.repeat(np.arange(n), np.diff(off))
+    labels = _list_labels(off, ids, costs, p_fixed, K)
+    labels[b_rows] = b_labels
     in_b = np.zeros(n, bool)
     in_b[b_rows] = True
-    own_label = np.full(n, -1, np.int32)
-    own_label[b_rows] = b_labels
-    v_rows, v_ids, v_costs = [], [], []
-    for a, b, D, P in _priced_blocks(r, book, p_fixed):
-        lab = P.argmin(axis=1).astype(np.int32)
-        ib = in_b[a:b]
-        lab[ib] = own_label[a:b][ib]
-        labels[a:b] = lab
-        Pn = D + p_new
-        ar = np.arange(b - a)
-        own = Pn[ar, lab]
-        mn = Pn.min(axis=1)
-        bad = own - mn > tol * (np.abs(D[ar, lab]) + np.abs(p_new[lab])) + abs_tol
+    pos = ids == labels[r_of]
+    listed = np.zeros(n, bool)
+    listed[r_of[pos]] = True
+    own_c = np.zeros(n)
+    own_c[r_of[pos]] = costs[pos]
+    pl = p_new[labels]
+    limit = own_c + pl - tol * (np.abs(own_c) + np.abs(pl)) - abs_tol
+    low = np.minimum.reduceat(costs.astype(np.float64) + p_new[ids], off[:-1])
+    th = theta.astype(np.float64)
+    delta = p_new - p_lists
+    bound = th + delta.min()
+    if join_limit is not None:
+        first = off[:-1]
+        v1 = costs[first].astype(np.float64) + p_lists[ids[first]]
+        bound = np.maximum(bound, v1 + (join_limit + delta).min())
+    bound -= 1e-6 * (np.abs(th) + np.abs(p_new).max() + np.abs(p_lists).max())
+    suspect = ~listed | (np.isfinite(th) & ~(bound >= limit))
+    bad_rows = [np.flatnonzero(listed & (low < limit) & ~suspect)]
+    r_arcs, i_arcs = _arcs_of(off, bad_rows[0])
+    arc_r, arc_k, arc_c = [r_arcs], [ids[i_arcs]], [costs[i_arcs]]
+    sus = np.flatnonzero(suspect)
+    if sus.size:
+        D = _t.squared_distances(_residual(x[sus], codes[sus], books, m), book)
+        lab = labels[sus]
+        ar = np.arange(sus.size)
+        Pf = D + p_new
+        od = D[ar, lab].astype(np.float64)
+        bad = Pf.min(axis=1) < od + p_new[lab] - tol * (np.abs(od) + np.abs(p_new[lab])) - abs_tol
         if bad.any():
-            ids, costs = _top_arcs(Pn[bad], D[bad], c)
-            ids = np.concatenate([ids, lab[bad][:, None]], axis=1)
-            costs = np.concatenate([costs, D[ar[bad], lab[bad]][:, None].astype(np.float32)], axis=1)
-            v_rows.append(a + np.flatnonzero(bad))
-            v_ids.append(ids)
-            v_costs.append(costs)
-    viol_rows = np.concatenate(v_rows) if v_rows else np.zeros(0, np.int64)
-    return labels, {
-        "rows": viol_rows,
-        "labels": labels[viol_rows],
-        "in_b": in_b[viol_rows],
-        "arc_ids": np.concatenate(v_ids) if v_ids else np.zeros((0, 1), np.int32),
-        "arc_costs": np.concatenate(v_costs) if v_costs else np.zeros((0, 1), np.float32),
-    }
+            w = min(c, K)
+            top = np.argsort(Pf[bad], axis=1, kind="stable")[:, :w].astype(np.int32)
+            kk = np.concatenate([top, lab[bad][:, None]], axis=1)
+            bad_rows.append(sus[bad])
+            arc_r.append(np.repeat(sus[bad], w + 1))
+            arc_k.append(kk.ravel())
+            arc_c.append(np.take_along_axis(D[bad], kk, axis=1).ravel())
+    vr = np.sort(np.concatenate(bad_rows))
+    return labels, {"rows": vr, "labels": labels[vr], "in_b": in_b[vr], "arc_rows": np.concatenate(arc_r),
+                    "arc_ids": np.concatenate(arc_k).astype(np.int32),
+                    "arc_costs": np.concatenate(arc_c).astype(np.float32), "checked": int(sus.size)}
 
 
-def _append_level(codes, cert):
-    return np.ascontiguousarray(np.concatenate([codes, cert[0][:, None]], axis=1))
+def _append_level(codes, labels):
+    return np.ascontiguousarray(np.concatenate([codes, labels[:, None]], axis=1))
 
 
 def _empty_codes(x):
@@ -661,7 +616,7 @@ def _connect(client, scheduler=None, local_workers=None, threads_per_worker=1, c
 def build_semantic_ids(x, client=None, levels=3, codebook_size=256, balance=True, dedup="append", seed=42,
                        train_sample=None, *, codebook_sizes=None, zero_based=False, n_init=3, init="auto",
                        max_iter=100, tol=1e-4, chunk_rows=65536, candidates=8, boundary_fraction=0.02,
-                       price_rounds=6, certificate_tol=1e-6, progress=None):
+                       price_rounds=40, certificate_tol=1e-6, progress=None):
     """Semantic IDs of x on Dask: the same codes as ``tessera.build_semantic_ids(x, balance=..., seed=...,
     train_sample=S)`` on one machine (codebooks trained on the same S sample rows; every row then assigned
     level by level, exactly balanced with sizes in ``default_size_bounds(n, K)``, or greedily with
@@ -748,15 +703,15 @@ def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_bas
                 res = _residual(sample, sample_codes, books, m)
                 slo, shi = tessera.default_size_bounds(S, K)
                 _, p0 = _t.balanced_assign_with_prices(res, books[m], slo, shi)
+                p0 = np.asarray(p0, np.float64)
                 gaps = _sample_gaps(res, books[m], p0)
-                codes, st = _assign_level(client, inp, codes, books_f, m, K, lo, hi, np.asarray(p0, np.float64),
-                                          gaps, candidates, boundary_fraction, price_rounds, certificate_tol, say)
+                limits = _join_limits(res, books[m], p0, lo, n) if K > candidates else None
+                codes, st = _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, gaps, limits, candidates,
+                                          boundary_fraction, price_rounds, certificate_tol, say)
             else:
-                zero = np.zeros(K)
-                certs = [client.submit(_certify_chunk, xf, cf, books_f, m, zero, zero, np.zeros(0, np.int64),
-                                       np.zeros(0, np.int32), np.inf, 1, pure=True)
-                         for xf, cf in zip(inp.chunks, codes)]
-                codes = [client.submit(_append_level, cf, ce, pure=True) for cf, ce in zip(codes, certs)]
+                labels = [client.submit(_nearest_chunk, xf, cf, books_f, m, pure=True)
+                          for xf, cf in zip(inp.chunks, codes)]
+                codes = [client.submit(_append_level, cf, lf, pure=True) for cf, lf in zip(codes, labels)]
                 st = {"level": m}
             level_stats.append(st)
             say("assign", m + 1, L, 0.0)
@@ -811,13 +766,22 @@ def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_bas
 
 
 def _sample_gaps(res, book, prices):
-    gaps = []
-    for _, _, _, P in _priced_blocks(res, book, prices):
-        if P.shape[1] < 2:
-            return np.zeros(0)
-        part = np.partition(P, 1, axis=1)
-        gaps.append(part[:, 1] - part[:, 0])
-    return np.concatenate(gaps)
+    """Every sample row's gap between its cheapest and second-cheapest priced cluster."""
+    if book.shape[0] < 2:
+        return np.zeros(0)
+    _, ids, costs, theta = _t.candidate_lists(res, book, prices, 1)
+    return theta.astype(np.float64) - (costs + prices[ids])
+
+
+def _join_limits(res, book, prices, lo, n):
+    """Per cluster, the joining cost (priced cost less the row's cheapest) below which the sample holds its
+    share of 4·lo rows: the lists keep every such joiner, so that a cluster the sample's prices undervalue
+    is still listed by enough rows for the price rounds and the boundary solve to fill it."""
+    S = res.shape[0]
+    want = min(S, max(1, -(-4 * int(lo) * S // int(n))))
+    P = _t.squared_distances(res, book) + prices.astype(np.float32)
+    P -= P.min(axis=1, keepdims=True)
+    return np.partition(P, want - 1, axis=0)[want - 1].astype(np.float64)
 
 
 def _margin(gaps, fraction):
@@ -826,8 +790,12 @@ def _margin(gaps, fraction):
     return float(np.quantile(gaps, fraction))
 
 
-def _imbalance(counts, lo, hi):
-    return int(np.maximum(counts - hi, 0).sum() + np.maximum(lo - counts, 0).sum())
+def _off_target(counts, p, lo, hi):
+    """(over, short): how far each cluster's size is from where its price puts it (hi if the price is
+    positive, lo if negative, anywhere in [lo, hi] at 0: complementary slackness)."""
+    over = np.maximum(counts - np.where(p < 0, lo, hi), 0)
+    short = np.maximum(np.where(p > 0, hi, lo) - counts, 0)
+    return over, short
 
 
 def _merge_scans(scans, T):
@@ -850,94 +818,134 @@ def _merge_joiners(scans, starts, T):
     return tuple(np.take_along_axis(a, order, axis=1) for a in (r, c, o, od))
 
 
-def _price_update(p, counts, gaps, joins, lo, hi, T):
-    """A Jacobi dual-ascent step: an over-full cluster raises its price by the e-th smallest leaving gap of its
-    members (e = its excess, at most T), an under-full one lowers it by the e-th smallest joining cost."""
-    q = p.copy()
-    for k in np.flatnonzero(counts > hi):
-        e = min(int(counts[k] - hi), T)
-        g = gaps[k, e - 1]
-        if np.isfinite(g):
-            q[k] += g * (1 + 1e-9) + 1e-12 * (abs(q[k]) + 1)
-    for k in np.flatnonzero(counts < lo):
-        e = min(int(lo - counts[k]), T)
-        j = joins[k, e - 1]
-        if np.isfinite(j):
-            q[k] -= j * (1 + 1e-9) + 1e-12 * (abs(q[k]) + 1)
-    return q
+def _kth_smallest(table, e):
+    """Per cluster the e-th smallest value of its row of `table` (K × T, ascending, +inf padded); past the
+    T-th, extrapolated linearly from it (the values near 0 of a gap or joining-cost distribution grow about
+    linearly with their rank); +inf where e is 0 or a row has fewer than min(e, T) values."""
+    T = table.shape[1]
+    e = np.asarray(e, np.int64)
+    at = np.clip(np.minimum(e, T) - 1, 0, T - 1)
+    v = table[np.arange(table.shape[0]), at]
+    return np.where(e <= 0, np.inf, np.where(e > T, v * (e / T), v))
 
 
-def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c, fraction, price_rounds, tol, say):
+def _price_steps(p, over, short, gaps, joins):
+    """One Jacobi round of dual ascent (docs/balanced-assignment.md, section 4.1): a cluster `over` items
+    above its target moves its price up just past the over-th smallest gap of its members, one `short` below
+    it down just past the short-th smallest joining cost (the largest known when fewer rows have one), never
+    across 0."""
+    step = np.zeros_like(p)
+    for table, need, sign in ((gaps, over, 1.0), (joins, short, -1.0)):
+        known = np.isfinite(table).sum(axis=1)
+        e = np.where(known < table.shape[1], np.minimum(need, known), need)
+        g = _kth_smallest(table, e)
+        ok = (need > 0) & np.isfinite(g)
+        step[ok] = sign * (g[ok] + 1e-6 * (np.abs(g[ok]) + np.abs(p[ok])) + 1e-30)
+    up = step > 0
+    step[up & (p < 0)] = np.minimum(step, -p)[up & (p < 0)]
+    down = step < 0
+    step[down & (p > 0)] = np.maximum(step, -p)[down & (p > 0)]
+    return step
+
+
+def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, join_limit, c, fraction, max_rounds,
+                  tol, say):
     """Level m's exact balanced assignment of all rows (see the module docstring); returns the codes futures
     with the new column and what it did."""
     T = 128
     st = {"level": m, "price_rounds": 0, "scans": 0, "certificate_rounds": 0, "boundary_fraction": fraction,
           "connects": 0, "candidates": c}
     t0 = time.perf_counter()
-    nchunks = len(inp.chunks)
     starts = inp.starts
     cand = [c]
+    made = {}
+
+    def make_lists(p):
+        """Every chunk's candidate lists under p: the level's one pass of GEMMs (again only if widened)."""
+        from distributed import wait
+
+        ts = time.perf_counter()
+        made["lists"] = [client.submit(_chunk_lists, xf, cf, books_f, m, p, cand[0], join_limit, pure=True)
+                         for xf, cf in zip(inp.chunks, codes)]
+        made["p"] = p
+        wait(made["lists"])
+        st["list_passes"] = st.get("list_passes", 0) + 1
+        st["seconds_lists"] = st.get("seconds_lists", 0.0) + time.perf_counter() - ts
 
     own_m = join_m = None
 
     def scan(p, margin):
         st["scans"] += 1
         ts = time.perf_counter()
-        futs = [client.submit(_scan_chunk, xf, cf, books_f, m, p, margin, cand[0], T, own_m, join_m, pure=True)
-                for xf, cf in zip(inp.chunks, codes)]
-        out = client.gather(futs)
+        out = client.gather([client.submit(_scan_lists, lf, K, p, T, margin, own_m, join_m, pure=True)
+                             for lf in made["lists"]])
         st["seconds_scans"] = st.get("seconds_scans", 0.0) + time.perf_counter() - ts
         return out
 
-    margin = _margin(sample_gaps, fraction)
+    make_lists(p0)
+    # Price rounds on the lists (the bounded engine's pre-pass, each round one pass of the workers): a round
+    # that does not reduce the imbalance is taken back and retried at half the step.
     p = p0
-    scans = scan(p, -np.inf)  # price rounds: counts and gaps only, no boundary rows
+    scans = scan(p, -np.inf)
     counts, fixed, gaps, joins = _merge_scans(scans, T)
-    imb = _imbalance(counts, lo, hi)
+    over, short = _off_target(counts, p, lo, hi)
+    imb = int(over.sum() + short.sum())
     st["imbalance_from_sample_prices"] = imb
-    step = 1.0
-    for _ in range(price_rounds):
-        if imb == 0:
+    best = (p, scans, (counts, fixed, gaps, joins), over, short, imb)
+    damping = 1.0
+    step = _price_steps(p, over, short, gaps, joins)
+    for _ in range(max_rounds):
+        if best[5] == 0:
             break
-        q = p + step * (_price_update(p, counts, gaps, joins, lo, hi, T) - p)
-        s2 = scan(q, -np.inf)
-        c2 = _merge_scans(s2, T)
+        q = best[0] + damping * step
+        scans = scan(q, -np.inf)
         st["price_rounds"] += 1
-        i2 = _imbalance(c2[0], lo, hi)
-        if i2 < imb:
-            p, scans, (counts, fixed, gaps, joins), imb = q, s2, c2, i2
-            step = min(1.0, step * 1.5)
-        else:
-            step /= 2
-            if step < 1 / 16:
+        counts, fixed, gaps, joins = _merge_scans(scans, T)
+        over, short = _off_target(counts, q, lo, hi)
+        imb = int(over.sum() + short.sum())
+        if imb < best[5]:
+            gain = best[5] - imb
+            best = (q, scans, (counts, fixed, gaps, joins), over, short, imb)
+            damping = min(1.0, damping * 1.5)
+            step = _price_steps(q, over, short, gaps, joins)
+            if gain < 8:
                 break
+        else:  # overshot: back to the best prices, half the step
+            damping /= 2
+            if damping < 1 / 16:
+                break
+    p, scans, (counts, fixed, gaps, joins), over, short, imb = best
     st["imbalance_after_prices"] = imb
-    # per-cluster margins: an over-full cluster frees (excess + slack) members, an under-full one attracts
+    # per-cluster margins: a cluster above its target frees (excess + slack) members, one below it attracts
     # (deficit + slack) joiners, so that the restricted problem is feasible at once in the usual case
-    over = np.maximum(counts - hi, 0)
-    under = np.maximum(lo - counts, 0)
-    own_m = np.full(K, -np.inf)
-    join_m = np.full(K, -np.inf)
-    for k in np.flatnonzero(over):
-        e = int(over[k])
-        own_m[k] = gaps[k, min(T, e + max(8, e // 4)) - 1]
-    for k in np.flatnonzero(under):
-        e = int(under[k])
-        join_m[k] = joins[k, min(T, e + max(8, e // 4)) - 1]
+    base = [32]
+
+    def set_margins():
+        nonlocal own_m, join_m
+        own_m = _kth_smallest(gaps, over + base[0] + over // 4)
+        join_m = _kth_smallest(joins, short + base[0] + short // 4)
+
+    set_margins()
+    margin = _margin(sample_gaps, fraction)
     scans = scan(p, margin)
     counts, fixed, gaps, joins = _merge_scans(scans, T)
 
     def widen():
-        """More boundary rows (a larger margin), then more candidates per row; a new scan under p."""
+        """More boundary rows (first each cluster's cheapest leavers and joiners, then a larger margin for
+        all), then more candidates per row; a new scan under p."""
         nonlocal fraction, margin, scans, counts, fixed, gaps, joins
-        if fraction < 1:
+        if base[0] < T:
+            base[0] = min(T, base[0] * 4)
+            set_margins()
+        elif fraction < 1:
             fraction = min(1.0, fraction * 4)
         elif cand[0] < K:
             cand[0] = min(K, cand[0] * 2)
+            make_lists(p)
         else:
             raise RuntimeError(f"level {m}: the balanced assignment is infeasible with every row and arc "
                                "(internal error)")
-        st["boundary_fraction"], st["candidates"] = fraction, cand[0]
+        st["boundary_fraction"], st["candidates"], st["per_cluster_margin"] = fraction, cand[0], base[0]
         margin = _margin(sample_gaps, fraction)
         scans = scan(p, margin)
         counts, fixed, gaps, joins = _merge_scans(scans, T)
@@ -945,19 +953,16 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
     while True:
         # the boundary set as arcs in coordinate form (global row, cluster, raw cost); duplicates are dropped
         # when the compressed rows are built (the first one is kept: the same float32 distance in any case)
-        arc_r, arc_k, arc_c = [], [], []
-        for ci, sc in enumerate(scans):
-            w = sc["arc_ids"].shape[1]
-            arc_r.append(np.repeat(sc["rows"].astype(np.int64) + starts[ci], w))
-            arc_k.append(sc["arc_ids"].ravel())
-            arc_c.append(sc["arc_costs"].ravel())
+        arc_r = [sc["arc_rows"] + starts[ci] for ci, sc in enumerate(scans)]
+        arc_k = [sc["arc_ids"] for sc in scans]
+        arc_c = [sc["arc_costs"] for sc in scans]
         fixed_now = fixed.astype(np.int64).copy()
         joiners = _merge_joiners(scans, starts, T)
         connected = False
         restart = False
         while True:
             st["certificate_rounds"] += 1
-            R = np.concatenate(arc_r)
+            R = np.concatenate(arc_r).astype(np.int64)
             Kc = np.concatenate(arc_k).astype(np.int32)
             C = np.concatenate(arc_c).astype(np.float32)
             order = np.lexsort((Kc, R))
@@ -1008,29 +1013,30 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, c,
             clamp = (p_new < 0) & (fixed_now + sizes_r != lo)
             p_new[clamp] = 0.0
             cut = np.searchsorted(keys, starts)
-            certs = [client.submit(_certify_chunk, xf, cf, books_f, m, p, p_new,
+            certs = [client.submit(_certify_lists, xf, cf, books_f, m, lf, made["p"], join_limit, p, p_new,
                                    keys[cut[ch]:cut[ch + 1]] - starts[ch], lab[cut[ch]:cut[ch + 1]], tol, cand[0],
                                    abs_tol, pure=True)
-                     for ch, (xf, cf) in enumerate(zip(inp.chunks, codes))]
+                     for ch, (xf, cf, lf) in enumerate(zip(inp.chunks, codes, made["lists"]))]
             ts = time.perf_counter()
             viols = client.gather([client.submit(operator.getitem, ce, 1, pure=True) for ce in certs])
             st["seconds_certificate"] = st.get("seconds_certificate", 0.0) + time.perf_counter() - ts
             nv = 0
             for ch, v in enumerate(viols):
+                st["rows_checked"] = st.get("rows_checked", 0) + v["checked"]
                 if not len(v["rows"]):
                     continue
                 nv += len(v["rows"])
-                w = v["arc_ids"].shape[1]
-                arc_r.append(np.repeat(v["rows"].astype(np.int64) + starts[ch], w))
-                arc_k.append(v["arc_ids"].ravel().astype(np.int32))
-                arc_c.append(v["arc_costs"].ravel().astype(np.float32))
+                arc_r.append(v["arc_rows"].astype(np.int64) + starts[ch])
+                arc_k.append(v["arc_ids"])
+                arc_c.append(v["arc_costs"])
                 fixed_now -= np.bincount(v["labels"][~v["in_b"]], minlength=K)
             st.setdefault("violations", []).append(nv)
             if nv == 0:
                 st["boundary_rows"] = len(keys)
                 st["arcs"] = len(C)
                 st["seconds"] = time.perf_counter() - t0
-                new_codes = [client.submit(_append_level, cf, ce, pure=True) for cf, ce in zip(codes, certs)]
+                new_codes = [client.submit(_append_level, cf, client.submit(operator.getitem, ce, 0, pure=True),
+                                           pure=True) for cf, ce in zip(codes, certs)]
                 return new_codes, st
             if st["certificate_rounds"] > 200:
                 raise RuntimeError(f"level {m}: the certificate still fails after 200 rounds (internal error)")

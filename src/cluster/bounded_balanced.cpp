@@ -17,6 +17,7 @@
 #include <mutex>
 
 #include "cluster/balanced_ssp.h"
+#include "cluster/cheapest_priced.h"
 #include "cluster/cluster_graph.h"
 #include "cluster/mover_lists.h"
 #include "core/blas.h"
@@ -263,27 +264,7 @@ class BoundedSolver {
         std::vector<int32_t> bj(c1);
         for (size_t r = 0; r < m; ++r) {
           const float* row = costs + size_t(r) * k_;
-          size_t len = 0;
-          float thr = kInfF;  // values at or above it cannot enter (later indices lose ties)
-          for (size_t j0 = 0; j0 < k_; j0 += kChunk) {
-            const size_t w = std::min(kChunk, k_ - j0);
-            float v[kChunk];
-            bool any = false;
-            if (w == kChunk) {  // a fixed-width loop the compiler vectorises
-              for (size_t t = 0; t < kChunk; ++t) v[t] = row[j0 + t] + pf[j0 + t];
-              for (size_t t = 0; t < kChunk; ++t) any |= v[t] < thr;
-            } else {
-              for (size_t t = 0; t < w; ++t) v[t] = row[j0 + t] + pf[j0 + t], any |= v[t] < thr;
-            }
-            if (!any) continue;
-            for (size_t t = 0; t < w; ++t) {
-              if (!(v[t] < thr)) continue;
-              size_t at = len < c1 ? len++ : c1 - 1;
-              for (; at > 0 && v[t] < bv[at - 1]; --at) bv[at] = bv[at - 1], bj[at] = bj[at - 1];
-              bv[at] = v[t], bj[at] = int32_t(j0 + t);
-              if (len == c1) thr = bv[c1 - 1];
-            }
-          }
+          cheapest_priced(row, pf.data(), k_, c1, bv.data(), bj.data());
           const size_t i = i0 + size_t(r);
           const size_t o = i * c;
           for (size_t t = 0; t < c; ++t) cid_[o + t] = bj[t], cco_[o + t] = row[bj[t]];

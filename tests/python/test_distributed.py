@@ -110,6 +110,16 @@ def test_same_codes_and_ids_as_single_process(client, dedup):
             assert a[key] == b[key], key
 
 
+def test_greedy_levels_match_single_process(client):
+    x = _mixture(5000, 12, 30, seed=3)
+    want = tessera.build_semantic_ids(x, levels=2, codebook_size=16, balance=False, dedup="none", seed=2,
+                                      train_sample=1200)
+    res = td.build_semantic_ids(da.from_array(x, chunks=(900, 12)), client=client, levels=2, codebook_size=16,
+                                balance=False, dedup="none", seed=2, train_sample=1200)
+    np.testing.assert_array_equal(res.codes.compute(), want.codes)
+    assert res.metrics["balance"] == "none" and "size_min" not in res.metrics["levels"][0]
+
+
 def test_three_levels_from_shards_and_save(client, tmp_path):
     x = _mixture(9000, 24, 60, seed=2)
     K, S = 32, 3000
