@@ -160,7 +160,7 @@ void bind_distributed(py::module_& m) {
   m.def(
       "balanced_assign_sparse",
       [](const py::object& offsets, const py::object& clusters, const py::object& costs, size_t k,
-         const py::object& size_min, const py::object& size_max) -> py::tuple {
+         const py::object& size_min, const py::object& size_max, const py::object& start_prices) -> py::tuple {
         auto off = as_1d<int64_t>(offsets, "offsets");
         auto cl = as_1d<int32_t>(clusters, "clusters");
         auto co = as_1d<float>(costs, "costs");
@@ -181,19 +181,22 @@ void bind_distributed(py::module_& m) {
         py::array_t<int32_t> labels{py::ssize_t(n)};
         tessera::SparseCostsView v{n, k, off.data(), cl.data(), co.data()};
         int32_t* out = labels.mutable_data();
+        std::vector<double> start;
+        if (!start_prices.is_none()) start = as_prices(start_prices, k, "start_prices");
         tessera::SparseBalancedResult r =
-            without_gil(nullptr, [&] { return tessera::balanced_assign_sparse_exact(v, l, h, out); });
+            without_gil(nullptr, [&] { return tessera::balanced_assign_sparse_exact(v, l, h, out, start); });
         if (!r.feasible) return py::tuple(py::make_tuple(false, py::none(), py::none(), py::none()));
         return py::tuple(py::make_tuple(true, labels, vector_to_numpy(std::move(r.prices)), r.cost));
       },
-      "offsets"_a, "clusters"_a, "costs"_a, "k"_a, "size_min"_a, "size_max"_a,
+      "offsets"_a, "clusters"_a, "costs"_a, "k"_a, "size_min"_a, "size_max"_a, "start_prices"_a = py::none(),
       "Exact size-constrained assignment over sparse candidate arcs with one size window per cluster.\n"
       "Item i may join clusters[offsets[i]:offsets[i+1]] at costs[...] (offsets: n + 1 int64, clusters int32,\n"
       "costs float32); cluster j must get between size_min[j] and size_max[j] items (k values each). Returns\n"
       "(feasible, labels: n int32, prices: k float64, total cost); (False, None, None, None) when no assignment\n"
       "over the listed arcs meets the windows. The prices certify the optimum: each item is in a listed cluster\n"
-      "minimising cost + price, price > 0 only at size_max, < 0 only at size_min (min-cost flow; memory and\n"
-      "time grow with the arcs, not with n·k).");
+      "minimising cost + price, price > 0 only at size_max, < 0 only at size_min (successive shortest paths on\n"
+      "the k-cluster graph from start_prices, k float64, default zeros; memory and time grow with the arcs and\n"
+      "k², not with n·k).");
 
   m.def(
       "reassign_last_level",

@@ -185,20 +185,27 @@ def _certify_lists(x, codes, books, m, lists, p_lists, join_limit, p_fixed, p_ne
     arc_r, arc_k, arc_c = [r_arcs], [ids[i_arcs]], [costs[i_arcs]]
     sus = np.flatnonzero(suspect)
     if sus.size:
-        D = _t.squared_distances(_residual(x[sus], codes[sus], books, m), book)
+        # their lists under p_new (C++, one GEMM): a row is fine when its own cluster is within the tolerance
+        # of the cheapest; its own distance comes from the new list, or from one more product when not there
+        r = _residual(x[sus], codes[sus], books, m)
+        off2, ids2, costs2, _ = _t.candidate_lists(r, book, p_new, c)
+        w = off2[1] - off2[0]
+        ids2, costs2 = ids2.reshape(-1, w), costs2.reshape(-1, w)
         lab = labels[sus]
-        ar = np.arange(sus.size)
-        Pf = D + p_new
-        od = D[ar, lab].astype(np.float64)
-        bad = Pf.min(axis=1) < od + p_new[lab] - tol * (np.abs(od) + np.abs(p_new[lab])) - abs_tol
+        hit = ids2 == lab[:, None]
+        od = np.where(hit, costs2, 0).sum(axis=1).astype(np.float64)
+        miss = np.flatnonzero(~hit.any(axis=1))
+        if miss.size:
+            od[miss] = _t.squared_distances(r[miss], book)[np.arange(miss.size), lab[miss]]
+        low = costs2[:, 0].astype(np.float64) + p_new[ids2[:, 0]]
+        bad = low < od + p_new[lab] - tol * (np.abs(od) + np.abs(p_new[lab])) - abs_tol
         if bad.any():
-            w = min(c, K)
-            top = np.argsort(Pf[bad], axis=1, kind="stable")[:, :w].astype(np.int32)
-            kk = np.concatenate([top, lab[bad][:, None]], axis=1)
+            kk = np.concatenate([ids2[bad], lab[bad][:, None]], axis=1)
+            cc = np.concatenate([costs2[bad], od[bad][:, None].astype(np.float32)], axis=1)
             bad_rows.append(sus[bad])
-            arc_r.append(np.repeat(sus[bad], w + 1))
+            arc_r.append(np.repeat(sus[bad], kk.shape[1]))
             arc_k.append(kk.ravel())
-            arc_c.append(np.take_along_axis(D[bad], kk, axis=1).ravel())
+            arc_c.append(cc.ravel())
     vr = np.sort(np.concatenate(bad_rows))
     return labels, {"rows": vr, "labels": labels[vr], "in_b": in_b[vr], "arc_rows": np.concatenate(arc_r),
                     "arc_ids": np.concatenate(arc_k).astype(np.int32),
@@ -978,7 +985,7 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
             feasible = bool((hi_r >= 0).all())
             if feasible:
                 ts = time.perf_counter()
-                feasible, lab, p_new, _ = _t.balanced_assign_sparse(offsets, Kc, C, K, lo_r, hi_r)
+                feasible, lab, p_new, _ = _t.balanced_assign_sparse(offsets, Kc, C, K, lo_r, hi_r, p)
                 st["seconds_restricted_solve"] = st.get("seconds_restricted_solve", 0.0) + time.perf_counter() - ts
                 if not feasible and not connected:
                     # connect the clusters the boundary rows' arcs cannot fill: each cluster's T cheapest joiners
@@ -1005,8 +1012,8 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
                 restart = True
                 break
             p_new = np.asarray(p_new, np.float64).copy()
-            # the restricted solve's integer scaling of the costs: a few units of it are not a violation
-            abs_tol = 8.0 * (float(np.abs(C).max()) if len(C) else 1.0) * (len(keys) + 1) / 2.0 ** 50
+            # the restricted solve's float rounding of the costs: a few units of it are not a violation
+            abs_tol = 1e-7 * (float(np.abs(C).max()) if len(C) else 1.0)
             sizes_r = np.bincount(lab, minlength=K)
             # a cluster whose fixed rows already exceed lo (window clamped at 0, so it took no boundary row) may
             # not keep a negative price (condition 3 on the whole problem); 0 keeps condition 1 for the boundary

@@ -13,6 +13,7 @@
 // this ends, with the certificate of the full problem: the same optimum as the dense engine.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
 
@@ -20,6 +21,7 @@
 #include "cluster/cheapest_priced.h"
 #include "cluster/cluster_graph.h"
 #include "cluster/mover_lists.h"
+#include "cluster/solve_on_arcs.h"
 #include "core/blas.h"
 #include "tessera/cluster/bounded_balanced_assignment.h"
 #include "tessera/core/distances.h"
@@ -116,6 +118,23 @@ class L2Rows final : public CostRows {
   std::vector<float> c_norms_, own_norms_;
 };
 
+// No rows at all: the restricted problem given as arcs is the whole problem (solve_on_arcs).
+class NoRows final : public CostRows {
+ public:
+  NoRows(size_t n, size_t k) : n_(n), k_(k) {}
+  size_t rows() const override { return n_; }
+  size_t cols() const override { return k_; }
+  void block(size_t, size_t, float*, const RowBlockFn&) const override { no_rows(); }
+  void gather(const size_t*, size_t, float*) const override { no_rows(); }
+
+ private:
+  [[noreturn]] static void no_rows() {
+    TESSERA_CHECK_ARG(false, "bounded balanced assignment: internal error, a row read on a problem given as arcs");
+    std::abort();
+  }
+  size_t n_, k_;
+};
+
 // A candidate arc added after the first lists: item, cluster, cost.
 struct NewArc {
   size_t item;
@@ -155,6 +174,32 @@ class BoundedSolver {
     st_.arcs = cid_.size();
     st_.cost = total;
     return total;
+  }
+
+  // The restricted problem itself, given as arcs (no duplicates within an item) with one size window per
+  // cluster, from the current prices: no rows to list or check, so a search that cannot reach a cluster short
+  // of items means the windows cannot be met. Returns false then.
+  bool run_on_arcs(const SparseCostsView& v, const std::vector<size_t>& lo, const std::vector<size_t>& hi,
+                   int32_t* assign) {
+    if (p_.size() != k_) p_.assign(k_, 0.0);
+    p_.push_back(0.0);
+    fl_.lo_j.resize(k_), fl_.hi_j.resize(k_);
+    for (size_t j = 0; j < k_; ++j) fl_.lo_j[j] = (long long)lo[j], fl_.hi_j[j] = (long long)std::min(hi[j], n_);
+    off_.assign(n_ + 1, 0);
+    cid_.clear(), cco_.clear();
+    for (size_t i = 0; i < n_; ++i) {
+      for (int64_t a = v.offsets[i]; a < v.offsets[i + 1]; ++a) cid_.push_back(v.cluster[a]), cco_.push_back(v.cost[a]);
+      off_[i + 1] = cid_.size();
+    }
+    cluster_.assign(n_, -1);
+    can_connect_ = false;
+    if (!solve_restricted()) return false;
+    prices_relative_to_sink(p_, fl_, k_);
+    double total = 0;
+    for (size_t i = 0; i < n_; ++i) assign[i] = cluster_[i], total += own_[i];
+    st_.arcs = cid_.size();
+    st_.cost = total;
+    return true;
   }
 
  private:
@@ -318,7 +363,7 @@ class BoundedSolver {
   // The problem on the candidate arcs, exactly, from the current prices. When the arcs cannot bring a
   // cluster up to its minimum (none of its would-be members lists it), arcs towards the clusters the
   // search could not reach are added (connect) and the solve restarts from the prices reached so far.
-  void solve_restricted() {
+  bool solve_restricted() {
     presolve_prices();
     while (true) {
       initial_assignment();
@@ -341,7 +386,8 @@ class BoundedSolver {
         TESSERA_CHECK_ARG(pushed > 0, "bounded balanced assignment: internal error, a phase pushed nothing");
         st_.steps += pushed, ++st_.phases;
       }
-      if (!stuck) return;
+      if (!stuck) return true;
+      if (!can_connect_) return false;
       ++st_.reconnects;
       connect();
     }
@@ -394,8 +440,8 @@ class BoundedSolver {
       for (size_t i = 0; i < n_; ++i) ++size[best[i]];
       size_t imbalance = 0;
       for (size_t j = 0; j < k_; ++j) {
-        over[j] = std::max(0LL, size[j] - (p_[j] < 0 ? fl_.lo : fl_.hi));
-        short_of[j] = std::max(0LL, (p_[j] > 0 ? fl_.hi : fl_.lo) - size[j]);
+        over[j] = std::max(0LL, size[j] - (p_[j] < 0 ? fl_.min_of(j) : fl_.max_of(j)));
+        short_of[j] = std::max(0LL, (p_[j] > 0 ? fl_.max_of(j) : fl_.min_of(j)) - size[j]);
         imbalance += size_t(over[j] + short_of[j]);
       }
       if (imbalance == 0) break;
@@ -497,7 +543,8 @@ class BoundedSolver {
     long long to_t = 0;
     for (size_t j = 0; j < k_; ++j) {
       const long long s = (long long)members_[j].size();
-      fl_.flow[j] = p_[j] > p_[k_] ? fl_.hi : p_[j] < p_[k_] ? fl_.lo : std::clamp<long long>(s, fl_.lo, fl_.hi);
+      const long long lo = fl_.min_of(j), hi = fl_.max_of(j);
+      fl_.flow[j] = p_[j] > p_[k_] ? hi : p_[j] < p_[k_] ? lo : std::clamp<long long>(s, lo, hi);
       fl_.excess[j] = s - fl_.flow[j];
       to_t += fl_.flow[j];
     }
@@ -717,6 +764,7 @@ class BoundedSolver {
   ClusterFlow fl_;
   ClusterTree tree_;
   MoverLists table_;
+  bool can_connect_ = true;  // false: the arcs are the whole problem (run_on_arcs)
 };
 
 double bounded_solve(const CostRows& src, SizeBounds bounds, const BoundedBalancedParams& prm,
@@ -731,6 +779,17 @@ double bounded_solve(const CostRows& src, SizeBounds bounds, const BoundedBalanc
 }
 
 }  // namespace
+
+bool solve_on_arcs(const SparseCostsView& arcs, const std::vector<size_t>& lo, const std::vector<size_t>& hi,
+                   std::vector<double>& prices, int32_t* assign, double& cost) {
+  const NoRows src(arcs.n, arcs.k);
+  BoundedBalancedParams prm;
+  BoundedBalancedStats stats;
+  BoundedSolver solver(src, SizeBounds{0, arcs.n}, prm, prices, stats);
+  if (!solver.run_on_arcs(arcs, lo, hi, assign)) return false;
+  cost = stats.cost;
+  return true;
+}
 
 }  // namespace detail
 

@@ -46,14 +46,14 @@ bool cluster_shortest_paths(const float* move, std::vector<double>& p, const Clu
       const double pu = p[u];
       next = relax_and_find_nearest(move + u * k, p.data(), pu, du, (int32_t)u, k, key.data(), tree.pred.data(),
                                     tree.arc.data());
-      if (t_open && f.flow[u] < f.hi) {
+      if (t_open && f.flow[u] < f.max_of(u)) {
         const double nd = du + std::max(0.0, p[k] - pu);
         if (nd < key_t) key_t = nd, tree.pred[k] = (int32_t)u, tree.arc[k] = 0;
       }
     } else {
       const double pt = p[k];
       for (size_t v = 0; v < k; ++v) {
-        if (f.flow[v] <= f.lo) continue;
+        if (f.flow[v] <= f.min_of(v)) continue;
         const double nd = du + std::max(0.0, p[v] - pt);
         if (nd < key[v]) key[v] = nd, tree.pred[v] = (int32_t)k, tree.arc[v] = 0;  // never true once settled (NaN)
       }
@@ -77,7 +77,7 @@ void prices_relative_to_sink(std::vector<double>& p, const ClusterFlow& f, size_
   for (size_t j = 0; j < k; ++j) {
     double& v = p[j];
     v -= pt;
-    if ((v > 0 && f.flow[j] < f.hi) || (v < 0 && f.flow[j] > f.lo)) v = 0;
+    if ((v > 0 && f.flow[j] < f.max_of(j)) || (v < 0 && f.flow[j] > f.min_of(j))) v = 0;
   }
 }
 

@@ -12,11 +12,16 @@
 
 namespace tessera::detail {
 
-/// Flow state of the cluster graph: flow[j] units from cluster j to T (within [lo, hi]); excess[v] for
-/// v ≤ k (members minus flow for clusters, total flow minus n for T).
+/// Flow state of the cluster graph: flow[j] units from cluster j to T (within cluster j's size window);
+/// excess[v] for v ≤ k (members minus flow for clusters, total flow minus n for T).
 struct ClusterFlow {
   std::vector<long long> flow, excess;
+  /// The size window [lo, hi] of every cluster, or per cluster [lo_j[j], hi_j[j]] when those are set (the
+  /// restricted problems of a distributed assignment, where each cluster already holds fixed items).
   long long lo = 0, hi = 0;
+  std::vector<long long> lo_j, hi_j;
+  long long min_of(size_t j) const { return lo_j.empty() ? lo : lo_j[j]; }
+  long long max_of(size_t j) const { return hi_j.empty() ? hi : hi_j[j]; }
 };
 
 /// One shortest-path tree of a phase, and scratch space for the pushes along it.
@@ -45,8 +50,8 @@ bool push_along_tree(size_t t, const float* move, const int32_t* who, ClusterFlo
   path.clear();
   for (size_t v = t; tree.pred[v] >= 0; v = tree.pred[v]) {
     const size_t u = (size_t)tree.pred[v];
-    const bool ok = u == k   ? f.flow[v] > f.lo
-                    : v == k ? f.flow[u] < f.hi
+    const bool ok = u == k   ? f.flow[v] > f.min_of(v)
+                    : v == k ? f.flow[u] < f.max_of(u)
                              : who[u * k + v] >= 0 && move[u * k + v] <= tree.arc[v];
     if (!ok) return false;
     path.push_back({u, v});

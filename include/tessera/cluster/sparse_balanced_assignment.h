@@ -29,17 +29,20 @@ struct SparseBalancedResult {
 };
 
 /// Exact min-cost assignment of the n items to clusters over the listed arcs with lo[j] ≤ size_j ≤ hi[j]
-/// (lo, hi: k values each). Min-cost flow (LEMON's network simplex) on n + k + 1 nodes and
-/// (listed arcs + k) arcs, costs scaled to 64-bit integers as balanced_assign_exact does; memory and time
-/// grow with the number of listed arcs, not with n·k.
+/// (lo, hi: k values each): the bounded engine's restricted solve (bounded_balanced_assignment.h) — Jacobi
+/// price rounds over the arcs, then successive shortest paths on the k-cluster graph — from start_prices (k
+/// values; empty: zeros; a good start, such as the prices of the problem the arcs were cut from, saves most
+/// of the work). Memory and time grow with the arcs and k², not with n·k; duplicate arcs of an item keep the
+/// cheapest.
 ///
 /// assign: n cluster ids (written when feasible). The returned prices p certify the solution: every item sits
-/// in a listed cluster minimising cost(i, j) + p_j over its listed clusters (up to the integer scaling,
-/// about max|cost|·n / 2^50), p_j > 0 only where size_j = hi[j], p_j < 0 only where size_j = lo[j].
+/// in a listed cluster minimising cost(i, j) + p_j over its listed clusters (up to float rounding, relative
+/// 1e-7), p_j > 0 only where size_j = hi[j], p_j < 0 only where size_j = lo[j].
 /// Infeasible windows (Σ lo > n, Σ hi < n, lo[j] > hi[j], an item without arcs, or arcs that cannot fill a
 /// cluster's minimum) return feasible = false, not an exception; malformed input (a cluster id out of range,
 /// non-finite costs, offsets not ascending) throws InvalidArgument.
 SparseBalancedResult balanced_assign_sparse_exact(const SparseCostsView& costs, const std::vector<size_t>& lo,
-                                                  const std::vector<size_t>& hi, int32_t* assign);
+                                                  const std::vector<size_t>& hi, int32_t* assign,
+                                                  const std::vector<double>& start_prices = {});
 
 }  // namespace tessera
