@@ -137,6 +137,13 @@ def _scan_lists(lists, K, prices, T, margin, own_margin=None, join_margin=None):
     return out
 
 
+def _merge_tables(T, *scans):
+    """The sums of several chunks' scans that a price round reads (counts, fixed, per-cluster smallest gaps and
+    joining costs): merged on a worker, so that the client receives one K × T pair per group of chunks."""
+    counts, fixed, gaps, joins = _merge_scans(scans, T)
+    return {"counts": counts, "fixed": fixed, "gaps": gaps, "joins": joins}
+
+
 def _list_labels(off, ids, costs, prices, K):
     """Every row's cheapest listed cluster under prices (ties to the lower cluster, as scan_candidate_lists)."""
     P = costs.astype(np.float64) + prices[ids]
@@ -145,22 +152,23 @@ def _list_labels(off, ids, costs, prices, K):
     return np.minimum.reduceat(np.where(P == low[r_of], ids, K), off[:-1]).astype(np.int32)
 
 
-def _certify_lists(x, codes, books, m, lists, p_lists, join_limit, p_fixed, p_new, b_rows, b_labels, tol, c, abs_tol):
-    """Level m's labels of a chunk (rows outside the boundary set at their cheapest listed cluster under
-    p_fixed, boundary rows as the restricted solve put them) and the rows violating condition 1 of the
+def _certify_lists(x, codes, books, m, fixed_lists, lists, p_lists, join_limit, p_fixed, p_new, b_rows, b_labels, tol,
+                   c, abs_tol):
+    """Level m's labels of a chunk (rows outside the boundary set at their cheapest cluster of `fixed_lists`
+    under p_fixed, boundary rows as the restricted solve put them) and the rows violating condition 1 of the
     certificate under p_new (their label, whether they were in the boundary set, and arcs: their listed ones,
-    or their c cheapest and their own). Listed clusters are checked on the lists; unlisted ones only for rows
-    whose priced cost exceeds the lists' bound on them, on distances recomputed for those rows. An unlisted
-    cluster j of row i had, under the lists' prices p_lists, a priced cost of at least theta_i, and at least
-    the row's cheapest plus join_limit[j] (else it would be listed); under p_new each moves by
+    or their c cheapest and their own), checked on `lists` (made under p_lists): listed clusters on the lists;
+    unlisted ones only for rows whose priced cost exceeds the lists' bound on them, on distances recomputed
+    for those rows. An unlisted cluster j of row i had, under p_lists, a priced cost of at least theta_i, and
+    at least the row's cheapest plus join_limit[j] (else it would be listed); under p_new each moves by
     p_new_j − p_lists_j."""
-    off, ids, costs, theta = lists
     book = books[m]
     K = book.shape[0]
+    labels = _list_labels(*fixed_lists[:3], p_fixed, K)
+    labels[b_rows] = b_labels
+    off, ids, costs, theta = lists
     n = len(theta)
     r_of = np.repeat(np.arange(n), np.diff(off))
-    labels = _list_labels(off, ids, costs, p_fixed, K)
-    labels[b_rows] = b_labels
     in_b = np.zeros(n, bool)
     in_b[b_rows] = True
     pos = ids == labels[r_of]
@@ -840,11 +848,13 @@ def _price_steps(p, over, short, gaps, joins):
     """One Jacobi round of dual ascent (docs/balanced-assignment.md, section 4.1): a cluster `over` items
     above its target moves its price up just past the over-th smallest gap of its members, one `short` below
     it down just past the short-th smallest joining cost (the largest known when fewer rows have one), never
-    across 0."""
+    across 0. Past the T-th value the step is extrapolated (a dense cluster would otherwise move T rows a
+    round), at most to 4·T: further out the extrapolation overshoots (measured at level 0 of the 1M bench)."""
     step = np.zeros_like(p)
     for table, need, sign in ((gaps, over, 1.0), (joins, short, -1.0)):
         known = np.isfinite(table).sum(axis=1)
-        e = np.where(known < table.shape[1], np.minimum(need, known), need)
+        T = table.shape[1]
+        e = np.where(known < T, np.minimum(need, known), np.minimum(need, 4 * T))
         g = _kth_smallest(table, e)
         ok = (need > 0) & np.isfinite(g)
         step[ok] = sign * (g[ok] + 1e-6 * (np.abs(g[ok]) + np.abs(p[ok])) + 1e-30)
@@ -875,17 +885,22 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
         made["lists"] = [client.submit(_chunk_lists, xf, cf, books_f, m, p, cand[0], join_limit, pure=True)
                          for xf, cf in zip(inp.chunks, codes)]
         made["p"] = p
+        made["check"], made["p_check"] = made["lists"], p
         wait(made["lists"])
         st["list_passes"] = st.get("list_passes", 0) + 1
         st["seconds_lists"] = st.get("seconds_lists", 0.0) + time.perf_counter() - ts
 
     own_m = join_m = None
 
-    def scan(p, margin):
+    def scan(p, margin, rows=True):
+        """One pass over every chunk's lists under p; rows=False (a price round): only the merged tables,
+        reduced on the workers in groups of 8 chunks."""
         st["scans"] += 1
         ts = time.perf_counter()
-        out = client.gather([client.submit(_scan_lists, lf, K, p, T, margin, own_m, join_m, pure=True)
-                             for lf in made["lists"]])
+        futs = [client.submit(_scan_lists, lf, K, p, T, margin, own_m, join_m, pure=True) for lf in made["lists"]]
+        if not rows:
+            futs = [client.submit(_merge_tables, T, *futs[g:g + 8], pure=True) for g in range(0, len(futs), 8)]
+        out = client.gather(futs)
         st["seconds_scans"] = st.get("seconds_scans", 0.0) + time.perf_counter() - ts
         return out
 
@@ -893,7 +908,7 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
     # Price rounds on the lists (the bounded engine's pre-pass, each round one pass of the workers): a round
     # that does not reduce the imbalance is taken back and retried at half the step.
     p = p0
-    scans = scan(p, -np.inf)
+    scans = scan(p, -np.inf, rows=False)
     counts, fixed, gaps, joins = _merge_scans(scans, T)
     over, short = _off_target(counts, p, lo, hi)
     imb = int(over.sum() + short.sum())
@@ -905,7 +920,7 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
         if best[5] == 0:
             break
         q = best[0] + damping * step
-        scans = scan(q, -np.inf)
+        scans = scan(q, -np.inf, rows=False)
         st["price_rounds"] += 1
         counts, fixed, gaps, joins = _merge_scans(scans, T)
         over, short = _off_target(counts, q, lo, hi)
@@ -915,7 +930,7 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
             best = (q, scans, (counts, fixed, gaps, joins), over, short, imb)
             damping = min(1.0, damping * 1.5)
             step = _price_steps(q, over, short, gaps, joins)
-            if gain < 8:
+            if gain < max(8, imb // 100):  # the rounds plateau; the boundary solve finishes
                 break
         else:  # overshot: back to the best prices, half the step
             damping /= 2
@@ -1020,10 +1035,18 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
             clamp = (p_new < 0) & (fixed_now + sizes_r != lo)
             p_new[clamp] = 0.0
             cut = np.searchsorted(keys, starts)
-            certs = [client.submit(_certify_lists, xf, cf, books_f, m, lf, made["p"], join_limit, p, p_new,
+            # check on lists made near p_new when the prices moved too far for the lists' bound to clear rows
+            # (every row would be recomputed): one more pass of GEMMs, then cheap checks in later rounds
+            # (without join limits the lists hold every cluster: nothing to recompute)
+            if join_limit is not None and (join_limit + p_new - made["p_check"]).min() < 0:
+                made["check"] = [client.submit(_chunk_lists, xf, cf, books_f, m, p_new, cand[0], join_limit, pure=True)
+                                 for xf, cf in zip(inp.chunks, codes)]
+                made["p_check"] = p_new
+                st["check_list_passes"] = st.get("check_list_passes", 0) + 1
+            certs = [client.submit(_certify_lists, xf, cf, books_f, m, lf, ck, made["p_check"], join_limit, p, p_new,
                                    keys[cut[ch]:cut[ch + 1]] - starts[ch], lab[cut[ch]:cut[ch + 1]], tol, cand[0],
                                    abs_tol, pure=True)
-                     for ch, (xf, cf, lf) in enumerate(zip(inp.chunks, codes, made["lists"]))]
+                     for ch, (xf, cf, lf, ck) in enumerate(zip(inp.chunks, codes, made["lists"], made["check"]))]
             ts = time.perf_counter()
             viols = client.gather([client.submit(operator.getitem, ce, 1, pure=True) for ce in certs])
             st["seconds_certificate"] = st.get("seconds_certificate", 0.0) + time.perf_counter() - ts
