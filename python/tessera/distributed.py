@@ -841,7 +841,8 @@ def _kth_smallest(table, e):
     e = np.asarray(e, np.int64)
     at = np.clip(np.minimum(e, T) - 1, 0, T - 1)
     v = table[np.arange(table.shape[0]), at]
-    return np.where(e <= 0, np.inf, np.where(e > T, v * (e / T), v))
+    with np.errstate(invalid="ignore"):  # inf · 0 in the branch np.where discards
+        return np.where(e <= 0, np.inf, np.where(e > T, v * (e / T), v))
 
 
 def _price_steps(p, over, short, gaps, joins):
@@ -940,7 +941,9 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
     st["imbalance_after_prices"] = imb
     # per-cluster margins: a cluster above its target frees (excess + slack) members, one below it attracts
     # (deficit + slack) joiners, so that the restricted problem is feasible at once in the usual case
-    base = [32]
+    # every cluster's cheapest leavers and joiners: chains of moves pass through clusters on target too, and
+    # carry about the imbalance per cluster each (32 at least; ×4 per widening)
+    base = [max(32, 4 * imb // K)]
 
     def set_margins():
         nonlocal own_m, join_m
@@ -956,8 +959,8 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
         """More boundary rows (first each cluster's cheapest leavers and joiners, then a larger margin for
         all), then more candidates per row; a new scan under p."""
         nonlocal fraction, margin, scans, counts, fixed, gaps, joins
-        if base[0] < T:
-            base[0] = min(T, base[0] * 4)
+        if base[0] < max(T, hi):
+            base[0] = min(max(T, hi), base[0] * 4)
             set_margins()
         elif fraction < 1:
             fraction = min(1.0, fraction * 4)
