@@ -137,6 +137,13 @@ def _scan_lists(lists, K, prices, T, margin, own_margin=None, join_margin=None):
     return out
 
 
+def _round_tables(lists, K, prices, T):
+    """What a price round reads of a chunk: counts and the per-cluster smallest gaps and joining costs (not the
+    joiners' rows and costs, which only the boundary scan needs: a third of the bytes)."""
+    out = _scan_lists(lists, K, prices, T, -np.inf)
+    return {key: out[key] for key in ("counts", "fixed", "gaps", "joins")}
+
+
 def _merge_tables(T, *scans):
     """The sums of several chunks' scans that a price round reads (counts, fixed, per-cluster smallest gaps and
     joining costs): merged on a worker, so that the client receives one K × T pair per group of chunks."""
@@ -898,8 +905,11 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
         reduced on the workers in groups of 8 chunks."""
         st["scans"] += 1
         ts = time.perf_counter()
-        futs = [client.submit(_scan_lists, lf, K, p, T, margin, own_m, join_m, pure=True) for lf in made["lists"]]
-        if not rows:
+        if rows:
+            futs = [client.submit(_scan_lists, lf, K, p, T, margin, own_m, join_m, pure=True)
+                    for lf in made["lists"]]
+        else:
+            futs = [client.submit(_round_tables, lf, K, p, T, pure=True) for lf in made["lists"]]
             futs = [client.submit(_merge_tables, T, *futs[g:g + 8], pure=True) for g in range(0, len(futs), 8)]
         out = client.gather(futs)
         st["seconds_scans"] = st.get("seconds_scans", 0.0) + time.perf_counter() - ts
