@@ -119,23 +119,23 @@ void bind_distributed(py::module_& m) {
 
   m.def(
       "scan_candidate_lists",
-      [](const py::object& offsets, const py::object& clusters, const py::object& costs, const py::object& theta,
-         size_t k, const py::object& prices, size_t top, double margin, const py::object& own_margin,
+      [](const py::object& offsets, const py::object& clusters, const py::object& costs, size_t k,
+         const py::object& prices, size_t top, double margin, const py::object& own_margin,
          const py::object& join_margin) {
         auto off = as_1d<int64_t>(offsets, "offsets");
         auto ids = as_1d<int32_t>(clusters, "clusters");
         auto co = as_1d<float>(costs, "costs");
-        auto th = as_1d<float>(theta, "theta");
-        const size_t n = size_t(th.size());
-        if (size_t(off.size()) != n + 1 || ids.size() != co.size() || off.at(n) != ids.size())
-          throw_invalid("offsets, clusters, costs and theta must describe the same compressed lists");
+        if (off.size() < 1) throw_invalid("offsets must hold n + 1 values (offsets[0] = 0)");
+        const size_t n = size_t(off.size() - 1);
+        if (ids.size() != co.size() || off.at(n) != ids.size())
+          throw_invalid("offsets, clusters and costs must describe the same compressed lists");
         const std::vector<double> p = as_prices(prices, k);
         std::vector<double> own, join;
         tessera::ListScanParams prm;
         prm.top = top, prm.margin = margin;
         if (!own_margin.is_none()) own = as_prices(own_margin, k, "own_margin"), prm.own_margin = own.data();
         if (!join_margin.is_none()) join = as_prices(join_margin, k, "join_margin"), prm.join_margin = join.data();
-        const tessera::CandidateListsView v{n, k, off.data(), ids.data(), co.data(), th.data()};
+        const tessera::CandidateListsView v{n, k, off.data(), ids.data(), co.data()};
         tessera::ListScan s = without_gil(nullptr, [&] { return tessera::scan_candidate_lists(v, p, prm); });
         py::dict out;
         out["counts"] = vector_to_numpy(std::move(s.counts));
@@ -149,7 +149,7 @@ void bind_distributed(py::module_& m) {
         out["boundary"] = vector_to_numpy(std::move(s.boundary));
         return out;
       },
-      "offsets"_a, "clusters"_a, "costs"_a, "theta"_a, "k"_a, "prices"_a, "top"_a, "margin"_a,
+      "offsets"_a, "clusters"_a, "costs"_a, "k"_a, "prices"_a, "top"_a, "margin"_a,
       "own_margin"_a = py::none(), "join_margin"_a = py::none(),
       "One pass over candidate lists (candidate_lists' output) under prices: every row at its cheapest listed\n"
       "cluster; per cluster the counts, the counts of non-boundary rows ('fixed'), the `top` smallest member\n"

@@ -589,7 +589,7 @@ def candidate_lists(
     clusters under prices, then its joiners (within join_limit[j] of its cheapest); theta bounds the unlisted."""
 
 def scan_candidate_lists(
-    offsets: ArrayLike, clusters: ArrayLike, costs: ArrayLike, theta: ArrayLike, k: int, prices: ArrayLike,
+    offsets: ArrayLike, clusters: ArrayLike, costs: ArrayLike, k: int, prices: ArrayLike,
     top: int, margin: float, own_margin: Optional[ArrayLike] = None, join_margin: Optional[ArrayLike] = None
 ) -> Dict[str, npt.NDArray[Any]]:
     """One pass over candidate lists under prices → counts, fixed, gaps, joins, join_rows, join_cost, join_own,

@@ -130,8 +130,8 @@ def _scan_lists(lists, K, prices, T, margin, own_margin=None, join_margin=None):
     A row is a boundary row when its gap is at most `margin` or `own_margin[its cluster]` (over-full clusters:
     enough members must be free to leave), or its joining cost to a listed cluster k is at most
     `join_margin[k]` (under-full clusters: enough rows must be free to join)."""
-    off, ids, costs, theta = lists
-    out = _t.scan_candidate_lists(off, ids, costs, theta, K, prices, T, margin, own_margin, join_margin)
+    off, ids, costs, _ = lists
+    out = _t.scan_candidate_lists(off, ids, costs, K, prices, T, margin, own_margin, join_margin)
     rows, idx = _arcs_of(off, out.pop("boundary"))
     out["arc_rows"], out["arc_ids"], out["arc_costs"] = rows, ids[idx], costs[idx]
     return out

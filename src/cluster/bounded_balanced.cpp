@@ -19,6 +19,7 @@
 
 #include "cluster/balanced_ssp.h"
 #include "cluster/cheapest_priced.h"
+#include "cluster/keep_smallest.h"
 #include "cluster/cluster_graph.h"
 #include "cluster/mover_lists.h"
 #include "cluster/solve_on_arcs.h"
@@ -470,16 +471,6 @@ class BoundedSolver {
                         const std::vector<long long>& over, const std::vector<long long>& short_of,
                         std::vector<std::vector<float>>& gaps, std::vector<std::vector<float>>& joins) const {
     for (size_t j = 0; j < k_; ++j) gaps[j].clear(), joins[j].clear();
-    const auto keep = [](std::vector<float>& h, size_t cap, float v) {
-      if (h.size() < cap) {
-        h.push_back(v);
-        std::push_heap(h.begin(), h.end());
-      } else if (v < h.front()) {
-        std::pop_heap(h.begin(), h.end());
-        h.back() = v;
-        std::push_heap(h.begin(), h.end());
-      }
-    };
     const auto merge = [](std::vector<float>& into, const std::vector<float>& from, size_t cap) {
       into.insert(into.end(), from.begin(), from.end());
       if (into.size() > cap) {
@@ -494,10 +485,11 @@ class BoundedSolver {
       for (ptrdiff_t ii = 0; ii < (ptrdiff_t)n_; ++ii) {
         const size_t i = (size_t)ii;
         const size_t a = (size_t)best[i];
-        if (over[a] > 0 && gap[i] < kInfF) keep(g[a], (size_t)over[a], gap[i]);
+        if (over[a] > 0 && gap[i] < kInfF) keep_smallest(g[a], (size_t)over[a], gap[i]);
         for (size_t t = off_[i]; t < off_[i + 1]; ++t) {
           const size_t j = (size_t)cid_[t];
-          if (j != a && short_of[j] > 0) keep(jn[j], (size_t)short_of[j], float(double(cco_[t]) + p_[j] - v1[i]));
+          if (j != a && short_of[j] > 0)
+            keep_smallest(jn[j], (size_t)short_of[j], float(double(cco_[t]) + p_[j] - v1[i]));
         }
       }
 #pragma omp critical(tessera_bounded_collect)
@@ -637,16 +629,7 @@ class BoundedSolver {
         for (size_t x = 0; x < u; ++x) {
           const size_t j = (size_t)unreached[x];
           if (listed[j]) continue;
-          auto& h = kept[j];
-          const Joiner jn{double(row[j]) + p_[j] - ref, i, row[j]};
-          if (h.size() < want[j]) {
-            h.push_back(jn);
-            std::push_heap(h.begin(), h.end(), before);
-          } else if (before(jn, h.front())) {
-            std::pop_heap(h.begin(), h.end(), before);
-            h.back() = jn;
-            std::push_heap(h.begin(), h.end(), before);
-          }
+          keep_smallest(kept[j], want[j], Joiner{double(row[j]) + p_[j] - ref, i, row[j]}, before);
         }
         for (size_t t = off_[i]; t < off_[i + 1]; ++t) listed[cid_[t]] = 0;
       }

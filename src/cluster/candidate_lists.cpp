@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cluster/cheapest_priced.h"
+#include "cluster/keep_smallest.h"
 #include "tessera/core/distances.h"
 #include "tessera/core/error.h"
 #include "tessera/core/interrupt.h"
@@ -15,20 +16,6 @@ namespace tessera {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-// A bounded max-heap keeping the `cap` smallest entries under a total order (the same set in any visiting
-// order); sorted ascending at the end.
-template <class T, class Less>
-void keep_smallest(std::vector<T>& h, size_t cap, const T& v, Less less) {
-  if (h.size() < cap) {
-    h.push_back(v);
-    std::push_heap(h.begin(), h.end(), less);
-  } else if (less(v, h.front())) {
-    std::pop_heap(h.begin(), h.end(), less);
-    h.back() = v;
-    std::push_heap(h.begin(), h.end(), less);
-  }
-}
 
 struct Joiner {
   double value;
@@ -128,7 +115,6 @@ ListScan scan_candidate_lists(const CandidateListsView& lists, const std::vector
   s.fixed.assign(k, 0);
   std::vector<std::vector<double>> gaps(k);
   std::vector<std::vector<Joiner>> joins(k);
-  const auto less = [](double a, double b) { return a < b; };
   for (size_t i = 0; i < n; ++i) {
     const int32_t* ids = lists.cluster + lists.offsets[i];
     const float* cost = lists.cost + lists.offsets[i];
@@ -145,13 +131,13 @@ ListScan scan_candidate_lists(const CandidateListsView& lists, const std::vector
     }
     const size_t a = size_t(ids[bt]);
     ++s.counts[a];
-    if (b2 < kInf) keep_smallest(gaps[a], top, b2 - b1, less);
+    if (b2 < kInf) detail::keep_smallest(gaps[a], top, b2 - b1);
     bool boundary = b2 - b1 <= std::max(prm.margin, prm.own_margin ? prm.own_margin[a] : -kInf);
     for (size_t t = 0; t < w; ++t) {
       if (t == bt) continue;
       const size_t j = size_t(ids[t]);
       const double join = double(cost[t]) + p[j] - b1;
-      keep_smallest(joins[j], top, Joiner{join, int64_t(i), cost[t], int32_t(a), cost[bt]}, joiner_before);
+      detail::keep_smallest(joins[j], top, Joiner{join, int64_t(i), cost[t], int32_t(a), cost[bt]}, joiner_before);
       if (prm.join_margin && join <= prm.join_margin[j]) boundary = true;
     }
     if (boundary) s.boundary.push_back(int64_t(i));

@@ -103,7 +103,7 @@ TEST(CandidateLists, ScanMatchesBruteForceOnTheLists) {
   own[2] = 0.5, join[5] = 1.0;
   tessera::ListScanParams prm;
   prm.top = top, prm.margin = 0.25, prm.own_margin = own.data(), prm.join_margin = join.data();
-  const tessera::CandidateListsView v{l.rows, s.k, l.offsets.data(), l.cluster.data(), l.cost.data(), l.theta.data()};
+  const tessera::CandidateListsView v{l.rows, s.k, l.offsets.data(), l.cluster.data(), l.cost.data()};
   const tessera::ListScan scan = tessera::scan_candidate_lists(v, q, prm);
 
   std::vector<int64_t> counts(s.k, 0), fixed(s.k, 0), boundary;

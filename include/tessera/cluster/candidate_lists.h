@@ -33,20 +33,20 @@ CandidateLists make_candidate_lists(MatrixView<const float> x, MatrixView<const 
                                     const std::vector<double>& prices, size_t width,
                                     const std::vector<float>& join_limit = {}, size_t block_rows = 8192);
 
-/// Lists held elsewhere (numpy arrays on a Dask worker), in CandidateLists' layout.
+/// Lists held elsewhere (numpy arrays on a Dask worker), in CandidateLists' layout (theta is not needed to
+/// scan them).
 struct CandidateListsView {
   size_t rows = 0, k = 0;
   const int64_t* offsets = nullptr;
   const int32_t* cluster = nullptr;
   const float* cost = nullptr;
-  const float* theta = nullptr;
 };
 
 struct ListScanParams {
   size_t top = 128;  ///< per cluster, how many of the smallest gaps and joining costs to keep
   /// Boundary rows: gap ≤ margin, or gap ≤ own_margin[its cluster], or a joining cost to some listed j at
-  /// most join_margin[j] (own_margin, join_margin: k values, or nullptr). Unlisted clusters are not looked at
-  /// (theta is not read): a row they would move is found by the certificate check, not here.
+  /// most join_margin[j] (own_margin, join_margin: k values, or nullptr). Unlisted clusters are not looked at:
+  /// a row they would move is found by the certificate check, not here.
   double margin = -std::numeric_limits<double>::infinity();
   const double* own_margin = nullptr;
   const double* join_margin = nullptr;
