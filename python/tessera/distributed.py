@@ -650,8 +650,9 @@ def build_semantic_ids(x, client=None, levels=3, codebook_size=256, balance=True
     client); None: min(n, max(65536, 64·K)). When it covers all n rows the whole input is gathered and the
     single-process build runs (exact by construction). dedup: 'append', 'append-all', 'reassign' or 'none'.
     chunk_rows: rows per task for shard input (262,144 × d float32 each: 128 MiB at d = 128; fewer, larger tasks
-    halve the price rounds' scheduling cost against 65,536, measured at 4M rows on 2 workers). candidates, boundary_fraction, price_rounds, certificate_tol
-    tune the distributed assignment (they change its running time, never its result).
+    halve the price rounds' scheduling cost against 65,536, measured at 4M rows on 2 workers). candidates,
+    boundary_fraction, price_rounds, certificate_tol tune the distributed assignment (they change its running
+    time, never its result).
 
     Returns a :class:`DistributedSemanticIds`."""
     _require_dask()
