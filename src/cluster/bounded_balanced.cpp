@@ -19,7 +19,7 @@
 
 #include "cluster/balanced_ssp.h"
 #include "cluster/cheapest_priced.h"
-#include "cluster/keep_smallest.h"
+#include "core/keep_smallest.h"
 #include "cluster/cluster_graph.h"
 #include "cluster/mover_lists.h"
 #include "cluster/solve_on_arcs.h"

@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "cluster/cheapest_priced.h"
-#include "cluster/keep_smallest.h"
+#include "core/keep_smallest.h"
 #include "tessera/core/distances.h"
 #include "tessera/core/error.h"
 #include "tessera/core/interrupt.h"

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/keep_smallest.h"
 #include "tessera/core/error.h"
 #include "tessera/quant/additive_quantizer.h"
 
@@ -262,14 +263,7 @@ void scan(const ScanInput& S, const float* lut, float bias, size_t i0, size_t i1
         dist += bias;
       }
       const std::pair<float, int64_t> cand(dist, S.ids ? S.ids[i] : int64_t(i));
-      if (heap.size() < kept) {
-        heap.push_back(cand);
-        std::push_heap(heap.begin(), heap.end(), better);
-      } else if (better(cand, heap.front())) {
-        std::pop_heap(heap.begin(), heap.end(), better);
-        heap.back() = cand;
-        std::push_heap(heap.begin(), heap.end(), better);
-      }
+      keep_smallest(heap, kept, cand, better);
     }
   }
 }

@@ -1,5 +1,6 @@
 // A bounded max-heap that keeps the `cap` smallest values offered, under a total order (the same set in any
-// order of offers): the per-cluster "e cheapest" collections of both balanced-assignment front ends.
+// order of offers): the per-cluster "e cheapest" collections of the balanced assignment and the index scans'
+// best k.
 #pragma once
 #include <algorithm>
 #include <cstddef>
