@@ -842,6 +842,43 @@ def _merge_joiners(scans, starts, T):
     return tuple(np.take_along_axis(a, order, axis=1) for a in (r, c, o, od))
 
 
+def _rows_in(arc_rows):
+    """How many rows a scan's arcs (grouped by row) belong to."""
+    return int(len(arc_rows) and 1 + np.count_nonzero(arc_rows[1:] != arc_rows[:-1]))
+
+
+def _grouped_arcs(R, Kc, C):
+    """Arcs in coordinate form (row, cluster, cost) grouped by row, rows ascending, the first of any duplicate
+    (row, cluster) kept. The scans deliver them so already (boundary rows ascending, chunks in order, no
+    duplicate within a list): then nothing is sorted."""
+    if len(R) < 2 or (R[1:] >= R[:-1]).all():
+        return R, Kc, C
+    order = np.lexsort((Kc, R))
+    R, Kc, C = R[order], Kc[order], C[order]
+    first = np.r_[True, (R[1:] != R[:-1]) | (Kc[1:] != Kc[:-1])]
+    return R[first], Kc[first], C[first]
+
+
+def _with_arcs(R, Kc, C, r, k, c):
+    """The grouped arcs (R, Kc, C) with the arcs (r, k, c) added, still grouped by row; an arc already there
+    keeps its cost. Only the rows that gain arcs are sorted: the added arcs are few, the arcs many (all rows of
+    a level at worst)."""
+    rows = np.unique(r)
+    a, b = np.searchsorted(R, rows, "left"), np.searchsorted(R, rows, "right")
+    cnt = b - a
+    old = np.repeat(a - (np.cumsum(cnt) - cnt), cnt) + np.arange(int(cnt.sum()))
+    r2, k2, c2 = np.concatenate([R[old], r]), np.concatenate([Kc[old], k]), np.concatenate([C[old], c])
+    order = np.lexsort((np.arange(len(r2)), k2, r2))  # an existing arc before an added duplicate
+    r2, k2, c2 = r2[order], k2[order], c2[order]
+    first = np.r_[True, (r2[1:] != r2[:-1]) | (k2[1:] != k2[:-1])]
+    r2, k2, c2 = r2[first], k2[first], c2[first]
+    keep = np.ones(len(R), bool)
+    keep[old] = False
+    R, Kc, C = R[keep], Kc[keep], C[keep]
+    at = np.searchsorted(R, r2)
+    return np.insert(R, at, r2), np.insert(Kc, at, k2), np.insert(C, at, c2)
+
+
 def _kth_smallest(table, e):
     """Per cluster the e-th smallest value of its row of `table` (K × T, ascending, +inf padded); past the
     T-th, extrapolated linearly from it (the values near 0 of a gap or joining-cost distribution grow about
@@ -982,9 +1019,17 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
         else:
             raise RuntimeError(f"level {m}: the balanced assignment is infeasible with every row and arc "
                                "(internal error)")
-        st["boundary_fraction"], st["candidates"], st["per_cluster_margin"] = fraction, cand[0], base[0]
         margin = _margin(sample_gaps, fraction)
         scans = scan(p, margin)
+        if fraction < 1 and sum(_rows_in(sc["arc_rows"]) for sc in scans) > inp.n // 4:
+            # past a quarter of the rows a boundary costs more than all of them: the restricted solves on it
+            # fail and grow again, while with every row (nothing fixed) the problem on the lists is the whole
+            # level, solved at once (10M × 128, K = 256, level 0 on 2 workers: 474 → 301 s)
+            fraction, margin = 1.0, np.inf
+            if made["p"] is not p:  # lists around the rounds' prices: fewer violations after the solve
+                make_lists(p)
+            scans = scan(p, margin)
+        st["boundary_fraction"], st["candidates"], st["per_cluster_margin"] = fraction, cand[0], base[0]
         counts, fixed, gaps, joins = _merge_scans(scans, T)
 
     p_start = p  # the restricted solves' start prices (the last feasible solve's, once there is one)
@@ -998,25 +1043,26 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
         joiners = _merge_joiners(scans, starts, T)
         connected = False
         restart = False
+        R, Kc, C = _grouped_arcs(np.concatenate(arc_r).astype(np.int64), np.concatenate(arc_k).astype(np.int32),
+                                 np.concatenate(arc_c).astype(np.float32))
+        arc_r, arc_k, arc_c = [], [], []
         while True:
             st["certificate_rounds"] += 1
-            R = np.concatenate(arc_r).astype(np.int64)
-            Kc = np.concatenate(arc_k).astype(np.int32)
-            C = np.concatenate(arc_c).astype(np.float32)
-            order = np.lexsort((Kc, R))
-            R, Kc, C = R[order], Kc[order], C[order]
-            first = np.ones(len(R), bool)
-            first[1:] = (R[1:] != R[:-1]) | (Kc[1:] != Kc[:-1])
-            R, Kc, C = R[first], Kc[first], C[first]
-            arc_r, arc_k, arc_c = [R], [Kc], [C]
-            keys, offsets = np.unique(R, return_index=True)
-            offsets = np.append(offsets, len(R)).astype(np.int64)
+            if arc_r:  # arcs added since the last solve: merged into their rows
+                R, Kc, C = _with_arcs(R, Kc, C, np.concatenate(arc_r).astype(np.int64),
+                                      np.concatenate(arc_k).astype(np.int32), np.concatenate(arc_c).astype(np.float32))
+                arc_r, arc_k, arc_c = [], [], []
+            starts_of = np.flatnonzero(np.r_[True, R[1:] != R[:-1]]) if len(R) else np.zeros(0, np.int64)
+            keys = R[starts_of]
+            offsets = np.append(starts_of, len(R)).astype(np.int64)
             lo_r = np.maximum(lo - fixed_now, 0)
             hi_r = hi - fixed_now
             feasible = bool((hi_r >= 0).all())
             if feasible:
                 ts = time.perf_counter()
                 feasible, lab, p_new, _ = _t.balanced_assign_sparse(offsets, Kc, C, K, lo_r, hi_r, p_start)
+                st.setdefault("restricted_solves", []).append(
+                    dict(rows=len(keys), arcs=len(C), feasible=bool(feasible), seconds=round(time.perf_counter() - ts, 2)))
                 st["seconds_restricted_solve"] = st.get("seconds_restricted_solve", 0.0) + time.perf_counter() - ts
                 if not feasible and not connected:
                     # connect the clusters the boundary rows' arcs cannot fill: each cluster's T cheapest joiners
@@ -1037,7 +1083,13 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
                     arc_r.append(gn)
                     arc_k.append(own.astype(np.int32))
                     arc_c.append(jod[ok][new][first_at].astype(np.float32))
-                    continue
+                    had = len(R)
+                    R, Kc, C = _with_arcs(R, Kc, C, np.concatenate(arc_r).astype(np.int64),
+                                          np.concatenate(arc_k).astype(np.int32),
+                                          np.concatenate(arc_c).astype(np.float32))
+                    arc_r, arc_k, arc_c = [], [], []
+                    if len(R) > had:  # else the same problem again: widen at once
+                        continue
             if not feasible:
                 widen()
                 restart = True

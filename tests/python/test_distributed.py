@@ -237,6 +237,48 @@ def test_restricted_solver_equal_windows_matches_balanced_assign_exact():
     assert feasible and total == pytest.approx(want, rel=1e-9)
 
 
+def test_a_boundary_that_cannot_be_solved_falls_back_to_every_row(client):
+    # 5 isolated modes, a small sample and a tiny boundary: the restricted solves cannot meet the windows (a
+    # mode's clusters lack rows the boundary does not hold); once the widened boundary passes a quarter of the
+    # rows the level is solved on every row's lists, to the same optimum
+    x = _mixture(8000, 16, 5, seed=3)
+    K, S = 32, 400
+    want = tessera.build_semantic_ids(x, levels=1, codebook_size=K, dedup="none", seed=3, train_sample=S)
+    res = td.build_semantic_ids(da.from_array(x, chunks=(1500, 16)), client=client, levels=1, codebook_size=K,
+                                dedup="none", seed=3, train_sample=S, boundary_fraction=0.001)
+    st = res.metrics["distributed"]["assignment"][0]
+    assert st["boundary_fraction"] == 1.0 and st["boundary_rows"] == len(x)
+    assert not st["restricted_solves"][0]["feasible"]
+    _assert_same_optimum(x, res.codes.compute(), want.codes, res.model, K)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_adding_arcs_keeps_them_grouped_by_row_without_duplicates(seed):
+    rng = np.random.default_rng(seed)
+    n, k = 50, 9
+    R = rng.integers(0, n, 300)
+    Kc = rng.integers(0, k, 300).astype(np.int32)
+    C = rng.uniform(0, 1, 300).astype(np.float32)
+    add = (rng.integers(0, n, 40), rng.integers(0, k, 40).astype(np.int32), rng.uniform(2, 3, 40).astype(np.float32))
+
+    def reference(r, kk, c):  # the first of every (row, cluster), rows ascending
+        seen = {}
+        for a, b, v in zip(r.tolist(), kk.tolist(), c.tolist()):
+            seen.setdefault((a, b), v)
+        return seen
+
+    R0, K0, C0 = td._grouped_arcs(R, Kc, C)
+    assert (np.diff(R0) >= 0).all()
+    assert {(a, b): v for a, b, v in zip(R0.tolist(), K0.tolist(), C0.tolist())} == reference(R, Kc, C)
+    assert len(R0) == len(reference(R, Kc, C))
+    assert all(np.array_equal(a, b) for a, b in zip(td._grouped_arcs(R0, K0, C0), (R0, K0, C0)))  # as the scans give
+    R1, K1, C1 = td._with_arcs(R0, K0, C0, *add)
+    want = reference(np.concatenate([R0, add[0]]), np.concatenate([K0, add[1]]), np.concatenate([C0, add[2]]))
+    assert (np.diff(R1) >= 0).all() and len(R1) == len(want)
+    assert {(a, b): v for a, b, v in zip(R1.tolist(), K1.tolist(), C1.tolist())} == want
+    assert td._rows_in(R1) == len(np.unique(R1)) and td._rows_in(R1[:0]) == 0
+
+
 def test_worker_killed_mid_run_gives_the_same_result(tmp_path):
     x = _mixture(12000, 16, 50, seed=4)
     K, S = 32, 2000
