@@ -7,8 +7,9 @@ workers:
 1. **Train on a sample.** The same ``S`` rows single-process training uses (``tessera.sid_training_rows``)
    are gathered to the client and the codebooks are trained there with the same C++ code, so the
    codebooks are identical. The model (a few MB) then travels in the task graph.
-2. **Assign every row, level by level, exactly balanced** (sizes in ``default_size_bounds(n, K)``), never
-   gathering the rows or their candidate lists. Per level, one pass of GEMMs on the workers makes every
+2. **Assign every row, level by level, exactly balanced** (sizes in [size_min, size_max], by default
+   ``default_size_bounds(n, K)``), never gathering the rows or their candidate lists (unless a level's boundary
+   grows past a quarter of the rows: then the client solves every row's lists, see step 4 in the docs). Per level, one pass of GEMMs on the workers makes every
    row's *candidate lists* (the residual of the earlier levels recomputed from the row and its earlier
    codes): its c cheapest clusters under the sample's prices, every cluster within that cluster's join limit
    of its cheapest (the limits come from the sample, so that every cluster is listed by its ~4·lo cheapest
@@ -637,18 +638,20 @@ def _connect(client, scheduler=None, local_workers=None, threads_per_worker=1, c
 
 def build_semantic_ids(x, client=None, levels=3, codebook_size=256, balance=True, dedup="append", seed=42,
                        train_sample=None, *, codebook_sizes=None, zero_based=False, n_init=3, init="auto",
-                       max_iter=100, tol=1e-4, chunk_rows=262144, candidates=8, boundary_fraction=0.02,
-                       price_rounds=40, certificate_tol=1e-6, progress=None):
+                       max_iter=100, tol=1e-4, size_min=None, size_max=None, chunk_rows=262144, candidates=8,
+                       boundary_fraction=0.02, price_rounds=40, certificate_tol=1e-6, progress=None):
     """Semantic IDs of x on Dask: the same codes as ``tessera.build_semantic_ids(x, balance=..., seed=...,
     train_sample=S)`` on one machine (codebooks trained on the same S sample rows; every row then assigned
-    level by level, exactly balanced with sizes in ``default_size_bounds(n, K)``, or greedily with
-    balance=False).
+    level by level, exactly balanced with sizes in [size_min, size_max] (default ``default_size_bounds(n, K)``),
+    or greedily with balance=False).
 
     x: a ``dask.array`` (float, n × d; rows in chunks) or the path of ``.npy`` shards (a directory, a glob or a
     list; rows in path order). client: a ``distributed.Client``; None: the current client, else a new
     LocalCluster (closed by ``result.close()``). train_sample: rows the codebooks train on (gathered to the
     client); None: min(n, max(65536, 64·K)). When it covers all n rows the whole input is gathered and the
     single-process build runs (exact by construction). dedup: 'append', 'append-all', 'reassign' or 'none'.
+    size_min, size_max: every balanced level's cluster sizes over all n rows (as ``tessera.build_semantic_ids``:
+    the sample trains with its own default bounds).
     chunk_rows: rows per task for shard input (262,144 × d float32 each: 128 MiB at d = 128; fewer, larger tasks
     halve the price rounds' scheduling cost against 65,536, measured at 4M rows on 2 workers). candidates,
     boundary_fraction, price_rounds, certificate_tol tune the distributed assignment (they change its running
@@ -663,12 +666,14 @@ def build_semantic_ids(x, client=None, levels=3, codebook_size=256, balance=True
     sizes = list(codebook_sizes) if codebook_sizes is not None else [int(codebook_size)] * int(levels)
     if not sizes or len(sizes) > 25 or any(k < 1 for k in sizes):
         raise InvalidArgument(f"between 1 and 25 levels of at least 1 code each are supported, got {sizes}")
+    if not balance and (size_min is not None or size_max is not None):
+        raise InvalidArgument("size_min/size_max bound balanced levels: they need balance=True")
     say = progress or (lambda *a: None)
     t_start = time.perf_counter()
     client, owned = _connect(client)
     try:
         return _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_based, n_init, init,
-                      max_iter, tol, chunk_rows, candidates, boundary_fraction, price_rounds, certificate_tol, say,
+                      max_iter, tol, (size_min, size_max), chunk_rows, candidates, boundary_fraction, price_rounds, certificate_tol, say,
                       t_start)
     except BaseException:
         if owned is not None:
@@ -678,7 +683,7 @@ def build_semantic_ids(x, client=None, levels=3, codebook_size=256, balance=True
 
 
 def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_based, n_init, init, max_iter, tol,
-           chunk_rows, candidates, boundary_fraction, price_rounds, certificate_tol, say, t_start):
+           size_bounds, chunk_rows, candidates, boundary_fraction, price_rounds, certificate_tol, say, t_start):
     import tessera
 
     phases = {}
@@ -693,15 +698,18 @@ def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_bas
     for k in sizes:
         if k > S:
             raise InvalidArgument(f"a training sample of {S} rows is smaller than K = {k}")
+    bounds = [_size_bounds(n, k, *size_bounds) for k in sizes] if balance else None
     # 1. the sample, gathered; the model trained on it exactly as the single-process build trains it
     rows = np.arange(n, dtype=np.int64) if S >= n else _t.sid_training_rows(n, S, seed)
     sample = inp.gather_rows(client, rows)
     phases["seconds_load_and_sample"] = time.perf_counter() - t
     say("sample", 1, 1, float(S))
     t = time.perf_counter()
+    # (explicit bounds are for all n rows: a sample smaller than n trains with its own defaults, as on one machine)
+    whole = {"size_min": size_bounds[0], "size_max": size_bounds[1]} if balance and S >= n else {}
     trained = tessera.build_semantic_ids(sample, codebook_sizes=sizes, balance=balance, dedup="none", seed=seed,
                                          n_init=n_init, init=init, max_iter=max_iter, tol=tol, train_sample=0,
-                                         zero_based=zero_based)
+                                         zero_based=zero_based, **whole)
     model = trained.model
     offs = model.codebook_offsets
     cb = np.asarray(model.codebooks, np.float32)
@@ -723,9 +731,9 @@ def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_bas
         for m in range(L):
             K = sizes[m]
             if balance:
-                lo, hi = tessera.default_size_bounds(n, K)
+                lo, hi = bounds[m]
                 res = _residual(sample, sample_codes, books, m)
-                slo, shi = tessera.default_size_bounds(S, K)
+                slo, shi = _sample_bounds(lo, hi, n, S, K)
                 _, p0 = _t.balanced_assign_with_prices(res, books[m], slo, shi)
                 p0 = np.asarray(p0, np.float64)
                 gaps = _sample_gaps(res, books[m], p0)
@@ -762,8 +770,7 @@ def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_bas
              "mse_after": sum(mt["after"][m] for mt in mets) / nd,
              "seconds": level_stats[m].get("seconds", 0.0) if m < len(level_stats) else 0.0}
         if balance:
-            lo, hi = tessera.default_size_bounds(n, sizes[m])
-            e["size_min"], e["size_max"] = int(lo), int(hi)
+            e["size_min"], e["size_max"] = bounds[m]
         levels_out.append(e)
     mse = sum(mt["err"] for mt in mets) / nd
     metrics = {
@@ -787,6 +794,26 @@ def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_bas
                                   workers=len(client.scheduler_info().get("workers", {})))
     return DistributedSemanticIds(client, model, codes, ids, np.asarray(inp.starts), L, width, metrics, dedup,
                                   zero_based, owned)
+
+
+def _size_bounds(n, K, size_min, size_max):
+    """A level's cluster-size window over all n rows: the given bounds, the missing ones as
+    ``default_size_bounds``; an error when no assignment can meet them."""
+    import tessera
+
+    lo, hi = tessera.default_size_bounds(n, K)
+    lo = int(size_min) if size_min is not None else int(lo)
+    hi = int(size_max) if size_max is not None else int(hi)
+    if lo < 0 or hi < 1 or K * lo > n or K * hi < n:
+        raise InvalidArgument(f"infeasible size bounds: n = {n} items in K = {K} clusters with sizes in [{lo}, {hi}]; "
+                              f"need K·size_min ≤ n ≤ K·size_max, i.e. size_min ≤ {n // K} and size_max ≥ {-(-n // K)}")
+    return lo, hi
+
+
+def _sample_bounds(lo, hi, n, S, K):
+    """The window [lo, hi] of n rows scaled to the S sample rows that price it (prices are intensive: the same
+    for a sample as for the whole), kept feasible for S."""
+    return min(lo * S // n, S // K), max(-(-hi * S // n), -(-S // K))
 
 
 def _sample_gaps(res, book, prices):
@@ -1232,6 +1259,8 @@ def main(argv=None):
     b.add_argument("--train-sample", type=int, default=None,
                    help="rows the codebooks train on (default min(n, max(65536, 64·K)))")
     b.add_argument("--no-balance", action="store_true", help="greedy levels instead of exact balanced ones")
+    b.add_argument("--size-min", type=int, default=None, help="smallest cluster size (default max(1, N/K - 1))")
+    b.add_argument("--size-max", type=int, default=None, help="largest cluster size (default N/K + 1)")
     b.add_argument("--zero-based", action="store_true", help="0-based level tokens in index.json")
     b.add_argument("--index-json", action="store_true", help="also write index.json (about 5 GB at 10^8 items)")
     b.add_argument("--chunk-rows", type=int, default=262144, help="rows per task")
@@ -1251,7 +1280,7 @@ def main(argv=None):
         res = build_semantic_ids(args.input, client=client, levels=args.levels, codebook_size=args.codebook_size,
                                  balance=not args.no_balance, dedup=args.dedup, seed=args.seed,
                                  train_sample=args.train_sample, zero_based=args.zero_based,
-                                 chunk_rows=args.chunk_rows)
+                                 size_min=args.size_min, size_max=args.size_max, chunk_rows=args.chunk_rows)
         res.save(out, index_json=args.index_json, overwrite=args.overwrite)
         m = res.metrics
         print(f"{m['n_items']} items × {m['dim']}: {m['levels_count']} levels, collision rate "

@@ -65,12 +65,12 @@ def _level_costs(x, codes, model):
     return out
 
 
-def _assert_same_optimum(x, got, want, model, K):
+def _assert_same_optimum(x, got, want, model, K, bounds=None):
     """Equal codes, or (ties) the same objective at the first level that differs, with the bounds held."""
     if np.array_equal(got, want):
         return
     m = int(np.flatnonzero((got != want).any(axis=0))[0])
-    lo, hi = tessera.default_size_bounds(len(x), K)
+    lo, hi = bounds or tessera.default_size_bounds(len(x), K)
     sizes = np.bincount(got[:, m], minlength=K)
     assert sizes.min() >= lo and sizes.max() <= hi
     a = _level_costs(x, got[:, :m + 1], model)[m]
@@ -237,6 +237,34 @@ def test_restricted_solver_equal_windows_matches_balanced_assign_exact():
     assert feasible and total == pytest.approx(want, rel=1e-9)
 
 
+@pytest.mark.parametrize("S", [2500, 6000])
+def test_size_bounds_as_the_single_process_build(client, S):
+    # loose bounds over all rows (most prices 0): the same codes as one process, every size within them; a
+    # sample of every row trains with the bounds themselves
+    x = _mixture(6000, 16, 30, seed=4)
+    K, lo, hi = 16, 300, 460
+    want = tessera.build_semantic_ids(x, levels=2, codebook_size=K, dedup="none", seed=8, train_sample=S,
+                                      size_min=lo, size_max=hi)
+    res = td.build_semantic_ids(da.from_array(x, chunks=(1100, 16)), client=client, levels=2, codebook_size=K,
+                                dedup="none", seed=8, train_sample=S, size_min=lo, size_max=hi)
+    got = res.codes.compute()
+    for m in range(2):
+        sizes = np.bincount(got[:, m], minlength=K)
+        assert sizes.min() >= lo and sizes.max() <= hi
+        assert (res.metrics["levels"][m]["size_min"], res.metrics["levels"][m]["size_max"]) == (lo, hi)
+    _assert_same_optimum(x, got, want.codes, res.model, K, bounds=(lo, hi))
+
+
+def test_size_bound_errors(client):
+    x = da.from_array(_mixture(3000, 8, 10, seed=1), chunks=(1000, 8))
+    with pytest.raises(tessera.InvalidArgument, match="infeasible size bounds.*size_min ≤ 187"):
+        td.build_semantic_ids(x, client=client, levels=1, codebook_size=16, size_min=200, train_sample=1000)
+    with pytest.raises(tessera.InvalidArgument, match="size_max ≥ 188"):
+        td.build_semantic_ids(x, client=client, levels=1, codebook_size=16, size_max=150, train_sample=1000)
+    with pytest.raises(tessera.InvalidArgument, match="need balance=True"):
+        td.build_semantic_ids(x, client=client, levels=1, codebook_size=16, balance=False, size_max=300)
+
+
 def test_a_boundary_that_cannot_be_solved_falls_back_to_every_row(client):
     # 5 isolated modes, a small sample and a tiny boundary: the restricted solves cannot meet the windows (a
     # mode's clusters lack rows the boundary does not hold); once the widened boundary passes a quarter of the
@@ -365,3 +393,12 @@ def test_command_line_local_workers_and_existing_output(tmp_path):
     assert (out / "index.json").read_text() == want.index_json()
     p = _cli("build", str(src), "--out", str(out), "--local-workers", "1", "--levels", "2", "--codebook-size", "16")
     assert p.returncode == 2 and "already exists" in p.stderr
+    p = _cli("build", str(src), "--out", str(tmp_path / "bounded"), "--local-workers", "1", "--levels", "2",
+             "--codebook-size", "16", "--train-sample", "1000", "--size-min", "150", "--size-max", "240")
+    assert p.returncode == 0, p.stderr
+    levels = json.loads((tmp_path / "bounded" / "metrics.json").read_text())["levels"]
+    assert all(lv["size_min"] == 150 and lv["size_max"] == 240 and 150 <= lv["min_cluster_size"] and
+               lv["max_cluster_size"] <= 240 for lv in levels)
+    p = _cli("build", str(src), "--out", str(tmp_path / "bad"), "--local-workers", "1", "--codebook-size", "16",
+             "--size-min", "500")
+    assert p.returncode == 2 and "infeasible size bounds" in p.stderr and not (tmp_path / "bad").exists()
