@@ -22,10 +22,10 @@ stayed within the issue's budget (input bytes + 2 GiB) and whether every cluster
 
 Sizes: 1M 2M 4M 8M 10M 16M. Disk: 512 MB per million rows for the shards (8M: 4.1 GB, 10M: 5.1 GB, 16M: 8.2 GB)
 plus the outputs (about 60 MB per million: codes.npy, index.json); the free space under the scratch directory is
-checked before a size is generated. Time (2 cores shared with other jobs, Dec 2026): generating ≈ 6–14 s per
-million rows; tessera 1M ≈ 2 min, 2M ≈ 5.5 min, 4M ≈ 8 min (the level-0 exact finish grows faster than N:
-expect 8M ≥ 15 min, 10M ≥ 20 min, 16M ≥ 40 min); faiss ≈ 8–10 % of tessera's time. Generated shards are removed
-at the end unless --keep (then a later run with the same --seed reuses them).
+checked before a size is generated. Time (quiet 2-core Zen 4, Dec 2026): generating ≈ 6–14 s per million rows;
+tessera about 15 s per million rows (1M 28 s, 4M 65 s, 10M 153 s); Dask on 2 workers 1.7–3× that, on 1 worker
+more (docs/semantic-ids.md has the table). Generated shards are removed at the end unless --keep (then a later
+run with the same --seed reuses them).
 """
 from __future__ import annotations
 
