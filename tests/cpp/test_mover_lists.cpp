@@ -99,6 +99,7 @@ TEST(MoverLists, EntriesStayTheCheapestThroughJoinsAndLeaves) {
 
 TEST(MoverLists, DepthGrowsWithClusterSizeWithinTheBudget) {
   EXPECT_EQ(MoverLists::depth_for(1000, 256), 1u);  // small clusters: a rescan is cheap
-  EXPECT_EQ(MoverLists::depth_for(10'000'000, 256), 16u);
+  EXPECT_EQ(MoverLists::depth_for(10'000'000, 256), 64u);  // the deepest list
+  EXPECT_EQ(MoverLists::depth_for(10'000'000, 1024), 8u);  // the budget: 2²³ movers over k² entries
   EXPECT_EQ(MoverLists::depth_for(100'000'000, 8192), 1u);  // k² entries already fill the budget
 }
