@@ -9,12 +9,13 @@ workers:
    codebooks are identical. The model (a few MB) then travels in the task graph.
 2. **Assign every row, level by level, exactly balanced** (sizes in [size_min, size_max], by default
    ``default_size_bounds(n, K)``), never gathering the rows or their candidate lists (unless a level's boundary
-   grows past a quarter of the rows: then the client solves every row's lists, see step 4 in the docs). Per level, one pass of GEMMs on the workers makes every
-   row's *candidate lists* (the residual of the earlier levels recomputed from the row and its earlier
-   codes): its c cheapest clusters under the sample's prices, every cluster within that cluster's join limit
-   of its cheapest (the limits come from the sample, so that every cluster is listed by its ~4·lo cheapest
-   joiners), and theta, a bound on every unlisted cluster (``tessera._tessera.candidate_lists``). The lists
-   stay on the workers; every later pass reads only them (``scan_candidate_lists``, O(rows · c)):
+   grows past a quarter of the rows: then the client solves every row's lists, see step 4 in the docs). Per
+   level, one pass of GEMMs on the workers makes every row's *candidate lists* (the residual of the earlier
+   levels recomputed from the row and its earlier codes): its c cheapest clusters under the sample's prices,
+   every cluster within that cluster's join limit of its cheapest (the limits come from the sample, so that
+   every cluster is listed by its ~4·lo cheapest joiners), and theta, a bound on every unlisted cluster
+   (``tessera._tessera.candidate_lists``). The lists stay on the workers; every later pass reads only them
+   (``scan_candidate_lists``, O(rows · c)):
    - *price rounds*: the client keeps K cluster prices; workers return per-cluster counts and the smallest
      leaving gaps and joining costs; the client takes a Jacobi dual-ascent step (the bounded engine's
      pre-pass) and keeps the best prices;
@@ -457,8 +458,9 @@ class _Input:
                 rows = int(arr.shape[0])
                 for a in range(0, rows, chunk_rows):
                     b = min(rows, a + chunk_rows)
+                    name = f"{os.path.abspath(f)}:{a}:{b}:{os.path.getmtime(f)}"  # a task key per file version
                     futs.append(client.submit(_load_rows, f, a, b, self.starts[-1], pure=True,
-                                              key=f"tessera-load-{uuid.uuid5(uuid.NAMESPACE_URL, f'{os.path.abspath(f)}:{a}:{b}:{os.path.getmtime(f)}')}"))
+                                              key=f"tessera-load-{uuid.uuid5(uuid.NAMESPACE_URL, name)}"))
                     self.starts.append(self.starts[-1] + b - a)
             self.d = d
             self.sources = files
@@ -673,8 +675,8 @@ def build_semantic_ids(x, client=None, levels=3, codebook_size=256, balance=True
     client, owned = _connect(client)
     try:
         return _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_based, n_init, init,
-                      max_iter, tol, (size_min, size_max), chunk_rows, candidates, boundary_fraction, price_rounds, certificate_tol, say,
-                      t_start)
+                      max_iter, tol, (size_min, size_max), chunk_rows, candidates, boundary_fraction, price_rounds,
+                      certificate_tol, say, t_start)
     except BaseException:
         if owned is not None:
             owned[0].close()
@@ -805,8 +807,9 @@ def _size_bounds(n, K, size_min, size_max):
     lo = int(size_min) if size_min is not None else int(lo)
     hi = int(size_max) if size_max is not None else int(hi)
     if lo < 0 or hi < 1 or K * lo > n or K * hi < n:
-        raise InvalidArgument(f"infeasible size bounds: n = {n} items in K = {K} clusters with sizes in [{lo}, {hi}]; "
-                              f"need K·size_min ≤ n ≤ K·size_max, i.e. size_min ≤ {n // K} and size_max ≥ {-(-n // K)}")
+        raise InvalidArgument(f"infeasible size bounds: n = {n} items in K = {K} clusters with sizes in "
+                              f"[{lo}, {hi}]; need K·size_min ≤ n ≤ K·size_max, i.e. size_min ≤ {n // K} and "
+                              f"size_max ≥ {-(-n // K)}")
     return lo, hi
 
 
@@ -886,10 +889,15 @@ def _grouped_arcs(R, Kc, C):
     return R[first], Kc[first], C[first]
 
 
-def _with_arcs(R, Kc, C, r, k, c):
-    """The grouped arcs (R, Kc, C) with the arcs (r, k, c) added, still grouped by row; an arc already there
-    keeps its cost. Only the rows that gain arcs are sorted: the added arcs are few, the arcs many (all rows of
-    a level at worst)."""
+def _with_arcs(R, Kc, C, add_r, add_k, add_c):
+    """The grouped arcs (R, Kc, C) with the arcs in the lists of pieces add_r, add_k, add_c added, still grouped
+    by row; an arc already there keeps its cost. Only the rows that gain arcs are sorted: the added arcs are few,
+    the arcs many (all rows of a level at worst)."""
+    if not add_r:
+        return R, Kc, C
+    r = np.concatenate(add_r).astype(np.int64)
+    k = np.concatenate(add_k).astype(np.int32)
+    c = np.concatenate(add_c).astype(np.float32)
     rows = np.unique(r)
     a, b = np.searchsorted(R, rows, "left"), np.searchsorted(R, rows, "right")
     cnt = b - a
@@ -1075,10 +1083,8 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
         arc_r, arc_k, arc_c = [], [], []
         while True:
             st["certificate_rounds"] += 1
-            if arc_r:  # arcs added since the last solve: merged into their rows
-                R, Kc, C = _with_arcs(R, Kc, C, np.concatenate(arc_r).astype(np.int64),
-                                      np.concatenate(arc_k).astype(np.int32), np.concatenate(arc_c).astype(np.float32))
-                arc_r, arc_k, arc_c = [], [], []
+            R, Kc, C = _with_arcs(R, Kc, C, arc_r, arc_k, arc_c)  # the arcs the last certificate added
+            arc_r, arc_k, arc_c = [], [], []
             starts_of = np.flatnonzero(np.r_[True, R[1:] != R[:-1]]) if len(R) else np.zeros(0, np.int64)
             keys = R[starts_of]
             offsets = np.append(starts_of, len(R)).astype(np.int64)
@@ -1088,8 +1094,8 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
             if feasible:
                 ts = time.perf_counter()
                 feasible, lab, p_new, _ = _t.balanced_assign_sparse(offsets, Kc, C, K, lo_r, hi_r, p_start)
-                st.setdefault("restricted_solves", []).append(
-                    dict(rows=len(keys), arcs=len(C), feasible=bool(feasible), seconds=round(time.perf_counter() - ts, 2)))
+                st.setdefault("restricted_solves", []).append(dict(
+                    rows=len(keys), arcs=len(C), feasible=bool(feasible), seconds=round(time.perf_counter() - ts, 2)))
                 st["seconds_restricted_solve"] = st.get("seconds_restricted_solve", 0.0) + time.perf_counter() - ts
                 if not feasible and not connected:
                     # connect the clusters the boundary rows' arcs cannot fill: each cluster's T cheapest joiners
@@ -1111,9 +1117,7 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
                     arc_k.append(own.astype(np.int32))
                     arc_c.append(jod[ok][new][first_at].astype(np.float32))
                     had = len(R)
-                    R, Kc, C = _with_arcs(R, Kc, C, np.concatenate(arc_r).astype(np.int64),
-                                          np.concatenate(arc_k).astype(np.int32),
-                                          np.concatenate(arc_c).astype(np.float32))
+                    R, Kc, C = _with_arcs(R, Kc, C, arc_r, arc_k, arc_c)
                     arc_r, arc_k, arc_c = [], [], []
                     if len(R) > had:  # else the same problem again: widen at once
                         continue

@@ -300,7 +300,8 @@ def test_adding_arcs_keeps_them_grouped_by_row_without_duplicates(seed):
     assert {(a, b): v for a, b, v in zip(R0.tolist(), K0.tolist(), C0.tolist())} == reference(R, Kc, C)
     assert len(R0) == len(reference(R, Kc, C))
     assert all(np.array_equal(a, b) for a, b in zip(td._grouped_arcs(R0, K0, C0), (R0, K0, C0)))  # as the scans give
-    R1, K1, C1 = td._with_arcs(R0, K0, C0, *add)
+    R1, K1, C1 = td._with_arcs(R0, K0, C0, *([a] for a in add))
+    assert all(a is b for a, b in zip(td._with_arcs(R1, K1, C1, [], [], []), (R1, K1, C1)))
     want = reference(np.concatenate([R0, add[0]]), np.concatenate([K0, add[1]]), np.concatenate([C0, add[2]]))
     assert (np.diff(R1) >= 0).all() and len(R1) == len(want)
     assert {(a, b): v for a, b, v in zip(R1.tolist(), K1.tolist(), C1.tolist())} == want
