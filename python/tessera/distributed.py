@@ -883,6 +883,11 @@ def _grouped_arcs(R, Kc, C):
     duplicate within a list): then nothing is sorted."""
     if len(R) < 2 or (R[1:] >= R[:-1]).all():
         return R, Kc, C
+    return _sorted_unique_arcs(R, Kc, C)
+
+
+def _sorted_unique_arcs(R, Kc, C):
+    """The arcs sorted by (row, cluster), the first of any duplicate kept (lexsort is stable)."""
     order = np.lexsort((Kc, R))
     R, Kc, C = R[order], Kc[order], C[order]
     first = np.r_[True, (R[1:] != R[:-1]) | (Kc[1:] != Kc[:-1])]
@@ -902,11 +907,9 @@ def _with_arcs(R, Kc, C, add_r, add_k, add_c):
     a, b = np.searchsorted(R, rows, "left"), np.searchsorted(R, rows, "right")
     cnt = b - a
     old = np.repeat(a - (np.cumsum(cnt) - cnt), cnt) + np.arange(int(cnt.sum()))
-    r2, k2, c2 = np.concatenate([R[old], r]), np.concatenate([Kc[old], k]), np.concatenate([C[old], c])
-    order = np.lexsort((np.arange(len(r2)), k2, r2))  # an existing arc before an added duplicate
-    r2, k2, c2 = r2[order], k2[order], c2[order]
-    first = np.r_[True, (r2[1:] != r2[:-1]) | (k2[1:] != k2[:-1])]
-    r2, k2, c2 = r2[first], k2[first], c2[first]
+    # existing arcs first, so that they win over an added duplicate
+    r2, k2, c2 = _sorted_unique_arcs(np.concatenate([R[old], r]), np.concatenate([Kc[old], k]),
+                                     np.concatenate([C[old], c]))
     keep = np.ones(len(R), bool)
     keep[old] = False
     R, Kc, C = R[keep], Kc[keep], C[keep]
