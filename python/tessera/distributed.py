@@ -51,6 +51,8 @@ from . import _tessera as _t
 
 __all__ = ["build_semantic_ids", "DistributedSemanticIds", "main"]
 
+_KEEP_VIOLATORS = 64  # per chunk and cluster, the most violating rows a certificate round adds
+_EXACT_CLUSTERS = 16  # clusters the certificate checks exactly for every row (those whose prices fell most)
 _BLOCK_ROWS = 8192  # rows per GEMM block inside a task (block × K float32 distances held at a time)
 
 
@@ -110,6 +112,20 @@ def _chunk_lists(x, codes, books, m, prices, c, join_limit):
     return _t.candidate_lists(_residual(x, codes, books, m), books[m], prices, c, join_limit)
 
 
+def _stratified_residuals(x, codes, books, m, lists, prices, rate, seed):
+    """Level m's residuals of about rate·rows rows of a chunk, drawn systematically from its rows ordered by
+    their cheapest listed cluster under prices (random within a cluster): every cluster's share of the draw
+    is its share of the chunk's rows to within one row."""
+    labels = _list_labels(*lists[:3], prices, books[m].shape[0])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]
+    step = 1.0 / rate
+    at = np.arange(rng.random() * step, len(order), step).astype(np.int64)
+    take = np.sort(order[at[at < len(order)]])
+    return _residual(x[take], codes[take], books, m)
+
+
 def _nearest_chunk(x, codes, books, m):
     """Level m's greedy labels of a chunk (nearest codeword, ties to the lower index)."""
     _, ids, _, _ = _t.candidate_lists(_residual(x, codes, books, m), books[m], np.zeros(books[m].shape[0]), 1)
@@ -162,7 +178,7 @@ def _list_labels(off, ids, costs, prices, K):
 
 
 def _certify_lists(x, codes, books, m, fixed_lists, lists, p_lists, join_limit, p_fixed, p_new, b_rows, b_labels, tol,
-                   c, abs_tol):
+                   c, abs_tol, keep=None, exact=False):
     """Level m's labels of a chunk (rows outside the boundary set at their cheapest cluster of `fixed_lists`
     under p_fixed, boundary rows as the restricted solve put them) and the rows violating condition 1 of the
     certificate under p_new (their label, whether they were in the boundary set, and arcs: their listed ones,
@@ -170,7 +186,9 @@ def _certify_lists(x, codes, books, m, fixed_lists, lists, p_lists, join_limit, 
     unlisted ones only for rows whose priced cost exceeds the lists' bound on them, on distances recomputed
     for those rows. An unlisted cluster j of row i had, under p_lists, a priced cost of at least theta_i, and
     at least the row's cheapest plus join_limit[j] (else it would be listed); under p_new each moves by
-    p_new_j − p_lists_j."""
+    p_new_j − p_lists_j. keep: return only each cluster's `keep` most violating rows (by how much cheaper it is
+    than their own), counting all in "found". exact: check the clusters whose prices fell most on exact
+    distances for every row (else only when the bound fails for many rows)."""
     book = books[m]
     K = book.shape[0]
     labels = _list_labels(*fixed_lists[:3], p_fixed, K)
@@ -187,20 +205,53 @@ def _certify_lists(x, codes, books, m, fixed_lists, lists, p_lists, join_limit, 
     own_c[r_of[pos]] = costs[pos]
     pl = p_new[labels]
     limit = own_c + pl - tol * (np.abs(own_c) + np.abs(pl)) - abs_tol
-    low = np.minimum.reduceat(costs.astype(np.float64) + p_new[ids], off[:-1])
+    priced = costs.astype(np.float64) + p_new[ids]
+    low = np.minimum.reduceat(priced, off[:-1])
     th = theta.astype(np.float64)
     delta = p_new - p_lists
-    bound = th + delta.min()
-    if join_limit is not None:
-        first = off[:-1]
-        v1 = costs[first].astype(np.float64) + p_lists[ids[first]]
-        bound = np.maximum(bound, v1 + (join_limit + delta).min())
-    bound -= 1e-6 * (np.abs(th) + np.abs(p_new).max() + np.abs(p_lists).max())
-    suspect = ~listed | (np.isfinite(th) & ~(bound >= limit))
-    bad_rows = [np.flatnonzero(listed & (low < limit) & ~suspect)]
-    r_arcs, i_arcs = _arcs_of(off, bad_rows[0])
-    arc_r, arc_k, arc_c = [r_arcs], [ids[i_arcs]], [costs[i_arcs]]
+    # the clusters whose prices fell most are checked exactly for every row (one thin GEMM): one cluster
+    # far cheaper than at p_lists would otherwise loosen every row's bound and send all rows to the recompute
+    first = off[:-1]
+    v1 = costs[first].astype(np.float64) + p_lists[ids[first]] if join_limit is not None else None
+
+    def suspects(near):
+        """Rows the lists cannot clear: their own cluster unlisted, or the bound on their unlisted clusters
+        (those outside `near`) below their own priced cost."""
+        bound = np.full(n, np.inf)
+        if len(near) < K:
+            bound = th + np.delete(delta, near).min()
+            if join_limit is not None:
+                bound = np.maximum(bound, v1 + _loosest_join(join_limit, delta, near))
+            bound -= 1e-6 * (np.abs(th) + np.abs(p_new).max() + np.abs(p_lists).max())
+        return ~listed | (np.isfinite(th) & ~(bound >= limit))
+
+    # the clusters whose prices fell most are checked exactly for every row (one thin GEMM) when a few far
+    # cheaper clusters would otherwise loosen every row's bound and send all rows to the recompute
+    near = _fallen(delta) if exact else np.zeros(0, np.int64)
+    suspect = suspects(near)
+    if not exact and suspect.sum() > n // 16:
+        near = _fallen(delta)
+        suspect = suspects(near)
+    dn = _t.squared_distances(_residual(x, codes, books, m), book[near]) if len(near) else np.zeros((n, 0))
+    pn = dn + p_new[near]
+    slot = np.full(K, -1)
+    slot[near] = np.arange(len(near))
+    on_list = slot[ids] >= 0
+    pn[r_of[on_list], slot[ids[on_list]]] = np.inf  # listed: checked on the lists' costs (no rounding gap)
+    j_near = np.argmin(pn, axis=1) if len(near) else np.zeros(n, np.int64)
+    low_near = pn[np.arange(n), j_near] if len(near) else np.full(n, np.inf)
+    # each violator's cheapest cluster (ties to the lower index) and by how much it beats its own
+    at_low = priced == low[r_of]
+    dest = np.minimum.reduceat(np.where(at_low, ids, K), off[:-1])
+    to_near = low_near < low
+    dest[to_near] = near[j_near[to_near]]
+    low = np.minimum(low, low_near)
+    bad1 = np.flatnonzero(listed & (low < limit) & ~suspect)
+    dest1 = dest[bad1]
+    gain1 = limit[bad1] - low[bad1]
     sus = np.flatnonzero(suspect)
+    bad2, dest2, gain2 = np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0)
+    kk = cc = np.zeros((0, c + 1))
     if sus.size:
         # their lists under p_new (C++, one GEMM): a row is fine when its own cluster is within the tolerance
         # of the cheapest; its own distance comes from the new list, or from one more product when not there
@@ -214,19 +265,41 @@ def _certify_lists(x, codes, books, m, fixed_lists, lists, p_lists, join_limit, 
         miss = np.flatnonzero(~hit.any(axis=1))
         if miss.size:
             od[miss] = _t.squared_distances(r[miss], book)[np.arange(miss.size), lab[miss]]
-        low = costs2[:, 0].astype(np.float64) + p_new[ids2[:, 0]]
-        bad = low < od + p_new[lab] - tol * (np.abs(od) + np.abs(p_new[lab])) - abs_tol
-        if bad.any():
-            kk = np.concatenate([ids2[bad], lab[bad][:, None]], axis=1)
-            cc = np.concatenate([costs2[bad], od[bad][:, None].astype(np.float32)], axis=1)
-            bad_rows.append(sus[bad])
-            arc_r.append(np.repeat(sus[bad], kk.shape[1]))
-            arc_k.append(kk.ravel())
-            arc_c.append(cc.ravel())
-    vr = np.sort(np.concatenate(bad_rows))
-    return labels, {"rows": vr, "labels": labels[vr], "in_b": in_b[vr], "arc_rows": np.concatenate(arc_r),
-                    "arc_ids": np.concatenate(arc_k).astype(np.int32),
-                    "arc_costs": np.concatenate(arc_c).astype(np.float32), "checked": int(sus.size)}
+        low2 = costs2[:, 0].astype(np.float64) + p_new[ids2[:, 0]]
+        lim2 = od + p_new[lab] - tol * (np.abs(od) + np.abs(p_new[lab])) - abs_tol
+        bad = low2 < lim2
+        bad2, dest2, gain2 = sus[bad], ids2[bad, 0], (lim2 - low2)[bad]
+        kk = np.concatenate([ids2[bad], lab[bad][:, None]], axis=1)
+        cc = np.concatenate([costs2[bad], od[bad][:, None].astype(np.float32)], axis=1)
+    found = len(bad1) + len(bad2)
+    if keep is not None and found > keep:
+        dest, gain = np.concatenate([dest1, dest2]), np.concatenate([gain1, gain2])
+        order = np.lexsort((-gain, dest))
+        first_of = np.searchsorted(dest[order], dest[order])
+        chosen = np.zeros(found, bool)
+        chosen[order[np.arange(found) - first_of < keep]] = True
+        bad1 = bad1[chosen[:len(bad1)]]
+        bad2, kk, cc = bad2[chosen[len(dest1):]], kk[chosen[len(dest1):]], cc[chosen[len(dest1):]]
+    r_arcs, i_arcs = _arcs_of(off, bad1)
+    b3 = bad1[to_near[bad1]]  # their arc to the cheaper cluster, which their lists may lack
+    vr = np.concatenate([bad1, bad2])
+    return labels, {"rows": vr, "labels": labels[vr], "in_b": in_b[vr],
+                    "arc_rows": np.concatenate([r_arcs, np.repeat(bad2, kk.shape[1]), b3]),
+                    "arc_ids": np.concatenate([ids[i_arcs], kk.ravel(), near[j_near[b3]]]).astype(np.int32),
+                    "arc_costs": np.concatenate([costs[i_arcs], cc.ravel(), dn[b3, j_near[b3]]]).astype(np.float32),
+                    "checked": int(sus.size), "found": int(found)}
+
+
+def _fallen(delta):
+    """The clusters whose prices fell most (delta: new less old prices), which the certificate checks exactly."""
+    return np.argsort(delta, kind="stable")[:min(_EXACT_CLUSTERS, len(delta))]
+
+
+def _loosest_join(join_limit, delta, near):
+    """The smallest join limit after the price changes delta, over the clusters not checked exactly (outside
+    near): an unlisted cluster of a row costs at least the row's cheapest (under the lists' prices) plus this."""
+    rest = np.delete(join_limit + delta, near)
+    return rest.min() if len(rest) else np.inf
 
 
 def _append_level(codes, labels):
@@ -741,7 +814,8 @@ def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_bas
                 gaps = _sample_gaps(res, books[m], p0)
                 limits = _join_limits(res, books[m], p0, lo, n) if K > candidates else None
                 codes, st = _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, gaps, limits, candidates,
-                                          boundary_fraction, price_rounds, certificate_tol, say)
+                                          boundary_fraction, price_rounds, certificate_tol, say, books[m],
+                                          (min(4 * S, n // 4), seed))
             else:
                 labels = [client.submit(_nearest_chunk, xf, cf, books_f, m, pure=True)
                           for xf, cf in zip(inp.chunks, codes)]
@@ -951,7 +1025,7 @@ def _price_steps(p, over, short, gaps, joins):
 
 
 def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, join_limit, c, fraction, max_rounds,
-                  tol, say):
+                  tol, say, book, strata):
     """Level m's exact balanced assignment of all rows (see the module docstring); returns the codes futures
     with the new column and what it did."""
     T = 128
@@ -993,6 +1067,21 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
         return out
 
     make_lists(p0)
+    if strata[0] >= 16 * K:
+        # prices again from a larger sample drawn in proportion to every cluster's count over all rows under
+        # the sample's prices: a plain sample mis-counts whole isolated modes, which the rounds cannot mend
+        ts = time.perf_counter()
+        rows_s, seed_s = strata
+        rate = min(1.0, rows_s / inp.n)
+        res = np.concatenate(client.gather([
+            client.submit(_stratified_residuals, xf, cf, books_f, m, lf, p0, rate, [seed_s, m, ch], pure=True)
+            for ch, (xf, cf, lf) in enumerate(zip(inp.chunks, codes, made["lists"]))]))
+        slo, shi = _sample_bounds(lo, hi, inp.n, len(res), K)
+        _, p0 = _t.balanced_assign_with_prices(res, book, slo, shi)
+        p0 = np.asarray(p0, np.float64)
+        sample_gaps = _sample_gaps(res, book, p0)
+        st["strata_rows"] = len(res)
+        st["seconds_strata"] = time.perf_counter() - ts
     # Price rounds on the lists (the bounded engine's pre-pass, each round one pass of the workers): a round
     # that does not reduce the imbalance is taken back and retried at half the step.
     p = p0
@@ -1137,25 +1226,45 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
             # not keep a negative price (condition 3 on the whole problem); 0 keeps condition 1 for the boundary
             clamp = (p_new < 0) & (fixed_now + sizes_r != lo)
             p_new[clamp] = 0.0
+            if fraction < 1 and st.get("stretches", 0) < 3:
+                # prices that moved past the boundary's margins (a cluster far cheaper than its listed joiners'
+                # costs, or far dearer than its leavers' gaps) fail the certificate on very many rows: widen
+                # those clusters' margins toward the move (capped) and solve again before checking
+                dp = p_new - p
+                dp -= np.median(dp)
+                cap = np.full(K, 16 * base[0])
+                want_j = np.minimum(-dp, _kth_smallest(joins, cap))
+                want_o = np.minimum(dp, _kth_smallest(gaps, cap))
+                if (want_j > 2 * join_m).any() or (want_o > 2 * own_m).any():
+                    st["stretches"] = st.get("stretches", 0) + 1
+                    join_m, own_m = np.maximum(join_m, want_j), np.maximum(own_m, want_o)
+                    p_start = p_new.copy()
+                    scans = scan(p, margin)
+                    counts, fixed, gaps, joins = _merge_scans(scans, T)
+                    restart = True
+                    break
             cut = np.searchsorted(keys, starts)
             # check on lists made near p_new when the prices moved too far for the lists' bound to clear rows
             # (every row would be recomputed): one more pass of GEMMs, then cheap checks in later rounds
             # (without join limits the lists hold every cluster: nothing to recompute)
-            if join_limit is not None and (join_limit + p_new - made["p_check"]).min() < 0:
+            delta = p_new - made["p_check"]
+            exact = join_limit is not None and (join_limit + delta).min() < 0  # else the lists' bound suffices
+            if exact and _loosest_join(join_limit, delta, _fallen(delta)) < 0:
                 made["check"] = [client.submit(_chunk_lists, xf, cf, books_f, m, p_new, cand[0], join_limit, pure=True)
                                  for xf, cf in zip(inp.chunks, codes)]
-                made["p_check"] = p_new
+                made["p_check"], exact = p_new, False
                 st["check_list_passes"] = st.get("check_list_passes", 0) + 1
             certs = [client.submit(_certify_lists, xf, cf, books_f, m, lf, ck, made["p_check"], join_limit, p, p_new,
                                    keys[cut[ch]:cut[ch + 1]] - starts[ch], lab[cut[ch]:cut[ch + 1]], tol, cand[0],
-                                   abs_tol, pure=True)
+                                   abs_tol, _KEEP_VIOLATORS, exact, pure=True)
                      for ch, (xf, cf, lf, ck) in enumerate(zip(inp.chunks, codes, made["lists"], made["check"]))]
             ts = time.perf_counter()
             viols = client.gather([client.submit(operator.getitem, ce, 1, pure=True) for ce in certs])
             st["seconds_certificate"] = st.get("seconds_certificate", 0.0) + time.perf_counter() - ts
-            nv = 0
+            nv = nfound = 0
             for ch, v in enumerate(viols):
                 st["rows_checked"] = st.get("rows_checked", 0) + v["checked"]
+                nfound += v["found"]
                 if not len(v["rows"]):
                     continue
                 nv += len(v["rows"])
@@ -1163,7 +1272,8 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
                 arc_k.append(v["arc_ids"])
                 arc_c.append(v["arc_costs"])
                 fixed_now -= np.bincount(v["labels"][~v["in_b"]], minlength=K)
-            st.setdefault("violations", []).append(nv)
+            st.setdefault("violations", []).append(nfound)
+            st.setdefault("violations_added", []).append(nv)
             if nv == 0:
                 st["boundary_rows"] = len(keys)
                 st["arcs"] = len(C)

@@ -403,3 +403,58 @@ def test_command_line_local_workers_and_existing_output(tmp_path):
     p = _cli("build", str(src), "--out", str(tmp_path / "bad"), "--local-workers", "1", "--codebook-size", "16",
              "--size-min", "500")
     assert p.returncode == 2 and "infeasible size bounds" in p.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("case", ["plain", "fallen", "fallen-exact", "keep", "no-join-limit"])
+def test_certificate_finds_every_violating_row_or_each_clusters_worst(case):
+    # one chunk's certificate against a brute-force check on every row and cluster: the violators (rows with a
+    # cluster cheaper than their own under the new prices), each with an arc to its cheapest cluster; with a
+    # cap, each cluster's most violating rows and the count of all
+    rng = np.random.default_rng(11)
+    n, d, K, c = 700, 8, 40, 4
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    book = rng.normal(size=(K, d)).astype(np.float32)
+    codes = np.zeros((n, 0), np.int32)
+    p_lists = rng.normal(scale=0.3, size=K)
+    limit = None if case == "no-join-limit" else np.full(K, 0.5)
+    lists = td._t.candidate_lists(x, book, p_lists, c, limit)
+    b_rows = np.sort(rng.choice(n, 60, replace=False))
+    b_labels = rng.integers(0, K, 60).astype(np.int32)
+    p_new = p_lists + rng.normal(scale=0.05, size=K)
+    if case != "plain":
+        p_new[rng.choice(K, 5, replace=False)] -= 3.0  # a few clusters far cheaper: most rows want them
+    keep = 3 if case == "keep" else None
+    labels, v = td._certify_lists(x, codes, [book], 0, lists, lists, p_lists, limit, p_lists, p_new, b_rows,
+                                  b_labels, 1e-6, c, 0.0, keep, case == "fallen-exact")
+    D = td._t.squared_distances(x, book).astype(np.float64)
+    off, ids, costs, _ = lists
+    want_labels = np.array([ids[off[i]:off[i + 1]][np.argmin(costs[off[i]:off[i + 1]] + p_lists[ids[off[i]:off[i + 1]]])]
+                            for i in range(n)])
+    want_labels[b_rows] = b_labels
+    assert np.array_equal(labels, want_labels)
+    P = D + p_new
+    own = P[np.arange(n), labels]
+    gain = own - P.min(axis=1)
+    dest = P.argmin(axis=1)
+    clear = np.abs(gain) > 1e-4  # rows away from float32 rounding
+    bad = set(np.flatnonzero((gain > 0) & clear).tolist())
+    got = v["rows"].tolist()
+    assert len(got) == len(set(got))
+    assert len(bad) <= v["found"] <= len(bad) + int((~clear).sum())
+    in_b = np.zeros(n, bool)
+    in_b[b_rows] = True
+    assert np.array_equal(v["labels"], labels[v["rows"]]) and np.array_equal(v["in_b"], in_b[v["rows"]])
+    arcs = set(zip(v["arc_rows"].tolist(), v["arc_ids"].tolist()))
+    for i in got:
+        assert gain[i] > -1e-4 and (i, int(dest[i])) in arcs and (i, int(labels[i])) in arcs
+    if keep is None:
+        assert bad <= set(got)
+    else:
+        for k in range(K):
+            mine = [i for i in bad if dest[i] == k]
+            sent = [i for i in got if dest[i] == k and i in bad]
+            assert len(sent) == min(keep, len(mine))
+            if sent and len(mine) > len(sent):
+                assert min(gain[sent]) >= max(gain[list(set(mine) - set(sent))]) - 1e-4
+    if case != "plain":
+        assert len(bad) > n // 4  # the case that needs the exact check or the cap
