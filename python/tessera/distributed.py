@@ -9,13 +9,16 @@ workers:
    codebooks are identical. The model (a few MB) then travels in the task graph.
 2. **Assign every row, level by level, exactly balanced** (sizes in [size_min, size_max], by default
    ``default_size_bounds(n, K)``), never gathering the rows or their candidate lists (unless a level's boundary
-   grows past a quarter of the rows: then the client solves every row's lists, see step 4 in the docs). Per
+   grows past a quarter of the rows: then the client solves every row's lists, see step 5 in the docs). Per
    level, one pass of GEMMs on the workers makes every row's *candidate lists* (the residual of the earlier
    levels recomputed from the row and its earlier codes): its c cheapest clusters under the sample's prices,
    every cluster within that cluster's join limit of its cheapest (the limits come from the sample, so that
    every cluster is listed by its ~4·lo cheapest joiners), and theta, a bound on every unlisted cluster
    (``tessera._tessera.candidate_lists``). The lists stay on the workers; every later pass reads only them
    (``scan_candidate_lists``, O(rows · c)):
+   - *a stratified sample*: each chunk draws rows in proportion to its count of each cluster under the sample's
+     prices; the client solves the draw exactly balanced, and its prices start the rounds (a plain sample
+     mis-counts whole isolated modes, which the rounds cannot mend);
    - *price rounds*: the client keeps K cluster prices; workers return per-cluster counts and the smallest
      leaving gaps and joining costs; the client takes a Jacobi dual-ascent step (the bounded engine's
      pre-pass) and keeps the best prices;
@@ -26,7 +29,7 @@ workers:
      (``tessera.balanced_assign_sparse``, a min-cost flow), which gives new prices;
    - *the certificate*: workers check condition 1 on every row, on the lists for listed clusters and, for
      the few rows whose bound does not clear them, on recomputed distances for the others; violators join
-     the boundary set; repeat until it holds.
+     the boundary set (per chunk, each cluster's most violating rows); repeat until it holds.
    The result is an optimum of the same problem the single-process build solves.
 3. **Resolve collisions** by a hash shuffle of the code tuples (``append``, ``append-all``, ``none`` group
    locally; ``reassign`` gathers only the rows of prefix groups that collide, with their residuals).
@@ -414,15 +417,20 @@ def _chunk_ids(first_row, n, codes, width, L, *buckets):
     return ids
 
 
+def _square_sum(a):
+    """Σ a² of a float32 matrix: float32 per row (d terms), float64 over rows — without a float64 copy of a."""
+    return float(np.einsum("ij,ij->i", a, a).sum(dtype=np.float64))
+
+
 def _chunk_metrics(x, codes, ids_chunk, books, L):
     """Sums behind metrics.json: Σx², Σ reconstruction error (codes; and the resolved ids' level codes),
     per level Σ residual² before and after, code counts."""
     r = x.astype(np.float32, copy=True)
     before, after, counts = [], [], []
     for level in range(L):
-        before.append(float(np.square(r, dtype=np.float64).sum()))
+        before.append(after[-1] if after else _square_sum(r))
         r -= books[level][codes[:, level]]
-        after.append(float(np.square(r, dtype=np.float64).sum()))
+        after.append(_square_sum(r))
         counts.append(np.bincount(codes[:, level], minlength=books[level].shape[0]))
     moved = ids_chunk[:, :L]
     err_moved = after[-1]
@@ -430,8 +438,8 @@ def _chunk_metrics(x, codes, ids_chunk, books, L):
         rec = np.zeros_like(x)
         for level in range(L):
             rec += books[level][moved[:, level]]
-        err_moved = float(np.square(x - rec, dtype=np.float64).sum())
-    return {"sq": float(np.square(x, dtype=np.float64).sum()), "err": after[-1], "err_resolved": err_moved,
+        err_moved = _square_sum(x - rec)
+    return {"sq": before[0], "err": after[-1], "err_resolved": err_moved,
             "before": before, "after": after, "counts": counts}
 
 
