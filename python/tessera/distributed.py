@@ -212,8 +212,6 @@ def _certify_lists(x, codes, books, m, fixed_lists, lists, p_lists, join_limit, 
     low = np.minimum.reduceat(priced, off[:-1])
     th = theta.astype(np.float64)
     delta = p_new - p_lists
-    # the clusters whose prices fell most are checked exactly for every row (one thin GEMM): one cluster
-    # far cheaper than at p_lists would otherwise loosen every row's bound and send all rows to the recompute
     first = off[:-1]
     v1 = costs[first].astype(np.float64) + p_lists[ids[first]] if join_limit is not None else None
 
