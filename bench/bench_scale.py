@@ -23,8 +23,8 @@ stayed within the issue's budget (input bytes + 2 GiB) and whether every cluster
 Sizes: 1M 2M 4M 8M 10M 16M. Disk: 512 MB per million rows for the shards (8M: 4.1 GB, 10M: 5.1 GB, 16M: 8.2 GB)
 plus the outputs (about 60 MB per million: codes.npy, index.json); the free space under the scratch directory is
 checked before a size is generated. Time (quiet 2-core Zen 4, Dec 2026): generating ≈ 6–14 s per million rows;
-tessera about 15 s per million rows (1M 28 s, 4M 65 s, 10M 153 s); Dask on 2 workers 1.7–3× that, on 1 worker
-more (docs/semantic-ids.md has the table). Generated shards are removed at the end unless --keep (then a later
+tessera about 15–20 s per million rows (1M 28–37 s, 4M 65–77 s, 10M 153–166 s); Dask on 2 workers 1.1–1.6× that,
+on 1 worker 1.7–2.4× (docs/semantic-ids.md has the table). Generated shards are removed at the end unless --keep (then a later
 run with the same --seed reuses them).
 """
 from __future__ import annotations
