@@ -814,10 +814,7 @@ def _build(x, client, owned, sizes, balance, dedup, seed, train_sample, zero_bas
             if balance:
                 lo, hi = bounds[m]
                 res = _residual(sample, sample_codes, books, m)
-                slo, shi = _sample_bounds(lo, hi, n, S, K)
-                _, p0 = _t.balanced_assign_with_prices(res, books[m], slo, shi)
-                p0 = np.asarray(p0, np.float64)
-                gaps = _sample_gaps(res, books[m], p0)
+                p0, gaps = _sample_prices(res, books[m], lo, hi, n)
                 limits = _join_limits(res, books[m], p0, lo, n) if K > candidates else None
                 codes, st = _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, gaps, limits, candidates,
                                           boundary_fraction, price_rounds, certificate_tol, say, books[m],
@@ -897,6 +894,15 @@ def _sample_bounds(lo, hi, n, S, K):
     """The window [lo, hi] of n rows scaled to the S sample rows that price it (prices are intensive: the same
     for a sample as for the whole), kept feasible for S."""
     return min(lo * S // n, S // K), max(-(-hi * S // n), -(-S // K))
+
+
+def _sample_prices(res, book, lo, hi, n):
+    """A sample's exact balanced prices (the window [lo, hi] of n rows scaled to the sample) and its rows' gaps
+    under them: the start of the price rounds and the boundary margin over all n rows."""
+    slo, shi = _sample_bounds(lo, hi, n, res.shape[0], book.shape[0])
+    _, p = _t.balanced_assign_with_prices(res, book, slo, shi)
+    p = np.asarray(p, np.float64)
+    return p, _sample_gaps(res, book, p)
 
 
 def _sample_gaps(res, book, prices):
@@ -1082,10 +1088,7 @@ def _assign_level(client, inp, codes, books_f, m, K, lo, hi, p0, sample_gaps, jo
         res = np.concatenate(client.gather([
             client.submit(_stratified_residuals, xf, cf, books_f, m, lf, p0, rate, [seed_s, m, ch], pure=True)
             for ch, (xf, cf, lf) in enumerate(zip(inp.chunks, codes, made["lists"]))]))
-        slo, shi = _sample_bounds(lo, hi, inp.n, len(res), K)
-        _, p0 = _t.balanced_assign_with_prices(res, book, slo, shi)
-        p0 = np.asarray(p0, np.float64)
-        sample_gaps = _sample_gaps(res, book, p0)
+        p0, sample_gaps = _sample_prices(res, book, lo, hi, inp.n)
         st["strata_rows"] = len(res)
         st["seconds_strata"] = time.perf_counter() - ts
     # Price rounds on the lists (the bounded engine's pre-pass, each round one pass of the workers): a round
